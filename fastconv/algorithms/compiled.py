@@ -1,0 +1,60 @@
+"""The Cython algorithms ("direct" and "im2col") behind the common interface."""
+import numpy as np
+
+from .. import _config
+from .._ext import _conv_direct, _conv_im2col
+
+
+def _bias_or_zeros(bias, geom, dtype):
+    # The kernels always add a bias (it is fused into the output pass).
+    return bias if bias is not None else np.zeros(geom.out_channels, dtype=dtype)
+
+
+class DirectConv:
+    """Loops straight over the input, no column buffer; OpenMP over samples/rows."""
+
+    name = "direct"
+    _kernels = _conv_direct
+
+    def supports(self, geom, dtype):
+        return True
+
+    def _suffix(self, geom):
+        return "nhwc" if geom.channels_last else "nchw"
+
+    def _extra(self, geom, dtype):
+        return ()
+
+    def _call(self, op, geom, dtype, *arrays):
+        kernel = getattr(self._kernels, f"{op}_{self._suffix(geom)}")
+        kernel(*arrays, *self._extra(geom, dtype), *geom.kernel_args, _config.get_num_threads())
+
+    def forward(self, x, weight, bias, geom):
+        out = np.empty(geom.output_shape, dtype=x.dtype)
+        self._call("forward", geom, x.dtype, x, weight, _bias_or_zeros(bias, geom, x.dtype), out)
+        return out
+
+    def grad_input(self, grad_output, weight, geom):
+        grad_input = np.empty(geom.input_shape, dtype=grad_output.dtype)
+        self._call("grad_input", geom, grad_output.dtype, grad_output, weight, grad_input)
+        return grad_input
+
+    def grad_weight(self, grad_output, x, geom):
+        grad_weight = np.empty(geom.weight_shape, dtype=x.dtype)
+        self._call("grad_weight", geom, x.dtype, grad_output, x, grad_weight)
+        return grad_weight
+
+
+class Im2colConv(DirectConv):
+    """im2col / col2im into a bounded workspace, then one BLAS GEMM per tile."""
+
+    name = "im2col"
+    _kernels = _conv_im2col
+
+    def _extra(self, geom, dtype):
+        itemsize = np.dtype(dtype).itemsize
+        elements = _conv_im2col.workspace_elements(
+            geom.batch, geom.in_channels, geom.in_h, geom.in_w, geom.out_channels,
+            geom.kernel_h, geom.kernel_w, geom.out_h, geom.out_w, geom.groups,
+            _config.get_workspace_limit() // itemsize, geom.channels_last)
+        return (np.empty(max(elements, 1), dtype=dtype),)

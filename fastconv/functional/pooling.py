@@ -1,0 +1,182 @@
+"""Max, average and global-average 2-D pooling, forward and backward."""
+import numpy as np
+
+from .. import _args, _config
+from .._ext import _pooling
+from .._geometry import pool2d_geometry
+
+
+def _layout(data_format):
+    return "(N, H, W, C)" if data_format == "NHWC" else "(N, C, H, W)"
+
+
+def _input(x, data_format):
+    data_format = _args.normalize_data_format(data_format)
+    return _args.as_float_array(x, "x", 4, _layout(data_format)), data_format
+
+
+def _kernel(name, geom):
+    return getattr(_pooling, f"{name}_{'nhwc' if geom.channels_last else 'nchw'}")
+
+
+def _check_grad_output(grad_output, x, geom, op):
+    grad_output = _args.as_float_array(grad_output, "grad_output", 4, _layout(geom.data_format))
+    _args.check_same_dtype(grad_output=grad_output, x=x)
+    _args.check_shape(grad_output, geom.output_shape, "grad_output", f"the shape of {op}'s output")
+    return grad_output
+
+
+def _window_args(geom):
+    return (*geom.kernel, *geom.stride, geom.padding[0][0], geom.padding[1][0])
+
+
+# --------------------------------------------------------------------------- max pooling
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False, *, data_format="NCHW"):
+    """2-D max pooling, as torch.nn.functional.max_pool2d.
+
+    Args:
+        x: (N, C, H, W) or, with data_format "NHWC", (N, H, W, C); float32/float64.
+        kernel_size, stride (default kernel_size), dilation: int or (h, w).
+        padding: int or (h, w), at most half the kernel; or "valid"/"same" (Keras).
+        ceil_mode: round the output size up (the last window must start inside).
+        return_indices: also return the argmax of each window as a flat index
+            ih * W + iw into its H x W plane (int64, the output's shape).
+
+    Ties go to the first maximum in the window; NaN propagates.
+
+    Shape:
+        oH = floor((H + 2*pad_h - dilation_h*(kh - 1) - 1) / stride_h) + 1 (ceil in
+        ceil_mode, unless the last window would start in the padding); oW likewise.
+    """
+    x, data_format = _input(x, data_format)
+    geom = pool2d_geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode, data_format)
+    out = np.empty(geom.output_shape, dtype=x.dtype)
+    indices = np.empty(geom.output_shape, dtype=np.int64)
+    if out.size:
+        _kernel("max_pool2d_forward", geom)(
+            x, out, indices, *_window_args(geom), *geom.dilation, _config.get_num_threads())
+    return (out, indices) if return_indices else out
+
+
+def max_pool2d_backward(grad_output, x, indices, kernel_size, stride=None, padding=0, dilation=1,
+                        ceil_mode=False, *, data_format="NCHW"):
+    """Gradient of max_pool2d: each grad_output value goes to its window's argmax.
+
+    Args:
+        grad_output: gradient with respect to max_pool2d's output.
+        x: max_pool2d's input (for its shape and dtype).
+        indices: the indices max_pool2d returned with return_indices=True.
+        The rest: as given to max_pool2d.
+
+    Returns:
+        grad_input, shaped like x.
+    """
+    x, data_format = _input(x, data_format)
+    geom = pool2d_geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode, data_format)
+    grad_output = _check_grad_output(grad_output, x, geom, "max_pool2d")
+    indices = _checked_indices(indices, geom)
+    grad_input = np.empty(geom.input_shape, dtype=x.dtype)
+    if grad_input.size:
+        _kernel("max_pool2d_backward", geom)(grad_output, indices, grad_input,
+                                             _config.get_num_threads())
+    return grad_input
+
+
+def _checked_indices(indices, geom):
+    indices = np.asarray(indices)
+    if indices.dtype.kind not in "iu":
+        raise TypeError(f"indices must be an integer array. Received: indices.dtype={indices.dtype}")
+    _args.check_shape(indices, geom.output_shape, "indices", "the shape of max_pool2d's output")
+    plane = geom.in_h * geom.in_w
+    if indices.size:
+        low, high = int(indices.min()), int(indices.max())
+        if low < 0 or high >= plane:
+            raise ValueError(
+                f"indices must lie in [0, H*W) = [0, {plane}). Received: indices between {low} and {high}"
+            )
+    return np.ascontiguousarray(indices, dtype=np.int64)
+
+
+# --------------------------------------------------------------------------- average pooling
+def _avg_options(padding, count_include_pad, divisor_override):
+    if divisor_override is not None:
+        divisor_override = _args.as_int(divisor_override, "divisor_override", 1)
+    if isinstance(padding, str) and _args.padding_mode(padding) == "same":
+        count_include_pad = False  # Keras's "same" averages leave the padding out.
+    return bool(count_include_pad), divisor_override or 0
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None, *, data_format="NCHW"):
+    """2-D average pooling, as torch.nn.functional.avg_pool2d.
+
+    Args:
+        x: (N, C, H, W) or, with data_format "NHWC", (N, H, W, C); float32/float64.
+        kernel_size, stride (default kernel_size): int or (h, w).
+        padding: int or (h, w), at most half the kernel; or "valid"/"same" (Keras;
+            "same" averages over the pixels inside the input only).
+        ceil_mode: round the output size up.
+        count_include_pad: count zero padding in the divisor (PyTorch's default).
+        divisor_override: a fixed positive divisor for every window.
+
+    Shape:
+        as max_pool2d with dilation 1.
+    """
+    x, data_format = _input(x, data_format)
+    geom = pool2d_geometry(x.shape, kernel_size, stride, padding, 1, ceil_mode, data_format)
+    include_pad, divisor = _avg_options(padding, count_include_pad, divisor_override)
+    out = np.empty(geom.output_shape, dtype=x.dtype)
+    if out.size:
+        (top, bottom), (left, right) = geom.padding
+        _kernel("avg_pool2d_forward", geom)(
+            x, out, *geom.kernel, *geom.stride, top, bottom, left, right, include_pad, divisor,
+            _config.get_num_threads())
+    return out
+
+
+def avg_pool2d_backward(grad_output, x, kernel_size, stride=None, padding=0, ceil_mode=False,
+                        count_include_pad=True, divisor_override=None, *, data_format="NCHW"):
+    """Gradient of avg_pool2d: each grad_output value spread evenly over its window."""
+    x, data_format = _input(x, data_format)
+    geom = pool2d_geometry(x.shape, kernel_size, stride, padding, 1, ceil_mode, data_format)
+    include_pad, divisor = _avg_options(padding, count_include_pad, divisor_override)
+    grad_output = _check_grad_output(grad_output, x, geom, "avg_pool2d")
+    grad_input = np.empty(geom.input_shape, dtype=x.dtype)
+    if grad_input.size:
+        (top, bottom), (left, right) = geom.padding
+        _kernel("avg_pool2d_backward", geom)(
+            grad_output, grad_input, *geom.kernel, *geom.stride, top, bottom, left, right,
+            include_pad, divisor, _config.get_num_threads())
+    return grad_input
+
+
+# --------------------------------------------------------------------------- global average
+def _spatial_axes(data_format):
+    return (1, 2) if data_format == "NHWC" else (2, 3)
+
+
+def global_avg_pool2d(x, *, data_format="NCHW", keepdims=False):
+    """Mean over H and W: (N, C), or with keepdims the 4-D shape with H = W = 1."""
+    x, data_format = _input(x, data_format)
+    if min(x.shape[1:]) == 0:
+        raise ValueError(f"x must have non-zero channel, height and width sizes. Received: x.shape={x.shape}")
+    return x.mean(axis=_spatial_axes(data_format), keepdims=bool(keepdims))
+
+
+def global_avg_pool2d_backward(grad_output, x, *, data_format="NCHW"):
+    """Gradient of global_avg_pool2d: grad_output / (H*W) at every pixel.
+
+    grad_output may be (N, C) or the keepdims shape.
+    """
+    x, data_format = _input(x, data_format)
+    axes = _spatial_axes(data_format)
+    grad_output = np.asarray(grad_output)
+    if grad_output.ndim == 2:
+        grad_output = np.expand_dims(grad_output, axes)
+    grad_output = _args.as_float_array(grad_output, "grad_output", 4, _layout(data_format))
+    _args.check_same_dtype(grad_output=grad_output, x=x)
+    pooled = tuple(1 if axis in axes else size for axis, size in enumerate(x.shape))
+    _args.check_shape(grad_output, pooled, "grad_output", "global_avg_pool2d's output with keepdims")
+    count = x.shape[axes[0]] * x.shape[axes[1]]
+    return np.broadcast_to(grad_output / x.dtype.type(count), x.shape).copy()
