@@ -12,6 +12,8 @@ start inside the input or the leading padding.
 """
 from dataclasses import dataclass
 
+import numpy as np
+
 from . import _args
 
 
@@ -148,6 +150,12 @@ def _check_fits(sizes, kernel, dilation, padding, input_name):
             )
 
 
+def _has_window_outside_input(size, out, kernel, stride, before, dilation):
+    """Does a dilated window skip over every input pixel? (Possible only when dilation > 1.)"""
+    rows = np.arange(out)[:, None] * stride - before + np.arange(kernel)[None, :] * dilation
+    return not bool(np.all(np.any((rows >= 0) & (rows < size), axis=1)))
+
+
 def conv2d_geometry(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1,
                     data_format="NCHW"):
     """Check a convolution's shapes and arguments; return its Conv2dGeometry."""
@@ -216,6 +224,14 @@ def pool2d_geometry(input_shape, kernel_size, stride=None, padding=0, dilation=1
     _check_fits((h, w), kernel, dilation, pad, "x")
     out_h = _output_size(h, kernel[0], stride[0], *pad[0], dilation[0], bool(ceil_mode))
     out_w = _output_size(w, kernel[1], stride[1], *pad[1], dilation[1], bool(ceil_mode))
+    axes = zip("HW", (h, w), (out_h, out_w), kernel, stride, pad, dilation)
+    for axis, size, out, k, s, (before, _), d in axes:
+        if d > 1 and _has_window_outside_input(size, out, k, s, before, d):
+            raise ValueError(
+                f"with this dilation some pooling windows along {axis} hold no input pixel, only "
+                f"padding. Received: {axis}={size}, kernel_size={k}, stride={s}, padding={before}, "
+                f"dilation={d}"
+            )
     return Pool2dGeometry(n, c, h, w, kernel, stride, pad, dilation, out_h, out_w, data_format)
 
 

@@ -105,6 +105,8 @@ BAD = {
     "pool_padding_negative": (maxpool(padding=-1), ValueError, "non-negative"),
     "pool_dilation_zero": (maxpool(dilation=0), ValueError, "dilation must be positive"),
     "pool_kernel_too_large": (maxpool(kernel_size=9), ValueError, "larger than the padded input"),
+    "pool_window_all_padding": (maxpool(x=np.zeros((2, 3, 1, 8), np.float32), kernel_size=2, dilation=2,
+                                        padding=1), ValueError, "hold no input pixel"),
     "pool_rank": (maxpool(x=np.zeros((3, 8, 8), np.float32)), ValueError, "4-D"),
     "pool_int": (maxpool(x=X.astype(np.int32)), TypeError, "int32"),
     "pool_zero_height": (maxpool(x=np.zeros((2, 3, 0, 8), np.float32)), ValueError, "non-zero"),

@@ -1,0 +1,567 @@
+"""2-D max and average pooling kernels, forward and backward, NCHW and NHWC.
+
+Legend:
+    N       batch
+    C       channels
+    H, W    input height, width
+    oH, oW  output height, width (taken from the output array; ceil_mode is already reflected there)
+    kh, kw  window size;  sh, sw  stride;  dh, dw  dilation (max pooling only)
+    pt, pb, pl, pr  padding top, bottom, left, right
+
+Window of output (oh, ow): input rows ih = oh*sh - pt + i*dh (i < kh), columns iw = ow*sw - pl + j*dw (j < kw).
+Positions outside [0, H) x [0, W) are skipped (max) or count as padding (avg).
+
+Semantics are those of PyTorch's CPU kernels (aten/src/ATen/native/cpu/{Max,Avg}PoolKernel.cpp):
+- max: start at -inf with index = first in-bounds position of the window; take a value when it is greater than
+  the running max or NaN. Ties keep the FIRST maximum; with NaNs the index of the LAST NaN (scan order) wins.
+  Indices are flat positions ih*W + iw within the H x W plane (both layouts).
+- avg: hend = min(hstart + kh, H + pb), pool_size = (hend - hstart)*(wend - wstart) before clipping to the input;
+  divisor = divisor_override or pool_size (count_include_pad) or the clipped window area. A window with no input
+  element gives 0. Sums are accumulated in the data type in row-major window order, as PyTorch does.
+
+All kernels overwrite their outputs completely. No fast-math: NaN comparisons must work.
+Parallel work is split so that each output element is written by one thread, in a fixed order: results are
+bitwise reproducible and do not depend on num_threads.
+"""
+from cython cimport floating
+from cython.parallel cimport prange, threadid
+from libc.stdint cimport int32_t, int64_t, INT32_MAX
+from libc.stdlib cimport malloc, free
+from libc.string cimport memset
+from libc.math cimport INFINITY
+
+
+cdef inline Py_ssize_t _imin(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return a if a < b else b
+
+
+cdef inline Py_ssize_t _imax(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return a if a > b else b
+
+
+cdef inline Py_ssize_t _first_in(Py_ssize_t start, Py_ssize_t step) noexcept nogil:
+    """Smallest start + k*step >= 0 (k >= 0)."""
+    if start < 0:
+        start += ((step - 1 - start) // step) * step
+    return start
+
+
+cdef inline void _out_range(Py_ssize_t off, Py_ssize_t stride, Py_ssize_t W, Py_ssize_t oW,
+                            Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    """[lo, hi) := {ow in [0, oW) : 0 <= ow*stride + off < W}."""
+    cdef Py_ssize_t a = 0, b
+    if off < 0:
+        a = (stride - 1 - off) // stride
+    if W - 1 - off < 0:
+        b = 0
+    else:
+        b = _imin((W - 1 - off) // stride + 1, oW)
+    lo[0] = a
+    hi[0] = b if b > a else a
+
+
+cdef inline Py_ssize_t _channel_block(Py_ssize_t N, Py_ssize_t C, int nt) noexcept nogil:
+    """Channel block for NHWC backward: enough (n, block) tasks for the threads, blocks a multiple of 16."""
+    cdef Py_ssize_t nblk, cb
+    if C <= 16 or N <= 0 or N >= 4 * nt:
+        return _imax(C, 1)
+    nblk = (4 * nt + N - 1) // N
+    cb = (C + nblk - 1) // nblk
+    cb = ((cb + 15) // 16) * 16
+    return _imin(cb, C)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# max pooling
+# ----------------------------------------------------------------------------------------------------------------
+
+ctypedef fused idx_t:
+    int32_t
+    int64_t
+
+
+cdef inline void _max_strided(const floating* xrow, floating* m, idx_t* q, Py_ssize_t lo, Py_ssize_t hi,
+                              Py_ssize_t sw, Py_ssize_t off, idx_t base) noexcept nogil:
+    """For ow in [lo, hi): v = xrow[ow*sw + off]; if v > m[ow] or v is NaN: m[ow], q[ow] = v, base + ow*sw."""
+    cdef Py_ssize_t ow
+    cdef floating v, mm
+    cdef bint take
+    for ow in range(lo, hi):
+        v = xrow[ow * sw + off]
+        mm = m[ow]
+        take = (v > mm) | (v != v)
+        m[ow] = v if take else mm
+        q[ow] = (base + <idx_t>ow * <idx_t>sw) if take else q[ow]
+
+
+cdef inline void _max_lanes(const floating* xp, floating* m, idx_t* q, Py_ssize_t C, idx_t idx) noexcept nogil:
+    """For c < C: if xp[c] > m[c] or xp[c] is NaN: m[c], q[c] = xp[c], idx."""
+    cdef Py_ssize_t c
+    cdef floating v, mm
+    cdef bint take
+    for c in range(C):
+        v = xp[c]
+        mm = m[c]
+        take = (v > mm) | (v != v)
+        m[c] = v if take else mm
+        q[c] = idx if take else q[c]
+
+
+cdef void _max_fwd_plane(const floating* x, floating* out, int64_t* ind, idx_t* q,
+                         Py_ssize_t H, Py_ssize_t W, Py_ssize_t oH, Py_ssize_t oW,
+                         Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                         Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw) noexcept nogil:
+    """out[oh, ow] := max_{i,j} x[oh*sh - pt + i*dh, ow*sw - pl + j*dw]; ind := its flat position.
+
+    q is a row of oW running indices, of the integer type as wide as floating (so the select vectorises);
+    it may alias the indices row when idx_t is int64_t.
+    """
+    cdef Py_ssize_t oh, ow, h0, h1, ih, j, off, lo, hi
+    cdef floating* orow
+    cdef int64_t* irow
+    cdef idx_t* qrow
+    cdef const floating* xrow
+    cdef idx_t base
+    for oh in range(oH):
+        h0 = oh * sh - pt
+        h1 = _imin(h0 + (kh - 1) * dh + 1, H)
+        h0 = _first_in(h0, dh)
+        orow = out + oh * oW
+        irow = ind + oh * oW
+        qrow = q if q != NULL else <idx_t*>irow
+        for ow in range(oW):
+            orow[ow] = -INFINITY
+            qrow[ow] = <idx_t>(h0 * W + _first_in(ow * sw - pl, dw))
+        ih = h0
+        while ih < h1:
+            xrow = x + ih * W
+            for j in range(kw):
+                off = j * dw - pl
+                _out_range(off, sw, W, oW, &lo, &hi)
+                base = <idx_t>(ih * W + off)
+                if sw == 1:
+                    _max_strided(xrow, orow, qrow, lo, hi, 1, off, base)
+                elif sw == 2:
+                    _max_strided(xrow, orow, qrow, lo, hi, 2, off, base)
+                else:
+                    _max_strided(xrow, orow, qrow, lo, hi, sw, off, base)
+            ih += dh
+        if q != NULL:
+            for ow in range(oW):
+                irow[ow] = q[ow]
+
+
+cdef void _max_fwd_row_nhwc(const floating* x, floating* out, int64_t* ind, idx_t* q, Py_ssize_t oh,
+                            Py_ssize_t H, Py_ssize_t W, Py_ssize_t C, Py_ssize_t oW,
+                            Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                            Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw) noexcept nogil:
+    """One output row of one sample, x (H, W, C), out/ind (oW, C); vectorised over C.
+
+    q: C running indices as wide as floating, or NULL to work in the int64 indices directly.
+    """
+    cdef Py_ssize_t ow, c, h0, h1, w0, w1, ih, iw
+    cdef idx_t idx
+    cdef floating* o
+    cdef idx_t* qq
+    h0 = oh * sh - pt
+    h1 = _imin(h0 + (kh - 1) * dh + 1, H)
+    h0 = _first_in(h0, dh)
+    for ow in range(oW):
+        w0 = ow * sw - pl
+        w1 = _imin(w0 + (kw - 1) * dw + 1, W)
+        w0 = _first_in(w0, dw)
+        o = out + ow * C
+        qq = q if q != NULL else <idx_t*>(ind + ow * C)
+        idx = <idx_t>(h0 * W + w0)
+        for c in range(C):
+            o[c] = -INFINITY
+            qq[c] = idx
+        ih = h0
+        while ih < h1:
+            iw = w0
+            while iw < w1:
+                _max_lanes(x + (ih * W + iw) * C, o, qq, C, <idx_t>(ih * W + iw))
+                iw += dw
+            ih += dh
+        if q != NULL:
+            for c in range(C):
+                ind[ow * C + c] = q[c]
+
+
+def max_pool2d_forward_nchw(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
+                            int64_t[:, :, :, ::1] indices,
+                            Py_ssize_t kernel_h, Py_ssize_t kernel_w, Py_ssize_t stride_h, Py_ssize_t stride_w,
+                            Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t dilation_h, Py_ssize_t dilation_w,
+                            int num_threads):
+    """out[n, c] := max-pool(x[n, c]); indices[n, c] := flat ih*W + iw of each max."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t oH = out.shape[2], oW = out.shape[3]
+    cdef Py_ssize_t p, P = N * C, HW = H * W, oHW = oH * oW
+    cdef int nt = num_threads if num_threads > 0 else 1
+    if P == 0 or oHW == 0:
+        return
+    cdef const floating* xp = &x[0, 0, 0, 0]
+    cdef floating* op = &out[0, 0, 0, 0]
+    cdef int64_t* ip = &indices[0, 0, 0, 0]
+    cdef int32_t* scratch = NULL
+    cdef int64_t* no64 = NULL
+    if floating is float and HW < INT32_MAX:
+        scratch = <int32_t*> malloc(nt * oW * sizeof(int32_t))
+        if scratch == NULL:
+            raise MemoryError()
+        for p in prange(P, nogil=True, schedule="static", num_threads=nt):
+            _max_fwd_plane(xp + p * HW, op + p * oHW, ip + p * oHW, scratch + threadid() * oW, H, W, oH, oW,
+                           kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w)
+        free(scratch)
+    else:
+        for p in prange(P, nogil=True, schedule="static", num_threads=nt):
+            _max_fwd_plane(xp + p * HW, op + p * oHW, ip + p * oHW, no64, H, W, oH, oW,
+                           kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w)
+
+
+def max_pool2d_forward_nhwc(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
+                            int64_t[:, :, :, ::1] indices,
+                            Py_ssize_t kernel_h, Py_ssize_t kernel_w, Py_ssize_t stride_h, Py_ssize_t stride_w,
+                            Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t dilation_h, Py_ssize_t dilation_w,
+                            int num_threads):
+    """out[n, :, :, c] := max-pool(x[n, :, :, c]); indices[n, oh, ow, c] := flat ih*W + iw of each max."""
+    cdef Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
+    cdef Py_ssize_t oH = out.shape[1], oW = out.shape[2]
+    cdef Py_ssize_t p, n, oh, P = N * oH
+    cdef int nt = num_threads if num_threads > 0 else 1
+    if N == 0 or C == 0 or oH * oW == 0:
+        return
+    cdef const floating* xp = &x[0, 0, 0, 0]
+    cdef floating* op = &out[0, 0, 0, 0]
+    cdef int64_t* ip = &indices[0, 0, 0, 0]
+    cdef int32_t* scratch = NULL
+    cdef int64_t* no64 = NULL
+    if floating is float and H * W < INT32_MAX:
+        scratch = <int32_t*> malloc(nt * C * sizeof(int32_t))
+        if scratch == NULL:
+            raise MemoryError()
+        for p in prange(P, nogil=True, schedule="static", num_threads=nt):
+            n = p // oH
+            oh = p - n * oH
+            _max_fwd_row_nhwc(xp + n * H * W * C, op + p * oW * C, ip + p * oW * C, scratch + threadid() * C,
+                              oh, H, W, C, oW, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
+                              dilation_h, dilation_w)
+        free(scratch)
+    else:
+        for p in prange(P, nogil=True, schedule="static", num_threads=nt):
+            n = p // oH
+            oh = p - n * oH
+            _max_fwd_row_nhwc(xp + n * H * W * C, op + p * oW * C, ip + p * oW * C, no64,
+                              oh, H, W, C, oW, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
+                              dilation_h, dilation_w)
+
+
+def max_pool2d_backward_nchw(const floating[:, :, :, ::1] grad_output, const int64_t[:, :, :, ::1] indices,
+                             floating[:, :, :, ::1] grad_input, int num_threads):
+    """grad_input[n, c].flat := 0; grad_input[n, c].flat[indices[n, c, oh, ow]] += grad_output[n, c, oh, ow]."""
+    cdef Py_ssize_t N = grad_input.shape[0], C = grad_input.shape[1]
+    cdef Py_ssize_t HW = grad_input.shape[2] * grad_input.shape[3]
+    cdef Py_ssize_t oHW = grad_output.shape[2] * grad_output.shape[3]
+    cdef Py_ssize_t p, k, P = N * C
+    cdef int nt = num_threads if num_threads > 0 else 1
+    if P == 0:
+        return
+    cdef floating* gi = &grad_input[0, 0, 0, 0]
+    if oHW == 0:
+        memset(gi, 0, P * HW * sizeof(floating))
+        return
+    cdef const floating* go = &grad_output[0, 0, 0, 0]
+    cdef const int64_t* ip = &indices[0, 0, 0, 0]
+    cdef floating* g
+    cdef const floating* o
+    cdef const int64_t* q
+    for p in prange(P, nogil=True, schedule="static", num_threads=nt):
+        g = gi + p * HW
+        o = go + p * oHW
+        q = ip + p * oHW
+        memset(g, 0, HW * sizeof(floating))
+        for k in range(oHW):
+            g[q[k]] += o[k]
+
+
+def max_pool2d_backward_nhwc(const floating[:, :, :, ::1] grad_output, const int64_t[:, :, :, ::1] indices,
+                             floating[:, :, :, ::1] grad_input, int num_threads):
+    """grad_input[n, :, :, c].flat := 0, then += grad_output[n, oh, ow, c] at indices[n, oh, ow, c]."""
+    cdef Py_ssize_t N = grad_input.shape[0], H = grad_input.shape[1], W = grad_input.shape[2]
+    cdef Py_ssize_t C = grad_input.shape[3]
+    cdef Py_ssize_t oHW = grad_output.shape[1] * grad_output.shape[2]
+    cdef Py_ssize_t HW = H * W
+    cdef int nt = num_threads if num_threads > 0 else 1
+    cdef Py_ssize_t cb, nblk
+    cdef Py_ssize_t t, n, b, c, c0, c1, k, s
+    if N == 0 or C == 0:
+        return
+    cb = _channel_block(N, C, nt)
+    nblk = (C + cb - 1) // cb
+    cdef floating* gi = &grad_input[0, 0, 0, 0]
+    if oHW == 0:
+        memset(gi, 0, N * HW * C * sizeof(floating))
+        return
+    cdef const floating* go = &grad_output[0, 0, 0, 0]
+    cdef const int64_t* ip = &indices[0, 0, 0, 0]
+    cdef floating* g
+    cdef const floating* o
+    cdef const int64_t* q
+    for t in prange(N * nblk, nogil=True, schedule="static", num_threads=nt):
+        n = t // nblk
+        b = t - n * nblk
+        c0 = b * cb
+        c1 = _imin(c0 + cb, C)
+        g = gi + n * HW * C
+        if c0 == 0 and c1 == C:
+            memset(g, 0, HW * C * sizeof(floating))
+        else:
+            for s in range(HW):
+                memset(g + s * C + c0, 0, (c1 - c0) * sizeof(floating))
+        for k in range(oHW):
+            o = go + (n * oHW + k) * C
+            q = ip + (n * oHW + k) * C
+            for c in range(c0, c1):
+                g[q[c] * C + c] += o[c]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# average pooling
+# ----------------------------------------------------------------------------------------------------------------
+
+cdef inline Py_ssize_t _avg_divisor(Py_ssize_t h0, Py_ssize_t hpad_end, Py_ssize_t H,
+                                    Py_ssize_t w0, Py_ssize_t wpad_end, Py_ssize_t W,
+                                    Py_ssize_t kh, Py_ssize_t kw, bint count_include_pad,
+                                    Py_ssize_t divisor_override) noexcept nogil:
+    """PyTorch's divide_factor for the window starting at (h0, w0); 0 if the window holds no input."""
+    cdef Py_ssize_t h1 = _imin(h0 + kh, hpad_end), w1 = _imin(w0 + kw, wpad_end)
+    cdef Py_ssize_t pool_size = (h1 - h0) * (w1 - w0)
+    h0 = _imax(h0, 0)
+    w0 = _imax(w0, 0)
+    h1 = _imin(h1, H)
+    w1 = _imin(w1, W)
+    if h0 >= h1 or w0 >= w1:
+        return 0
+    if divisor_override != 0:
+        return divisor_override
+    if count_include_pad:
+        return pool_size
+    return (h1 - h0) * (w1 - w0)
+
+
+cdef void _avg_fwd_plane(const floating* x, floating* out,
+                         Py_ssize_t H, Py_ssize_t W, Py_ssize_t oH, Py_ssize_t oW,
+                         Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                         Py_ssize_t pt, Py_ssize_t pb, Py_ssize_t pl, Py_ssize_t pr,
+                         bint count_include_pad, Py_ssize_t divisor_override) noexcept nogil:
+    """out[oh, ow] := sum_{in-input i,j} x[oh*sh - pt + i, ow*sw - pl + j] / divisor."""
+    cdef Py_ssize_t oh, ow, h0, h1, ih, j, off, lo, hi, d
+    cdef floating* orow
+    cdef const floating* xrow
+    for oh in range(oH):
+        h0 = oh * sh - pt
+        h1 = _imin(_imin(h0 + kh, H + pb), H)
+        orow = out + oh * oW
+        for ow in range(oW):
+            orow[ow] = 0
+        for ih in range(_imax(h0, 0), h1):
+            xrow = x + ih * W
+            for j in range(kw):
+                off = j - pl
+                _out_range(off, sw, W, oW, &lo, &hi)
+                for ow in range(lo, hi):
+                    orow[ow] = orow[ow] + xrow[ow * sw + off]
+        for ow in range(oW):
+            d = _avg_divisor(h0, H + pb, H, ow * sw - pl, W + pr, W, kh, kw, count_include_pad, divisor_override)
+            if d != 0:
+                orow[ow] = orow[ow] / <floating>d
+            else:
+                orow[ow] = 0
+
+
+cdef void _avg_bwd_plane(const floating* go, floating* gi, floating* g,
+                         Py_ssize_t H, Py_ssize_t W, Py_ssize_t oH, Py_ssize_t oW,
+                         Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                         Py_ssize_t pt, Py_ssize_t pb, Py_ssize_t pl, Py_ssize_t pr,
+                         bint count_include_pad, Py_ssize_t divisor_override) noexcept nogil:
+    """gi := 0; gi[window(oh, ow)] += go[oh, ow] / divisor; g is scratch of oW elements.
+
+    Columns are visited with j descending so that every gi element receives its contributions in (oh, ow)
+    order, as in PyTorch (bitwise identical sums).
+    """
+    cdef Py_ssize_t oh, ow, h0, h1, ih, j, off, lo, hi, d
+    cdef floating* girow
+    memset(gi, 0, H * W * sizeof(floating))
+    for oh in range(oH):
+        h0 = oh * sh - pt
+        h1 = _imin(_imin(h0 + kh, H + pb), H)
+        for ow in range(oW):
+            d = _avg_divisor(h0, H + pb, H, ow * sw - pl, W + pr, W, kh, kw, count_include_pad, divisor_override)
+            g[ow] = go[oh * oW + ow] / <floating>d if d != 0 else 0
+        for ih in range(_imax(h0, 0), h1):
+            girow = gi + ih * W
+            for j in range(kw - 1, -1, -1):
+                off = j - pl
+                _out_range(off, sw, W, oW, &lo, &hi)
+                for ow in range(lo, hi):
+                    girow[ow * sw + off] = girow[ow * sw + off] + g[ow]
+
+
+cdef void _avg_fwd_row_nhwc(const floating* x, floating* out, Py_ssize_t oh,
+                            Py_ssize_t H, Py_ssize_t W, Py_ssize_t C, Py_ssize_t oW,
+                            Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                            Py_ssize_t pt, Py_ssize_t pb, Py_ssize_t pl, Py_ssize_t pr,
+                            bint count_include_pad, Py_ssize_t divisor_override) noexcept nogil:
+    """One output row of one sample, x (H, W, C), out (oW, C); vectorised over C."""
+    cdef Py_ssize_t ow, c, h0, h1, w0, w1, ih, iw, d
+    cdef floating* o
+    cdef const floating* xp
+    cdef floating dv
+    h0 = oh * sh - pt
+    h1 = _imin(_imin(h0 + kh, H + pb), H)
+    for ow in range(oW):
+        w0 = ow * sw - pl
+        w1 = _imin(_imin(w0 + kw, W + pr), W)
+        o = out + ow * C
+        for c in range(C):
+            o[c] = 0
+        d = _avg_divisor(h0, H + pb, H, w0, W + pr, W, kh, kw, count_include_pad, divisor_override)
+        if d == 0:
+            continue
+        for ih in range(_imax(h0, 0), h1):
+            for iw in range(_imax(w0, 0), w1):
+                xp = x + (ih * W + iw) * C
+                for c in range(C):
+                    o[c] = o[c] + xp[c]
+        dv = <floating>d
+        for c in range(C):
+            o[c] = o[c] / dv
+
+
+def avg_pool2d_forward_nchw(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
+                            Py_ssize_t kernel_h, Py_ssize_t kernel_w, Py_ssize_t stride_h, Py_ssize_t stride_w,
+                            Py_ssize_t pad_top, Py_ssize_t pad_bottom, Py_ssize_t pad_left, Py_ssize_t pad_right,
+                            bint count_include_pad, Py_ssize_t divisor_override, int num_threads):
+    """out[n, c] := avg-pool(x[n, c]) (PyTorch divisor rules; divisor_override 0 = none)."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t oH = out.shape[2], oW = out.shape[3]
+    cdef Py_ssize_t p, P = N * C, HW = H * W, oHW = oH * oW
+    cdef int nt = num_threads if num_threads > 0 else 1
+    if P == 0 or oHW == 0:
+        return
+    cdef const floating* xp = &x[0, 0, 0, 0]
+    cdef floating* op = &out[0, 0, 0, 0]
+    for p in prange(P, nogil=True, schedule="static", num_threads=nt):
+        _avg_fwd_plane(xp + p * HW, op + p * oHW, H, W, oH, oW, kernel_h, kernel_w, stride_h, stride_w,
+                       pad_top, pad_bottom, pad_left, pad_right, count_include_pad, divisor_override)
+
+
+def avg_pool2d_forward_nhwc(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
+                            Py_ssize_t kernel_h, Py_ssize_t kernel_w, Py_ssize_t stride_h, Py_ssize_t stride_w,
+                            Py_ssize_t pad_top, Py_ssize_t pad_bottom, Py_ssize_t pad_left, Py_ssize_t pad_right,
+                            bint count_include_pad, Py_ssize_t divisor_override, int num_threads):
+    """out[n, :, :, c] := avg-pool(x[n, :, :, c]) (PyTorch divisor rules; divisor_override 0 = none)."""
+    cdef Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
+    cdef Py_ssize_t oH = out.shape[1], oW = out.shape[2]
+    cdef Py_ssize_t p, n, oh, P = N * oH
+    cdef int nt = num_threads if num_threads > 0 else 1
+    if N == 0 or C == 0 or oH * oW == 0:
+        return
+    cdef const floating* xp = &x[0, 0, 0, 0]
+    cdef floating* op = &out[0, 0, 0, 0]
+    for p in prange(P, nogil=True, schedule="static", num_threads=nt):
+        n = p // oH
+        oh = p - n * oH
+        _avg_fwd_row_nhwc(xp + n * H * W * C, op + p * oW * C, oh, H, W, C, oW, kernel_h, kernel_w,
+                          stride_h, stride_w, pad_top, pad_bottom, pad_left, pad_right,
+                          count_include_pad, divisor_override)
+
+
+def avg_pool2d_backward_nchw(const floating[:, :, :, ::1] grad_output, floating[:, :, :, ::1] grad_input,
+                             Py_ssize_t kernel_h, Py_ssize_t kernel_w, Py_ssize_t stride_h, Py_ssize_t stride_w,
+                             Py_ssize_t pad_top, Py_ssize_t pad_bottom, Py_ssize_t pad_left, Py_ssize_t pad_right,
+                             bint count_include_pad, Py_ssize_t divisor_override, int num_threads):
+    """grad_input[n, c] := sum over windows containing each position of grad_output / divisor."""
+    cdef Py_ssize_t N = grad_input.shape[0], C = grad_input.shape[1]
+    cdef Py_ssize_t H = grad_input.shape[2], W = grad_input.shape[3]
+    cdef Py_ssize_t oH = grad_output.shape[2], oW = grad_output.shape[3]
+    cdef Py_ssize_t p, P = N * C, HW = H * W, oHW = oH * oW
+    cdef int nt = num_threads if num_threads > 0 else 1
+    if P == 0:
+        return
+    cdef floating* gi = &grad_input[0, 0, 0, 0]
+    if oHW == 0:
+        memset(gi, 0, P * HW * sizeof(floating))
+        return
+    cdef const floating* go = &grad_output[0, 0, 0, 0]
+    cdef floating* scratch = <floating*> malloc(nt * oW * sizeof(floating))
+    if scratch == NULL:
+        raise MemoryError()
+    for p in prange(P, nogil=True, schedule="static", num_threads=nt):
+        _avg_bwd_plane(go + p * oHW, gi + p * HW, scratch + threadid() * oW, H, W, oH, oW,
+                       kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_bottom, pad_left, pad_right,
+                       count_include_pad, divisor_override)
+    free(scratch)
+
+
+def avg_pool2d_backward_nhwc(const floating[:, :, :, ::1] grad_output, floating[:, :, :, ::1] grad_input,
+                             Py_ssize_t kernel_h, Py_ssize_t kernel_w, Py_ssize_t stride_h, Py_ssize_t stride_w,
+                             Py_ssize_t pad_top, Py_ssize_t pad_bottom, Py_ssize_t pad_left, Py_ssize_t pad_right,
+                             bint count_include_pad, Py_ssize_t divisor_override, int num_threads):
+    """grad_input[n, :, :, c] := sum over windows containing each position of grad_output / divisor."""
+    cdef Py_ssize_t N = grad_input.shape[0], H = grad_input.shape[1], W = grad_input.shape[2]
+    cdef Py_ssize_t C = grad_input.shape[3]
+    cdef Py_ssize_t oH = grad_output.shape[1], oW = grad_output.shape[2]
+    cdef Py_ssize_t HW = H * W, oHW = oH * oW
+    cdef int nt = num_threads if num_threads > 0 else 1
+    cdef Py_ssize_t cb, nblk
+    cdef Py_ssize_t t, n, b, c, c0, c1, s, oh, ow, h0, h1, w0, w1, ih, iw, d
+    if N == 0 or C == 0:
+        return
+    cb = _channel_block(N, C, nt)
+    nblk = (C + cb - 1) // cb
+    cdef floating* gi = &grad_input[0, 0, 0, 0]
+    if oHW == 0:
+        memset(gi, 0, N * HW * C * sizeof(floating))
+        return
+    cdef const floating* go = &grad_output[0, 0, 0, 0]
+    cdef floating* scratch = <floating*> malloc(nt * cb * sizeof(floating))
+    if scratch == NULL:
+        raise MemoryError()
+    cdef floating* g
+    cdef floating* gp
+    cdef floating* gv
+    cdef const floating* o
+    cdef floating dv
+    for t in prange(N * nblk, nogil=True, schedule="static", num_threads=nt):
+        n = t // nblk
+        b = t - n * nblk
+        c0 = b * cb
+        c1 = _imin(c0 + cb, C)
+        g = gi + n * HW * C
+        gv = scratch + threadid() * cb          # gv[c - c0] for c in [c0, c1)
+        if c0 == 0 and c1 == C:
+            memset(g, 0, HW * C * sizeof(floating))
+        else:
+            for s in range(HW):
+                memset(g + s * C + c0, 0, (c1 - c0) * sizeof(floating))
+        for oh in range(oH):
+            h0 = oh * stride_h - pad_top
+            h1 = _imin(_imin(h0 + kernel_h, H + pad_bottom), H)
+            for ow in range(oW):
+                w0 = ow * stride_w - pad_left
+                w1 = _imin(_imin(w0 + kernel_w, W + pad_right), W)
+                d = _avg_divisor(h0, H + pad_bottom, H, w0, W + pad_right, W, kernel_h, kernel_w,
+                                 count_include_pad, divisor_override)
+                if d == 0:
+                    continue
+                dv = <floating>d
+                o = go + ((n * oH + oh) * oW + ow) * C
+                for c in range(c0, c1):
+                    gv[c - c0] = o[c] / dv
+                for ih in range(_imax(h0, 0), h1):
+                    for iw in range(_imax(w0, 0), w1):
+                        gp = g + (ih * W + iw) * C
+                        for c in range(c0, c1):
+                            gp[c] = gp[c] + gv[c - c0]
+    free(scratch)

@@ -1,0 +1,39 @@
+"""The command line and the README's promises."""
+import json
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "fastconv", *args], capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_info():
+    result = _run("info")
+    assert result.returncode == 0, result.stderr
+    assert "OpenMP" in result.stdout and "algorithms: direct" in result.stdout
+
+
+def test_bench_one_layer_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    result = _run("bench", "--layers", "fmnist_conv1", "--algorithms", "direct", "--rounds", "1",
+                  "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "sgemm" in result.stdout and "fmnist_conv1" in result.stdout
+    rows = json.loads(out.read_text())["results"]
+    assert {r["contender"] for r in rows} >= {"direct", "reference"}
+    assert all(r["seconds"] > 0 for r in rows)
+
+
+def test_bench_rejects_unknown_layer():
+    result = _run("bench", "--layers", "nope")
+    assert result.returncode != 0 and "unknown layer 'nope'" in result.stderr
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert ci in (ROOT / "README.md").read_text()
