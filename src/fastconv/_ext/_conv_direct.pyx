@@ -1,0 +1,1073 @@
+"""Direct 2-D convolution kernels: loops straight over the input, no im2col buffer.
+
+Dimension legend:
+    N       batch size
+    C       input channels            H, W    input height, width
+    K       output channels           oH, oW  output height, width
+    kh, kw  kernel height, width      G       groups (Cg = C/G, Kg = K/G)
+
+Layouts:
+    NCHW: x (N, C, H, W), weight (K, Cg, kh, kw), out (N, K, oH, oW)
+    NHWC: x (N, H, W, C), weight (kh, kw, Cg, K), out (N, oH, oW, K)
+
+Geometry: output (oh, ow) with kernel tap (i, j) reads input
+    ih = oh*stride_h - pad_top + i*dilation_h,  iw = ow*stride_w - pad_left + j*dilation_w,
+zero outside [0, H) x [0, W).  Cross-correlation, as torch.nn.functional.conv2d.
+
+Every kernel is built from a few short loops over contiguous memory ("taps"):
+    dst[t] += sum_q w_q * src_q[t*s]        (_axpy*, gathered rows)
+    dst[t] += sum_q a_q[t] * b_q[t]         (_mul*, NHWC depthwise)
+    s_q = sum_t a_q[t] * b[t*s]             (_dot*, weight / input gradients)
+The valid output range of each tap is computed once, so the inner loops have no branches
+and vectorise; up to four taps are fused per pass to cut loads/stores of the destination.
+
+Parallelism (OpenMP, static schedules, each task owns its output region, so results are
+bitwise reproducible and do not depend on the number of threads):
+    forward_nchw      stride 1, K/G >= 4: (n, block of R output rows); the input rows are staged
+                      zero padded in per-thread scratch so every tap is one flat AXPY over the
+                      R rows, 4 output channels x 4 taps per pass.  stride > 1: (n, oh) rows,
+                      same staging.  K/G < 4 (depthwise): (n, oh) rows read in place.
+    forward_nhwc      (n, oh) output rows
+    grad_input_nchw   stride 1: forward_nchw of grad_output with the flipped, transposed kernel
+                      (a small copy made here).  Otherwise (n, ih) rows, all C per row.
+    grad_input_nhwc   (n, ih) input-gradient rows (gather form)
+    grad_weight_nchw  (group, block of 4 output channels, block of input channels)
+    grad_weight_nhwc  (i, j, block of input channels, block of groups); depthwise: channel blocks
+"""
+from cython.parallel cimport prange, threadid
+from libc.stdlib cimport malloc, free
+
+import numpy as np
+
+cdef extern from *:
+    """
+    /* d_r[t] += sum_q w[4r+q] * src_q[t*s] for 4 destination rows and 4 source rows.
+       Written in C for `restrict`: 8 pointers are too many for gcc's runtime alias checks. */
+    #define FASTCONV_AXPY4X4(NAME, T)                                                       \
+    static inline void NAME(T *restrict d0, T *restrict d1, T *restrict d2, T *restrict d3, \
+                            const T *restrict a, const T *restrict b, const T *restrict c,  \
+                            const T *restrict e, const T *restrict w, Py_ssize_t m,         \
+                            Py_ssize_t s) {                                                 \
+        const T w00 = w[0], w01 = w[1], w02 = w[2], w03 = w[3];                             \
+        const T w10 = w[4], w11 = w[5], w12 = w[6], w13 = w[7];                             \
+        const T w20 = w[8], w21 = w[9], w22 = w[10], w23 = w[11];                           \
+        const T w30 = w[12], w31 = w[13], w32 = w[14], w33 = w[15];                         \
+        Py_ssize_t t;                                                                       \
+        if (s == 1) {                                                                       \
+            for (t = 0; t < m; t++) {                                                       \
+                const T va = a[t], vb = b[t], vc = c[t], ve = e[t];                         \
+                d0[t] += (w00 * va + w01 * vb) + (w02 * vc + w03 * ve);                     \
+                d1[t] += (w10 * va + w11 * vb) + (w12 * vc + w13 * ve);                     \
+                d2[t] += (w20 * va + w21 * vb) + (w22 * vc + w23 * ve);                     \
+                d3[t] += (w30 * va + w31 * vb) + (w32 * vc + w33 * ve);                     \
+            }                                                                               \
+        } else {                                                                            \
+            for (t = 0; t < m; t++) {                                                       \
+                const T va = a[t * s], vb = b[t * s], vc = c[t * s], ve = e[t * s];         \
+                d0[t] += (w00 * va + w01 * vb) + (w02 * vc + w03 * ve);                     \
+                d1[t] += (w10 * va + w11 * vb) + (w12 * vc + w13 * ve);                     \
+                d2[t] += (w20 * va + w21 * vb) + (w22 * vc + w23 * ve);                     \
+                d3[t] += (w30 * va + w31 * vb) + (w32 * vc + w33 * ve);                     \
+            }                                                                               \
+        }                                                                                   \
+    }
+    FASTCONV_AXPY4X4(fastconv_axpy4x4_f, float)
+    FASTCONV_AXPY4X4(fastconv_axpy4x4_d, double)
+    """
+    void fastconv_axpy4x4_f(float *d0, float *d1, float *d2, float *d3, const float *a,
+                            const float *b, const float *c, const float *e, const float *w,
+                            Py_ssize_t m, Py_ssize_t s) noexcept nogil
+    void fastconv_axpy4x4_d(double *d0, double *d1, double *d2, double *d3, const double *a,
+                            const double *b, const double *c, const double *e, const double *w,
+                            Py_ssize_t m, Py_ssize_t s) noexcept nogil
+
+ctypedef fused floating:
+    float
+    double
+
+
+ctypedef struct Geom:
+    Py_ssize_t sh, sw, pt, pl, dh, dw, G
+
+
+# --------------------------------------------------------------------------- helpers
+
+cdef inline void _valid_range(Py_ssize_t n_out, Py_ssize_t n_in, Py_ssize_t stride,
+                              Py_ssize_t offset, Py_ssize_t *lo, Py_ssize_t *hi) noexcept nogil:
+    """[lo, hi) := {o in [0, n_out) : 0 <= o*stride + offset < n_in}"""
+    cdef Py_ssize_t a = 0, b, t
+    if offset < 0:
+        a = (-offset + stride - 1) // stride
+    t = n_in - 1 - offset
+    if t < 0:
+        b = 0
+    else:
+        b = t // stride + 1
+    if b > n_out:
+        b = n_out
+    if a > b:
+        a = b
+    lo[0] = a
+    hi[0] = b
+
+
+cdef inline void _axpy1(floating *d, const floating *a, floating wa,
+                        Py_ssize_t m, Py_ssize_t s) noexcept nogil:
+    """d[t] += wa*a[t*s]"""
+    cdef Py_ssize_t t
+    if s == 1:
+        for t in range(m):
+            d[t] += wa * a[t]
+    else:
+        for t in range(m):
+            d[t] += wa * a[t * s]
+
+
+cdef inline void _axpy2(floating *d, const floating *a, const floating *b,
+                        floating wa, floating wb, Py_ssize_t m, Py_ssize_t s) noexcept nogil:
+    """d[t] += wa*a[t*s] + wb*b[t*s]"""
+    cdef Py_ssize_t t
+    if s == 1:
+        for t in range(m):
+            d[t] += wa * a[t] + wb * b[t]
+    else:
+        for t in range(m):
+            d[t] += wa * a[t * s] + wb * b[t * s]
+
+
+cdef inline void _axpy4(floating *d, const floating *a, const floating *b, const floating *c,
+                        const floating *e, floating wa, floating wb, floating wc, floating we,
+                        Py_ssize_t m, Py_ssize_t s) noexcept nogil:
+    """d[t] += wa*a[t*s] + wb*b[t*s] + wc*c[t*s] + we*e[t*s]"""
+    cdef Py_ssize_t t
+    if s == 1:
+        for t in range(m):
+            d[t] += (wa * a[t] + wb * b[t]) + (wc * c[t] + we * e[t])
+    else:
+        for t in range(m):
+            d[t] += (wa * a[t * s] + wb * b[t * s]) + (wc * c[t * s] + we * e[t * s])
+
+
+cdef inline void _scatter1(floating *d, const floating *a, floating wa,
+                           Py_ssize_t m, Py_ssize_t s) noexcept nogil:
+    """d[t*s] += wa*a[t]"""
+    cdef Py_ssize_t t
+    for t in range(m):
+        d[t * s] += wa * a[t]
+
+
+cdef inline void _scatter4(floating *d, const floating *a, const floating *b, const floating *c,
+                           const floating *e, floating wa, floating wb, floating wc, floating we,
+                           Py_ssize_t m, Py_ssize_t s) noexcept nogil:
+    """d[t*s] += wa*a[t] + wb*b[t] + wc*c[t] + we*e[t]"""
+    cdef Py_ssize_t t
+    for t in range(m):
+        d[t * s] += (wa * a[t] + wb * b[t]) + (wc * c[t] + we * e[t])
+
+
+cdef inline void _mul1(floating *d, const floating *a0, const floating *b0,
+                       Py_ssize_t m) noexcept nogil:
+    """d[t] += a0[t]*b0[t]"""
+    cdef Py_ssize_t t
+    for t in range(m):
+        d[t] += a0[t] * b0[t]
+
+
+cdef inline void _mul4(floating *d, const floating *a0, const floating *b0,
+                       const floating *a1, const floating *b1, const floating *a2,
+                       const floating *b2, const floating *a3, const floating *b3,
+                       Py_ssize_t m) noexcept nogil:
+    """d[t] += a0[t]*b0[t] + a1[t]*b1[t] + a2[t]*b2[t] + a3[t]*b3[t]"""
+    cdef Py_ssize_t t
+    for t in range(m):
+        d[t] += (a0[t] * b0[t] + a1[t] * b1[t]) + (a2[t] * b2[t] + a3[t] * b3[t])
+
+
+cdef inline floating _dot1(const floating *a, const floating *b, Py_ssize_t m,
+                           Py_ssize_t s) noexcept nogil:
+    """sum_t a[t]*b[t*s]"""
+    cdef Py_ssize_t t
+    cdef floating acc = 0
+    if s == 1:
+        for t in range(m):
+            acc += a[t] * b[t]
+    else:
+        for t in range(m):
+            acc += a[t] * b[t * s]
+    return acc
+
+
+cdef inline void _dot4(const floating *a0, const floating *a1, const floating *a2,
+                       const floating *a3, const floating *b, Py_ssize_t m, Py_ssize_t s,
+                       floating *out) noexcept nogil:
+    """out[q] := sum_t a_q[t]*b[t*s]  for q < 4"""
+    cdef Py_ssize_t t
+    cdef floating s0 = 0, s1 = 0, s2 = 0, s3 = 0, v
+    if s == 1:
+        for t in range(m):
+            v = b[t]
+            s0 += a0[t] * v
+            s1 += a1[t] * v
+            s2 += a2[t] * v
+            s3 += a3[t] * v
+    else:
+        for t in range(m):
+            v = b[t * s]
+            s0 += a0[t] * v
+            s1 += a1[t] * v
+            s2 += a2[t] * v
+            s3 += a3[t] * v
+    out[0] = s0
+    out[1] = s1
+    out[2] = s2
+    out[3] = s3
+
+
+cdef inline void _flush_taps(floating *dst, const floating **src, const floating *w,
+                             const Py_ssize_t *lo, const Py_ssize_t *hi, Py_ssize_t cnt,
+                             Py_ssize_t s) noexcept nogil:
+    """dst[lo_q:hi_q] += w_q * src_q[::s] for the cnt (<= 4) taps q; src_q is at index lo_q."""
+    cdef Py_ssize_t q, L, R
+    if cnt == 4:
+        L = lo[0]
+        R = hi[0]
+        for q in range(1, 4):
+            if lo[q] > L:
+                L = lo[q]
+            if hi[q] < R:
+                R = hi[q]
+        if R > L:
+            for q in range(4):
+                if lo[q] < L:
+                    _axpy1(dst + lo[q], src[q], w[q], L - lo[q], s)
+                if hi[q] > R:
+                    _axpy1(dst + R, src[q] + (R - lo[q]) * s, w[q], hi[q] - R, s)
+            _axpy4(dst + L, src[0] + (L - lo[0]) * s, src[1] + (L - lo[1]) * s,
+                   src[2] + (L - lo[2]) * s, src[3] + (L - lo[3]) * s,
+                   w[0], w[1], w[2], w[3], R - L, s)
+            return
+    for q in range(cnt):
+        _axpy1(dst + lo[q], src[q], w[q], hi[q] - lo[q], s)
+
+
+cdef int _fill_ranges(Py_ssize_t *lo, Py_ssize_t *hi, Py_ssize_t ksize, Py_ssize_t n_out,
+                      Py_ssize_t n_in, Py_ssize_t stride, Py_ssize_t pad,
+                      Py_ssize_t dilation) except -1 nogil:
+    """lo[j], hi[j] := valid output range of kernel column j (offset j*dilation - pad)."""
+    cdef Py_ssize_t j
+    for j in range(ksize):
+        _valid_range(n_out, n_in, stride, j * dilation - pad, &lo[j], &hi[j])
+    return 0
+
+
+cdef inline Py_ssize_t _ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return (a + b - 1) // b
+
+
+# --------------------------------------------------------------------------- NCHW forward
+
+cdef inline void _axpy4x4(floating *d0, floating *d1, floating *d2, floating *d3,
+                          const floating *a, const floating *b, const floating *c,
+                          const floating *e, const floating *w, Py_ssize_t m,
+                          Py_ssize_t s) noexcept nogil:
+    """d_r[t] += sum_q w[4r + q] * src_q[t*s]  (4 destination rows, 4 source rows)"""
+    if floating is float:
+        fastconv_axpy4x4_f(d0, d1, d2, d3, a, b, c, e, w, m, s)
+    else:
+        fastconv_axpy4x4_d(d0, d1, d2, d3, a, b, c, e, w, m, s)
+
+
+cdef inline void _fill_padded_row(floating *row, const floating *src, Py_ssize_t width,
+                                  Py_ssize_t lead, Py_ssize_t n_src) noexcept nogil:
+    """row[u] := src[u - lead] where 0 <= u - lead < n_src, else 0, for u < width"""
+    cdef Py_ssize_t u, a = max(0, min(lead, width)), b = min(lead + n_src, width)
+    for u in range(a):
+        row[u] = 0
+    for u in range(a, b):
+        row[u] = src[u - lead]
+    for u in range(max(a, b), width):
+        row[u] = 0
+
+
+cdef void _forward_nchw_row(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
+                            const floating[::1] bias, floating[:, :, :, ::1] out,
+                            Py_ssize_t n, Py_ssize_t oh, Geom p,
+                            floating *buf, Py_ssize_t Wp) noexcept nogil:
+    """out[n, :, oh, :] := bias + sum_{c, i, j} w[:, c, i, j] * x[n, c, ih, ow*sw + j*dw - pl]
+
+    The input rows of the window are first copied, zero padded, into buf (Cg*kh rows of Wp):
+    every tap then covers the whole output row and is a plain pointer offset."""
+    cdef Py_ssize_t H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t K = out.shape[1], oW = out.shape[3]
+    cdef Py_ssize_t Cg = weight.shape[1], kh = weight.shape[2], kw = weight.shape[3]
+    cdef Py_ssize_t Kg = K // p.G, S = Cg * kh * kw
+    cdef Py_ssize_t ih0 = oh * p.sh - p.pt
+    cdef Py_ssize_t i_lo, i_hi, k, kk, nk, g, c, i, j, ih, ow, cnt, q, r
+    cdef floating *dst[4]
+    cdef floating b
+    cdef const floating *src[4]
+    cdef const floating *wk
+    cdef Py_ssize_t wi[4]
+    cdef floating w16[16]
+    _valid_range(kh, H, p.dh, ih0, &i_lo, &i_hi)
+    for g in range(p.G):
+        for c in range(Cg):
+            for i in range(i_lo, i_hi):
+                _fill_padded_row(buf + (c * kh + i) * Wp, &x[n, g * Cg + c, ih0 + i * p.dh, 0],
+                                 Wp, p.pl, W)
+        k = g * Kg
+        while k < (g + 1) * Kg:
+            nk = min(4, (g + 1) * Kg - k)
+            for kk in range(nk):
+                dst[kk] = &out[n, k + kk, oh, 0]
+                b = bias[k + kk]
+                for ow in range(oW):
+                    dst[kk][ow] = b
+            wk = &weight[k, 0, 0, 0]
+            cnt = 0
+            for c in range(Cg):
+                for i in range(i_lo, i_hi):
+                    for j in range(kw):
+                        src[cnt] = buf + (c * kh + i) * Wp + j * p.dw
+                        wi[cnt] = (c * kh + i) * kw + j
+                        cnt = cnt + 1
+                        if cnt < 4:
+                            continue
+                        cnt = 0
+                        if nk == 4:
+                            for r in range(4):
+                                for q in range(4):
+                                    w16[4 * r + q] = wk[r * S + wi[q]]
+                            _axpy4x4(dst[0], dst[1], dst[2], dst[3],
+                                     src[0], src[1], src[2], src[3], w16, oW, p.sw)
+                        else:
+                            for r in range(nk):
+                                _axpy4(dst[r], src[0], src[1], src[2], src[3],
+                                       wk[r * S + wi[0]], wk[r * S + wi[1]],
+                                       wk[r * S + wi[2]], wk[r * S + wi[3]], oW, p.sw)
+            for r in range(nk):
+                for q in range(cnt):
+                    _axpy1(dst[r], src[q], wk[r * S + wi[q]], oW, p.sw)
+            k = k + nk
+
+
+cdef void _forward_nchw_taps_row(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
+                                 const floating[::1] bias, floating[:, :, :, ::1] out,
+                                 Py_ssize_t n, Py_ssize_t oh, Geom p,
+                                 const Py_ssize_t *jlo, const Py_ssize_t *jhi) noexcept nogil:
+    """out[n, :, oh, :] := bias + sum_{c, i, j} w[:, c, i, j] * x[n, c, ih, ow*sw + j*dw - pl]
+
+    One output channel at a time, reading the input in place (for K/G < 4, e.g. depthwise)."""
+    cdef Py_ssize_t H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t K = out.shape[1], oW = out.shape[3]
+    cdef Py_ssize_t Cg = weight.shape[1], kh = weight.shape[2], kw = weight.shape[3]
+    cdef Py_ssize_t Kg = K // p.G
+    cdef Py_ssize_t ih0 = oh * p.sh - p.pt
+    cdef Py_ssize_t i_lo, i_hi, k, g, c, i, j, ih, ow, off, cnt
+    cdef floating *dst
+    cdef floating b
+    cdef const floating *src[4]
+    cdef const floating *endp
+    cdef floating ws[4]
+    cdef Py_ssize_t los[4]
+    cdef Py_ssize_t his[4]
+    _valid_range(kh, H, p.dh, ih0, &i_lo, &i_hi)
+    for k in range(K):
+        g = k // Kg
+        dst = &out[n, k, oh, 0]
+        b = bias[k]
+        for ow in range(oW):
+            dst[ow] = b
+        cnt = 0
+        for c in range(Cg):
+            for i in range(i_lo, i_hi):
+                ih = ih0 + i * p.dh
+                for j in range(kw):
+                    if jlo[j] >= jhi[j]:
+                        continue
+                    off = j * p.dw - p.pl
+                    src[cnt] = &x[n, g * Cg + c, ih, jlo[j] * p.sw + off]
+                    endp = &x[n, g * Cg + c, ih, (jhi[j] - 1) * p.sw + off]  # checked in debug
+                    ws[cnt] = weight[k, c, i, j]
+                    los[cnt] = jlo[j]
+                    his[cnt] = jhi[j]
+                    cnt = cnt + 1
+                    if cnt == 4:
+                        _flush_taps(dst, src, ws, los, his, 4, p.sw)
+                        cnt = 0
+        if cnt:
+            _flush_taps(dst, src, ws, los, his, cnt, p.sw)
+
+
+cdef void _forward_nchw_flat(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
+                            const floating[::1] bias, floating[:, :, :, ::1] out,
+                            Py_ssize_t n, Py_ssize_t oh0, Py_ssize_t R, Geom p,
+                            floating *inbuf, floating *outbuf, Py_ssize_t Wp) noexcept nogil:
+    """out[n, :, oh0:oh0+R, :] := bias + conv  (stride 1)
+
+    The R + (kh-1)*dh input rows are staged zero padded to width Wp, so that a tap (i, j) is
+    one flat AXPY of length (R-1)*Wp + oW over the rows (columns >= oW are scratch)."""
+    cdef Py_ssize_t H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t K = out.shape[1], oW = out.shape[3]
+    cdef Py_ssize_t Cg = weight.shape[1], kh = weight.shape[2], kw = weight.shape[3]
+    cdef Py_ssize_t Kg = K // p.G, S = Cg * kh * kw
+    cdef Py_ssize_t Hr = R + (kh - 1) * p.dh
+    cdef Py_ssize_t L = (R - 1) * Wp + oW
+    cdef Py_ssize_t k, kk, nk, g, c, i, j, r, ih, u, cnt, q
+    cdef floating *dst[4]
+    cdef floating *row
+    cdef floating b
+    cdef const floating *src[4]
+    cdef const floating *wk
+    cdef Py_ssize_t wi[4]
+    cdef floating w16[16]
+    for g in range(p.G):
+        for c in range(Cg):
+            for r in range(Hr):
+                ih = oh0 - p.pt + r
+                row = inbuf + (c * Hr + r) * Wp
+                if 0 <= ih < H:
+                    _fill_padded_row(row, &x[n, g * Cg + c, ih, 0], Wp, p.pl, W)
+                else:
+                    for u in range(Wp):
+                        row[u] = 0
+        k = g * Kg
+        while k < (g + 1) * Kg:
+            nk = min(4, (g + 1) * Kg - k)
+            for kk in range(nk):
+                dst[kk] = outbuf + kk * L
+                b = bias[k + kk]
+                for u in range(L):
+                    dst[kk][u] = b
+            wk = &weight[k, 0, 0, 0]
+            cnt = 0
+            for c in range(Cg):
+                for i in range(kh):
+                    for j in range(kw):
+                        src[cnt] = inbuf + (c * Hr + i * p.dh) * Wp + j * p.dw
+                        wi[cnt] = (c * kh + i) * kw + j
+                        cnt = cnt + 1
+                        if cnt < 4:
+                            continue
+                        cnt = 0
+                        if nk == 4:
+                            for r in range(4):
+                                for q in range(4):
+                                    w16[4 * r + q] = wk[r * S + wi[q]]
+                            _axpy4x4(dst[0], dst[1], dst[2], dst[3],
+                                     src[0], src[1], src[2], src[3], w16, L, 1)
+                        else:
+                            for r in range(nk):
+                                _axpy4(dst[r], src[0], src[1], src[2], src[3],
+                                       wk[r * S + wi[0]], wk[r * S + wi[1]],
+                                       wk[r * S + wi[2]], wk[r * S + wi[3]], L, 1)
+            for r in range(nk):
+                for q in range(cnt):
+                    _axpy1(dst[r], src[q], wk[r * S + wi[q]], L, 1)
+            for kk in range(nk):
+                for r in range(R):
+                    row = &out[n, k + kk, oh0 + r, 0]
+                    for u in range(oW):
+                        row[u] = dst[kk][r * Wp + u]
+            k = k + nk
+
+
+def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
+                 const floating[::1] bias, floating[:, :, :, ::1] out,
+                 Py_ssize_t stride_h, Py_ssize_t stride_w, Py_ssize_t pad_top,
+                 Py_ssize_t pad_left, Py_ssize_t dilation_h, Py_ssize_t dilation_w,
+                 Py_ssize_t groups, int num_threads):
+    """out := conv2d(x, weight) + bias  (NCHW)"""
+    cdef Geom p = Geom(stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, groups)
+    cdef Py_ssize_t N = out.shape[0], oH = out.shape[2], oW = out.shape[3]
+    cdef Py_ssize_t Cg = weight.shape[1], kh = weight.shape[2], kw = weight.shape[3]
+    cdef Py_ssize_t nthreads = max(num_threads, 1)
+    cdef Py_ssize_t Wp = (oW - 1) * stride_w + (kw - 1) * dilation_w + 1
+    cdef Py_ssize_t per_thread = Cg * kh * Wp
+    cdef Py_ssize_t t, R, nrb, L
+    cdef floating *buf
+    cdef Py_ssize_t *jr
+    if N == 0:
+        return
+    if out.shape[1] // groups < 4:
+        # Few output channels per group (depthwise): no reuse to win by staging input rows.
+        jr = <Py_ssize_t *> malloc(2 * kw * sizeof(Py_ssize_t))
+        if jr == NULL:
+            raise MemoryError()
+        try:
+            _fill_ranges(jr, jr + kw, kw, oW, x.shape[3], stride_w, pad_left, dilation_w)
+            for t in prange(N * oH, nogil=True, schedule="static", num_threads=nthreads):
+                _forward_nchw_taps_row(x, weight, bias, out, t // oH, t % oH, p, jr, jr + kw)
+        finally:
+            free(jr)
+        return
+    if stride_h == 1 and stride_w == 1:
+        # Flat blocks of R output rows, about 1024 outputs each, enough blocks for the threads.
+        R = max(1, min(oH, 1024 // Wp))
+        while R > 1 and N * _ceil_div(oH, R) < 4 * nthreads:
+            R = _ceil_div(R, 2)
+        nrb = _ceil_div(oH, R)
+        L = (R - 1) * Wp + oW
+        per_thread = Cg * (R + (kh - 1) * dilation_h) * Wp + 4 * L
+        buf = <floating *> malloc(nthreads * per_thread * sizeof(floating))
+        if buf == NULL:
+            raise MemoryError()
+        try:
+            for t in prange(N * nrb, nogil=True, schedule="static", num_threads=nthreads):
+                _forward_nchw_flat(x, weight, bias, out, t // nrb, (t % nrb) * R,
+                                   min(R, oH - (t % nrb) * R), p,
+                                   buf + threadid() * per_thread,
+                                   buf + threadid() * per_thread + per_thread - 4 * L, Wp)
+        finally:
+            free(buf)
+        return
+    buf = <floating *> malloc(nthreads * per_thread * sizeof(floating))
+    if buf == NULL:
+        raise MemoryError()
+    try:
+        for t in prange(N * oH, nogil=True, schedule="static", num_threads=nthreads):
+            _forward_nchw_row(x, weight, bias, out, t // oH, t % oH, p,
+                              buf + threadid() * per_thread, Wp)
+    finally:
+        free(buf)
+
+
+# --------------------------------------------------------------------------- NCHW grad_input
+
+cdef void _grad_input_nchw_row(const floating[:, :, :, ::1] grad_output,
+                               const floating[:, :, :, ::1] weight,
+                               floating[:, :, :, ::1] grad_input,
+                               Py_ssize_t n, Py_ssize_t ih, Geom p,
+                               const Py_ssize_t *jlo, const Py_ssize_t *jhi) noexcept nogil:
+    """grad_input[n, :, ih, :] := sum_{k, i, j} w[k, c, i, j] * grad_output[n, k, oh, ow] (adjoint)"""
+    cdef Py_ssize_t C = grad_input.shape[1], W = grad_input.shape[3]
+    cdef Py_ssize_t oH = grad_output.shape[2], oW = grad_output.shape[3]
+    cdef Py_ssize_t Cg = weight.shape[1], kh = weight.shape[2], kw = weight.shape[3]
+    cdef Py_ssize_t Kg = grad_output.shape[1] // p.G
+    cdef Py_ssize_t c, g, cc, k, k0, i, j, num, oh, off, iw, cnt, q
+    cdef floating *dst
+    cdef const floating *src[4]
+    cdef const floating *endp
+    cdef floating ws[4]
+    cdef Py_ssize_t los[4]
+    cdef Py_ssize_t his[4]
+    for c in range(C):
+        g = c // Cg
+        cc = c - g * Cg
+        dst = &grad_input[n, c, ih, 0]
+        for iw in range(W):
+            dst[iw] = 0
+        cnt = 0
+        for i in range(kh):
+            num = ih + p.pt - i * p.dh
+            if num < 0:
+                break
+            if p.sh != 1:
+                if num % p.sh != 0:
+                    continue
+                oh = num // p.sh
+            else:
+                oh = num
+            if oh >= oH:
+                continue
+            if p.sw == 1:
+                # gather in input-column space: dst[iw] += w * go[iw - off]
+                for k in range(g * Kg, (g + 1) * Kg):
+                    for j in range(kw):
+                        if jlo[j] >= jhi[j]:
+                            continue
+                        off = j * p.dw - p.pl
+                        src[cnt] = &grad_output[n, k, oh, jlo[j]]
+                        endp = &grad_output[n, k, oh, jhi[j] - 1]
+                        endp = &grad_input[n, c, ih, jhi[j] - 1 + off]
+                        ws[cnt] = weight[k, cc, i, j]
+                        los[cnt] = jlo[j] + off
+                        his[cnt] = jhi[j] + off
+                        cnt = cnt + 1
+                        if cnt == 4:
+                            _flush_taps(dst, src, ws, los, his, 4, 1)
+                            cnt = 0
+            else:
+                # scatter in output-column space: dst[ow*sw + off] += w * go[ow]
+                for j in range(kw):
+                    if jlo[j] >= jhi[j]:
+                        continue
+                    off = j * p.dw - p.pl
+                    endp = &grad_input[n, c, ih, (jhi[j] - 1) * p.sw + off]
+                    k = g * Kg
+                    while k + 4 <= (g + 1) * Kg:
+                        _scatter4(&grad_input[n, c, ih, jlo[j] * p.sw + off],
+                                  &grad_output[n, k, oh, jlo[j]],
+                                  &grad_output[n, k + 1, oh, jlo[j]],
+                                  &grad_output[n, k + 2, oh, jlo[j]],
+                                  &grad_output[n, k + 3, oh, jlo[j]],
+                                  weight[k, cc, i, j], weight[k + 1, cc, i, j],
+                                  weight[k + 2, cc, i, j], weight[k + 3, cc, i, j],
+                                  jhi[j] - jlo[j], p.sw)
+                        k = k + 4
+                    while k < (g + 1) * Kg:
+                        _scatter1(&grad_input[n, c, ih, jlo[j] * p.sw + off],
+                                  &grad_output[n, k, oh, jlo[j]], weight[k, cc, i, j],
+                                  jhi[j] - jlo[j], p.sw)
+                        k = k + 1
+        if cnt:
+            _flush_taps(dst, src, ws, los, his, cnt, 1)
+
+
+def grad_input_nchw(const floating[:, :, :, ::1] grad_output, const floating[:, :, :, ::1] weight,
+                    floating[:, :, :, ::1] grad_input,
+                    Py_ssize_t stride_h, Py_ssize_t stride_w, Py_ssize_t pad_top,
+                    Py_ssize_t pad_left, Py_ssize_t dilation_h, Py_ssize_t dilation_w,
+                    Py_ssize_t groups, int num_threads):
+    """grad_input := conv2d_input adjoint of grad_output  (NCHW)"""
+    cdef Geom p = Geom(stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, groups)
+    cdef Py_ssize_t N = grad_input.shape[0], H = grad_input.shape[2], kw = weight.shape[3]
+    cdef Py_ssize_t K = weight.shape[0], Cg = weight.shape[1], kh = weight.shape[2]
+    cdef Py_ssize_t t
+    cdef Py_ssize_t *jr
+    if N == 0:
+        return
+    if stride_h == 1 and stride_w == 1:
+        # Stride 1: the adjoint is a forward correlation of grad_output with the flipped,
+        # group-transposed kernel w'[c, k, i, j] = w[k, c, kh-1-i, kw-1-j] and padding
+        # (k-1)*d - pad (may be negative: forward_nchw handles that).
+        w_t = np.ascontiguousarray(
+            np.asarray(weight).reshape(groups, K // groups, Cg, kh, kw)
+            .transpose(0, 2, 1, 3, 4)[:, :, :, ::-1, ::-1]
+        ).reshape(groups * Cg, K // groups, kh, kw)
+        forward_nchw(grad_output, w_t, np.zeros(groups * Cg, dtype=w_t.dtype), grad_input,
+                     1, 1, (kh - 1) * dilation_h - pad_top, (kw - 1) * dilation_w - pad_left,
+                     dilation_h, dilation_w, groups, num_threads)
+        return
+    jr = <Py_ssize_t *> malloc(2 * kw * sizeof(Py_ssize_t))
+    if jr == NULL:
+        raise MemoryError()
+    try:
+        _fill_ranges(jr, jr + kw, kw, grad_output.shape[3], grad_input.shape[3], stride_w,
+                     pad_left, dilation_w)
+        for t in prange(N * H, nogil=True, schedule="static", num_threads=max(num_threads, 1)):
+            _grad_input_nchw_row(grad_output, weight, grad_input, t // H, t % H, p, jr, jr + kw)
+    finally:
+        free(jr)
+
+
+# --------------------------------------------------------------------------- NCHW grad_weight
+
+cdef void _grad_weight_nchw_block(const floating[:, :, :, ::1] grad_output,
+                                  const floating[:, :, :, ::1] x,
+                                  floating[:, :, :, ::1] grad_weight,
+                                  Py_ssize_t k0, Py_ssize_t k1, Py_ssize_t c0, Py_ssize_t c1,
+                                  Geom p, const Py_ssize_t *jlo,
+                                  const Py_ssize_t *jhi) noexcept nogil:
+    """grad_weight[k0:k1, c0:c1] := sum_{n, oh, ow} grad_output[n, k, oh, ow] * x[n, c, ih, iw]"""
+    cdef Py_ssize_t N = x.shape[0], H = x.shape[2]
+    cdef Py_ssize_t oH = grad_output.shape[2]
+    cdef Py_ssize_t Cg = grad_weight.shape[1], kh = grad_weight.shape[2], kw = grad_weight.shape[3]
+    cdef Py_ssize_t Kg = grad_output.shape[1] // p.G
+    cdef Py_ssize_t g = k0 // Kg
+    cdef Py_ssize_t n, c, k, oh, i, j, ih, ih0, i_lo, i_hi, off, m
+    cdef const floating *xr
+    cdef const floating *endp
+    cdef floating s[4]
+    for k in range(k0, k1):
+        for c in range(c0, c1):
+            for i in range(kh):
+                for j in range(kw):
+                    grad_weight[k, c, i, j] = 0
+    for n in range(N):
+        for c in range(c0, c1):
+            for oh in range(oH):
+                ih0 = oh * p.sh - p.pt
+                _valid_range(kh, H, p.dh, ih0, &i_lo, &i_hi)
+                for i in range(i_lo, i_hi):
+                    ih = ih0 + i * p.dh
+                    for j in range(kw):
+                        m = jhi[j] - jlo[j]
+                        if m <= 0:
+                            continue
+                        off = j * p.dw - p.pl
+                        xr = &x[n, g * Cg + c, ih, jlo[j] * p.sw + off]
+                        endp = &x[n, g * Cg + c, ih, (jhi[j] - 1) * p.sw + off]
+                        endp = &grad_output[n, k0, oh, jhi[j] - 1]
+                        if k1 - k0 == 4:
+                            _dot4(&grad_output[n, k0, oh, jlo[j]],
+                                  &grad_output[n, k0 + 1, oh, jlo[j]],
+                                  &grad_output[n, k0 + 2, oh, jlo[j]],
+                                  &grad_output[n, k0 + 3, oh, jlo[j]], xr, m, p.sw, s)
+                            grad_weight[k0, c, i, j] += s[0]
+                            grad_weight[k0 + 1, c, i, j] += s[1]
+                            grad_weight[k0 + 2, c, i, j] += s[2]
+                            grad_weight[k0 + 3, c, i, j] += s[3]
+                        else:
+                            for k in range(k0, k1):
+                                grad_weight[k, c, i, j] += _dot1(
+                                    &grad_output[n, k, oh, jlo[j]], xr, m, p.sw)
+
+
+def grad_weight_nchw(const floating[:, :, :, ::1] grad_output, const floating[:, :, :, ::1] x,
+                     floating[:, :, :, ::1] grad_weight,
+                     Py_ssize_t stride_h, Py_ssize_t stride_w, Py_ssize_t pad_top,
+                     Py_ssize_t pad_left, Py_ssize_t dilation_h, Py_ssize_t dilation_w,
+                     Py_ssize_t groups, int num_threads):
+    """grad_weight := sum_n correlation of x with grad_output  (NCHW)"""
+    cdef Geom p = Geom(stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, groups)
+    cdef Py_ssize_t K = grad_weight.shape[0], Cg = grad_weight.shape[1], kw = grad_weight.shape[3]
+    cdef Py_ssize_t Kg = K // groups
+    cdef Py_ssize_t nkb = _ceil_div(Kg, 4)
+    cdef Py_ssize_t nthreads = max(num_threads, 1)
+    cdef Py_ssize_t ncb = 1, cbs, ntasks, t, g, kb, cb, k0, k1, c0, c1
+    cdef Py_ssize_t *jr
+    # Split input channels too when there are few (group, k-block) tasks.  The sum order of
+    # every entry (n, oh, ow) does not depend on the split, so results do not either.
+    if groups * nkb < 8 * nthreads:
+        ncb = min(Cg, _ceil_div(8 * nthreads, groups * nkb))
+    cbs = _ceil_div(Cg, ncb)
+    ncb = _ceil_div(Cg, cbs)
+    ntasks = groups * nkb * ncb
+    jr = <Py_ssize_t *> malloc(2 * kw * sizeof(Py_ssize_t))
+    if jr == NULL:
+        raise MemoryError()
+    try:
+        _fill_ranges(jr, jr + kw, kw, grad_output.shape[3], x.shape[3], stride_w, pad_left,
+                     dilation_w)
+        for t in prange(ntasks, nogil=True, schedule="static", num_threads=nthreads):
+            g = t // (nkb * ncb)
+            kb = (t // ncb) % nkb
+            cb = t % ncb
+            k0 = g * Kg + kb * 4
+            k1 = min(k0 + 4, (g + 1) * Kg)
+            c0 = cb * cbs
+            c1 = min(c0 + cbs, Cg)
+            _grad_weight_nchw_block(grad_output, x, grad_weight, k0, k1, c0, c1, p, jr, jr + kw)
+    finally:
+        free(jr)
+
+
+# --------------------------------------------------------------------------- NHWC forward
+
+cdef void _forward_nhwc_row(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
+                            const floating[::1] bias, floating[:, :, :, ::1] out,
+                            Py_ssize_t n, Py_ssize_t oh, Geom p,
+                            const Py_ssize_t *jlo, const Py_ssize_t *jhi) noexcept nogil:
+    """out[n, oh, :, :] := bias + sum_{i, j, c} x[n, ih, iw, c] * w[i, j, c, :]"""
+    cdef Py_ssize_t H = x.shape[1], C = x.shape[3]
+    cdef Py_ssize_t oW = out.shape[2], K = out.shape[3]
+    cdef Py_ssize_t kh = weight.shape[0], kw = weight.shape[1], Cg = weight.shape[2]
+    cdef Py_ssize_t G = p.G, Kg = K // p.G
+    cdef Py_ssize_t ih0 = oh * p.sh - p.pt
+    cdef bint depthwise = Cg == 1 and Kg == 1
+    cdef Py_ssize_t i_lo, i_hi, ow, k, i, j, ih, iw, g, cc, cnt
+    cdef floating *dst
+    cdef const floating *xp
+    cdef const floating *xs[4]
+    cdef const floating *wsp[4]
+    _valid_range(kh, H, p.dh, ih0, &i_lo, &i_hi)
+    for ow in range(oW):
+        dst = &out[n, oh, ow, 0]
+        for k in range(K):
+            dst[k] = bias[k]
+        cnt = 0
+        for i in range(i_lo, i_hi):
+            ih = ih0 + i * p.dh
+            for j in range(kw):
+                if ow < jlo[j] or ow >= jhi[j]:
+                    continue
+                iw = ow * p.sw - p.pl + j * p.dw
+                xp = &x[n, ih, iw, 0]
+                if depthwise:
+                    xs[cnt] = xp
+                    wsp[cnt] = &weight[i, j, 0, 0]
+                    cnt = cnt + 1
+                    if cnt == 4:
+                        _mul4(dst, xs[0], wsp[0], xs[1], wsp[1], xs[2], wsp[2], xs[3], wsp[3], C)
+                        cnt = 0
+                    continue
+                for g in range(G):
+                    cc = 0
+                    while cc + 4 <= Cg:
+                        _axpy4(dst + g * Kg, &weight[i, j, cc, g * Kg],
+                               &weight[i, j, cc + 1, g * Kg], &weight[i, j, cc + 2, g * Kg],
+                               &weight[i, j, cc + 3, g * Kg], xp[g * Cg + cc],
+                               xp[g * Cg + cc + 1], xp[g * Cg + cc + 2], xp[g * Cg + cc + 3],
+                               Kg, 1)
+                        cc = cc + 4
+                    while cc < Cg:
+                        _axpy1(dst + g * Kg, &weight[i, j, cc, g * Kg], xp[g * Cg + cc], Kg, 1)
+                        cc = cc + 1
+        for k in range(cnt):
+            _mul1(dst, xs[k], wsp[k], C)
+
+
+def forward_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
+                 const floating[::1] bias, floating[:, :, :, ::1] out,
+                 Py_ssize_t stride_h, Py_ssize_t stride_w, Py_ssize_t pad_top,
+                 Py_ssize_t pad_left, Py_ssize_t dilation_h, Py_ssize_t dilation_w,
+                 Py_ssize_t groups, int num_threads):
+    """out := conv2d(x, weight) + bias  (NHWC)"""
+    cdef Geom p = Geom(stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, groups)
+    cdef Py_ssize_t N = out.shape[0], oH = out.shape[1], kw = weight.shape[1]
+    cdef Py_ssize_t t
+    cdef Py_ssize_t *jr
+    if N == 0:
+        return
+    jr = <Py_ssize_t *> malloc(2 * kw * sizeof(Py_ssize_t))
+    if jr == NULL:
+        raise MemoryError()
+    try:
+        _fill_ranges(jr, jr + kw, kw, out.shape[2], x.shape[2], stride_w, pad_left, dilation_w)
+        for t in prange(N * oH, nogil=True, schedule="static", num_threads=max(num_threads, 1)):
+            _forward_nhwc_row(x, weight, bias, out, t // oH, t % oH, p, jr, jr + kw)
+    finally:
+        free(jr)
+
+
+# --------------------------------------------------------------------------- NHWC grad_input
+
+cdef void _grad_input_nhwc_row(const floating[:, :, :, ::1] grad_output,
+                               const floating[:, :, :, ::1] weight,
+                               floating[:, :, :, ::1] grad_input,
+                               Py_ssize_t n, Py_ssize_t ih, Geom p) noexcept nogil:
+    """grad_input[n, ih, :, :] := sum_{i, j, k} grad_output[n, oh, ow, k] * w[i, j, c, k] (adjoint)"""
+    cdef Py_ssize_t W = grad_input.shape[2], C = grad_input.shape[3]
+    cdef Py_ssize_t oH = grad_output.shape[1], oW = grad_output.shape[2], K = grad_output.shape[3]
+    cdef Py_ssize_t kh = weight.shape[0], kw = weight.shape[1], Cg = weight.shape[2]
+    cdef Py_ssize_t G = p.G, Kg = K // p.G
+    cdef bint depthwise = Cg == 1 and Kg == 1
+    cdef Py_ssize_t iw, c, i, j, num, oh, ow, g, cc, cnt
+    cdef floating *dst
+    cdef const floating *gp
+    cdef const floating *gs[4]
+    cdef const floating *wsp[4]
+    cdef floating s[4]
+    for iw in range(W):
+        dst = &grad_input[n, ih, iw, 0]
+        for c in range(C):
+            dst[c] = 0
+        cnt = 0
+        for i in range(kh):
+            num = ih + p.pt - i * p.dh
+            if num < 0:
+                break
+            if p.sh != 1:
+                if num % p.sh != 0:
+                    continue
+                oh = num // p.sh
+            else:
+                oh = num
+            if oh >= oH:
+                continue
+            for j in range(kw):
+                num = iw + p.pl - j * p.dw
+                if num < 0:
+                    break
+                if p.sw != 1:
+                    if num % p.sw != 0:
+                        continue
+                    ow = num // p.sw
+                else:
+                    ow = num
+                if ow >= oW:
+                    continue
+                gp = &grad_output[n, oh, ow, 0]
+                if depthwise:
+                    gs[cnt] = gp
+                    wsp[cnt] = &weight[i, j, 0, 0]
+                    cnt = cnt + 1
+                    if cnt == 4:
+                        _mul4(dst, gs[0], wsp[0], gs[1], wsp[1], gs[2], wsp[2], gs[3], wsp[3], C)
+                        cnt = 0
+                    continue
+                for g in range(G):
+                    cc = 0
+                    while cc + 4 <= Cg:
+                        _dot4(&weight[i, j, cc, g * Kg], &weight[i, j, cc + 1, g * Kg],
+                              &weight[i, j, cc + 2, g * Kg], &weight[i, j, cc + 3, g * Kg],
+                              gp + g * Kg, Kg, 1, s)
+                        dst[g * Cg + cc] += s[0]
+                        dst[g * Cg + cc + 1] += s[1]
+                        dst[g * Cg + cc + 2] += s[2]
+                        dst[g * Cg + cc + 3] += s[3]
+                        cc = cc + 4
+                    while cc < Cg:
+                        dst[g * Cg + cc] += _dot1(&weight[i, j, cc, g * Kg], gp + g * Kg, Kg, 1)
+                        cc = cc + 1
+        for c in range(cnt):
+            _mul1(dst, gs[c], wsp[c], C)
+
+
+def grad_input_nhwc(const floating[:, :, :, ::1] grad_output, const floating[:, :, :, ::1] weight,
+                    floating[:, :, :, ::1] grad_input,
+                    Py_ssize_t stride_h, Py_ssize_t stride_w, Py_ssize_t pad_top,
+                    Py_ssize_t pad_left, Py_ssize_t dilation_h, Py_ssize_t dilation_w,
+                    Py_ssize_t groups, int num_threads):
+    """grad_input := conv2d_input adjoint of grad_output  (NHWC)"""
+    cdef Geom p = Geom(stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, groups)
+    cdef Py_ssize_t N = grad_input.shape[0], H = grad_input.shape[1]
+    cdef Py_ssize_t t
+    if N == 0:
+        return
+    for t in prange(N * H, nogil=True, schedule="static", num_threads=max(num_threads, 1)):
+        _grad_input_nhwc_row(grad_output, weight, grad_input, t // H, t % H, p)
+
+
+# --------------------------------------------------------------------------- NHWC grad_weight
+
+cdef void _grad_weight_nhwc_block(const floating[:, :, :, ::1] grad_output,
+                                  const floating[:, :, :, ::1] x,
+                                  floating[:, :, :, ::1] grad_weight,
+                                  Py_ssize_t i, Py_ssize_t j, Py_ssize_t c0, Py_ssize_t c1,
+                                  Py_ssize_t g0, Py_ssize_t g1, Geom p,
+                                  const Py_ssize_t *jlo, const Py_ssize_t *jhi) noexcept nogil:
+    """grad_weight[i, j, c0:c1, g0*Kg:g1*Kg] := sum_{n, oh, ow} x[n, ih, iw, c] * grad_output[n, oh, ow, k]"""
+    cdef Py_ssize_t N = x.shape[0], H = x.shape[1], C = x.shape[3]
+    cdef Py_ssize_t oH = grad_output.shape[1], K = grad_output.shape[3]
+    cdef Py_ssize_t Cg = grad_weight.shape[2], Kg = K // p.G
+    cdef bint depthwise = Cg == 1 and Kg == 1
+    cdef Py_ssize_t n, oh, ow, ih, off, cc, g, k, q
+    cdef Py_ssize_t lo = jlo[j], hi = jhi[j]
+    cdef const floating *gp[4]
+    cdef const floating *xp[4]
+    cdef floating *dst
+    off = j * p.dw - p.pl
+    for cc in range(c0, c1):
+        for k in range(g0 * Kg, g1 * Kg):
+            grad_weight[i, j, cc, k] = 0
+    if lo >= hi:
+        return
+    for n in range(N):
+        for oh in range(oH):
+            ih = oh * p.sh - p.pt + i * p.dh
+            if ih < 0 or ih >= H:
+                continue
+            ow = lo
+            while ow < hi:
+                q = min(4, hi - ow)
+                for k in range(q):
+                    gp[k] = &grad_output[n, oh, ow + k, 0]
+                    xp[k] = &x[n, ih, (ow + k) * p.sw + off, 0]
+                if depthwise:
+                    dst = &grad_weight[i, j, 0, g0]
+                    if q == 4:
+                        _mul4(dst, xp[0] + g0, gp[0] + g0, xp[1] + g0, gp[1] + g0,
+                              xp[2] + g0, gp[2] + g0, xp[3] + g0, gp[3] + g0, g1 - g0)
+                    else:
+                        for k in range(q):
+                            _mul1(dst, xp[k] + g0, gp[k] + g0, g1 - g0)
+                else:
+                    for cc in range(c0, c1):
+                        for g in range(g0, g1):
+                            dst = &grad_weight[i, j, cc, g * Kg]
+                            if q == 4:
+                                _axpy4(dst, gp[0] + g * Kg, gp[1] + g * Kg, gp[2] + g * Kg,
+                                       gp[3] + g * Kg, xp[0][g * Cg + cc], xp[1][g * Cg + cc],
+                                       xp[2][g * Cg + cc], xp[3][g * Cg + cc], Kg, 1)
+                            else:
+                                for k in range(q):
+                                    _axpy1(dst, gp[k] + g * Kg, xp[k][g * Cg + cc], Kg, 1)
+                ow = ow + q
+
+
+cdef void _grad_weight_nhwc_depthwise(const floating[:, :, :, ::1] grad_output,
+                                      const floating[:, :, :, ::1] x,
+                                      floating[:, :, :, ::1] grad_weight,
+                                      Py_ssize_t c0, Py_ssize_t c1, Geom p,
+                                      const Py_ssize_t *jlo, const Py_ssize_t *jhi) noexcept nogil:
+    """grad_weight[:, :, 0, c0:c1] := sum_{n, oh, ow} x[n, ih, iw, c] * grad_output[n, oh, ow, c]
+
+    Depthwise (C/G == K/G == 1): one task owns a block of channels for all taps, so each
+    input/output pixel is read from memory once and reused for the kh*kw taps from cache."""
+    cdef Py_ssize_t N = x.shape[0], H = x.shape[1]
+    cdef Py_ssize_t oH = grad_output.shape[1]
+    cdef Py_ssize_t kh = grad_weight.shape[0], kw = grad_weight.shape[1]
+    cdef Py_ssize_t n, oh, ow, ih, off, i, j, k, q, lo, hi, m = c1 - c0
+    cdef const floating *gp[4]
+    cdef const floating *xp[4]
+    cdef floating *dst
+    for i in range(kh):
+        for j in range(kw):
+            for k in range(c0, c1):
+                grad_weight[i, j, 0, k] = 0
+    for n in range(N):
+        for oh in range(oH):
+            for i in range(kh):
+                ih = oh * p.sh - p.pt + i * p.dh
+                if ih < 0 or ih >= H:
+                    continue
+                for j in range(kw):
+                    lo = jlo[j]
+                    hi = jhi[j]
+                    off = j * p.dw - p.pl
+                    dst = &grad_weight[i, j, 0, c0]
+                    ow = lo
+                    while ow < hi:
+                        q = min(4, hi - ow)
+                        for k in range(q):
+                            gp[k] = &grad_output[n, oh, ow + k, c0]
+                            xp[k] = &x[n, ih, (ow + k) * p.sw + off, c0]
+                        if q == 4:
+                            _mul4(dst, xp[0], gp[0], xp[1], gp[1], xp[2], gp[2], xp[3], gp[3], m)
+                        else:
+                            for k in range(q):
+                                _mul1(dst, xp[k], gp[k], m)
+                        ow = ow + q
+
+
+def grad_weight_nhwc(const floating[:, :, :, ::1] grad_output, const floating[:, :, :, ::1] x,
+                     floating[:, :, :, ::1] grad_weight,
+                     Py_ssize_t stride_h, Py_ssize_t stride_w, Py_ssize_t pad_top,
+                     Py_ssize_t pad_left, Py_ssize_t dilation_h, Py_ssize_t dilation_w,
+                     Py_ssize_t groups, int num_threads):
+    """grad_weight := sum_n correlation of x with grad_output  (NHWC)"""
+    cdef Geom p = Geom(stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, groups)
+    cdef Py_ssize_t kh = grad_weight.shape[0], kw = grad_weight.shape[1]
+    cdef Py_ssize_t Cg = grad_weight.shape[2], K = grad_weight.shape[3]
+    cdef Py_ssize_t Kg = K // groups
+    cdef Py_ssize_t nthreads = max(num_threads, 1)
+    cdef Py_ssize_t target = 8 * nthreads
+    cdef Py_ssize_t ncb = 1, ngb = 1, cbs, gbs, ntasks, t, ij, r, cb, gb
+    cdef Py_ssize_t *jr
+    if Cg == 1 and Kg == 1:
+        cbs = max(8, _ceil_div(_ceil_div(groups, 4 * nthreads), 8) * 8)
+        ncb = _ceil_div(groups, cbs)
+        jr = <Py_ssize_t *> malloc(2 * kw * sizeof(Py_ssize_t))
+        if jr == NULL:
+            raise MemoryError()
+        try:
+            _fill_ranges(jr, jr + kw, kw, grad_output.shape[2], x.shape[2], stride_w, pad_left,
+                         dilation_w)
+            for t in prange(ncb, nogil=True, schedule="static", num_threads=nthreads):
+                _grad_weight_nhwc_depthwise(grad_output, x, grad_weight, t * cbs,
+                                            min(t * cbs + cbs, groups), p, jr, jr + kw)
+        finally:
+            free(jr)
+        return
+    # Each task owns grad_weight[i, j, c-block, g-block]; the sum order of every entry is
+    # (n, oh, ow) in fixed groups of four pixels whatever the split.
+    if kh * kw < target:
+        if Cg == 1:
+            ngb = min(groups, _ceil_div(target, kh * kw))
+        else:
+            ncb = min(Cg, _ceil_div(target, kh * kw))
+    cbs = _ceil_div(Cg, ncb)
+    ncb = _ceil_div(Cg, cbs)
+    gbs = _ceil_div(groups, ngb)
+    if Cg == 1 and Kg == 1 and gbs < groups:
+        gbs = min(groups, _ceil_div(gbs, 16) * 16)  # whole vectors of channels
+    ngb = _ceil_div(groups, gbs)
+    ntasks = kh * kw * ncb * ngb
+    jr = <Py_ssize_t *> malloc(2 * kw * sizeof(Py_ssize_t))
+    if jr == NULL:
+        raise MemoryError()
+    try:
+        _fill_ranges(jr, jr + kw, kw, grad_output.shape[2], x.shape[2], stride_w, pad_left,
+                     dilation_w)
+        for t in prange(ntasks, nogil=True, schedule="static", num_threads=nthreads):
+            ij = t // (ncb * ngb)
+            r = t % (ncb * ngb)
+            cb = r // ngb
+            gb = r % ngb
+            _grad_weight_nhwc_block(grad_output, x, grad_weight, ij // kw, ij % kw,
+                                    cb * cbs, min(cb * cbs + cbs, Cg),
+                                    gb * gbs, min(gb * gbs + gbs, groups), p, jr, jr + kw)
+    finally:
+        free(jr)
