@@ -106,8 +106,11 @@ def build_extensions():
     }
     sys.stderr.write("fastconv: OpenMP %s, flags %s\n"
                      % ("on" if use_openmp else "off", " ".join(base_flags)))
-    return cythonize(extensions, compiler_directives=directives,
-                     include_path=["src"], quiet=True)
+    # Generated C goes to a directory per mode: cythonize does not notice a change
+    # of directives alone, and a debug .c must never be compiled into a release build.
+    return cythonize(extensions, compiler_directives=directives, include_path=["src"],
+                     build_dir=os.path.join("build", "cython", "debug" if debug else "release"),
+                     quiet=True)
 
 
 setup(ext_modules=build_extensions())
