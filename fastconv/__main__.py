@@ -1,23 +1,9 @@
 """The `fastconv` command: `fastconv bench` (the main job) and `fastconv info`."""
 import argparse
 import json
-import platform
 import sys
 
-
-def _info_lines():
-    import numpy as np
-
-    import fastconv
-    from fastconv._ext import _build_info
-
-    return [
-        f"fastconv {fastconv.__version__}, Python {platform.python_version()}, NumPy {np.__version__}",
-        f"machine: {platform.machine()}, {fastconv._config.usable_cores()} usable cores",
-        f"build: OpenMP {'on' if _build_info.OPENMP else 'off'}, flags {_build_info.BUILD_FLAGS}",
-        f"threads: {fastconv.get_num_threads()}",
-        f"algorithms: {', '.join(fastconv.list_algorithms())}",
-    ]
+from fastconv.info import show_config
 
 
 def _bench(args):
@@ -29,7 +15,7 @@ def _bench(args):
     for name in layers or []:
         if name not in known:
             sys.exit(f"fastconv bench: unknown layer {name!r}; choose from {', '.join(known)}")
-    print("\n".join(_info_lines()))
+    show_config()
     gemm, copy = benchmarking.sgemm_gflops(), benchmarking.copy_gbytes()
     print(f"ceilings: sgemm {gemm:.0f} GFLOP/s, memory copy {copy:.1f} GB/s")
     try:
@@ -77,7 +63,7 @@ def main(argv=None):
     if args.command == "bench":
         _bench(args)
     else:
-        print("\n".join(_info_lines()))
+        show_config()
 
 
 if __name__ == "__main__":

@@ -1,8 +1,20 @@
-"""Process-wide settings of the compiled kernels: thread count and im2col workspace."""
+"""Process-wide settings of the kernels: thread count and im2col workspace.
+
+One thread count governs the three thread pools a call may use: the OpenMP
+threads of the Cython kernels (passed to every kernel), Numba's threads, and
+BLAS's threads (through threadpoolctl). A call uses one of them at a time, so
+they never oversubscribe the cores.
+"""
+import contextlib
 import os
+
+from . import _args
 
 _DEFAULT_WORKSPACE_BYTES = 64 * 2**20
 _workspace_limit = _DEFAULT_WORKSPACE_BYTES
+_num_threads = None  # None: the usable cores
+_applied_to_pools = None  # the count last given to BLAS and Numba
+_blas_controller = None
 
 
 def usable_cores():
@@ -18,12 +30,55 @@ def usable_cores():
 
 
 def get_num_threads():
-    """Threads the compiled kernels use (one level of parallelism per call)."""
-    return usable_cores()
+    """Threads the kernels use: set_num_threads's value, else the usable cores."""
+    return _num_threads or usable_cores()
+
+
+def set_num_threads(n):
+    """Use n threads for OpenMP kernels, Numba kernels and BLAS alike."""
+    global _num_threads
+    _num_threads = _args.as_int(n, "n", 1)
+    apply_to_thread_pools()
+
+
+@contextlib.contextmanager
+def num_threads(n):
+    """Context manager: `with fastconv.num_threads(1): ...` restores the old count after."""
+    global _num_threads
+    previous = _num_threads
+    set_num_threads(n)
+    try:
+        yield
+    finally:
+        _num_threads = previous
+        apply_to_thread_pools()
+
+
+def apply_to_thread_pools():
+    """Give BLAS and Numba the current count (cheap when it has not changed)."""
+    global _applied_to_pools, _blas_controller
+    n = get_num_threads()
+    if n == _applied_to_pools:
+        return n
+    if _blas_controller is None:
+        from threadpoolctl import ThreadpoolController
+        _blas_controller = ThreadpoolController()
+    _blas_controller.limit(limits=n, user_api="blas")
+    numba = _loaded_numba()
+    if numba is not None:
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    _applied_to_pools = n
+    return n
+
+
+def _loaded_numba():
+    """numba if this process already imported it (never import it just to set threads)."""
+    import sys
+    return sys.modules.get("numba")
 
 
 def get_workspace_limit():
-    """Bytes of scratch memory the im2col algorithm may use per call."""
+    """Bytes of scratch memory the im2col algorithms may use per call."""
     return _workspace_limit
 
 

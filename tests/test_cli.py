@@ -15,7 +15,9 @@ def _run(*args):
 def test_info():
     result = _run("info")
     assert result.returncode == 0, result.stderr
-    assert "OpenMP" in result.stdout and "algorithms: direct" in result.stdout
+    for field in ("OpenMP", "threads:", "blas:", "numba:", "algorithms:", "autotune cache:"):
+        assert field in result.stdout, field
+    assert "direct" in result.stdout
 
 
 def test_bench_one_layer_writes_json(tmp_path):

@@ -2,36 +2,23 @@
 
 Each algorithm takes C-contiguous arrays of one dtype, in the geometry's layout
 (weights (K, C/G, kh, kw) for NCHW, (kh, kw, C/G, K) for NHWC), and returns new
-arrays. `supports` lets one decline a case; the dispatcher then falls back.
+arrays. `supports` lets one decline a case; the dispatcher then falls back to
+the best algorithm that accepts it, so a declined case never gives a wrong result.
 """
-from . import compiled, reference
+import contextlib
+
+from . import auto, compiled, reference
+
+OPS = ("forward", "grad_input", "grad_weight")
 
 _REGISTRY = {}
-
-
-class ReferenceConv:
-    name = "reference"
-
-    def supports(self, geom, dtype):
-        return True
-
-    def forward(self, x, weight, bias, geom):
-        return reference.conv2d_forward(x, weight, bias, geom)
-
-    def grad_input(self, grad_output, weight, geom):
-        return reference.conv2d_grad_input(grad_output, weight, geom)
-
-    def grad_weight(self, grad_output, x, geom):
-        return reference.conv2d_grad_weight(grad_output, x, geom)
+_default_algorithm = "auto"
 
 
 def register(algorithm):
+    """Make an algorithm object selectable by its `name`."""
     _REGISTRY[algorithm.name] = algorithm
     return algorithm
-
-
-for _algorithm in (compiled.DirectConv(), compiled.Im2colConv(), ReferenceConv()):
-    register(_algorithm)
 
 
 def list_algorithms():
@@ -39,28 +26,44 @@ def list_algorithms():
     return list(_REGISTRY)
 
 
-def _auto_choice(geom):
-    # Measured on the layer suite (2 cores): im2col + BLAS wins every dense layer,
-    # first layers with one input channel included; direct wins by 3-40x where each
-    # group's GEMM would be a sliver: depthwise and other narrow-group layers.
-    narrow_groups = min(geom.in_channels, geom.out_channels) // geom.groups <= 4
-    return "direct" if geom.groups > 1 and narrow_groups else "im2col"
+def _checked_name(name, argument="algorithm"):
+    if name == "auto" or (isinstance(name, str) and name in _REGISTRY):
+        return name
+    raise ValueError(
+        f'{argument} must be "auto" or one of {list_algorithms()}. Received: {argument}={name!r}'
+    )
 
 
-def select(geom, dtype, algorithm="auto"):
-    """The algorithm object to run this case: the named one, or "auto"'s choice."""
-    if algorithm == "auto":
-        name = _auto_choice(geom)
-    elif isinstance(algorithm, str) and algorithm in _REGISTRY:
-        name = algorithm
-    else:
-        raise ValueError(
-            f"algorithm must be \"auto\" or one of {list_algorithms()}. Received: algorithm={algorithm!r}"
-        )
-    chosen = _REGISTRY[name]
-    if chosen.supports(geom, dtype):
-        return chosen
-    for fallback in _REGISTRY.values():
-        if fallback.supports(geom, dtype):
-            return fallback
-    raise AssertionError("the reference algorithm supports every case")  # pragma: no cover
+def get_default_algorithm():
+    return _default_algorithm
+
+
+def set_default_algorithm(name):
+    """The algorithm calls use when they pass none ("auto" unless changed)."""
+    global _default_algorithm
+    _default_algorithm = _checked_name(name, "name")
+
+
+@contextlib.contextmanager
+def use_algorithm(name):
+    """Context manager: `with fastconv.use_algorithm("direct"): ...`."""
+    global _default_algorithm
+    previous = _default_algorithm
+    set_default_algorithm(name)
+    try:
+        yield
+    finally:
+        _default_algorithm = previous
+
+
+def select(op, geom, dtype, algorithm=None):
+    """The algorithm object that runs `op` ("forward", "grad_input" or "grad_weight") here."""
+    name = _checked_name(_default_algorithm if algorithm is None else algorithm)
+    accepting = [a for a in _REGISTRY.values() if a.supports(geom, dtype)]
+    if name != "auto" and _REGISTRY[name] in accepting:
+        return _REGISTRY[name]
+    return _REGISTRY[auto.choose(op, geom, dtype, [a.name for a in accepting])]
+
+
+for _algorithm in (compiled.DirectConv(), compiled.Im2colConv(), reference.ReferenceConv()):
+    register(_algorithm)

@@ -27,7 +27,8 @@ class DirectConv:
 
     def _call(self, op, geom, dtype, *arrays):
         kernel = getattr(self._kernels, f"{op}_{self._suffix(geom)}")
-        kernel(*arrays, *self._extra(geom, dtype), *geom.kernel_args, _config.get_num_threads())
+        threads = _config.apply_to_thread_pools()
+        kernel(*arrays, *self._extra(geom, dtype), *geom.kernel_args, threads)
 
     def forward(self, x, weight, bias, geom):
         out = np.empty(geom.output_shape, dtype=x.dtype)
@@ -50,6 +51,12 @@ class Im2colConv(DirectConv):
 
     name = "im2col"
     _kernels = _conv_im2col
+
+    def supports(self, geom, dtype):
+        # BLAS takes 32-bit dimensions: the GEMM sizes must fit.
+        limit = 2**31 - 1
+        return max(geom.reduction_length, geom.out_channels, geom.in_channels,
+                   geom.out_h * geom.out_w) <= limit
 
     def _extra(self, geom, dtype):
         itemsize = np.dtype(dtype).itemsize

@@ -183,3 +183,21 @@ def avg_pool2d_backward(grad_output, geom, count_include_pad=True, divisor_overr
             r, c = np.nonzero(inside)
             np.add.at(grad, (slice(None), slice(None), ih[r], iw[c]), share[:, :, r, c])
     return from_nchw(grad, geom)
+
+
+class ReferenceConv:
+    """The reference as an algorithm: accepts every case."""
+
+    name = "reference"
+
+    def supports(self, geom, dtype):
+        return True
+
+    def forward(self, x, weight, bias, geom):
+        return conv2d_forward(x, weight, bias, geom)
+
+    def grad_input(self, grad_output, weight, geom):
+        return conv2d_grad_input(grad_output, weight, geom)
+
+    def grad_weight(self, grad_output, x, geom):
+        return conv2d_grad_weight(grad_output, x, geom)

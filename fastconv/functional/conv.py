@@ -25,7 +25,7 @@ def _prepare(x, weight, stride, padding, dilation, groups, data_format, **others
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           data_format="NCHW", algorithm="auto"):
+           data_format="NCHW", algorithm=None):
     """2-D cross-correlation, as torch.nn.functional.conv2d.
 
     Args:
@@ -40,7 +40,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
             bottom/right; allowed with stride > 1).
         groups: divides C_in and C_out; groups == C_in is depthwise.
         data_format: layout of x, the output and the weight.
-        algorithm: "auto" or a name from fastconv.list_algorithms().
+        algorithm: "auto", a name from fastconv.list_algorithms(), or None for the
+            default (set_default_algorithm / use_algorithm; "auto" unless changed).
 
     Returns:
         The output in the input's layout and dtype.
@@ -60,7 +61,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
                                bias=bias)
     if bias is not None:
         _args.check_shape(bias, (geom.out_channels,), "bias", "one value per output channel")
-    chosen = algorithms.select(geom, x.dtype, algorithm)
+    chosen = algorithms.select("forward", geom, x.dtype, algorithm)
     if geom.batch == 0:
         return np.zeros(geom.output_shape, dtype=x.dtype)
     return chosen.forward(x, weight, bias, geom)
@@ -82,14 +83,14 @@ def _check_needs(needs):
 
 
 def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
-                    data_format="NCHW", needs=_GRADIENTS, algorithm="auto"):
+                    data_format="NCHW", needs=_GRADIENTS, algorithm=None):
     """Gradients of conv2d with respect to its input, weight and bias.
 
     Args:
         grad_output: gradient of the loss with respect to conv2d's output.
         x, weight, stride, padding, dilation, groups, data_format: as given to conv2d.
         needs: which of "input", "weight", "bias" to compute; the others are None.
-        algorithm: "auto" or a name from fastconv.list_algorithms().
+        algorithm: "auto", a name from fastconv.list_algorithms(), or None for the default.
 
     Returns:
         (grad_input, grad_weight, grad_bias), shaped like x, weight and (C_out,).
@@ -100,12 +101,13 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     x, weight, geom = _prepare(x, weight, stride, padding, dilation, groups, data_format,
                                grad_output=grad_output)
     _args.check_shape(grad_output, geom.output_shape, "grad_output", "the shape of conv2d's output")
-    chosen = algorithms.select(geom, x.dtype, algorithm)
     empty = geom.batch == 0
     grad_input = grad_weight = grad_bias = None
     if "input" in needs:
+        chosen = algorithms.select("grad_input", geom, x.dtype, algorithm)
         grad_input = np.zeros_like(x) if empty else chosen.grad_input(grad_output, weight, geom)
     if "weight" in needs:
+        chosen = algorithms.select("grad_weight", geom, x.dtype, algorithm)
         grad_weight = np.zeros_like(weight) if empty else chosen.grad_weight(grad_output, x, geom)
     if "bias" in needs:
         grad_bias = grad_output.sum(axis=(0, 1, 2) if geom.channels_last else (0, 2, 3))

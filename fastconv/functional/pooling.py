@@ -15,8 +15,32 @@ def _input(x, data_format):
     return _args.as_float_array(x, "x", 4, _layout(data_format)), data_format
 
 
+_POOLING_BACKENDS = ("cython", "numba")
+_pooling_backend = "cython"
+
+
+def set_pooling_backend(name):
+    """Run pooling on the "cython" kernels (default) or the "numba" ones."""
+    global _pooling_backend
+    if name not in _POOLING_BACKENDS:
+        raise ValueError(f"the pooling backend must be one of {_POOLING_BACKENDS}. Received: name={name!r}")
+    if name == "numba":
+        _numba_pooling()  # fail now, not at the next call, if numba is missing
+    _pooling_backend = name
+
+
+def get_pooling_backend():
+    return _pooling_backend
+
+
+def _numba_pooling():
+    from ..algorithms import numba_pooling
+    return numba_pooling
+
+
 def _kernel(name, geom):
-    return getattr(_pooling, f"{name}_{'nhwc' if geom.channels_last else 'nchw'}")
+    module = _pooling if _pooling_backend == "cython" else _numba_pooling()
+    return getattr(module, f"{name}_{'nhwc' if geom.channels_last else 'nchw'}")
 
 
 def _check_grad_output(grad_output, x, geom, op):
@@ -55,7 +79,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     indices = np.empty(geom.output_shape, dtype=np.int64)
     if out.size:
         _kernel("max_pool2d_forward", geom)(
-            x, out, indices, *_window_args(geom), *geom.dilation, _config.get_num_threads())
+            x, out, indices, *_window_args(geom), *geom.dilation, _config.apply_to_thread_pools())
     return (out, indices) if return_indices else out
 
 
@@ -79,7 +103,7 @@ def max_pool2d_backward(grad_output, x, indices, kernel_size, stride=None, paddi
     grad_input = np.empty(geom.input_shape, dtype=x.dtype)
     if grad_input.size:
         _kernel("max_pool2d_backward", geom)(grad_output, indices, grad_input,
-                                             _config.get_num_threads())
+                                             _config.apply_to_thread_pools())
     return grad_input
 
 
@@ -131,7 +155,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
         (top, bottom), (left, right) = geom.padding
         _kernel("avg_pool2d_forward", geom)(
             x, out, *geom.kernel, *geom.stride, top, bottom, left, right, include_pad, divisor,
-            _config.get_num_threads())
+            _config.apply_to_thread_pools())
     return out
 
 
@@ -147,7 +171,7 @@ def avg_pool2d_backward(grad_output, x, kernel_size, stride=None, padding=0, cei
         (top, bottom), (left, right) = geom.padding
         _kernel("avg_pool2d_backward", geom)(
             grad_output, grad_input, *geom.kernel, *geom.stride, top, bottom, left, right,
-            include_pad, divisor, _config.get_num_threads())
+            include_pad, divisor, _config.apply_to_thread_pools())
     return grad_input
 
 
