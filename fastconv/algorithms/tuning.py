@@ -14,6 +14,8 @@ import platform
 import tempfile
 import warnings
 
+import numpy as np
+
 FORMAT = "fastconv-autotune"
 VERSION = 1
 FILENAME = "autotune.json"
@@ -59,7 +61,7 @@ def _cpu_model():
 def case_key(op, geom, dtype, threads):
     """A string naming everything a timing depends on."""
     (top, bottom), (left, right) = geom.padding
-    return (f"{op}|{geom.data_format}|{dtype.name if hasattr(dtype, 'name') else dtype}|t{threads}"
+    return (f"{op}|{geom.data_format}|{np.dtype(dtype).name}|t{threads}"
             f"|N{geom.batch}C{geom.in_channels}H{geom.in_h}W{geom.in_w}K{geom.out_channels}"
             f"|k{geom.kernel_h}x{geom.kernel_w}|s{geom.stride[0]}x{geom.stride[1]}"
             f"|p{top},{bottom},{left},{right}|d{geom.dilation[0]}x{geom.dilation[1]}|g{geom.groups}")

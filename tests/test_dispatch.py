@@ -1,0 +1,74 @@
+"""Choosing algorithms: defaults, context managers, declining and falling back."""
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import algorithms
+from fastconv._geometry import conv2d_geometry
+from fastconv.testing import CONV_CASES, conv_inputs
+
+CASE = CONV_CASES[1]
+
+
+def _geom(case=CASE, data_format="NCHW"):
+    x, w, _ = conv_inputs(case, data_format=data_format)
+    return conv2d_geometry(x.shape, w.shape, data_format=data_format, **case.kwargs)
+
+
+def test_default_algorithm_and_context_manager():
+    assert fastconv.get_default_algorithm() == "auto"
+    with fastconv.use_algorithm("direct"):
+        assert fastconv.get_default_algorithm() == "direct"
+        assert algorithms.select("forward", _geom(), np.float32).name == "direct"
+        with fastconv.use_algorithm("reference"):
+            assert algorithms.select("grad_weight", _geom(), np.float32).name == "reference"
+        assert fastconv.get_default_algorithm() == "direct"
+    assert fastconv.get_default_algorithm() == "auto"
+
+
+def test_set_default_algorithm_changes_calls_without_algorithm(monkeypatch):
+    calls = []
+    original = algorithms._REGISTRY["reference"].forward
+    monkeypatch.setattr(algorithms._REGISTRY["reference"], "forward",
+                        lambda *a: calls.append(1) or original(*a))
+    x, w, b = conv_inputs(CASE)
+    fastconv.set_default_algorithm("reference")
+    try:
+        fastconv.conv2d(x, w, b, **CASE.kwargs)
+    finally:
+        fastconv.set_default_algorithm("auto")
+    assert calls == [1]
+
+
+@pytest.mark.parametrize("name", ["winograd", "", None, 3, "AUTO"])
+def test_unknown_default_is_rejected(name):
+    with pytest.raises(ValueError, match="Received: name="):
+        fastconv.set_default_algorithm(name)
+    assert fastconv.get_default_algorithm() == "auto"
+
+
+def test_context_manager_restores_after_an_exception():
+    with pytest.raises(RuntimeError):
+        with fastconv.use_algorithm("direct"):
+            raise RuntimeError
+    assert fastconv.get_default_algorithm() == "auto"
+
+
+def test_declined_algorithm_falls_back_to_a_correct_one(monkeypatch):
+    monkeypatch.setattr(type(algorithms._REGISTRY["im2col"]), "supports", lambda self, g, d: False)
+    x, w, b = conv_inputs(CASE, np.float64)
+    assert algorithms.select("forward", _geom(), np.float64, "im2col").name != "im2col"
+    np.testing.assert_allclose(fastconv.conv2d(x, w, b, algorithm="im2col", **CASE.kwargs),
+                               fastconv.conv2d(x, w, b, algorithm="reference", **CASE.kwargs), rtol=1e-12)
+
+
+def test_im2col_declines_gemm_sizes_beyond_32_bits():
+    huge = conv2d_geometry((1, 2**16, 2**16, 2**16), (4, 2**16, 2**15 + 1, 1))
+    assert not algorithms._REGISTRY["im2col"].supports(huge, np.float32)
+    assert algorithms._REGISTRY["im2col"].supports(_geom(), np.float32)
+
+
+def test_builtin_rule_prefers_direct_for_depthwise():
+    depthwise = next(c for c in CONV_CASES if c.id == "depthwise")
+    assert algorithms.auto.builtin_choice("forward", _geom(depthwise)) == "direct"
+    assert algorithms.auto.builtin_choice("forward", _geom(CASE)) == "im2col"

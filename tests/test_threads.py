@@ -1,0 +1,82 @@
+"""One thread count for OpenMP, Numba and BLAS; results independent of it within rounding."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info
+
+import fastconv
+from fastconv.testing import CONV_CASES, conv_inputs
+
+
+def _blas_threads():
+    return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+
+def test_default_is_the_usable_cores():
+    assert fastconv.get_num_threads() == fastconv._config.usable_cores() >= 1
+
+
+def test_set_and_restore_threads_governs_blas():
+    before = fastconv.get_num_threads()
+    with fastconv.num_threads(1):
+        assert fastconv.get_num_threads() == 1
+        fastconv.conv2d(*conv_inputs(CONV_CASES[1]), algorithm="im2col", **CONV_CASES[1].kwargs)
+        assert _blas_threads() == {1}
+    assert fastconv.get_num_threads() == before
+    fastconv.conv2d(*conv_inputs(CONV_CASES[1]), algorithm="im2col", **CONV_CASES[1].kwargs)
+    assert _blas_threads() == {before}
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, "2", None])
+def test_bad_thread_counts(bad):
+    with pytest.raises((ValueError, TypeError), match="Received: n="):
+        fastconv.set_num_threads(bad)
+
+
+@pytest.mark.parametrize("algorithm", ["direct", "im2col"])
+def test_results_depend_on_threads_only_within_rounding(algorithm):
+    case = next(c for c in CONV_CASES if c.id == "wide_channels")
+    x, w, b = conv_inputs(case, np.float32)
+    results = {}
+    for n in (1, 2, 3):
+        with fastconv.num_threads(n):
+            out = fastconv.conv2d(x, w, b, algorithm=algorithm, **case.kwargs)
+            grads = fastconv.conv2d_backward(np.ones_like(out), x, w, algorithm=algorithm, **case.kwargs)
+            again = fastconv.conv2d(x, w, b, algorithm=algorithm, **case.kwargs)
+            np.testing.assert_array_equal(out, again)  # fixed count: bitwise identical
+            results[n] = (out, *grads)
+    for n in (2, 3):
+        for got, want in zip(results[n], results[1]):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+SCRIPT = textwrap.dedent("""
+    import numpy as np, fastconv
+    from fastconv.testing import SUITE_LAYERS, conv_inputs
+    case = [c for c in SUITE_LAYERS if c.id == "cifar_res20"][0]
+    x, w, b = conv_inputs(case)
+    x = x[:8]
+    fastconv.set_num_threads({threads})
+    for algorithm in ("direct", "im2col"):
+        out = fastconv.conv2d(x, w, b, algorithm=algorithm, **case.kwargs)
+        fastconv.conv2d_backward(np.ones_like(out), x, w, algorithm=algorithm, **case.kwargs)
+    fastconv.max_pool2d(out, 2)
+    print("ok")
+""")
+
+
+@pytest.mark.parametrize("omp, openblas, threads", [
+    ("1", "4", 2), ("4", "1", 1), ("3", "3", 4), (None, "2", 1), ("2", None, 3)])
+def test_no_hang_with_conflicting_environment(omp, openblas, threads):
+    env = dict(os.environ)
+    for name, value in (("OMP_NUM_THREADS", omp), ("OPENBLAS_NUM_THREADS", openblas)):
+        env.pop(name, None)
+        if value is not None:
+            env[name] = value
+    result = subprocess.run([sys.executable, "-c", SCRIPT.format(threads=threads)], env=env,
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
