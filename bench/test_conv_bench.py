@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv.testing import POOL_CASES, SUITE_LAYERS, conv_inputs, pool_input
+from fastconv.testing import POOL_CASES, POOL_SUITE_LAYERS, SUITE_LAYERS, conv_inputs, pool_input
 
 ALGORITHMS = [a for a in fastconv.list_algorithms() if a != "reference"] + ["auto"]
 
@@ -33,3 +33,32 @@ def test_max_pool2d(benchmark_info, case, data_format):
     x = pool_input(big, np.float32, data_format)
     benchmark_info.group = f"max_pool2d-{case.id}"
     benchmark_info(fastconv.max_pool2d, x, data_format=data_format, **big.kwargs)
+
+
+@pytest.mark.parametrize("values", ["normal", "denormal"])
+@pytest.mark.parametrize("algorithm", ["direct", "im2col"])
+@pytest.mark.parametrize("op", ["forward", "grad_weight"])
+def test_denormal_inputs(benchmark_info, values, algorithm, op):
+    """Subnormal inputs must cost at most 2x normal ones: compare the pair in each group."""
+    case = next(c for c in SUITE_LAYERS if c.id == "cifar_res20")
+    x, weight, bias = conv_inputs(case, np.float32)
+    x = x[:32]
+    if values == "denormal":
+        x = x * np.float32(1e-39)
+    benchmark_info.group = f"denormal-{op}-{algorithm}"
+    if op == "forward":
+        benchmark_info(fastconv.conv2d, x, weight, bias, algorithm=algorithm, **case.kwargs)
+    else:
+        go = np.ones_like(fastconv.conv2d(x, weight, bias, **case.kwargs))
+        benchmark_info(fastconv.conv2d_backward, go, x, weight, needs=("weight",), algorithm=algorithm,
+                       **case.kwargs)
+
+
+@pytest.mark.parametrize("values", ["normal", "denormal"])
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_denormal_pooling(benchmark_info, values, kind):
+    x = pool_input(POOL_SUITE_LAYERS[0], np.float32)
+    if values == "denormal":
+        x = x * np.float32(1e-39)
+    benchmark_info.group = f"denormal-pool-{kind}"
+    benchmark_info(fastconv.max_pool2d if kind == "max" else fastconv.avg_pool2d, x, 2)

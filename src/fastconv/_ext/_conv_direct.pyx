@@ -34,8 +34,10 @@ bitwise reproducible and do not depend on the number of threads):
     grad_weight_nchw  (group, block of 4 output channels, block of input channels)
     grad_weight_nhwc  (i, j, block of input channels, block of groups); depthwise: channel blocks
 """
-from cython.parallel cimport prange, threadid
-from libc.stdlib cimport malloc, free
+from cython.parallel cimport parallel, prange, threadid
+from libc.stdlib cimport free, malloc
+
+from fastconv._ext._fpenv cimport flush_denormals_enter, flush_denormals_exit
 
 import numpy as np
 
@@ -496,8 +498,11 @@ def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
             raise MemoryError()
         try:
             _fill_ranges(jr, jr + kw, kw, oW, x.shape[3], stride_w, pad_left, dilation_w)
-            for t in prange(N * oH, nogil=True, schedule="static", num_threads=nthreads):
-                _forward_nchw_taps_row(x, weight, bias, out, t // oH, t % oH, p, jr, jr + kw)
+            with nogil, parallel(num_threads=nthreads):
+                flush_denormals_enter()
+                for t in prange(N * oH, schedule="static"):
+                    _forward_nchw_taps_row(x, weight, bias, out, t // oH, t % oH, p, jr, jr + kw)
+                flush_denormals_exit()
         finally:
             free(jr)
         return
@@ -513,11 +518,14 @@ def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
         if buf == NULL:
             raise MemoryError()
         try:
-            for t in prange(N * nrb, nogil=True, schedule="static", num_threads=nthreads):
-                _forward_nchw_flat(x, weight, bias, out, t // nrb, (t % nrb) * R,
-                                   min(R, oH - (t % nrb) * R), p,
-                                   buf + threadid() * per_thread,
-                                   buf + threadid() * per_thread + per_thread - 4 * L, Wp)
+            with nogil, parallel(num_threads=nthreads):
+                flush_denormals_enter()
+                for t in prange(N * nrb, schedule="static"):
+                    _forward_nchw_flat(x, weight, bias, out, t // nrb, (t % nrb) * R,
+                                       min(R, oH - (t % nrb) * R), p,
+                                       buf + threadid() * per_thread,
+                                       buf + threadid() * per_thread + per_thread - 4 * L, Wp)
+                flush_denormals_exit()
         finally:
             free(buf)
         return
@@ -525,9 +533,12 @@ def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
     if buf == NULL:
         raise MemoryError()
     try:
-        for t in prange(N * oH, nogil=True, schedule="static", num_threads=nthreads):
-            _forward_nchw_row(x, weight, bias, out, t // oH, t % oH, p,
-                              buf + threadid() * per_thread, Wp)
+        with nogil, parallel(num_threads=nthreads):
+            flush_denormals_enter()
+            for t in prange(N * oH, schedule="static"):
+                _forward_nchw_row(x, weight, bias, out, t // oH, t % oH, p,
+                                  buf + threadid() * per_thread, Wp)
+            flush_denormals_exit()
     finally:
         free(buf)
 
@@ -645,8 +656,11 @@ def grad_input_nchw(const floating[:, :, :, ::1] grad_output, const floating[:, 
     try:
         _fill_ranges(jr, jr + kw, kw, grad_output.shape[3], grad_input.shape[3], stride_w,
                      pad_left, dilation_w)
-        for t in prange(N * H, nogil=True, schedule="static", num_threads=max(num_threads, 1)):
-            _grad_input_nchw_row(grad_output, weight, grad_input, t // H, t % H, p, jr, jr + kw)
+        with nogil, parallel(num_threads=max(num_threads, 1)):
+            flush_denormals_enter()
+            for t in prange(N * H, schedule="static"):
+                _grad_input_nchw_row(grad_output, weight, grad_input, t // H, t % H, p, jr, jr + kw)
+            flush_denormals_exit()
     finally:
         free(jr)
 
@@ -730,15 +744,18 @@ def grad_weight_nchw(const floating[:, :, :, ::1] grad_output, const floating[:,
     try:
         _fill_ranges(jr, jr + kw, kw, grad_output.shape[3], x.shape[3], stride_w, pad_left,
                      dilation_w)
-        for t in prange(ntasks, nogil=True, schedule="static", num_threads=nthreads):
-            g = t // (nkb * ncb)
-            kb = (t // ncb) % nkb
-            cb = t % ncb
-            k0 = g * Kg + kb * 4
-            k1 = min(k0 + 4, (g + 1) * Kg)
-            c0 = cb * cbs
-            c1 = min(c0 + cbs, Cg)
-            _grad_weight_nchw_block(grad_output, x, grad_weight, k0, k1, c0, c1, p, jr, jr + kw)
+        with nogil, parallel(num_threads=nthreads):
+            flush_denormals_enter()
+            for t in prange(ntasks, schedule="static"):
+                g = t // (nkb * ncb)
+                kb = (t // ncb) % nkb
+                cb = t % ncb
+                k0 = g * Kg + kb * 4
+                k1 = min(k0 + 4, (g + 1) * Kg)
+                c0 = cb * cbs
+                c1 = min(c0 + cbs, Cg)
+                _grad_weight_nchw_block(grad_output, x, grad_weight, k0, k1, c0, c1, p, jr, jr + kw)
+            flush_denormals_exit()
     finally:
         free(jr)
 
@@ -815,8 +832,11 @@ def forward_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
         raise MemoryError()
     try:
         _fill_ranges(jr, jr + kw, kw, out.shape[2], x.shape[2], stride_w, pad_left, dilation_w)
-        for t in prange(N * oH, nogil=True, schedule="static", num_threads=max(num_threads, 1)):
-            _forward_nhwc_row(x, weight, bias, out, t // oH, t % oH, p, jr, jr + kw)
+        with nogil, parallel(num_threads=max(num_threads, 1)):
+            flush_denormals_enter()
+            for t in prange(N * oH, schedule="static"):
+                _forward_nhwc_row(x, weight, bias, out, t // oH, t % oH, p, jr, jr + kw)
+            flush_denormals_exit()
     finally:
         free(jr)
 
@@ -906,8 +926,11 @@ def grad_input_nhwc(const floating[:, :, :, ::1] grad_output, const floating[:, 
     cdef Py_ssize_t t
     if N == 0:
         return
-    for t in prange(N * H, nogil=True, schedule="static", num_threads=max(num_threads, 1)):
-        _grad_input_nhwc_row(grad_output, weight, grad_input, t // H, t % H, p)
+    with nogil, parallel(num_threads=max(num_threads, 1)):
+        flush_denormals_enter()
+        for t in prange(N * H, schedule="static"):
+            _grad_input_nhwc_row(grad_output, weight, grad_input, t // H, t % H, p)
+        flush_denormals_exit()
 
 
 # --------------------------------------------------------------------------- NHWC grad_weight
@@ -1035,9 +1058,12 @@ def grad_weight_nhwc(const floating[:, :, :, ::1] grad_output, const floating[:,
         try:
             _fill_ranges(jr, jr + kw, kw, grad_output.shape[2], x.shape[2], stride_w, pad_left,
                          dilation_w)
-            for t in prange(ncb, nogil=True, schedule="static", num_threads=nthreads):
-                _grad_weight_nhwc_depthwise(grad_output, x, grad_weight, t * cbs,
-                                            min(t * cbs + cbs, groups), p, jr, jr + kw)
+            with nogil, parallel(num_threads=nthreads):
+                flush_denormals_enter()
+                for t in prange(ncb, schedule="static"):
+                    _grad_weight_nhwc_depthwise(grad_output, x, grad_weight, t * cbs,
+                                                min(t * cbs + cbs, groups), p, jr, jr + kw)
+                flush_denormals_exit()
         finally:
             free(jr)
         return
@@ -1061,13 +1087,16 @@ def grad_weight_nhwc(const floating[:, :, :, ::1] grad_output, const floating[:,
     try:
         _fill_ranges(jr, jr + kw, kw, grad_output.shape[2], x.shape[2], stride_w, pad_left,
                      dilation_w)
-        for t in prange(ntasks, nogil=True, schedule="static", num_threads=nthreads):
-            ij = t // (ncb * ngb)
-            r = t % (ncb * ngb)
-            cb = r // ngb
-            gb = r % ngb
-            _grad_weight_nhwc_block(grad_output, x, grad_weight, ij // kw, ij % kw,
-                                    cb * cbs, min(cb * cbs + cbs, Cg),
-                                    gb * gbs, min(gb * gbs + gbs, groups), p, jr, jr + kw)
+        with nogil, parallel(num_threads=nthreads):
+            flush_denormals_enter()
+            for t in prange(ntasks, schedule="static"):
+                ij = t // (ncb * ngb)
+                r = t % (ncb * ngb)
+                cb = r // ngb
+                gb = r % ngb
+                _grad_weight_nhwc_block(grad_output, x, grad_weight, ij // kw, ij % kw,
+                                        cb * cbs, min(cb * cbs + cbs, Cg),
+                                        gb * gbs, min(gb * gbs + gbs, groups), p, jr, jr + kw)
+            flush_denormals_exit()
     finally:
         free(jr)

@@ -19,7 +19,9 @@ Threads: one level at a time. im2col/col2im run in an OpenMP prange (num_threads
 independent rows/planes; the GEMM is called outside any parallel region and uses OpenBLAS's
 own threads. col2im is a gather per input row / channel plane: race-free and deterministic.
 """
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
+
+from fastconv._ext._fpenv cimport flush_denormals_enter, flush_denormals_exit
 from libc.limits cimport INT_MAX
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
@@ -166,8 +168,11 @@ cdef void _im2col_nhwc(const floating *x, floating *col, const Geom *g, Py_ssize
     """col (T, R) of output rows [r0, r1) for the group whose channels start at c0."""
     cdef Py_ssize_t r
     if nt > 1 and r1 - r0 > 1:
-        for r in prange(r0, r1, schedule="static", num_threads=nt):
-            _im2col_nhwc_row(x, col, g, c0, r0, r)
+        with parallel(num_threads=nt):
+            flush_denormals_enter()
+            for r in prange(r0, r1, schedule="static"):
+                _im2col_nhwc_row(x, col, g, c0, r0, r)
+            flush_denormals_exit()
     else:
         for r in range(r0, r1):
             _im2col_nhwc_row(x, col, g, c0, r0, r)
@@ -213,8 +218,11 @@ cdef void _col2im_nhwc(const floating *col, floating *gin, const Geom *g, Py_ssi
                                                    + (g.kh - 1) * g.dh + 1))
     cdef Py_ssize_t q
     if nt > 1 and q_hi - q_lo > 1:
-        for q in prange(q_lo, q_hi, schedule="static", num_threads=nt):
-            _col2im_nhwc_row(col, gin, g, c0, r0, r1, q)
+        with parallel(num_threads=nt):
+            flush_denormals_enter()
+            for q in prange(q_lo, q_hi, schedule="static"):
+                _col2im_nhwc_row(col, gin, g, c0, r0, r1, q)
+            flush_denormals_exit()
     else:
         for q in range(q_lo, q_hi):
             _col2im_nhwc_row(col, gin, g, c0, r0, r1, q)
@@ -260,8 +268,11 @@ cdef void _im2col_nchw(const floating *x, floating *col, const Geom *g, Py_ssize
     """col (R, T) of output rows [r0, r1) for the group whose channels start at c0."""
     cdef Py_ssize_t rr
     if nt > 1 and g.R > 1:
-        for rr in prange(g.R, schedule="static", num_threads=nt):
-            _im2col_nchw_row(x, col, g, c0, r0, r1, rr)
+        with parallel(num_threads=nt):
+            flush_denormals_enter()
+            for rr in prange(g.R, schedule="static"):
+                _im2col_nchw_row(x, col, g, c0, r0, r1, rr)
+            flush_denormals_exit()
     else:
         for rr in range(g.R):
             _im2col_nchw_row(x, col, g, c0, r0, r1, rr)
@@ -304,8 +315,11 @@ cdef void _col2im_nchw(const floating *col, floating *gin, const Geom *g, Py_ssi
     cdef Py_ssize_t nf = r0 // g.oH, nl = (r1 - 1) // g.oH, Cg = g.Cg
     cdef Py_ssize_t q, nq = (nl - nf + 1) * Cg
     if nt > 1 and nq > 1:
-        for q in prange(nq, schedule="static", num_threads=nt):
-            _col2im_nchw_plane(col, gin, g, c0, r0, r1, nf + q // Cg, q % Cg)
+        with parallel(num_threads=nt):
+            flush_denormals_enter()
+            for q in prange(nq, schedule="static"):
+                _col2im_nchw_plane(col, gin, g, c0, r0, r1, nf + q // Cg, q % Cg)
+            flush_denormals_exit()
     else:
         for q in range(nq):
             _col2im_nchw_plane(col, gin, g, c0, r0, r1, nf + q // Cg, q % Cg)

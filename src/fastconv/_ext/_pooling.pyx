@@ -24,10 +24,12 @@ Parallel work is split so that each output element is written by one thread, in 
 bitwise reproducible and do not depend on num_threads.
 """
 from cython cimport floating
-from cython.parallel cimport prange, threadid
-from libc.stdint cimport int32_t, int64_t, INT32_MAX
-from libc.stdlib cimport malloc, free
+from cython.parallel cimport parallel, prange, threadid
+from libc.stdint cimport INT32_MAX, int32_t, int64_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memset
+
+from fastconv._ext._fpenv cimport flush_denormals_enter, flush_denormals_exit
 from libc.math cimport INFINITY
 
 
@@ -275,13 +277,16 @@ def max_pool2d_backward_nchw(const floating[:, :, :, ::1] grad_output, const int
     cdef floating* g
     cdef const floating* o
     cdef const int64_t* q
-    for p in prange(P, nogil=True, schedule="static", num_threads=nt):
-        g = gi + p * HW
-        o = go + p * oHW
-        q = ip + p * oHW
-        memset(g, 0, HW * sizeof(floating))
-        for k in range(oHW):
-            g[q[k]] += o[k]
+    with nogil, parallel(num_threads=nt):
+        flush_denormals_enter()
+        for p in prange(P, schedule="static"):
+            g = gi + p * HW
+            o = go + p * oHW
+            q = ip + p * oHW
+            memset(g, 0, HW * sizeof(floating))
+            for k in range(oHW):
+                g[q[k]] += o[k]
+        flush_denormals_exit()
 
 
 def max_pool2d_backward_nhwc(const floating[:, :, :, ::1] grad_output, const int64_t[:, :, :, ::1] indices,
@@ -307,22 +312,25 @@ def max_pool2d_backward_nhwc(const floating[:, :, :, ::1] grad_output, const int
     cdef floating* g
     cdef const floating* o
     cdef const int64_t* q
-    for t in prange(N * nblk, nogil=True, schedule="static", num_threads=nt):
-        n = t // nblk
-        b = t - n * nblk
-        c0 = b * cb
-        c1 = _imin(c0 + cb, C)
-        g = gi + n * HW * C
-        if c0 == 0 and c1 == C:
-            memset(g, 0, HW * C * sizeof(floating))
-        else:
-            for s in range(HW):
-                memset(g + s * C + c0, 0, (c1 - c0) * sizeof(floating))
-        for k in range(oHW):
-            o = go + (n * oHW + k) * C
-            q = ip + (n * oHW + k) * C
-            for c in range(c0, c1):
-                g[q[c] * C + c] += o[c]
+    with nogil, parallel(num_threads=nt):
+        flush_denormals_enter()
+        for t in prange(N * nblk, schedule="static"):
+            n = t // nblk
+            b = t - n * nblk
+            c0 = b * cb
+            c1 = _imin(c0 + cb, C)
+            g = gi + n * HW * C
+            if c0 == 0 and c1 == C:
+                memset(g, 0, HW * C * sizeof(floating))
+            else:
+                for s in range(HW):
+                    memset(g + s * C + c0, 0, (c1 - c0) * sizeof(floating))
+            for k in range(oHW):
+                o = go + (n * oHW + k) * C
+                q = ip + (n * oHW + k) * C
+                for c in range(c0, c1):
+                    g[q[c] * C + c] += o[c]
+        flush_denormals_exit()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -451,9 +459,12 @@ def avg_pool2d_forward_nchw(const floating[:, :, :, ::1] x, floating[:, :, :, ::
         return
     cdef const floating* xp = &x[0, 0, 0, 0]
     cdef floating* op = &out[0, 0, 0, 0]
-    for p in prange(P, nogil=True, schedule="static", num_threads=nt):
-        _avg_fwd_plane(xp + p * HW, op + p * oHW, H, W, oH, oW, kernel_h, kernel_w, stride_h, stride_w,
-                       pad_top, pad_bottom, pad_left, pad_right, count_include_pad, divisor_override)
+    with nogil, parallel(num_threads=nt):
+        flush_denormals_enter()
+        for p in prange(P, schedule="static"):
+            _avg_fwd_plane(xp + p * HW, op + p * oHW, H, W, oH, oW, kernel_h, kernel_w, stride_h, stride_w,
+                           pad_top, pad_bottom, pad_left, pad_right, count_include_pad, divisor_override)
+        flush_denormals_exit()
 
 
 def avg_pool2d_forward_nhwc(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
@@ -469,12 +480,15 @@ def avg_pool2d_forward_nhwc(const floating[:, :, :, ::1] x, floating[:, :, :, ::
         return
     cdef const floating* xp = &x[0, 0, 0, 0]
     cdef floating* op = &out[0, 0, 0, 0]
-    for p in prange(P, nogil=True, schedule="static", num_threads=nt):
-        n = p // oH
-        oh = p - n * oH
-        _avg_fwd_row_nhwc(xp + n * H * W * C, op + p * oW * C, oh, H, W, C, oW, kernel_h, kernel_w,
-                          stride_h, stride_w, pad_top, pad_bottom, pad_left, pad_right,
-                          count_include_pad, divisor_override)
+    with nogil, parallel(num_threads=nt):
+        flush_denormals_enter()
+        for p in prange(P, schedule="static"):
+            n = p // oH
+            oh = p - n * oH
+            _avg_fwd_row_nhwc(xp + n * H * W * C, op + p * oW * C, oh, H, W, C, oW, kernel_h, kernel_w,
+                              stride_h, stride_w, pad_top, pad_bottom, pad_left, pad_right,
+                              count_include_pad, divisor_override)
+        flush_denormals_exit()
 
 
 def avg_pool2d_backward_nchw(const floating[:, :, :, ::1] grad_output, floating[:, :, :, ::1] grad_input,
@@ -497,10 +511,13 @@ def avg_pool2d_backward_nchw(const floating[:, :, :, ::1] grad_output, floating[
     cdef floating* scratch = <floating*> malloc(nt * oW * sizeof(floating))
     if scratch == NULL:
         raise MemoryError()
-    for p in prange(P, nogil=True, schedule="static", num_threads=nt):
-        _avg_bwd_plane(go + p * oHW, gi + p * HW, scratch + threadid() * oW, H, W, oH, oW,
-                       kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_bottom, pad_left, pad_right,
-                       count_include_pad, divisor_override)
+    with nogil, parallel(num_threads=nt):
+        flush_denormals_enter()
+        for p in prange(P, schedule="static"):
+            _avg_bwd_plane(go + p * oHW, gi + p * HW, scratch + threadid() * oW, H, W, oH, oW,
+                           kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_bottom, pad_left, pad_right,
+                           count_include_pad, divisor_override)
+        flush_denormals_exit()
     free(scratch)
 
 
@@ -533,35 +550,38 @@ def avg_pool2d_backward_nhwc(const floating[:, :, :, ::1] grad_output, floating[
     cdef floating* gv
     cdef const floating* o
     cdef floating dv
-    for t in prange(N * nblk, nogil=True, schedule="static", num_threads=nt):
-        n = t // nblk
-        b = t - n * nblk
-        c0 = b * cb
-        c1 = _imin(c0 + cb, C)
-        g = gi + n * HW * C
-        gv = scratch + threadid() * cb          # gv[c - c0] for c in [c0, c1)
-        if c0 == 0 and c1 == C:
-            memset(g, 0, HW * C * sizeof(floating))
-        else:
-            for s in range(HW):
-                memset(g + s * C + c0, 0, (c1 - c0) * sizeof(floating))
-        for oh in range(oH):
-            h0 = oh * stride_h - pad_top
-            h1 = _imin(_imin(h0 + kernel_h, H + pad_bottom), H)
-            for ow in range(oW):
-                w0 = ow * stride_w - pad_left
-                w1 = _imin(_imin(w0 + kernel_w, W + pad_right), W)
-                d = _avg_divisor(h0, H + pad_bottom, H, w0, W + pad_right, W, kernel_h, kernel_w,
-                                 count_include_pad, divisor_override)
-                if d == 0:
-                    continue
-                dv = <floating>d
-                o = go + ((n * oH + oh) * oW + ow) * C
-                for c in range(c0, c1):
-                    gv[c - c0] = o[c] / dv
-                for ih in range(_imax(h0, 0), h1):
-                    for iw in range(_imax(w0, 0), w1):
-                        gp = g + (ih * W + iw) * C
-                        for c in range(c0, c1):
-                            gp[c] = gp[c] + gv[c - c0]
+    with nogil, parallel(num_threads=nt):
+        flush_denormals_enter()
+        for t in prange(N * nblk, schedule="static"):
+            n = t // nblk
+            b = t - n * nblk
+            c0 = b * cb
+            c1 = _imin(c0 + cb, C)
+            g = gi + n * HW * C
+            gv = scratch + threadid() * cb          # gv[c - c0] for c in [c0, c1)
+            if c0 == 0 and c1 == C:
+                memset(g, 0, HW * C * sizeof(floating))
+            else:
+                for s in range(HW):
+                    memset(g + s * C + c0, 0, (c1 - c0) * sizeof(floating))
+            for oh in range(oH):
+                h0 = oh * stride_h - pad_top
+                h1 = _imin(_imin(h0 + kernel_h, H + pad_bottom), H)
+                for ow in range(oW):
+                    w0 = ow * stride_w - pad_left
+                    w1 = _imin(_imin(w0 + kernel_w, W + pad_right), W)
+                    d = _avg_divisor(h0, H + pad_bottom, H, w0, W + pad_right, W, kernel_h, kernel_w,
+                                     count_include_pad, divisor_override)
+                    if d == 0:
+                        continue
+                    dv = <floating>d
+                    o = go + ((n * oH + oh) * oW + ow) * C
+                    for c in range(c0, c1):
+                        gv[c - c0] = o[c] / dv
+                    for ih in range(_imax(h0, 0), h1):
+                        for iw in range(_imax(w0, 0), w1):
+                            gp = g + (ih * W + iw) * C
+                            for c in range(c0, c1):
+                                gp[c] = gp[c] + gv[c - c0]
+        flush_denormals_exit()
     free(scratch)
