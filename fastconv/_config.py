@@ -71,6 +71,19 @@ def apply_to_thread_pools():
     return n
 
 
+# Below these sizes one thread is faster than several: starting a parallel region
+# costs microseconds on an idle machine and a scheduler timeslice (milliseconds)
+# on a busy one, while the work itself takes well under a millisecond on one core.
+SERIAL_FLOPS = 4_000_000
+SERIAL_BYTES = 1_000_000
+
+
+def threads_for(work, serial_below):
+    """The thread count for a call of `work` units (flops or bytes); 1 for small work."""
+    threads = apply_to_thread_pools()
+    return 1 if work < serial_below else threads
+
+
 def _loaded_numba():
     """numba if this process already imported it (never import it just to set threads)."""
     import sys

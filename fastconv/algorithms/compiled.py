@@ -27,7 +27,7 @@ class DirectConv:
 
     def _call(self, op, geom, dtype, *arrays):
         kernel = getattr(self._kernels, f"{op}_{self._suffix(geom)}")
-        threads = _config.apply_to_thread_pools()
+        threads = _config.threads_for(geom.flops, _config.SERIAL_FLOPS)
         kernel(*arrays, *self._extra(geom, dtype), *geom.kernel_args, threads)
 
     def forward(self, x, weight, bias, geom):

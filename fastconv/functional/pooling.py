@@ -50,6 +50,10 @@ def _check_grad_output(grad_output, x, geom, op):
     return grad_output
 
 
+def _threads(*arrays):
+    return _config.threads_for(sum(a.nbytes for a in arrays), _config.SERIAL_BYTES)
+
+
 def _window_args(geom):
     return (*geom.kernel, *geom.stride, geom.padding[0][0], geom.padding[1][0])
 
@@ -79,7 +83,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     indices = np.empty(geom.output_shape, dtype=np.int64)
     if out.size:
         _kernel("max_pool2d_forward", geom)(
-            x, out, indices, *_window_args(geom), *geom.dilation, _config.apply_to_thread_pools())
+            x, out, indices, *_window_args(geom), *geom.dilation, _threads(x, out))
     return (out, indices) if return_indices else out
 
 
@@ -103,7 +107,7 @@ def max_pool2d_backward(grad_output, x, indices, kernel_size, stride=None, paddi
     grad_input = np.empty(geom.input_shape, dtype=x.dtype)
     if grad_input.size:
         _kernel("max_pool2d_backward", geom)(grad_output, indices, grad_input,
-                                             _config.apply_to_thread_pools())
+                                             _threads(grad_input, grad_output))
     return grad_input
 
 
@@ -155,7 +159,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
         (top, bottom), (left, right) = geom.padding
         _kernel("avg_pool2d_forward", geom)(
             x, out, *geom.kernel, *geom.stride, top, bottom, left, right, include_pad, divisor,
-            _config.apply_to_thread_pools())
+            _threads(x, out))
     return out
 
 
@@ -171,7 +175,7 @@ def avg_pool2d_backward(grad_output, x, kernel_size, stride=None, padding=0, cei
         (top, bottom), (left, right) = geom.padding
         _kernel("avg_pool2d_backward", geom)(
             grad_output, grad_input, *geom.kernel, *geom.stride, top, bottom, left, right,
-            include_pad, divisor, _config.apply_to_thread_pools())
+            include_pad, divisor, _threads(grad_input, grad_output))
     return grad_input
 
 
