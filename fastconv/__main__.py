@@ -2,12 +2,13 @@
 import argparse
 import json
 import sys
-
-from fastconv.info import show_config
+import time
 
 
 def _bench(args):
-    from fastconv import benchmarking
+    import fastconv
+    from fastconv import benchmarks
+    from fastconv.benchmarks import report
     from fastconv.testing import SUITE_LAYERS
 
     known = [c.id for c in SUITE_LAYERS]
@@ -15,54 +16,65 @@ def _bench(args):
     for name in layers or []:
         if name not in known:
             sys.exit(f"fastconv bench: unknown layer {name!r}; choose from {', '.join(known)}")
-    show_config()
-    gemm, copy = benchmarking.sgemm_gflops(), benchmarking.copy_gbytes()
-    print(f"ceilings: sgemm {gemm:.0f} GFLOP/s, memory copy {copy:.1f} GB/s")
-    try:
-        import torch
-        print(f"comparator: PyTorch {torch.__version__}")
-        with_torch = True
-    except ImportError:
-        print("comparator: PyTorch not installed (pip install 'fastconv[bench]' to compare)")
-        with_torch = False
-    ops = benchmarking.OPS if args.backward else ("forward",)
-    results = benchmarking.run_suite(layers, args.algorithms.split(",") if args.algorithms else None,
-                                     ops, rounds=args.rounds, with_torch=with_torch)
-    _print_table(results, gemm)
+    algorithm_names = args.algorithms.split(",") if args.algorithms else None
+    for name in algorithm_names or []:
+        if name not in fastconv.list_algorithms() + ["auto"]:
+            sys.exit(f"fastconv bench: unknown algorithm {name!r}; choose from "
+                     f"{', '.join(fastconv.list_algorithms() + ['auto'])}")
+    if args.threads:
+        fastconv.set_num_threads(args.threads)
+    threads = fastconv.get_num_threads()
+    started = time.perf_counter()
+    fastconv.show_config()
+    sgemm, copy = benchmarks.sgemm_gflops(), benchmarks.copy_gbytes()
+    print(f"ceilings:           sgemm {sgemm:.0f} GFLOP/s, memory copy {copy:.1f} GB/s")
+    torch = benchmarks.timing.torch_or_none(threads)
+    print(f"comparator:         PyTorch {torch.__version__}, {threads} threads" if torch else
+          "comparator:         PyTorch is not installed; `pip install 'fastconv[bench]'` adds the comparison")
+    ops = benchmarks.conv.OPS if (args.backward or args.full) else ("forward",)
+    rounds = args.rounds or (7 if args.full else 5)
+    progress = (lambda line: print(line, flush=True)) if not args.quiet else (lambda line: None)
+    conv_rows = benchmarks.run_conv_suite(layers, algorithm_names, ops, rounds=rounds, threads=threads,
+                                          with_torch=torch is not None, progress=progress)
+    pool_rows = [] if layers else benchmarks.run_pool_suite(rounds=rounds, threads=threads,
+                                                            with_torch=torch is not None, progress=progress)
+    print()
+    print(report.render(report.conv_table(conv_rows, sgemm), args.markdown))
+    if pool_rows:
+        print()
+        print(report.render(report.pool_table(pool_rows, copy), args.markdown))
+    print()
+    print("\n".join(report.summary(conv_rows, pool_rows)))
+    print(f"({time.perf_counter() - started:.0f} s)")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump(dict(sgemm_gflops=gemm, copy_gbytes=copy, results=results), fh, indent=1)
-
-
-def _print_table(results, gemm):
-    by_key = {(r["layer"], r["op"], r["contender"]): r for r in results}
-    print(f"\n{'layer':16s} {'op':11s} {'algorithm':10s} {'ms':>9s} {'GFLOP/s':>8s} "
-          f"{'%sgemm':>7s} {'x ref':>7s} {'x torch':>8s}")
-    for r in results:
-        if r["contender"] == "reference":
-            continue
-        gflops = r["flops"] / r["seconds"] / 1e9
-        ref = by_key[(r["layer"], r["op"], "reference")]["seconds"] / r["seconds"]
-        torch_row = by_key.get((r["layer"], r["op"], "torch"))
-        vs_torch = f"{torch_row['seconds'] / r['seconds']:8.2f}" if torch_row else f"{'-':>8s}"
-        print(f"{r['layer']:16s} {r['op']:11s} {r['contender']:10s} {r['seconds'] * 1e3:9.2f} "
-              f"{gflops:8.1f} {100 * gflops / gemm:6.0f}% {ref:7.1f} {vs_torch}")
+            json.dump(dict(config=fastconv.info.config(), sgemm_gflops=sgemm, copy_gbytes=copy,
+                           conv=conv_rows, pooling=pool_rows), fh, indent=1)
+    if args.plot:
+        report.plot(conv_rows, args.plot)
+        print(f"plot written to {args.plot}")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="fastconv", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     bench = commands.add_parser("bench", help="time every algorithm on the public layer suite")
-    bench.add_argument("--layers", help="comma-separated layer names (default: all)")
+    bench.add_argument("--layers", help="comma-separated suite layers (default: all, plus pooling)")
     bench.add_argument("--algorithms", help="comma-separated algorithms (default: all compiled + auto)")
     bench.add_argument("--backward", action="store_true", help="also time both gradients")
-    bench.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (median)")
-    bench.add_argument("--json", help="also write the results to this file")
+    bench.add_argument("--full", action="store_true", help="forward and backward, more rounds")
+    bench.add_argument("--threads", type=int, help="threads for fastconv and PyTorch (default: all cores)")
+    bench.add_argument("--rounds", type=int, help="interleaved timing rounds per median (default 5)")
+    bench.add_argument("--json", metavar="FILE", help="also write every measurement to FILE")
+    bench.add_argument("--plot", metavar="FILE.png", help="bar chart of GFLOP/s per layer and algorithm")
+    bench.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
+    bench.add_argument("--quiet", action="store_true", help="no progress lines")
     commands.add_parser("info", help="print the build and machine configuration")
     args = parser.parse_args(argv)
     if args.command == "bench":
         _bench(args)
     else:
+        from fastconv.info import show_config
         show_config()
 
 

@@ -4,6 +4,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -26,9 +28,28 @@ def test_bench_one_layer_writes_json(tmp_path):
                   "--json", str(out))
     assert result.returncode == 0, result.stderr
     assert "sgemm" in result.stdout and "fmnist_conv1" in result.stdout
-    rows = json.loads(out.read_text())["results"]
+    data = json.loads(out.read_text())
+    rows = data["conv"]
     assert {r["contender"] for r in rows} >= {"direct", "reference"}
-    assert all(r["seconds"] > 0 for r in rows)
+    assert {r["data_format"] for r in rows} == {"NCHW", "NHWC"}
+    assert all(r["seconds"] > 0 and r["flops"] > 0 for r in rows)
+    assert data["sgemm_gflops"] > 0 and data["copy_gbytes"] > 0
+    assert "geometric mean" in result.stdout
+
+
+def test_bench_markdown_and_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    plot = tmp_path / "bench.png"
+    result = _run("bench", "--layers", "fmnist_conv1", "--algorithms", "direct", "--rounds", "1",
+                  "--markdown", "--plot", str(plot), "--threads", "1", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "| layer | layout | op |" in result.stdout
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_rejects_unknown_algorithm():
+    result = _run("bench", "--algorithms", "winograd")
+    assert result.returncode != 0 and "unknown algorithm 'winograd'" in result.stderr
 
 
 def test_bench_rejects_unknown_layer():

@@ -107,6 +107,13 @@ SUITE_LAYERS = [
     ConvCase("mobilenet_dw", 8, 144, 56, 56, 144, (3, 3), padding=1, groups=144),
 ]
 
+# Pooling layers of the benchmark: after the suite's convolutions.
+POOL_SUITE_LAYERS = [
+    PoolCase("fmnist_pool", 128, 32, 28, 28, 2),
+    PoolCase("mnist_pool", 64, 64, 24, 24, 2),
+    PoolCase("resnet_stem_pool", 8, 64, 112, 112, 3, 2, 1),
+]
+
 
 def _to_layout(array_nchw, data_format):
     if data_format == "NHWC":
