@@ -72,6 +72,7 @@ class PoolCase:
     padding: object = 0
     dilation: object = 1
     ceil_mode: bool = False
+    kind: str = "max"  # for the benchmark suite: "max", "avg" or "global_avg"
 
     @property
     def kwargs(self):
@@ -107,11 +108,12 @@ SUITE_LAYERS = [
     ConvCase("mobilenet_dw", 8, 144, 56, 56, 144, (3, 3), padding=1, groups=144),
 ]
 
-# Pooling layers of the benchmark: after the suite's convolutions.
+# The pooling suite of the benchmarks.
 POOL_SUITE_LAYERS = [
-    PoolCase("fmnist_pool", 128, 32, 28, 28, 2),
-    PoolCase("mnist_pool", 64, 64, 24, 24, 2),
-    PoolCase("resnet_stem_pool", 8, 64, 112, 112, 3, 2, 1),
+    PoolCase("mnist_maxpool", 64, 64, 24, 24, 2, 2),
+    PoolCase("resnet_stem_maxpool", 8, 64, 112, 112, 3, 2, 1),
+    PoolCase("fmnist_avgpool", 128, 32, 16, 16, 2, 2, kind="avg"),
+    PoolCase("resnet_global_avgpool", 8, 2048, 7, 7, 7, kind="global_avg"),
 ]
 
 
