@@ -1,0 +1,55 @@
+"""Forward and backward of the activation a layer applies to its output.
+
+Built-in activations whose derivative is a function of the output alone (relu, linear, softmax,
+sigmoid, tanh) keep only the output; any other goes through `activations.gradient`, which needs the
+pre-activation as well.
+"""
+import numpy as np
+
+from .. import activations
+
+_FROM_OUTPUT = ("linear", "relu", "softmax", "sigmoid", "tanh")
+
+
+def resolve(identifier):
+    """(callable, name) for an activation identifier; name is None for a user callable."""
+    fn = activations.get(identifier)
+    try:
+        name = activations.serialize(fn)
+        builtin = isinstance(name, str) and activations.get(name) is fn
+    except (ValueError, TypeError, KeyError, AttributeError):
+        builtin = False
+    return fn, (name if builtin else None)
+
+
+def needs_pre_activation(name):
+    return name not in _FROM_OUTPUT
+
+
+def forward(fn, name, z):
+    if name == "linear":
+        return z
+    if name == "relu":
+        return np.maximum(z, 0, dtype=z.dtype)
+    return np.asarray(fn(z), dtype=z.dtype)
+
+
+def backward(fn, name, z, y, grad_y):
+    """Gradient with respect to the pre-activation z, given the output y = fn(z)."""
+    if name == "linear":
+        return grad_y
+    if name == "relu":
+        return np.where(y > 0, grad_y, grad_y.dtype.type(0))
+    if name == "softmax":
+        return y * (grad_y - np.sum(grad_y * y, axis=-1, keepdims=True))
+    if name == "sigmoid":
+        return grad_y * y * (1 - y)
+    if name == "tanh":
+        return grad_y * (1 - y * y)
+    return np.asarray(activations.gradient(fn, z, y, grad_y), dtype=grad_y.dtype)
+
+
+def serialize(fn, name):
+    if name is not None:
+        return name
+    return activations.serialize(fn)

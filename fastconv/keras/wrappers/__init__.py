@@ -1,0 +1,1 @@
+"""Keras 2's `wrappers` module: scikit-learn estimators around a model-building function."""
