@@ -410,17 +410,20 @@ def test_progress_output_without_control_characters(capsys):
     assert capsys.readouterr().out == ""
 
 
-def test_default_conv_algorithm_is_settable():
+def test_conv_layers_follow_fastconvs_default_algorithm(monkeypatch):
+    import fastconv
+    from fastconv import algorithms
     x = np.random.default_rng(0).random((2, 9, 9, 5), dtype=np.float32)
     model = Sequential([layers.Conv2D(6, 3, padding="same", input_shape=(9, 9, 5))])
     expected = model.predict(x, verbose=0)
-    try:
-        layers.set_default_algorithm("reference")
+    chosen = []
+    original = algorithms.select
+    monkeypatch.setattr(algorithms, "select", lambda *a: chosen.append(original(*a).name) or original(*a))
+    with fastconv.use_algorithm("reference"):
         np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-5)
-        with pytest.raises(ValueError, match="algorithm='fft'"):
-            layers.set_default_algorithm("fft")
-    finally:
-        layers.set_default_algorithm("auto")
+    assert chosen == ["reference"]
+    with pytest.raises(ValueError, match="algorithm='fft'"):
+        layers.Conv2D(6, 3, algorithm="fft")
 
 
 def test_first_layer_skips_its_input_gradient(monkeypatch):

@@ -1,6 +1,6 @@
 """Keras's `layers` module on fastconv's kernels (NHWC end to end)."""
 from .base import KerasTensor, Layer
-from .convolutional import Conv2D, Convolution2D, get_default_algorithm, set_default_algorithm
+from .convolutional import Conv2D, Convolution2D
 from .core import (
     Activation,
     Add,
@@ -50,5 +50,4 @@ __all__ = [
     "Flatten", "Reshape", "Add", "Concatenate", "add", "concatenate", "Conv2D", "Convolution2D",
     "MaxPooling2D", "MaxPool2D", "AveragePooling2D", "AvgPool2D", "GlobalAveragePooling2D",
     "GlobalAvgPool2D", "GlobalMaxPooling2D", "GlobalMaxPool2D", "BatchNormalization",
-    "set_default_algorithm", "get_default_algorithm",
 ]

@@ -8,20 +8,6 @@ from . import _activation
 from .base import Layer, standardize_padding, standardize_tuple
 from .core import _serialize_optional, check_axis, check_ndim
 
-_default_algorithm = "auto"
-
-
-def set_default_algorithm(algorithm):
-    """The convolution algorithm Conv2D layers use when created without `algorithm=`."""
-    global _default_algorithm
-    _check_algorithm(algorithm)
-    _default_algorithm = algorithm
-
-
-def get_default_algorithm():
-    return _default_algorithm
-
-
 def _check_algorithm(algorithm):
     if algorithm != "auto" and algorithm not in fastconv.list_algorithms():
         raise ValueError(
@@ -156,7 +142,7 @@ class Conv2D(Layer):
     def _conv_args(self):
         return dict(stride=self.strides, padding=self.padding, dilation=self.dilation_rate,
                     groups=self.groups, data_format=self._fc_format,
-                    algorithm=self.algorithm or _default_algorithm)
+                    algorithm=self.algorithm)  # None: fastconv's default (set_default_algorithm)
 
     def call(self, inputs, training=False):
         bias = self.bias.value if self.use_bias and self.data_format == "channels_last" else None
