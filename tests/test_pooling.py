@@ -10,6 +10,14 @@ from fastconv.testing import POOL_CASES, pool_input
 CASES = pytest.mark.parametrize("case", POOL_CASES, ids=lambda c: c.id)
 
 
+@pytest.fixture(autouse=True, params=["cython", "numba"])
+def pooling_backend(request):
+    """Every pooling test runs on both kernel sets."""
+    fastconv.set_pooling_backend(request.param)
+    yield request.param
+    fastconv.set_pooling_backend("cython")
+
+
 def _geometry(case, x, data_format, dilation=None):
     return pool2d_geometry(x.shape, case.kernel, case.stride, case.padding,
                            case.dilation if dilation is None else dilation, case.ceil_mode, data_format)
@@ -96,3 +104,8 @@ def test_global_avg_pool2d_and_backward(data_format):
     keep = fastconv.global_avg_pool2d(x, data_format=data_format, keepdims=True)
     np.testing.assert_array_equal(
         fastconv.global_avg_pool2d_backward(np.ones_like(keep), x, data_format=data_format), grad)
+
+
+def test_unknown_pooling_backend():
+    with pytest.raises(ValueError, match="Received: name='cuda'"):
+        fastconv.set_pooling_backend("cuda")

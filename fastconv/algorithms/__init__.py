@@ -65,5 +65,6 @@ def select(op, geom, dtype, algorithm=None):
     return _REGISTRY[auto.choose(op, geom, dtype, [a.name for a in accepting])]
 
 
-for _algorithm in (compiled.DirectConv(), compiled.Im2colConv(), reference.ReferenceConv()):
+for _algorithm in (compiled.DirectConv(), compiled.Im2colConv(), compiled.NumbaDirectConv(),
+                   compiled.NumbaIm2colConv(), reference.ReferenceConv()):
     register(_algorithm)

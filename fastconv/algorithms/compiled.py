@@ -1,8 +1,14 @@
-"""The Cython algorithms ("direct" and "im2col") behind the common interface."""
+"""The compiled algorithms behind the common interface: Cython's "direct" and
+"im2col", and the same two as Numba kernels, "numba_direct" and "numba_im2col".
+
+The Numba modules share the Cython modules' function names and arguments, so one
+adapter serves both; they are imported on first use (importing numba takes ~0.4 s).
+"""
+import importlib
+
 import numpy as np
 
 from .. import _config
-from .._ext import _conv_direct, _conv_im2col
 
 
 def _bias_or_zeros(bias, geom, dtype):
@@ -14,7 +20,11 @@ class DirectConv:
     """Loops straight over the input, no column buffer; OpenMP over samples/rows."""
 
     name = "direct"
-    _kernels = _conv_direct
+    _module = "fastconv._ext._conv_direct"
+
+    @property
+    def _kernels(self):
+        return importlib.import_module(self._module)
 
     def supports(self, geom, dtype):
         return True
@@ -50,7 +60,7 @@ class Im2colConv(DirectConv):
     """im2col / col2im into a bounded workspace, then one BLAS GEMM per tile."""
 
     name = "im2col"
-    _kernels = _conv_im2col
+    _module = "fastconv._ext._conv_im2col"
 
     def supports(self, geom, dtype):
         # BLAS takes 32-bit dimensions: the GEMM sizes must fit.
@@ -60,8 +70,18 @@ class Im2colConv(DirectConv):
 
     def _extra(self, geom, dtype):
         itemsize = np.dtype(dtype).itemsize
-        elements = _conv_im2col.workspace_elements(
+        elements = self._kernels.workspace_elements(
             geom.batch, geom.in_channels, geom.in_h, geom.in_w, geom.out_channels,
             geom.kernel_h, geom.kernel_w, geom.out_h, geom.out_w, geom.groups,
             _config.get_workspace_limit() // itemsize, geom.channels_last)
         return (np.empty(max(elements, 1), dtype=dtype),)
+
+
+class NumbaDirectConv(DirectConv):
+    name = "numba_direct"
+    _module = "fastconv.algorithms.numba_direct"
+
+
+class NumbaIm2colConv(Im2colConv):
+    name = "numba_im2col"
+    _module = "fastconv.algorithms.numba_im2col"

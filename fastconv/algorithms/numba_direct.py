@@ -1,0 +1,684 @@
+"""Direct 2-D convolution kernels in Numba: loops straight over the input, no column buffer.
+
+Drop-in replacement for ``fastconv._ext._conv_direct`` (same function names, same positional
+arguments, same semantics).
+
+Dimension legend:
+    N       batch size
+    C       input channels            H, W    input height, width
+    K       output channels           oH, oW  output height, width
+    kh, kw  kernel height, width      G       groups (Cg = C/G, Kg = K/G)
+
+Layouts:
+    NCHW: x (N, C, H, W), weight (K, Cg, kh, kw), out (N, K, oH, oW)
+    NHWC: x (N, H, W, C), weight (kh, kw, Cg, K), out (N, oH, oW, K)
+
+Geometry: output (oh, ow) with kernel tap (i, j) reads input
+    ih = oh*stride_h - pad_top + i*dilation_h,  iw = ow*stride_w - pad_left + j*dilation_w,
+zero outside [0, H) x [0, W).  Cross-correlation, as torch.nn.functional.conv2d.  pad_bottom and
+pad_right are implied by the output shape.
+
+Inner loops run over contiguous 1-D views indexed from 0, the form LLVM vectorises (an offset
+index ``a[o + t]`` keeps Numba's negative-index check and does not vectorise).
+
+Parallelism (numba.prange over disjoint output regions, so results are bitwise reproducible and
+do not depend on the number of threads):
+    forward_nchw      (n, block of output rows); the window's input rows are staged zero padded
+                      in a task-local buffer so a tap is one flat AXPY (stride 1), 4 output
+                      channels x 4 taps per pass.
+    forward_nhwc      (n, oh) output rows
+    grad_input_nchw   stride 1: forward_nchw of grad_output with the flipped, transposed kernel.
+                      Otherwise (n, ih) rows, all C per row.
+    grad_input_nhwc   (n, ih) input-gradient rows (gather form)
+    grad_weight_nchw  (group, block of 4 output channels, block of input channels)
+    grad_weight_nhwc  (i, j, block of input channels, block of groups); depthwise: channel blocks
+
+Float reductions use fastmath reassociation flags (no "nnan"/"ninf": NaN and inf propagate).
+"""
+import numba
+import numpy as np
+from numba import njit, prange
+
+_FASTMATH = {"reassoc", "nsz", "arcp", "contract"}
+
+
+def _use_threads(n):
+    """Set Numba's thread count for the calling thread (clamped to the pool); return it."""
+    n = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
+    if numba.get_num_threads() != n:
+        numba.set_num_threads(n)
+    return n
+
+
+def _ceil_div(a, b):
+    return (a + b - 1) // b
+
+
+# --------------------------------------------------------------------------- helpers
+
+_inner = njit(cache=True, fastmath=_FASTMATH)
+
+
+@_inner
+def _valid_range(n_out, n_in, stride, offset):
+    """(lo, hi) := range of o in [0, n_out) with 0 <= o*stride + offset < n_in"""
+    a = 0
+    if offset < 0:
+        a = (-offset + stride - 1) // stride
+    t = n_in - 1 - offset
+    b = 0 if t < 0 else t // stride + 1
+    if b > n_out:
+        b = n_out
+    if a > b:
+        a = b
+    return a, b
+
+
+@_inner
+def _axpy1(d, a, wa, m):
+    """d[t] += wa*a[t]"""
+    for t in range(m):
+        d[t] += wa * a[t]
+
+
+@_inner
+def _axpy4(d, a, b, c, e, wa, wb, wc, we, m):
+    """d[t] += wa*a[t] + wb*b[t] + wc*c[t] + we*e[t]"""
+    for t in range(m):
+        d[t] += (wa * a[t] + wb * b[t]) + (wc * c[t] + we * e[t])
+
+
+@_inner
+def _axpy4x4(d0, d1, d2, d3, a, b, c, e, w, m):
+    """d_r[t] += sum_q w[4r + q] * src_q[t]  (4 destination rows, 4 source rows)"""
+    w00 = w[0]
+    w01 = w[1]
+    w02 = w[2]
+    w03 = w[3]
+    w10 = w[4]
+    w11 = w[5]
+    w12 = w[6]
+    w13 = w[7]
+    w20 = w[8]
+    w21 = w[9]
+    w22 = w[10]
+    w23 = w[11]
+    w30 = w[12]
+    w31 = w[13]
+    w32 = w[14]
+    w33 = w[15]
+    for t in range(m):
+        va = a[t]
+        vb = b[t]
+        vc = c[t]
+        ve = e[t]
+        d0[t] += (w00 * va + w01 * vb) + (w02 * vc + w03 * ve)
+        d1[t] += (w10 * va + w11 * vb) + (w12 * vc + w13 * ve)
+        d2[t] += (w20 * va + w21 * vb) + (w22 * vc + w23 * ve)
+        d3[t] += (w30 * va + w31 * vb) + (w32 * vc + w33 * ve)
+
+
+@_inner
+def _mul1(d, a, b, m):
+    """d[t] += a[t]*b[t]"""
+    for t in range(m):
+        d[t] += a[t] * b[t]
+
+
+@_inner
+def _mul4(d, a0, b0, a1, b1, a2, b2, a3, b3, m):
+    """d[t] += a0[t]*b0[t] + a1[t]*b1[t] + a2[t]*b2[t] + a3[t]*b3[t]"""
+    for t in range(m):
+        d[t] += (a0[t] * b0[t] + a1[t] * b1[t]) + (a2[t] * b2[t] + a3[t] * b3[t])
+
+
+@_inner
+def _dot1(a, b, m, zero):
+    """sum_t a[t]*b[t]"""
+    s = zero
+    for t in range(m):
+        s += a[t] * b[t]
+    return s
+
+
+@_inner
+def _dot4(a0, a1, a2, a3, b, m, zero):
+    """(sum_t a_q[t]*b[t]) for q < 4"""
+    s0 = zero
+    s1 = zero
+    s2 = zero
+    s3 = zero
+    for t in range(m):
+        v = b[t]
+        s0 += a0[t] * v
+        s1 += a1[t] * v
+        s2 += a2[t] * v
+        s3 += a3[t] * v
+    return s0, s1, s2, s3
+
+
+@_inner
+def _fill_padded_row(row, src, lead, n_src):
+    """row[u] := src[u - lead] where 0 <= u - lead < n_src, else 0"""
+    width = row.shape[0]
+    a = min(max(lead, 0), width)
+    b = min(max(lead + n_src, a), width)
+    row[:a] = 0
+    if b > a:
+        row[a:b] = src[a - lead:b - lead]
+    row[b:] = 0
+
+
+@_inner
+def _apply_taps(acc, nk, buf, offs, wv, cnt, s, rows, src_pitch, dst_pitch, m):
+    """acc[r, row*dst_pitch + t] += sum_q wv[r, q] * buf[offs[q] + row*src_pitch + t*s]
+
+    for r < nk, q < cnt, row < rows, t < m (4 taps fused when cnt == 4)."""
+    for row in range(rows):
+        o = row * src_pitch
+        p = row * dst_pitch
+        if cnt == 4 and s == 1:
+            a = buf[offs[0] + o:offs[0] + o + m]
+            b = buf[offs[1] + o:offs[1] + o + m]
+            c = buf[offs[2] + o:offs[2] + o + m]
+            e = buf[offs[3] + o:offs[3] + o + m]
+            if nk == 4:
+                _axpy4x4(acc[0, p:p + m], acc[1, p:p + m], acc[2, p:p + m], acc[3, p:p + m],
+                         a, b, c, e, wv.ravel(), m)
+            else:
+                for r in range(nk):
+                    _axpy4(acc[r, p:p + m], a, b, c, e, wv[r, 0], wv[r, 1], wv[r, 2], wv[r, 3], m)
+        elif cnt == 4:
+            a = buf[offs[0] + o:offs[0] + o + (m - 1) * s + 1:s]
+            b = buf[offs[1] + o:offs[1] + o + (m - 1) * s + 1:s]
+            c = buf[offs[2] + o:offs[2] + o + (m - 1) * s + 1:s]
+            e = buf[offs[3] + o:offs[3] + o + (m - 1) * s + 1:s]
+            for r in range(nk):
+                _axpy4(acc[r, p:p + m], a, b, c, e, wv[r, 0], wv[r, 1], wv[r, 2], wv[r, 3], m)
+        else:
+            for q in range(cnt):
+                if s == 1:
+                    a = buf[offs[q] + o:offs[q] + o + m]
+                    for r in range(nk):
+                        _axpy1(acc[r, p:p + m], a, wv[r, q], m)
+                else:
+                    a2 = buf[offs[q] + o:offs[q] + o + (m - 1) * s + 1:s]
+                    for r in range(nk):
+                        _axpy1(acc[r, p:p + m], a2, wv[r, q], m)
+
+
+# --------------------------------------------------------------------------- NCHW forward
+
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def _forward_nchw(x, weight, bias, out, sh, sw, pt, pl, dh, dw, G, R):
+    """out := bias + conv2d(x, weight)  (NCHW), tasks (n, block of R output rows)"""
+    N, C, H, W = x.shape
+    K, oH, oW = out.shape[1], out.shape[2], out.shape[3]
+    Cg, kh, kw = weight.shape[1], weight.shape[2], weight.shape[3]
+    Kg = K // G
+    S = Cg * kh * kw
+    wf = weight.reshape(K, S)
+    Wp = (oW - 1) * sw + (kw - 1) * dw + 1
+    Hr = (R - 1) * sh + (kh - 1) * dh + 1
+    flat = sh == 1 and sw == 1
+    L = (R - 1) * Wp + oW if flat else R * oW
+    nrb = (oH + R - 1) // R
+    for t in prange(N * nrb):
+        n = t // nrb
+        oh0 = (t - n * nrb) * R
+        Rr = min(R, oH - oh0)
+        buf = np.empty(Cg * Hr * Wp, dtype=x.dtype)
+        acc = np.empty((4, L), dtype=x.dtype)
+        wv = np.empty((4, 4), dtype=x.dtype)
+        offs = np.empty(4, dtype=np.int64)
+        wi = np.empty(4, dtype=np.int64)
+        if flat:
+            Lr = (Rr - 1) * Wp + oW
+            rows = 1
+            m = Lr
+        else:
+            Lr = Rr * oW
+            rows = Rr
+            m = oW
+        for g in range(G):
+            for c in range(Cg):
+                for r in range(Hr):
+                    ih = oh0 * sh - pt + r
+                    row = buf[(c * Hr + r) * Wp:(c * Hr + r + 1) * Wp]
+                    if ih < 0 or ih >= H:
+                        row[:] = 0
+                    else:
+                        _fill_padded_row(row, x[n, g * Cg + c, ih], pl, W)
+            for k0 in range(g * Kg, (g + 1) * Kg, 4):
+                nk = min(4, (g + 1) * Kg - k0)
+                for kk in range(nk):
+                    acc[kk, :Lr] = bias[k0 + kk]
+                cnt = 0
+                for c in range(Cg):
+                    for i in range(kh):
+                        for j in range(kw):
+                            offs[cnt] = (c * Hr + i * dh) * Wp + j * dw
+                            wi[cnt] = (c * kh + i) * kw + j
+                            cnt += 1
+                            if cnt == 4:
+                                for r in range(nk):
+                                    for q in range(4):
+                                        wv[r, q] = wf[k0 + r, wi[q]]
+                                _apply_taps(acc, nk, buf, offs, wv, 4, sw, rows, sh * Wp, oW, m)
+                                cnt = 0
+                if cnt > 0:
+                    for r in range(nk):
+                        for q in range(cnt):
+                            wv[r, q] = wf[k0 + r, wi[q]]
+                    _apply_taps(acc, nk, buf, offs, wv, cnt, sw, rows, sh * Wp, oW, m)
+                for kk in range(nk):
+                    for r in range(Rr):
+                        p = r * Wp if flat else r * oW
+                        out[n, k0 + kk, oh0 + r, :] = acc[kk, p:p + oW]
+
+
+def _rows_per_block(N, oH, width, nthreads):
+    """Output rows per task: about 1024 outputs, and enough tasks for the threads."""
+    R = max(1, min(oH, 1024 // max(width, 1)))
+    while R > 1 and N * _ceil_div(oH, R) < 4 * nthreads:
+        R = _ceil_div(R, 2)
+    return R
+
+
+def forward_nchw(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left,
+                 dilation_h, dilation_w, groups, num_threads):
+    """out := conv2d(x, weight) + bias  (NCHW)"""
+    N, oH, oW = out.shape[0], out.shape[2], out.shape[3]
+    if N == 0:
+        return
+    nt = _use_threads(num_threads)
+    if stride_h == 1 and stride_w == 1:
+        width = (oW - 1) + (weight.shape[3] - 1) * dilation_w + 1
+    else:
+        width = oW
+    R = _rows_per_block(N, oH, width, nt)
+    _forward_nchw(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left,
+                  dilation_h, dilation_w, groups, R)
+
+
+# --------------------------------------------------------------------------- NCHW grad_input
+
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def _grad_input_nchw(grad_output, weight, grad_input, sh, sw, pt, pl, dh, dw, G):
+    """grad_input[n, c, ih, :] := sum_{k, i, j} w[k, c, i, j] * grad_output[n, k, oh, ow]"""
+    N, C, H, W = grad_input.shape
+    K, oH, oW = grad_output.shape[1], grad_output.shape[2], grad_output.shape[3]
+    Cg, kh, kw = weight.shape[1], weight.shape[2], weight.shape[3]
+    Kg = K // G
+    for t in prange(N * H):
+        n = t // H
+        ih = t - n * H
+        for c in range(C):
+            g = c // Cg
+            cc = c - g * Cg
+            dst = grad_input[n, c, ih]
+            dst[:] = 0
+            for i in range(kh):
+                num = ih + pt - i * dh
+                if num < 0:
+                    break
+                if num % sh != 0:
+                    continue
+                oh = num // sh
+                if oh >= oH:
+                    continue
+                for j in range(kw):
+                    off = j * dw - pl
+                    lo, hi = _valid_range(oW, W, sw, off)
+                    m = hi - lo
+                    if m <= 0:
+                        continue
+                    d = dst[lo * sw + off:(hi - 1) * sw + off + 1:sw]
+                    for k in range(g * Kg, (g + 1) * Kg):
+                        _axpy1(d, grad_output[n, k, oh, lo:hi], weight[k, cc, i, j], m)
+
+
+def grad_input_nchw(grad_output, weight, grad_input, stride_h, stride_w, pad_top, pad_left,
+                    dilation_h, dilation_w, groups, num_threads):
+    """grad_input := conv2d_input adjoint of grad_output  (NCHW)"""
+    N = grad_input.shape[0]
+    if N == 0:
+        return
+    K, Cg, kh, kw = weight.shape
+    if stride_h == 1 and stride_w == 1:
+        # The adjoint is a forward correlation of grad_output with the flipped, group-transposed
+        # kernel w'[c, k, i, j] = w[k, c, kh-1-i, kw-1-j] and padding (k-1)*d - pad (may be < 0).
+        w_t = np.ascontiguousarray(
+            weight.reshape(groups, K // groups, Cg, kh, kw)
+            .transpose(0, 2, 1, 3, 4)[:, :, :, ::-1, ::-1]
+        ).reshape(groups * Cg, K // groups, kh, kw)
+        forward_nchw(grad_output, w_t, np.zeros(groups * Cg, dtype=w_t.dtype), grad_input,
+                     1, 1, (kh - 1) * dilation_h - pad_top, (kw - 1) * dilation_w - pad_left,
+                     dilation_h, dilation_w, groups, num_threads)
+        return
+    _use_threads(num_threads)
+    _grad_input_nchw(grad_output, weight, grad_input, stride_h, stride_w, pad_top, pad_left,
+                     dilation_h, dilation_w, groups)
+
+
+# --------------------------------------------------------------------------- NCHW grad_weight
+
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def _grad_weight_nchw(grad_output, x, grad_weight, sh, sw, pt, pl, dh, dw, G, ncb, zero):
+    """grad_weight[k, c, i, j] := sum_{n, oh, ow} grad_output[n, k, oh, ow] * x[n, c, ih, iw]
+
+    Tasks (group, block of 4 output channels, block of input channels); the sum order of every
+    entry is (n, oh, ow) whatever the split."""
+    N, C, H, W = x.shape
+    K, oH, oW = grad_output.shape[1], grad_output.shape[2], grad_output.shape[3]
+    Cg, kh, kw = grad_weight.shape[1], grad_weight.shape[2], grad_weight.shape[3]
+    Kg = K // G
+    nkb = (Kg + 3) // 4
+    cbs = (Cg + ncb - 1) // ncb
+    for t in prange(G * nkb * ncb):
+        g = t // (nkb * ncb)
+        kb = (t // ncb) % nkb
+        cb = t % ncb
+        k0 = g * Kg + kb * 4
+        k1 = min(k0 + 4, (g + 1) * Kg)
+        c0 = cb * cbs
+        c1 = min(c0 + cbs, Cg)
+        grad_weight[k0:k1, c0:c1] = 0
+        for n in range(N):
+            for c in range(c0, c1):
+                xc = x[n, g * Cg + c]
+                for oh in range(oH):
+                    ih0 = oh * sh - pt
+                    i_lo, i_hi = _valid_range(kh, H, dh, ih0)
+                    for i in range(i_lo, i_hi):
+                        xr = xc[ih0 + i * dh]
+                        for j in range(kw):
+                            off = j * dw - pl
+                            lo, hi = _valid_range(oW, W, sw, off)
+                            m = hi - lo
+                            if m <= 0:
+                                continue
+                            if sw == 1:
+                                xs = xr[lo + off:hi + off]
+                                if k1 - k0 == 4:
+                                    s0, s1, s2, s3 = _dot4(
+                                        grad_output[n, k0, oh, lo:hi], grad_output[n, k0 + 1, oh, lo:hi],
+                                        grad_output[n, k0 + 2, oh, lo:hi], grad_output[n, k0 + 3, oh, lo:hi],
+                                        xs, m, zero)
+                                    grad_weight[k0, c, i, j] += s0
+                                    grad_weight[k0 + 1, c, i, j] += s1
+                                    grad_weight[k0 + 2, c, i, j] += s2
+                                    grad_weight[k0 + 3, c, i, j] += s3
+                                else:
+                                    for k in range(k0, k1):
+                                        grad_weight[k, c, i, j] += _dot1(
+                                            grad_output[n, k, oh, lo:hi], xs, m, zero)
+                            else:
+                                xs2 = xr[lo * sw + off:(hi - 1) * sw + off + 1:sw]
+                                for k in range(k0, k1):
+                                    grad_weight[k, c, i, j] += _dot1(
+                                        grad_output[n, k, oh, lo:hi], xs2, m, zero)
+
+
+def grad_weight_nchw(grad_output, x, grad_weight, stride_h, stride_w, pad_top, pad_left,
+                     dilation_h, dilation_w, groups, num_threads):
+    """grad_weight := sum_n correlation of x with grad_output  (NCHW); zeros when N == 0"""
+    nt = _use_threads(num_threads)
+    K, Cg = grad_weight.shape[0], grad_weight.shape[1]
+    nkb = _ceil_div(K // groups, 4)
+    ncb = 1
+    if groups * nkb < 8 * nt:
+        ncb = min(Cg, _ceil_div(8 * nt, groups * nkb))
+    ncb = _ceil_div(Cg, _ceil_div(Cg, ncb))
+    _grad_weight_nchw(grad_output, x, grad_weight, stride_h, stride_w, pad_top, pad_left,
+                      dilation_h, dilation_w, groups, ncb, x.dtype.type(0))
+
+
+# --------------------------------------------------------------------------- NHWC forward
+
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def _forward_nhwc(x, weight, bias, out, sh, sw, pt, pl, dh, dw, G):
+    """out[n, oh, ow, :] := bias + sum_{i, j, c} x[n, ih, iw, c] * w[i, j, c, :]"""
+    N, H, W, C = x.shape
+    oH, oW, K = out.shape[1], out.shape[2], out.shape[3]
+    kh, kw, Cg = weight.shape[0], weight.shape[1], weight.shape[2]
+    Kg = K // G
+    depthwise = Cg == 1 and Kg == 1
+    for t in prange(N * oH):
+        n = t // oH
+        oh = t - n * oH
+        ih0 = oh * sh - pt
+        i_lo, i_hi = _valid_range(kh, H, dh, ih0)
+        for ow in range(oW):
+            dst = out[n, oh, ow]
+            dst[:] = bias
+            for i in range(i_lo, i_hi):
+                xrow = x[n, ih0 + i * dh]
+                for j in range(kw):
+                    iw = ow * sw - pl + j * dw
+                    if iw < 0 or iw >= W:
+                        continue
+                    xp = xrow[iw]
+                    wij = weight[i, j]
+                    if depthwise:
+                        _mul1(dst, xp, wij[0], C)
+                        continue
+                    for g in range(G):
+                        d = dst[g * Kg:(g + 1) * Kg]
+                        cc = 0
+                        while cc + 4 <= Cg:
+                            _axpy4(d, wij[cc, g * Kg:(g + 1) * Kg], wij[cc + 1, g * Kg:(g + 1) * Kg],
+                                   wij[cc + 2, g * Kg:(g + 1) * Kg], wij[cc + 3, g * Kg:(g + 1) * Kg],
+                                   xp[g * Cg + cc], xp[g * Cg + cc + 1], xp[g * Cg + cc + 2],
+                                   xp[g * Cg + cc + 3], Kg)
+                            cc += 4
+                        while cc < Cg:
+                            _axpy1(d, wij[cc, g * Kg:(g + 1) * Kg], xp[g * Cg + cc], Kg)
+                            cc += 1
+
+
+def forward_nhwc(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left,
+                 dilation_h, dilation_w, groups, num_threads):
+    """out := conv2d(x, weight) + bias  (NHWC)"""
+    if out.shape[0] == 0:
+        return
+    _use_threads(num_threads)
+    _forward_nhwc(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left,
+                  dilation_h, dilation_w, groups)
+
+
+# --------------------------------------------------------------------------- NHWC grad_input
+
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def _grad_input_nhwc(grad_output, weight, grad_input, sh, sw, pt, pl, dh, dw, G, zero):
+    """grad_input[n, ih, iw, c] := sum_{i, j, k} grad_output[n, oh, ow, k] * w[i, j, c, k]"""
+    N, H, W, C = grad_input.shape
+    oH, oW, K = grad_output.shape[1], grad_output.shape[2], grad_output.shape[3]
+    kh, kw, Cg = weight.shape[0], weight.shape[1], weight.shape[2]
+    Kg = K // G
+    depthwise = Cg == 1 and Kg == 1
+    for t in prange(N * H):
+        n = t // H
+        ih = t - n * H
+        for iw in range(W):
+            dst = grad_input[n, ih, iw]
+            dst[:] = 0
+            for i in range(kh):
+                num = ih + pt - i * dh
+                if num < 0:
+                    break
+                if num % sh != 0:
+                    continue
+                oh = num // sh
+                if oh >= oH:
+                    continue
+                for j in range(kw):
+                    num = iw + pl - j * dw
+                    if num < 0:
+                        break
+                    if num % sw != 0:
+                        continue
+                    ow = num // sw
+                    if ow >= oW:
+                        continue
+                    gp = grad_output[n, oh, ow]
+                    wij = weight[i, j]
+                    if depthwise:
+                        _mul1(dst, gp, wij[0], C)
+                        continue
+                    for g in range(G):
+                        gg = gp[g * Kg:(g + 1) * Kg]
+                        cc = 0
+                        while cc + 4 <= Cg:
+                            s0, s1, s2, s3 = _dot4(
+                                wij[cc, g * Kg:(g + 1) * Kg], wij[cc + 1, g * Kg:(g + 1) * Kg],
+                                wij[cc + 2, g * Kg:(g + 1) * Kg], wij[cc + 3, g * Kg:(g + 1) * Kg],
+                                gg, Kg, zero)
+                            dst[g * Cg + cc] += s0
+                            dst[g * Cg + cc + 1] += s1
+                            dst[g * Cg + cc + 2] += s2
+                            dst[g * Cg + cc + 3] += s3
+                            cc += 4
+                        while cc < Cg:
+                            dst[g * Cg + cc] += _dot1(wij[cc, g * Kg:(g + 1) * Kg], gg, Kg, zero)
+                            cc += 1
+
+
+def grad_input_nhwc(grad_output, weight, grad_input, stride_h, stride_w, pad_top, pad_left,
+                    dilation_h, dilation_w, groups, num_threads):
+    """grad_input := conv2d_input adjoint of grad_output  (NHWC)"""
+    if grad_input.shape[0] == 0:
+        return
+    _use_threads(num_threads)
+    _grad_input_nhwc(grad_output, weight, grad_input, stride_h, stride_w, pad_top, pad_left,
+                     dilation_h, dilation_w, groups, grad_input.dtype.type(0))
+
+
+# --------------------------------------------------------------------------- NHWC grad_weight
+
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def _grad_weight_nhwc(grad_output, x, grad_weight, sh, sw, pt, pl, dh, dw, G, ncb, ngb):
+    """grad_weight[i, j, c, k] := sum_{n, oh, ow} x[n, ih, iw, g*Cg + c] * grad_output[n, oh, ow, k]
+
+    Tasks (i, j, block of input channels, block of groups); per entry the sum order is
+    (n, oh, ow) in fixed groups of four pixels whatever the split."""
+    N, H, W, C = x.shape
+    oH, oW, K = grad_output.shape[1], grad_output.shape[2], grad_output.shape[3]
+    kh, kw, Cg = grad_weight.shape[0], grad_weight.shape[1], grad_weight.shape[2]
+    Kg = K // G
+    cbs = (Cg + ncb - 1) // ncb
+    gbs = (G + ngb - 1) // ngb
+    for t in prange(kh * kw * ncb * ngb):
+        ij = t // (ncb * ngb)
+        r = t - ij * (ncb * ngb)
+        i = ij // kw
+        j = ij - i * kw
+        cb = r // ngb
+        gb = r - cb * ngb
+        c0 = cb * cbs
+        c1 = min(c0 + cbs, Cg)
+        g0 = gb * gbs
+        g1 = min(g0 + gbs, G)
+        gw = grad_weight[i, j]
+        gw[c0:c1, g0 * Kg:g1 * Kg] = 0
+        off = j * dw - pl
+        lo, hi = _valid_range(oW, W, sw, off)
+        if lo >= hi:
+            continue
+        for n in range(N):
+            for oh in range(oH):
+                ih = oh * sh - pt + i * dh
+                if ih < 0 or ih >= H:
+                    continue
+                xrow = x[n, ih]
+                grow = grad_output[n, oh]
+                ow = lo
+                while ow < hi:
+                    q = min(4, hi - ow)
+                    if q == 4:
+                        g_0 = grow[ow]
+                        g_1 = grow[ow + 1]
+                        g_2 = grow[ow + 2]
+                        g_3 = grow[ow + 3]
+                        x_0 = xrow[ow * sw + off]
+                        x_1 = xrow[(ow + 1) * sw + off]
+                        x_2 = xrow[(ow + 2) * sw + off]
+                        x_3 = xrow[(ow + 3) * sw + off]
+                        for cc in range(c0, c1):
+                            for g in range(g0, g1):
+                                a = g * Kg
+                                b = a + Kg
+                                ci = g * Cg + cc
+                                _axpy4(gw[cc, a:b], g_0[a:b], g_1[a:b], g_2[a:b], g_3[a:b],
+                                       x_0[ci], x_1[ci], x_2[ci], x_3[ci], Kg)
+                    else:
+                        for u in range(q):
+                            g_u = grow[ow + u]
+                            x_u = xrow[(ow + u) * sw + off]
+                            for cc in range(c0, c1):
+                                for g in range(g0, g1):
+                                    a = g * Kg
+                                    _axpy1(gw[cc, a:a + Kg], g_u[a:a + Kg], x_u[g * Cg + cc], Kg)
+                    ow += q
+
+
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def _grad_weight_nhwc_depthwise(grad_output, x, grad_weight, sh, sw, pt, pl, dh, dw, cbs):
+    """grad_weight[:, :, 0, c] := sum_{n, oh, ow} x[n, ih, iw, c] * grad_output[n, oh, ow, c]
+
+    Depthwise (C/G == K/G == 1): a task owns a block of channels for all taps."""
+    N, H, W, C = x.shape
+    oH, oW = grad_output.shape[1], grad_output.shape[2]
+    kh, kw = grad_weight.shape[0], grad_weight.shape[1]
+    ncb = (C + cbs - 1) // cbs
+    for t in prange(ncb):
+        c0 = t * cbs
+        c1 = min(c0 + cbs, C)
+        m = c1 - c0
+        grad_weight[:, :, 0, c0:c1] = 0
+        for n in range(N):
+            for oh in range(oH):
+                for i in range(kh):
+                    ih = oh * sh - pt + i * dh
+                    if ih < 0 or ih >= H:
+                        continue
+                    xrow = x[n, ih]
+                    grow = grad_output[n, oh]
+                    for j in range(kw):
+                        off = j * dw - pl
+                        lo, hi = _valid_range(oW, W, sw, off)
+                        dst = grad_weight[i, j, 0, c0:c1]
+                        ow = lo
+                        while ow + 4 <= hi:
+                            _mul4(dst, xrow[ow * sw + off, c0:c1], grow[ow, c0:c1],
+                                  xrow[(ow + 1) * sw + off, c0:c1], grow[ow + 1, c0:c1],
+                                  xrow[(ow + 2) * sw + off, c0:c1], grow[ow + 2, c0:c1],
+                                  xrow[(ow + 3) * sw + off, c0:c1], grow[ow + 3, c0:c1], m)
+                            ow += 4
+                        while ow < hi:
+                            _mul1(dst, xrow[ow * sw + off, c0:c1], grow[ow, c0:c1], m)
+                            ow += 1
+
+
+def grad_weight_nhwc(grad_output, x, grad_weight, stride_h, stride_w, pad_top, pad_left,
+                     dilation_h, dilation_w, groups, num_threads):
+    """grad_weight := sum_n correlation of x with grad_output  (NHWC); zeros when N == 0"""
+    nt = _use_threads(num_threads)
+    kh, kw, Cg, K = grad_weight.shape
+    Kg = K // groups
+    if Cg == 1 and Kg == 1:
+        cbs = max(8, _ceil_div(_ceil_div(groups, 4 * nt), 8) * 8)
+        _grad_weight_nhwc_depthwise(grad_output, x, grad_weight, stride_h, stride_w, pad_top,
+                                    pad_left, dilation_h, dilation_w, cbs)
+        return
+    target = 8 * nt
+    ncb = ngb = 1
+    if kh * kw < target:
+        if Cg == 1:
+            ngb = min(groups, _ceil_div(target, kh * kw))
+        else:
+            ncb = min(Cg, _ceil_div(target, kh * kw))
+    ncb = _ceil_div(Cg, _ceil_div(Cg, ncb))
+    ngb = _ceil_div(groups, _ceil_div(groups, ngb))
+    _grad_weight_nhwc(grad_output, x, grad_weight, stride_h, stride_w, pad_top, pad_left,
+                      dilation_h, dilation_w, groups, ncb, ngb)
