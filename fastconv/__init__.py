@@ -3,6 +3,7 @@
 Compiled (Cython + OpenMP + BLAS, and Numba) kernels for 2-D convolution and
 pooling, forward and backward, with torch.nn.functional's semantics on NumPy arrays.
 """
+from . import _runtime_env  # noqa: F401, I001  (must run before NumPy and OpenMP load)
 from . import _ext  # noqa: F401  (fails early, with build instructions, if not compiled)
 from ._config import (
     get_num_threads,
