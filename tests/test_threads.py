@@ -37,7 +37,7 @@ def test_bad_thread_counts(bad):
         fastconv.set_num_threads(bad)
 
 
-@pytest.mark.parametrize("algorithm", ["direct", "im2col"])
+@pytest.mark.parametrize("algorithm", [a for a in fastconv.list_algorithms() if a != "reference"])
 def test_results_depend_on_threads_only_within_rounding(algorithm):
     case = next(c for c in CONV_CASES if c.id == "wide_channels")
     x, w, b = conv_inputs(case, np.float32)
@@ -61,7 +61,7 @@ SCRIPT = textwrap.dedent("""
     x, w, b = conv_inputs(case)
     x = x[:8]
     fastconv.set_num_threads({threads})
-    for algorithm in ("direct", "im2col"):
+    for algorithm in ("direct", "im2col", "numba_direct", "numba_im2col"):
         out = fastconv.conv2d(x, w, b, algorithm=algorithm, **case.kwargs)
         fastconv.conv2d_backward(np.ones_like(out), x, w, algorithm=algorithm, **case.kwargs)
     fastconv.max_pool2d(out, 2)
