@@ -31,6 +31,16 @@ def _bench(args):
     torch = benchmarks.timing.torch_or_none(threads)
     print(f"comparator:         PyTorch {torch.__version__}, {threads} threads" if torch else
           "comparator:         PyTorch is not installed; `pip install 'fastconv[bench]'` adds the comparison")
+    if args.training:
+        from fastconv.benchmarks import training
+        rows = training.run_training_benchmark(threads, rounds=args.rounds or 5,
+                                               with_torch=torch is not None, progress=print)
+        print()
+        print(report.render(training.training_table(rows), args.markdown))
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(dict(config=fastconv.info.config(), training=rows), fh, indent=1)
+        return
     ops = benchmarks.conv.OPS if (args.backward or args.full) else ("forward",)
     rounds = args.rounds or (7 if args.full else 5)
     progress = (lambda line: print(line, flush=True)) if not args.quiet else (lambda line: None)
@@ -63,6 +73,8 @@ def main(argv=None):
     bench.add_argument("--algorithms", help="comma-separated algorithms (default: all compiled + auto)")
     bench.add_argument("--backward", action="store_true", help="also time both gradients")
     bench.add_argument("--full", action="store_true", help="forward and backward, more rounds")
+    bench.add_argument("--training", action="store_true",
+                       help="images/s training and inference of the Fashion-MNIST net, fastconv vs PyTorch")
     bench.add_argument("--threads", type=int, help="threads for fastconv and PyTorch (default: all cores)")
     bench.add_argument("--rounds", type=int, help="interleaved timing rounds per median (default 5)")
     bench.add_argument("--json", metavar="FILE", help="also write every measurement to FILE")

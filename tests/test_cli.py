@@ -60,3 +60,13 @@ def test_bench_rejects_unknown_layer():
 def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
     assert ci in (ROOT / "README.md").read_text()
+
+
+def test_bench_training_reports_images_per_second(tmp_path):
+    out = tmp_path / "training.json"
+    result = _run("bench", "--training", "--rounds", "1", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())["training"]
+    assert {(r["mode"], r["contender"]) for r in rows} >= {("training", "fastconv"), ("inference", "fastconv")}
+    assert all(r["images_per_second"] > 0 for r in rows)
+    assert "images/s" in result.stdout
