@@ -44,24 +44,29 @@ def _bench(args):
     ops = benchmarks.conv.OPS if (args.backward or args.full) else ("forward",)
     rounds = args.rounds or (7 if args.full else 5)
     progress = (lambda line: print(line, flush=True)) if not args.quiet else (lambda line: None)
-    conv_rows = benchmarks.run_conv_suite(layers, algorithm_names, ops, rounds=rounds, threads=threads,
-                                          with_torch=torch is not None, progress=progress)
-    pool_rows = [] if layers else benchmarks.run_pool_suite(rounds=rounds, threads=threads,
-                                                            with_torch=torch is not None, progress=progress)
-    print()
-    print(report.render(report.conv_table(conv_rows, sgemm), args.markdown))
-    if pool_rows:
+    results = dict(config=fastconv.info.config(), sgemm_gflops=sgemm, copy_gbytes=copy)
+    results["conv"] = benchmarks.run_conv_suite(layers, algorithm_names, ops, rounds=rounds, threads=threads,
+                                                with_torch=torch is not None, progress=progress)
+    tables = [report.conv_table(results["conv"], sgemm)]
+    if not layers:  # the whole suite: pooling, and the torch-backend model when torch is here
+        results["pooling"] = benchmarks.run_pool_suite(rounds=rounds, threads=threads,
+                                                       with_torch=torch is not None, progress=progress)
+        tables.append(report.pool_table(results["pooling"], copy))
+        if torch is not None:
+            from fastconv.benchmarks import torch_backend
+            results["resnet"] = torch_backend.run_resnet_benchmark(threads, rounds=rounds, progress=progress)
+            tables.append(torch_backend.resnet_table(results["resnet"]))
+    for table in tables:
         print()
-        print(report.render(report.pool_table(pool_rows, copy), args.markdown))
+        print(report.render(table, args.markdown))
     print()
-    print("\n".join(report.summary(conv_rows, pool_rows)))
+    print("\n".join(report.summary(results["conv"], results.get("pooling", []))))
     print(f"({time.perf_counter() - started:.0f} s)")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump(dict(config=fastconv.info.config(), sgemm_gflops=sgemm, copy_gbytes=copy,
-                           conv=conv_rows, pooling=pool_rows), fh, indent=1)
+            json.dump(results, fh, indent=1)
     if args.plot:
-        report.plot(conv_rows, args.plot)
+        report.plot(results["conv"], args.plot)
         print(f"plot written to {args.plot}")
 
 
