@@ -7,14 +7,14 @@ is ignored with a warning, never an error. Writers take a lock, merge with what
 is on disk and replace the file atomically, so readers never see half a file
 and concurrent writers keep each other's entries.
 """
-import contextlib
 import json
 import os
 import platform
-import tempfile
 import warnings
 
 import numpy as np
+
+from .._atomic import atomic_write
 
 FORMAT = "fastconv-autotune"
 VERSION = 1
@@ -129,17 +129,11 @@ def clear_memory():
 
 
 def _write_atomically(path, data):
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".autotune-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
+    def write_json(tmp):
+        with open(tmp, "w") as fh:
             json.dump(data, fh, indent=1, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(path, write_json)
 
 
 class _locked:

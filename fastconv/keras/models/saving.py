@@ -14,9 +14,10 @@ os.replace, so an interrupted save leaves the previous file (or none), never hal
 """
 import json
 import os
-import tempfile
 
 import numpy as np
+
+from ..._atomic import atomic_write
 
 FORMAT = "fastconv.keras"
 FORMAT_VERSION = 1
@@ -134,29 +135,12 @@ def _atomic_h5(filepath, write, overwrite):
         raise FileExistsError(
             f"The file {filepath} already exists and overwrite=False. Received: filepath={filepath!r}"
         )
-    directory = os.path.dirname(os.path.abspath(filepath))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(filepath) + ".", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
+
+    def write_h5(tmp):
         with h5py.File(tmp, "w") as f:
             write(f)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, filepath)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover (platforms without directory fds)
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(dir_fd)
+
+    atomic_write(filepath, write_h5)
 
 
 def _write_weights(group, model):
