@@ -1,4 +1,4 @@
-"""The `fastconv` command: `fastconv bench` (the main job) and `fastconv info`."""
+"""The `fastconv` command: `fastconv bench` (the main job), `fastconv train` and `fastconv info`."""
 import argparse
 import json
 import sys
@@ -87,9 +87,13 @@ def main(argv=None):
     bench.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     bench.add_argument("--quiet", action="store_true", help="no progress lines")
     commands.add_parser("info", help="print the build and machine configuration")
+    from fastconv.train import cli as train_cli
+    train_cli.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "bench":
         _bench(args)
+    elif args.command == "train":
+        sys.exit(train_cli.run(args))
     else:
         from fastconv.info import show_config
         show_config()

@@ -57,7 +57,7 @@ def locate(dataset, layouts, hint=""):
             found = [_first_existing(directory, (f,) if isinstance(f, str) else f) for f in files]
             if all(found):
                 return found
-    expected = "; ".join(
+    expected = ", or ".join(
         f"{sub + '/' if sub else ''}{{{', '.join(f if isinstance(f, str) else ' or '.join(f) for f in files)}}}"
         for sub, files in layouts)
     raise FileNotFoundError(

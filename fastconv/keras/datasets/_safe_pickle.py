@@ -16,19 +16,24 @@ import pickle
 
 import numpy as np
 
+
+class Refused(pickle.UnpicklingError):
+    """The pickle asks for something this reader does not build."""
+
+
 _PLAIN_DTYPES = {"b1", "i1", "u1", "i2", "u2", "i4", "u4", "i8", "u8", "f2", "f4", "f8"}
 
 
 class _DtypeStub:
     def __init__(self, spec, align=False, copy=False):
         if not isinstance(spec, str) or spec.lstrip("<>|=") not in _PLAIN_DTYPES:
-            raise pickle.UnpicklingError(f"refusing a non-numeric array dtype {spec!r}")
+            raise Refused(f"refusing a non-numeric array dtype {spec!r}")
         self.spec = spec
         self.byteorder = "|"
 
     def __setstate__(self, state):
         if not isinstance(state, tuple) or len(state) < 2 or state[1] not in ("<", ">", "|", "="):
-            raise pickle.UnpicklingError(f"unexpected dtype state {state!r}")
+            raise Refused(f"unexpected dtype state {state!r}")
         self.byteorder = state[1]
 
     def dtype(self):
@@ -43,40 +48,47 @@ class _NdarrayMarker:
 class _ArrayStub:
     def __init__(self, subtype=None, shape=(0,), dtype_code=b"b"):
         if subtype is not _NdarrayMarker:
-            raise pickle.UnpicklingError("refusing an array of a class other than numpy.ndarray")
+            raise Refused("refusing an array of a class other than numpy.ndarray")
         self.state = None
 
     def __setstate__(self, state):
         if not isinstance(state, tuple) or len(state) != 5:
-            raise pickle.UnpicklingError(f"unexpected ndarray state of type {type(state).__name__}")
+            raise Refused(f"unexpected ndarray state of type {type(state).__name__}")
         _version, shape, dtype, fortran, raw = state
         if not isinstance(dtype, _DtypeStub):
-            raise pickle.UnpicklingError("refusing an ndarray whose dtype is not a plain numeric type")
+            raise Refused("refusing an ndarray whose dtype is not a plain numeric type")
         if not (isinstance(shape, tuple) and all(isinstance(d, int) and d >= 0 for d in shape)):
-            raise pickle.UnpicklingError(f"unexpected ndarray shape {shape!r}")
+            raise Refused(f"unexpected ndarray shape {shape!r}")
         if isinstance(raw, str):  # a Python 2 str read with encoding="latin1"
             raw = raw.encode("latin1")
         if not isinstance(raw, (bytes, bytearray)):
-            raise pickle.UnpicklingError("refusing an ndarray whose data is not raw bytes (object array?)")
+            raise Refused("refusing an ndarray whose data is not raw bytes (object array?)")
         self.state = (shape, dtype.dtype(), bool(fortran), bytes(raw))
 
     def array(self):
         if self.state is None:
-            raise pickle.UnpicklingError("an ndarray without data")
+            raise Refused("an ndarray without data")
         shape, dtype, fortran, raw = self.state
         count = int(np.prod(shape, dtype=np.int64))
         if len(raw) != count * dtype.itemsize:
-            raise pickle.UnpicklingError(
+            raise Refused(
                 f"an ndarray of shape {shape} and dtype {dtype} needs {count * dtype.itemsize} bytes, "
                 f"the pickle holds {len(raw)}")
         flat = np.frombuffer(raw, dtype=dtype)
         return flat.reshape(shape, order="F" if fortran else "C").astype(dtype.newbyteorder("="))
 
 
+def _frombuffer(buffer, dtype, shape, order):
+    """Stand-in for `numpy._core.numeric._frombuffer`, which protocol-5 pickles use for arrays."""
+    array = _ArrayStub(_NdarrayMarker)
+    array.__setstate__((1, shape, dtype, order == "F", buffer))
+    return array
+
+
 def _latin1_encode(text, encoding="latin1"):
     """Stand-in for `_codecs.encode`, which Python 3 protocol-2 pickles use for bytes."""
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError(f"refusing _codecs.encode with encoding {encoding!r}")
+        raise Refused(f"refusing _codecs.encode with encoding {encoding!r}")
     return text.encode("latin1")
 
 
@@ -85,6 +97,8 @@ _ALLOWED = {
     ("numpy._core.multiarray", "_reconstruct"): _ArrayStub,
     ("numpy", "ndarray"): _NdarrayMarker,
     ("numpy", "dtype"): _DtypeStub,
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
     ("_codecs", "encode"): _latin1_encode,
 }
 
@@ -95,20 +109,20 @@ class RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         stand_in = _ALLOWED.get((module, name))
         if stand_in is None:
-            raise pickle.UnpicklingError(
+            raise Refused(
                 f"refusing to load global {module}.{name}: only plain containers, bytes, numbers "
                 "and numeric arrays are allowed")
         return stand_in
 
     def persistent_load(self, pid):
-        raise pickle.UnpicklingError("refusing a persistent id")
+        raise Refused("refusing a persistent id")
 
 
 def _finish(obj):
     if isinstance(obj, _ArrayStub):
         return obj.array()
     if isinstance(obj, (_DtypeStub, _NdarrayMarker)) or obj is _NdarrayMarker:
-        raise pickle.UnpicklingError("a bare dtype or ndarray class where data was expected")
+        raise Refused("a bare dtype or ndarray class where data was expected")
     if isinstance(obj, dict):
         return {_finish(k): _finish(v) for k, v in obj.items()}
     if isinstance(obj, list):
@@ -127,9 +141,10 @@ def loads(data, source="<bytes>", encoding="bytes"):
     try:
         obj = RestrictedUnpickler(io.BytesIO(data), encoding=encoding).load()
         return _finish(obj)
-    except pickle.UnpicklingError as err:
+    except Refused as err:
         raise ValueError(f"{source}: unsafe or malformed pickle, not loaded: {err}") from None
-    except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, MemoryError) as err:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
+            MemoryError) as err:
         raise ValueError(f"{source} is truncated or corrupted: {type(err).__name__}: {err}") from None
 
 
