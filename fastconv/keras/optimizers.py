@@ -323,6 +323,25 @@ class Optimizer:
         """The optimizer state `name` (e.g. "momentum", "velocity") kept for `variable`."""
         return self._slots_for(variable)[name]
 
+    def get_state(self, variables):
+        """(iterations, [{slot name: array copy} per variable]): what resuming training needs."""
+        return self.iterations, [{name: np.array(value) for name, value in self._slots_for(v).items()}
+                                 for v in variables]
+
+    def set_state(self, variables, iterations, slots):
+        """Restore what get_state returned, for the same variables in the same order."""
+        if len(slots) != len(variables):
+            raise ValueError(f"The state holds slots for {len(slots)} variables, but {len(variables)} "
+                             f"variables were given. Received: len(slots)={len(slots)}")
+        for variable, saved in zip(variables, slots):
+            live = self._slots_for(variable)
+            if set(live) != set(saved):
+                raise ValueError(f"Optimizer slots differ for '{variable.path}': expected {sorted(live)}. "
+                                 f"Received: {sorted(saved)}")
+            for name, value in saved.items():
+                live[name][...] = value
+        self.iterations = int(iterations)
+
     def update_step(self, gradient, value, slots, learning_rate):
         """Updates `value` (the variable's ndarray) and `slots` in place."""
         raise NotImplementedError

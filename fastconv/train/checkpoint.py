@@ -56,37 +56,6 @@ def atomic_write_text(path, text):
     atomic_write(path, write)
 
 
-# ---------------------------------------------------------------- optimizer state
-# fastconv.keras.optimizers.Optimizer has no public get/set state API; this relies on
-#   optimizer.iterations                 (public attribute, the step count)
-#   optimizer._slots_for(variable) -> {slot name: ndarray}   (created with initial values if absent,
-#                                        updated in place by every step)
-# Replace these two functions when the optimizer grows get_state()/set_state().
-
-def _slots(optimizer, variable):
-    return optimizer._slots_for(variable)
-
-
-def optimizer_state(optimizer, variables):
-    """(iterations, [{slot name: array copy} per variable])."""
-    return optimizer.iterations, [{k: np.array(v) for k, v in _slots(optimizer, var).items()}
-                                  for var in variables]
-
-
-def set_optimizer_state(optimizer, variables, iterations, slots):
-    if len(slots) != len(variables):
-        raise ValueError(f"the checkpoint holds optimizer state for {len(slots)} variables, the model "
-                         f"has {len(variables)} trainable variables")
-    for variable, saved in zip(variables, slots):
-        live = _slots(optimizer, variable)
-        if set(live) != set(saved):
-            raise ValueError(f"optimizer slots differ for '{variable.path}': checkpoint {sorted(saved)}, "
-                             f"optimizer {sorted(live)}")
-        for name, value in saved.items():
-            live[name][...] = value
-    optimizer.iterations = int(iterations)
-
-
 # ---------------------------------------------------------------- save / load
 
 def path_in(directory):
@@ -97,7 +66,7 @@ def save(directory, model, config, epoch, history):
     """Writes DIR/checkpoint.h5 for the state after `epoch` completed epochs."""
     import h5py
     from fastconv.keras import backend, optimizers
-    iterations, slots = optimizer_state(model.optimizer, model.trainable_weights)
+    iterations, slots = model.optimizer.get_state(model.trainable_weights)
     rng_state = backend.rng().bit_generator.state
 
     def write(tmp):
@@ -159,5 +128,5 @@ def restore(state, model):
     """Puts the weights, optimizer state and random generator state of `state` back in place."""
     from fastconv.keras import backend
     model.set_weights(state["weights"])
-    set_optimizer_state(model.optimizer, model.trainable_weights, state["iterations"], state["slots"])
+    model.optimizer.set_state(model.trainable_weights, state["iterations"], state["slots"])
     backend.rng().bit_generator.state = state["rng_state"]

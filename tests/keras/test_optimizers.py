@@ -316,3 +316,20 @@ def test_get_by_name_has_keras_defaults_and_round_trips(name, cls, defaults):
 def test_bad_arguments(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_get_state_and_set_state_round_trip():
+    variables = [Variable(np.ones(3), "w"), Variable(np.zeros((2, 2)), "b")]
+    source = optimizers.Adam(learning_rate=0.1)
+    for _ in range(3):
+        source.apply_gradients([(np.full(v.shape, 0.5), v) for v in variables])
+    iterations, slots = source.get_state(variables)
+    target = optimizers.Adam(learning_rate=0.1)
+    copies = [Variable(v.value.copy(), v.name) for v in variables]
+    target.set_state(copies, iterations, slots)
+    for opt, vs in ((source, variables), (target, copies)):
+        opt.apply_gradients([(np.full(v.shape, 0.25), v) for v in vs])
+    for a, b in zip(variables, copies):
+        np.testing.assert_array_equal(a.value, b.value)
+    with pytest.raises(ValueError, match="Received: len"):
+        target.set_state(copies[:1], iterations, slots)
