@@ -7,7 +7,7 @@ Norms are taken over `axis` (0 by default, i.e. per output unit of a Dense kerne
 import numpy as np
 
 from fastconv.keras import backend
-from fastconv.keras.utils.naming import check_config, lookup
+from fastconv.keras.utils.naming import ObjectRegistry
 
 
 def _axis(axis):
@@ -123,34 +123,5 @@ _BY_NAME.update({"max_norm": MaxNorm, "maxnorm": MaxNorm, "non_neg": NonNeg, "no
                  "unit_norm": UnitNorm, "unitnorm": UnitNorm, "min_max_norm": MinMaxNorm})
 
 
-def serialize(constraint):
-    """`{"class_name": ..., "config": {...}}`."""
-    return {"class_name": type(constraint).__name__, "config": constraint.get_config()}
-
-
-def deserialize(config, custom_objects=None):
-    """Inverse of `serialize`."""
-    class_name, kwargs = check_config(config, "constraint")
-    table = dict(_BY_NAME, **(custom_objects or {}))
-    return lookup(class_name, table, "constraint").from_config(kwargs)
-
-
-def get(identifier):
-    """Resolves a constraint: None, a name ("max_norm", "maxnorm", "NonNeg", ...; Keras
-    defaults), a serialized dict, or a Constraint / callable (returned as is).
-
-    Raises:
-        ValueError: for unknown names or objects.
-    """
-    if identifier is None:
-        return None
-    if isinstance(identifier, dict):
-        return deserialize(identifier)
-    if isinstance(identifier, str):
-        return lookup(identifier, _BY_NAME, "constraint")()
-    if callable(identifier):
-        return identifier
-    raise ValueError(
-        f"Could not interpret constraint identifier: {identifier!r}. "
-        f"Received: identifier={identifier!r}"
-    )
+_REGISTRY = ObjectRegistry("constraint", _BY_NAME)
+serialize, deserialize, get = _REGISTRY.serialize, _REGISTRY.deserialize, _REGISTRY.get

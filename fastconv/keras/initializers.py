@@ -14,7 +14,7 @@ import numpy as np
 from scipy import stats
 
 from fastconv.keras import backend
-from fastconv.keras.utils.naming import check_config, lookup, to_snake_case
+from fastconv.keras.utils.naming import ObjectRegistry, to_snake_case
 
 # Standard deviation of a unit normal truncated to [-2, 2]: Keras divides by it so the
 # truncated draw has the variance asked for.
@@ -326,42 +326,5 @@ lecun_uniform, lecun_normal = LecunUniform, LecunNormal
 identity, orthogonal = Identity, Orthogonal
 
 
-def serialize(initializer):
-    """`{"class_name": ..., "config": {...}}` for a built-in initializer."""
-    return {"class_name": type(initializer).__name__, "config": initializer.get_config()}
-
-
-def deserialize(config, custom_objects=None):
-    """Inverse of `serialize`; `custom_objects` maps class names to user classes."""
-    class_name, kwargs = check_config(config, "initializer")
-    table = dict(_BY_NAME, **(custom_objects or {}))
-    return lookup(class_name, table, "initializer").from_config(kwargs)
-
-
-def get(identifier):
-    """Resolves an initializer.
-
-    Args:
-        identifier: None, a name ("glorot_uniform", "HeNormal", ...), a serialized dict,
-            an Initializer instance, an Initializer class, or a callable
-            `fn(shape, dtype=None)`.
-
-    Returns:
-        An object callable as `init(shape, dtype=None)`, or None for None.
-
-    Raises:
-        ValueError: for unknown names or objects.
-    """
-    if identifier is None:
-        return None
-    if isinstance(identifier, dict):
-        return deserialize(identifier)
-    if isinstance(identifier, str):
-        return lookup(identifier, _BY_NAME, "initializer")()
-    if isinstance(identifier, type) and issubclass(identifier, Initializer):
-        return identifier()
-    if callable(identifier):
-        return identifier
-    raise ValueError(
-        f"Could not interpret initializer identifier: {identifier!r}. Received: identifier={identifier!r}"
-    )
+_REGISTRY = ObjectRegistry("initializer", _BY_NAME, base=Initializer)
+serialize, deserialize, get = _REGISTRY.serialize, _REGISTRY.deserialize, _REGISTRY.get

@@ -10,7 +10,7 @@ import numbers
 
 import numpy as np
 
-from fastconv.keras.utils.naming import check_config, lookup
+from fastconv.keras.utils.naming import ObjectRegistry
 
 
 def _validate_penalty(value, name):
@@ -103,34 +103,5 @@ l1, l2, l1_l2 = L1, L2, L1L2
 _BY_NAME = {"L1": L1, "L2": L2, "L1L2": L1L2, "l1": L1, "l2": L2, "l1_l2": L1L2}
 
 
-def serialize(regularizer):
-    """`{"class_name": ..., "config": {...}}`."""
-    return {"class_name": type(regularizer).__name__, "config": regularizer.get_config()}
-
-
-def deserialize(config, custom_objects=None):
-    """Inverse of `serialize`."""
-    class_name, kwargs = check_config(config, "regularizer")
-    table = dict(_BY_NAME, **(custom_objects or {}))
-    return lookup(class_name, table, "regularizer").from_config(kwargs)
-
-
-def get(identifier):
-    """Resolves a regularizer: None, a name ("l1", "l2", "l1_l2", "L2", ...; Keras defaults),
-    a serialized dict, or a Regularizer / callable (returned as is).
-
-    Raises:
-        ValueError: for unknown names or objects.
-    """
-    if identifier is None:
-        return None
-    if isinstance(identifier, dict):
-        return deserialize(identifier)
-    if isinstance(identifier, str):
-        return lookup(identifier, _BY_NAME, "regularizer")()
-    if callable(identifier):
-        return identifier
-    raise ValueError(
-        f"Could not interpret regularizer identifier: {identifier!r}. "
-        f"Received: identifier={identifier!r}"
-    )
+_REGISTRY = ObjectRegistry("regularizer", _BY_NAME)
+serialize, deserialize, get = _REGISTRY.serialize, _REGISTRY.deserialize, _REGISTRY.get

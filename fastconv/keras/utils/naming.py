@@ -38,3 +38,42 @@ def check_config(config, kind):
             f"A {kind} config must be a dict with a 'class_name' key. Received: config={config!r}"
         )
     return config["class_name"], dict(config.get("config") or {})
+
+
+class ObjectRegistry:
+    """serialize / deserialize / get for one kind of configurable object (Keras's pattern).
+
+    Args:
+        kind: for messages, e.g. "constraint".
+        by_name: accepted names (class names and aliases) -> classes.
+        base: instantiate a class passed to `get` when it subclasses this.
+    """
+
+    def __init__(self, kind, by_name, base=None):
+        self.kind, self.by_name, self.base = kind, by_name, base
+
+    def serialize(self, obj):
+        """`{"class_name": ..., "config": {...}}`."""
+        return {"class_name": type(obj).__name__, "config": obj.get_config()}
+
+    def deserialize(self, config, custom_objects=None):
+        """Inverse of `serialize`; `custom_objects` maps class names to user classes."""
+        class_name, kwargs = check_config(config, self.kind)
+        table = dict(self.by_name, **(custom_objects or {}))
+        return lookup(class_name, table, self.kind).from_config(kwargs)
+
+    def get(self, identifier):
+        """None, a name (Keras defaults), a serialized dict, a class, or an object/callable as is."""
+        if identifier is None:
+            return None
+        if isinstance(identifier, dict):
+            return self.deserialize(identifier)
+        if isinstance(identifier, str):
+            return lookup(identifier, self.by_name, self.kind)()
+        if self.base is not None and isinstance(identifier, type) and issubclass(identifier, self.base):
+            return identifier()
+        if callable(identifier):
+            return identifier
+        raise ValueError(
+            f"Could not interpret {self.kind} identifier: {identifier!r}. Received: identifier={identifier!r}"
+        )
