@@ -4,9 +4,13 @@ Environment switches:
     FASTCONV_NO_OPENMP=1  build single-threaded kernels even where OpenMP works.
     FASTCONV_NATIVE=1     add -march=native (faster here, not portable).
     FASTCONV_DEBUG=1      Cython bounds/wraparound/initialisation checks, -O0 -g.
+    FASTCONV_SANITIZE=1   AddressSanitizer + UndefinedBehaviorSanitizer with the same
+                          Cython checks, -O1 -g (run with libasan preloaded: see
+                          tools/sanitize.sh). Implies the checks of FASTCONV_DEBUG.
     FASTCONV_ONLY=a,b     developers: rebuild only these extensions (e.g. _pooling).
 """
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -26,6 +30,12 @@ EXTENSIONS = {
     "fastconv._ext._conv_im2col": ("src/fastconv/_ext/_conv_im2col.pyx", True, True),
     "fastconv._ext._pooling": ("src/fastconv/_ext/_pooling.pyx", True, False),
 }
+
+# Each kernel module is also built for newer x86-64 levels; fastconv._ext loads the
+# best one the CPU runs (as NumPy dispatches its own loops). The portable build
+# stays the baseline, so one install works on any x86-64 CPU.
+KERNEL_MODULES = ("_conv_direct", "_conv_im2col", "_pooling")
+CPU_VARIANTS = {"x86_64_v3": ["-march=x86-64-v3"], "x86_64_v4": ["-march=x86-64-v4"]}
 
 REASSOCIATE_FLAGS = ["-fno-math-errno", "-fassociative-math", "-fno-signed-zeros", "-fno-trapping-math"]
 
@@ -65,36 +75,94 @@ def openmp_works():
     return True
 
 
+SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer",
+                  "-fno-sanitize-recover=undefined"]
+
+
+def compiler_accepts(flags):
+    """Can the configured C compiler build a trivial program with these flags?"""
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        source = os.path.join(tmp, "probe.c")
+        with open(source, "w") as fh:
+            fh.write("int main(void) { return 0; }\n")
+        try:
+            subprocess.run([shutil.which(compiler) or "cc", *flags, source, "-o", os.path.join(tmp, "probe")],
+                           check=True, capture_output=True, timeout=120)
+        except (OSError, subprocess.SubprocessError):
+            return False
+    return True
+
+
+def cpu_variants(mode):
+    """{suffix: flags} of the extra builds: x86-64 only, release builds, not with -march=native."""
+    if mode != "release" or _flag("FASTCONV_NATIVE"):
+        return {}
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return {}
+    return {suffix: flags for suffix, flags in CPU_VARIANTS.items() if compiler_accepts(flags)}
+
+
+def variant_source(source, suffix):
+    """A copy of `source` named after the variant's module (Cython names a module after its file)."""
+    directory = os.path.join("build", "variant-src", os.path.relpath(os.path.dirname(source), "src"))
+    os.makedirs(directory, exist_ok=True)
+    stem, ext = os.path.splitext(os.path.basename(source))
+    target = os.path.join(directory, f"{stem}_{suffix}{ext}")
+    with open(source) as fh:
+        text = fh.read()
+    if not os.path.exists(target) or open(target).read() != text:  # keep mtimes for incremental builds
+        with open(target, "w") as fh:
+            fh.write(text)
+    return target
+
+
+def build_mode():
+    """"sanitize", "debug" or "release": decides flags, directives and the C directory."""
+    if _flag("FASTCONV_SANITIZE"):
+        return "sanitize"
+    return "debug" if _flag("FASTCONV_DEBUG") else "release"
+
+
 def build_extensions():
-    debug = _flag("FASTCONV_DEBUG")
+    mode = build_mode()
+    debug = mode != "release"  # Cython's checks on, no float reassociation
     use_openmp = openmp_works()
-    base_flags = ["-O0", "-g"] if debug else ["-O3"]
+    base_flags = {"release": ["-O3"], "debug": ["-O0", "-g"],
+                  "sanitize": ["-O1", "-g", *SANITIZE_FLAGS]}[mode]
+    base_link = SANITIZE_FLAGS if mode == "sanitize" else []
     if _flag("FASTCONV_NATIVE"):
         base_flags.append("-march=native")
     only = {n for n in os.environ.get("FASTCONV_ONLY", "").split(",") if n}
+    variants = cpu_variants(mode)
     extensions = []
     for name, (source, needs_openmp, reassociate) in EXTENSIONS.items():
-        if only and name.rsplit(".", 1)[1] not in only:
+        short = name.rsplit(".", 1)[1]
+        if only and short not in only:
             continue
-        compile_args = list(base_flags)
-        link_args = []
-        if reassociate and not debug:
-            compile_args += REASSOCIATE_FLAGS
-        if needs_openmp and use_openmp:
-            compile_args.append("-fopenmp")
-            link_args.append("-fopenmp")
-        build_flags = " ".join(compile_args)
-        extensions.append(Extension(
-            name,
-            sources=[source],
-            include_dirs=[numpy.get_include()],
-            define_macros=[
-                ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
-                ("FASTCONV_BUILD_FLAGS", '"%s"' % build_flags),
-            ],
-            extra_compile_args=compile_args,
-            extra_link_args=link_args,
-        ))
+        builds = {"": (source, [])}
+        if short in KERNEL_MODULES:
+            builds.update({f"_{suffix}": (variant_source(source, suffix), flags)
+                           for suffix, flags in variants.items()})
+        for suffix, (variant_src, variant_flags) in builds.items():
+            compile_args = list(base_flags) + variant_flags
+            link_args = list(base_link)
+            if reassociate and not debug:
+                compile_args += REASSOCIATE_FLAGS
+            if needs_openmp and use_openmp:
+                compile_args.append("-fopenmp")
+                link_args.append("-fopenmp")
+            extensions.append(Extension(
+                name + suffix,
+                sources=[variant_src],
+                include_dirs=[numpy.get_include()],
+                define_macros=[
+                    ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
+                    ("FASTCONV_BUILD_FLAGS", '"%s"' % " ".join(compile_args)),
+                ],
+                extra_compile_args=compile_args,
+                extra_link_args=link_args,
+            ))
     directives = {
         "language_level": 3,
         "boundscheck": debug,
@@ -104,12 +172,12 @@ def build_extensions():
         "nonecheck": False,
         "embedsignature": True,
     }
-    sys.stderr.write("fastconv: OpenMP %s, flags %s\n"
-                     % ("on" if use_openmp else "off", " ".join(base_flags)))
+    sys.stderr.write("fastconv: OpenMP %s, flags %s, CPU variants: baseline %s\n"
+                     % ("on" if use_openmp else "off", " ".join(base_flags), " ".join(variants)))
     # Generated C goes to a directory per mode: cythonize does not notice a change
     # of directives alone, and a debug .c must never be compiled into a release build.
     return cythonize(extensions, compiler_directives=directives, include_path=["src"],
-                     build_dir=os.path.join("build", "cython", "debug" if debug else "release"),
+                     build_dir=os.path.join("build", "cython", mode),
                      quiet=True)
 
 

@@ -7,7 +7,7 @@ def config():
     """The configuration as a dict of plain values (what show_config prints)."""
     import numpy as np
 
-    from . import __version__, _config, algorithms
+    from . import __version__, _config, _ext, algorithms
     from ._ext import _build_info
     from .algorithms import tuning
 
@@ -20,6 +20,7 @@ def config():
         "build": (f"OpenMP {'on' if _build_info.OPENMP else 'off'}, "
                   f"{'native' if '-march=native' in _build_info.BUILD_FLAGS else 'portable'} "
                   f"({_build_info.BUILD_FLAGS})"),
+        "kernels": f"{_ext.VARIANT} (built: {', '.join(_ext.AVAILABLE)}; FASTCONV_CPU_VARIANT chooses)",
         "threads": _config.get_num_threads(),
         "blas": _blas_description(),
         "numba": _numba_description(),

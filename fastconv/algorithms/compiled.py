@@ -8,7 +8,7 @@ import importlib
 
 import numpy as np
 
-from .. import _config
+from .. import _config, _ext
 
 
 def _bias_or_zeros(bias, geom, dtype):
@@ -20,10 +20,14 @@ class DirectConv:
     """Loops straight over the input, no column buffer; OpenMP over samples/rows."""
 
     name = "direct"
-    _module = "fastconv._ext._conv_direct"
+    _module = "conv_direct"
 
     @property
     def _kernels(self):
+        # The Cython modules are attributes of fastconv._ext (the CPU variant it loaded);
+        # the Numba modules are imported on first use.
+        if "." not in self._module:
+            return getattr(_ext, self._module)
         return importlib.import_module(self._module)
 
     def supports(self, geom, dtype):
@@ -60,7 +64,7 @@ class Im2colConv(DirectConv):
     """im2col / col2im into a bounded workspace, then one BLAS GEMM per tile."""
 
     name = "im2col"
-    _module = "fastconv._ext._conv_im2col"
+    _module = "conv_im2col"
 
     def supports(self, geom, dtype):
         # BLAS takes 32-bit dimensions: the GEMM sizes must fit.

@@ -42,8 +42,9 @@ def cache_path():
 def machine_fingerprint():
     """What a measurement depends on besides the case: CPU, build and version."""
     from .. import __version__
+    from .. import _ext
     from .._ext import _build_info
-    return {"fastconv": __version__, "build_flags": _build_info.BUILD_FLAGS,
+    return {"fastconv": __version__, "build_flags": _build_info.BUILD_FLAGS, "kernels": _ext.VARIANT,
             "openmp": _build_info.OPENMP, "machine": platform.machine(), "cpu": _cpu_model()}
 
 

@@ -2,7 +2,7 @@
 import numpy as np
 
 from .. import _args, _config
-from .._ext import _pooling
+from .. import _ext
 from .._geometry import pool2d_geometry
 
 
@@ -39,7 +39,7 @@ def _numba_pooling():
 
 
 def _kernel(name, geom):
-    module = _pooling if _pooling_backend == "cython" else _numba_pooling()
+    module = _ext.pooling if _pooling_backend == "cython" else _numba_pooling()
     return getattr(module, f"{name}_{'nhwc' if geom.channels_last else 'nchw'}")
 
 
@@ -189,7 +189,8 @@ def global_avg_pool2d(x, *, data_format="NCHW", keepdims=False):
     x, data_format = _input(x, data_format)
     if min(x.shape[1:]) == 0:
         raise ValueError(f"x must have non-zero channel, height and width sizes. Received: x.shape={x.shape}")
-    return x.mean(axis=_spatial_axes(data_format), keepdims=bool(keepdims))
+    with np.errstate(all="ignore"):  # Inf - Inf is NaN without a warning, as in PyTorch
+        return x.mean(axis=_spatial_axes(data_format), keepdims=bool(keepdims))
 
 
 def global_avg_pool2d_backward(grad_output, x, *, data_format="NCHW"):
@@ -207,4 +208,5 @@ def global_avg_pool2d_backward(grad_output, x, *, data_format="NCHW"):
     pooled = tuple(1 if axis in axes else size for axis, size in enumerate(x.shape))
     _args.check_shape(grad_output, pooled, "grad_output", "global_avg_pool2d's output with keepdims")
     count = x.shape[axes[0]] * x.shape[axes[1]]
-    return np.broadcast_to(grad_output / x.dtype.type(count), x.shape).copy()
+    with np.errstate(all="ignore"):
+        return np.broadcast_to(grad_output / x.dtype.type(count), x.shape).copy()
