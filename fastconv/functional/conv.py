@@ -64,7 +64,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     chosen = algorithms.select("forward", geom, x.dtype, algorithm)
     if geom.batch == 0:
         return np.zeros(geom.output_shape, dtype=x.dtype)
-    return chosen.forward(x, weight, bias, geom)
+    with np.errstate(all="ignore"):  # IEEE results (NaN, Inf) without warnings, as PyTorch
+        return chosen.forward(x, weight, bias, geom)
 
 
 def _check_needs(needs):
@@ -101,6 +102,12 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     x, weight, geom = _prepare(x, weight, stride, padding, dilation, groups, data_format,
                                grad_output=grad_output)
     _args.check_shape(grad_output, geom.output_shape, "grad_output", "the shape of conv2d's output")
+    with np.errstate(all="ignore"):  # IEEE results (NaN, Inf) without warnings, as PyTorch
+        return _backward(grad_output, x, weight, geom, needs, algorithm)
+
+
+def _backward(grad_output, x, weight, geom, needs, algorithm):
+    """The gradients in `needs`, each from the algorithm chosen for it (zeros for an empty batch)."""
     empty = geom.batch == 0
     grad_input = grad_weight = grad_bias = None
     if "input" in needs:
