@@ -85,6 +85,15 @@ class NumbaDirectConv(DirectConv):
     name = "numba_direct"
     _module = "fastconv.algorithms.numba_direct"
 
+    def supports(self, geom, dtype):
+        # Its forward copies zero-padded input rows into a per-task buffer of at least
+        # C/G x (one kernel's height) x (padded row width) elements; decline cases where
+        # that alone would exceed the workspace limit (huge padding or strides).
+        padded_width = (geom.out_w - 1) * geom.stride[1] + (geom.kernel_w - 1) * geom.dilation[1] + 1
+        rows = (geom.kernel_h - 1) * geom.dilation[0] + 1
+        scratch = (geom.in_channels // geom.groups) * rows * padded_width * np.dtype(dtype).itemsize
+        return scratch <= _config.get_workspace_limit()
+
 
 class NumbaIm2colConv(Im2colConv):
     name = "numba_im2col"

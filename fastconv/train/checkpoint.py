@@ -21,6 +21,7 @@ import threading
 import numpy as np
 
 from .. import _atomic
+from ..keras.models.saving import checksummed
 
 FILENAME = "checkpoint.h5"
 FORMAT = "fastconv.train.checkpoint"
@@ -81,12 +82,12 @@ def save(directory, model, config, epoch, history):
             f.attrs["optimizer_iterations"] = int(iterations)
             weights = f.create_group("weights")
             for i, value in enumerate(model.get_weights()):
-                weights.create_dataset(f"{i:04d}", data=value)
+                weights.create_dataset(f"{i:04d}", data=value, **checksummed(value))
             group = f.create_group("optimizer_slots")
             for i, per_variable in enumerate(slots):
                 sub = group.create_group(f"{i:04d}")
                 for name, value in per_variable.items():
-                    sub.create_dataset(name, data=value)
+                    sub.create_dataset(name, data=value, **checksummed(value))
 
     atomic_write(path_in(directory), write)
 

@@ -12,6 +12,7 @@ custom_objects) from JSON: nothing in a file is ever executed or unpickled. File
 temporary file in the same directory, flushed and fsync'ed, then renamed over the target with
 os.replace, so an interrupted save leaves the previous file (or none), never half a file.
 """
+import contextlib
 import json
 import os
 
@@ -128,6 +129,14 @@ def _training_config(model):
 
 
 # --------------------------------------------------------------------------- atomic write
+def checksummed(value):
+    """h5py options that store a Fletcher-32 checksum with a dataset, so damage is detected on read.
+
+    HDF5 checksums chunked datasets only; scalars and empty arrays (nothing to damage) go plain.
+    """
+    return {"fletcher32": True, "chunks": True} if np.ndim(value) and np.size(value) else {}
+
+
 def _atomic_h5(filepath, write, overwrite):
     h5py = _h5py()
     filepath = os.fspath(filepath)
@@ -148,7 +157,7 @@ def _write_weights(group, model):
         sub = group.create_group(layer.name)
         names = []
         for v in layer.weights:
-            sub.create_dataset(v.name, data=v.value)
+            sub.create_dataset(v.name, data=v.value, **checksummed(v.value))
             names.append(v.name)
         sub.attrs["weight_names"] = json.dumps(names)
     group.attrs["layer_names"] = json.dumps([layer.name for layer in model._flat_layers()])
@@ -230,15 +239,28 @@ def _check_format(f, path):
         )
 
 
+@contextlib.contextmanager
+def _reading(path):
+    """An HDF5 file open for reading; any failure to read it becomes one clear ValueError."""
+    h5py = _h5py()
+    try:
+        with h5py.File(path, "r") as f:
+            yield f
+    except (OSError, KeyError, RuntimeError) as err:  # h5py's errors for damaged files and checksums
+        raise ValueError(
+            f"Cannot read {path}: the file is damaged or is not an HDF5 model file ({err}). "
+            f"Received: filepath={path!r}"
+        ) from err
+
+
 def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
     """Rebuild a model saved by `Model.save`: architecture, weights and (if compiled) compile settings."""
     from .. import losses, optimizers
-    h5py = _h5py()
     path = os.fspath(filepath)
     if not os.path.exists(path):
         raise ValueError(f"File not found: filepath={path}. Please ensure the file is an accessible `.keras` "
                          "or `.h5` file.")
-    with h5py.File(path, "r") as f:
+    with _reading(path) as f:
         _check_format(f, path)
         if "model_config" not in f.attrs:
             raise ValueError(f"{path} holds weights only; use `model.load_weights`. Received: filepath={path!r}")
@@ -287,7 +309,6 @@ def save_weights(model, filepath, overwrite=True, **kwargs):
 
 def load_weights(model, filepath, skip_mismatch=False, by_name=False, **kwargs):
     """Load weights saved by save_weights or save, layer by layer in order (or by layer name)."""
-    h5py = _h5py()
     path = os.fspath(filepath)
     if not os.path.exists(path):
         raise ValueError(f"File not found: filepath={path}.")
@@ -295,6 +316,6 @@ def load_weights(model, filepath, skip_mismatch=False, by_name=False, **kwargs):
         raise ValueError(
             f"Model '{model.name}' is not built yet; build it (give it an input shape) before loading weights."
         )
-    with h5py.File(path, "r") as f:
+    with _reading(path) as f:
         _check_format(f, path)
         _read_weights(f["model_weights"], model, skip_mismatch=skip_mismatch, by_name=by_name)

@@ -224,6 +224,12 @@ class Trainer:
             )
         return flat.pop() if flat else 0
 
+    @staticmethod
+    def _require_samples(n, method):
+        """Keras refuses to fit or evaluate on no data rather than report an empty result."""
+        if n == 0:
+            raise ValueError(f"Expected input data to be non-empty in `{method}()`. Received: 0 samples")
+
     def _sample_weights(self, ys, sample_weight, class_weight):
         sw = None
         if sample_weight is not None:
@@ -343,6 +349,7 @@ class Trainer:
         ys = self._standardize_y(y)
         sw = self._sample_weights(ys, sample_weight, class_weight)
         n = self._check_cardinality(xs, ys, sw)
+        self._require_samples(n, "fit")
         val = None
         if validation_data is not None:
             if not isinstance(validation_data, (list, tuple)) or len(validation_data) not in (2, 3):
@@ -460,6 +467,7 @@ class Trainer:
         self._resolve_losses()
         ys = self._standardize_y(y)
         n = self._check_cardinality(xs, ys)
+        self._require_samples(n, "evaluate")
         total_steps = math.ceil(n / batch_size) if steps is None else min(math.ceil(n / batch_size), steps)
         callback_list = callbacks_module.CallbackList(
             callbacks, add_history=False, add_progbar=verbose != 0, model=self, verbose=verbose, epochs=1,
