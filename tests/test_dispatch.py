@@ -68,7 +68,14 @@ def test_im2col_declines_gemm_sizes_beyond_32_bits():
     assert algorithms._REGISTRY["im2col"].supports(_geom(), np.float32)
 
 
-def test_builtin_rule_prefers_direct_for_depthwise():
+@pytest.mark.parametrize("op", algorithms.OPS)
+@pytest.mark.parametrize("data_format", ["NCHW", "NHWC"])
+def test_builtin_rule(op, data_format):
+    choose = algorithms.auto.builtin_choice
     depthwise = next(c for c in CONV_CASES if c.id == "depthwise")
-    assert algorithms.auto.builtin_choice("forward", _geom(depthwise)) == "direct"
-    assert algorithms.auto.builtin_choice("forward", _geom(CASE)) == "im2col"
+    wide = next(c for c in CONV_CASES if c.id == "wide_channels")
+    narrow = next(c for c in CONV_CASES if c.id == "single_channel_5x5")
+    assert choose(op, _geom(depthwise, data_format)) == "direct"
+    assert choose(op, _geom(wide, data_format)) == "im2col"
+    expected = "direct" if data_format == "NCHW" and op != "grad_weight" else "im2col"
+    assert choose(op, _geom(narrow, data_format)) == expected

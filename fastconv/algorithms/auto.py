@@ -4,14 +4,24 @@ from . import tuning
 
 
 def builtin_choice(op, geom):
-    """The rule, from `fastconv bench` on the layer suite (2 cores, float32).
+    """The rule, from `fastconv bench` and per-op timings on the layer suite (2 cores,
+    float32, AVX-512 kernels).
 
-    im2col + BLAS wins every dense layer, first layers with one input channel
-    included; direct wins by 3-40x where each group's GEMM would be a sliver:
-    depthwise and other narrow-group layers.
+    im2col + BLAS wins every wide layer in every op. Direct convolution wins where
+    each group's GEMM would be a sliver (depthwise and other narrow groups: 3-40x),
+    and in NCHW where a side is narrow: forward with at most 16 input or output
+    channels per group (cifar_res20 2x, fmnist_conv1 1.5x), input gradient with at
+    most 16 on both sides.
     """
-    narrow_groups = min(geom.in_channels, geom.out_channels) // geom.groups <= 4
-    return "direct" if geom.groups > 1 and narrow_groups else "im2col"
+    cg, kg = geom.in_channels // geom.groups, geom.out_channels // geom.groups
+    if geom.groups > 1 and min(cg, kg) <= 4:
+        return "direct"
+    if not geom.channels_last:
+        if op == "forward" and min(cg, kg) <= 16:
+            return "direct"
+        if op == "grad_input" and max(cg, kg) <= 16:
+            return "direct"
+    return "im2col"
 
 
 def choose(op, geom, dtype, candidates):
