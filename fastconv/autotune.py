@@ -1,7 +1,4 @@
 """fastconv.autotune: time every algorithm on a case here and remember the fastest."""
-import statistics
-import time
-
 import numpy as np
 
 from . import _args, _config, algorithms
@@ -58,15 +55,12 @@ def autotune(x, weight, stride=1, padding=0, dilation=1, groups=1, *, data_forma
 
 
 def _time(op, algorithm, geom, x, weight, grad_output, repeats):
+    from .benchmarks.timing import median_seconds  # only when tuning: keeps `import fastconv` light
+
     run = {
         "forward": lambda: algorithm.forward(x, weight, None, geom),
         "grad_input": lambda: algorithm.grad_input(grad_output, weight, geom),
         "grad_weight": lambda: algorithm.grad_weight(grad_output, x, geom),
     }[op]
     run()  # warm-up: first-call compilation and allocations
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_seconds(run, repeats)

@@ -4,6 +4,7 @@ import pytest
 
 import fastconv
 from fastconv.testing import CONV_CASES, POOL_CASES, conv_inputs, pool_input
+from fastconv.testing.gradcheck import numeric_gradient
 
 GRAD_CASES = [c for c in CONV_CASES if c.id in (
     "strided", "dilated_strided", "asymmetric_padding", "same_stride2", "grouped",
@@ -11,18 +12,7 @@ GRAD_CASES = [c for c in CONV_CASES if c.id in (
 
 
 def _numeric_gradient(loss, array, eps=1e-6):
-    """d loss / d array by central differences, one element at a time."""
-    grad = np.zeros_like(array)
-    flat, gflat = array.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        saved = flat[i]
-        flat[i] = saved + eps
-        plus = loss()
-        flat[i] = saved - eps
-        minus = loss()
-        flat[i] = saved
-        gflat[i] = (plus - minus) / (2 * eps)
-    return grad
+    return numeric_gradient(loss, array, eps).reshape(array.shape)
 
 
 @pytest.mark.parametrize("case", GRAD_CASES, ids=lambda c: c.id)

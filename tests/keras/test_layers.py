@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from fastconv.keras import backend, layers
+from fastconv.testing.gradcheck import numeric_gradient
 
 
 @pytest.fixture(autouse=True)
@@ -20,18 +21,9 @@ def _fresh_session():
 def _numeric_grad(f, array, eps=1e-6, max_entries=40, rng=None):
     """Central differences of the scalar f() with respect to some entries of `array` (modified in place)."""
     rng = rng or np.random.default_rng(0)
-    flat = array.reshape(-1)
-    idx = np.arange(flat.size) if flat.size <= max_entries else rng.choice(flat.size, max_entries, replace=False)
-    grads = {}
-    for i in idx:
-        old = flat[i]
-        flat[i] = old + eps
-        plus = f()
-        flat[i] = old - eps
-        minus = f()
-        flat[i] = old
-        grads[int(i)] = (plus - minus) / (2 * eps)
-    return grads
+    size = array.size
+    idx = np.arange(size) if size <= max_entries else rng.choice(size, max_entries, replace=False)
+    return dict(zip(map(int, idx), numeric_gradient(f, array, eps, idx)))
 
 
 def check_gradients(layer, x, training=True, rtol=1e-5, atol=1e-7):
