@@ -6,7 +6,9 @@ BLAS's threads (through threadpoolctl). A call uses one of them at a time, so
 they never oversubscribe the cores.
 """
 import contextlib
+import itertools
 import os
+import threading
 
 from . import _args
 
@@ -15,6 +17,7 @@ _workspace_limit = _DEFAULT_WORKSPACE_BYTES
 _num_threads = None  # None: the usable cores
 _applied_to_pools = None  # the count last given to BLAS and Numba
 _blas_controller = None
+_openblas_setters = None  # [(ctypes openblas_set_num_threads or None, lib)] for the kernels' BLAS
 
 
 def usable_cores():
@@ -69,6 +72,73 @@ def apply_to_thread_pools():
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     _applied_to_pools = n
     return n
+
+
+_blas_mode = threading.Condition()
+_blas_mode_threads = None  # the BLAS thread count the calls now running need
+_blas_mode_users = 0
+
+
+@contextlib.contextmanager
+def kernel_blas_threads(n):
+    """Run a kernel whose GEMMs need the kernels' BLAS library at n threads.
+
+    The Cython im2col and Winograd kernels call BLAS from their own OpenMP threads and need
+    n = 1 (each call runs where it is made); Numba's im2col calls it between parallel loops
+    with all threads. BLAS's thread count is process-wide and its results depend on it, so
+    calls needing the same count share it, and calls needing another count wait for them
+    to finish: concurrent calls give bitwise the results of sequential ones. The last one
+    out gives BLAS the configured count back (a few microseconds in all).
+    """
+    global _blas_mode_threads, _blas_mode_users
+    configured = apply_to_thread_pools()
+    with _blas_mode:
+        while _blas_mode_users and _blas_mode_threads != n:
+            _blas_mode.wait()
+        if _blas_mode_users == 0 and n != configured:
+            _set_kernel_blas_threads(n)
+        _blas_mode_threads = n
+        _blas_mode_users += 1
+    try:
+        yield
+    finally:
+        with _blas_mode:
+            _blas_mode_users -= 1
+            if _blas_mode_users == 0:
+                if n != _applied_to_pools:
+                    _set_kernel_blas_threads(_applied_to_pools)
+                _blas_mode.notify_all()
+
+
+def _set_kernel_blas_threads(n):
+    """Give the BLAS that scipy.linalg.cython_blas (and Numba's np.dot) calls n threads.
+
+    That is SciPy's own OpenBLAS in SciPy's wheels (scipy.libs/), else every loaded BLAS (a
+    system or conda SciPy shares NumPy's). A pthreads OpenBLAS is set directly through its
+    openblas_set_num_threads: threadpoolctl ignores limits from any Python thread but the
+    first one that set them, and fastconv is called from many threads.
+    """
+    global _openblas_setters
+    if _openblas_setters is None:
+        libs = [lib for lib in _blas_controller.lib_controllers if lib.user_api == "blas"]
+        scipys = [lib for lib in libs
+                  if os.path.basename(os.path.dirname(lib.filepath)).startswith("scipy")]
+        _openblas_setters = [_openblas_setter(lib) for lib in (scipys or libs)]
+    for setter, lib in _openblas_setters:
+        if setter is not None:
+            setter(n)
+        else:
+            _blas_controller.select(filepath=lib.filepath).limit(limits=n)
+
+
+def _openblas_setter(lib):
+    """(openblas_set_num_threads of a pthreads OpenBLAS, or None; the library)."""
+    if lib.internal_api == "openblas" and lib.threading_layer != "openmp":
+        for prefix, suffix in itertools.product(("", "scipy_"), ("", "64_", "_64")):
+            setter = getattr(lib.dynlib, f"{prefix}openblas_set_num_threads{suffix}", None)
+            if setter is not None:
+                return setter, lib
+    return None, lib
 
 
 # Below these sizes one thread is faster than several: starting a parallel region

@@ -73,8 +73,8 @@ def test_every_cpu_variant_agrees_with_the_baseline(variant, monkeypatch):
         return out
 
     def use(v):
-        for attr, name in zip(("conv_direct", "conv_im2col", "pooling"), _ext.KERNEL_MODULES):
-            monkeypatch.setattr(_ext, attr, _ext._import(name, v))
+        for name in _ext.KERNEL_MODULES:
+            monkeypatch.setattr(_ext, name.lstrip("_"), _ext._import(name, v))
 
     use("baseline")
     expected = results()

@@ -4,6 +4,8 @@
 The Numba modules share the Cython modules' function names and arguments, so one
 adapter serves both; they are imported on first use (importing numba takes ~0.4 s).
 """
+import contextlib
+import dataclasses
 import importlib
 
 import numpy as np
@@ -36,13 +38,19 @@ class DirectConv:
     def _suffix(self, geom):
         return "nhwc" if geom.channels_last else "nchw"
 
-    def _extra(self, geom, dtype):
+    def _extra(self, geom, dtype, op, threads):
         return ()
+
+    def _threading(self, op, threads):
+        """Context the kernel runs in (im2col's parallel tiles want one BLAS thread each)."""
+        return contextlib.nullcontext()
 
     def _call(self, op, geom, dtype, *arrays):
         kernel = getattr(self._kernels, f"{op}_{self._suffix(geom)}")
         threads = _config.threads_for(geom.flops, _config.SERIAL_FLOPS)
-        kernel(*arrays, *self._extra(geom, dtype), *geom.kernel_args, threads)
+        extra = self._extra(geom, dtype, op, threads)
+        with self._threading(op, threads):
+            kernel(*arrays, *extra, *geom.kernel_args, threads)
 
     def forward(self, x, weight, bias, geom):
         out = np.empty(geom.output_shape, dtype=x.dtype)
@@ -72,13 +80,58 @@ class Im2colConv(DirectConv):
         return max(geom.reduction_length, geom.out_channels, geom.in_channels,
                    geom.out_h * geom.out_w) <= limit
 
-    def _extra(self, geom, dtype):
-        itemsize = np.dtype(dtype).itemsize
-        elements = self._kernels.workspace_elements(
+    def _extra(self, geom, dtype, op, threads):
+        elements = self._workspace_elements(
+            geom, _config.get_workspace_limit() // np.dtype(dtype).itemsize, op, threads)
+        return (np.empty(max(elements, 1), dtype=dtype),)
+
+    def _workspace_elements(self, geom, max_elements, op, threads):
+        return self._kernels.workspace_elements(
             geom.batch, geom.in_channels, geom.in_h, geom.in_w, geom.out_channels,
             geom.kernel_h, geom.kernel_w, geom.out_h, geom.out_w, geom.groups,
-            _config.get_workspace_limit() // itemsize, geom.channels_last)
-        return (np.empty(max(elements, 1), dtype=dtype),)
+            max_elements, geom.channels_last, op, threads)
+
+    def _threading(self, op, threads):
+        # tiles (or samples) run on OpenMP threads, each calling BLAS itself
+        return _config.kernel_blas_threads(1)
+
+    def grad_input(self, grad_output, weight, geom):
+        transposed = _transposed_geometry(geom)
+        if transposed is None:
+            return super().grad_input(grad_output, weight, geom)
+        # Stride 1: grad_input is the forward convolution of grad_output with the weights
+        # flipped in space and transposed in channels, padded by (k - 1)*d - pad.
+        return self.forward(grad_output, _transposed_weight(weight, geom), None, transposed)
+
+
+def _transposed_geometry(geom):
+    """The forward convolution that computes geom's grad_input, or None if there is none.
+
+    It exists for stride 1 when no padding exceeds the dilated kernel's extent (k - 1)*d.
+    """
+    if geom.stride != (1, 1):
+        return None
+    extent_h = (geom.kernel_h - 1) * geom.dilation[0]
+    extent_w = (geom.kernel_w - 1) * geom.dilation[1]
+    (top, bottom), (left, right) = geom.padding
+    if max(top, bottom) > extent_h or max(left, right) > extent_w:
+        return None
+    return dataclasses.replace(
+        geom, in_channels=geom.out_channels, in_h=geom.out_h, in_w=geom.out_w,
+        out_channels=geom.in_channels, out_h=geom.in_h, out_w=geom.in_w,
+        padding=((extent_h - top, extent_h - bottom), (extent_w - left, extent_w - right)))
+
+
+def _transposed_weight(weight, geom):
+    """Weights of the transposed convolution: each group's (in, out) swapped, kernel flipped."""
+    G = geom.groups
+    if geom.channels_last:   # (kh, kw, Cg, K) -> (kh, kw, Kg, C)
+        kh, kw, cg, k = weight.shape
+        flipped = weight[::-1, ::-1].reshape(kh, kw, cg, G, k // G)
+        return np.ascontiguousarray(flipped.transpose(0, 1, 4, 3, 2)).reshape(kh, kw, k // G, G * cg)
+    k, cg, kh, kw = weight.shape   # (K, Cg, kh, kw) -> (C, Kg, kh, kw)
+    flipped = weight[:, :, ::-1, ::-1].reshape(G, k // G, cg, kh, kw)
+    return np.ascontiguousarray(flipped.transpose(0, 2, 1, 3, 4)).reshape(G * cg, k // G, kh, kw)
 
 
 class NumbaDirectConv(DirectConv):
@@ -98,3 +151,16 @@ class NumbaDirectConv(DirectConv):
 class NumbaIm2colConv(Im2colConv):
     name = "numba_im2col"
     _module = "fastconv.algorithms.numba_im2col"
+
+    def _workspace_elements(self, geom, max_elements, op, threads):
+        return self._kernels.workspace_elements(
+            geom.batch, geom.in_channels, geom.in_h, geom.in_w, geom.out_channels,
+            geom.kernel_h, geom.kernel_w, geom.out_h, geom.out_w, geom.groups,
+            max_elements, geom.channels_last)
+
+    def _threading(self, op, threads):
+        # its GEMMs run between parallel loops, on all of BLAS's threads
+        return _config.kernel_blas_threads(threads)
+
+    def grad_input(self, grad_output, weight, geom):
+        return DirectConv.grad_input(self, grad_output, weight, geom)

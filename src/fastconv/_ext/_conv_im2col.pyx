@@ -19,27 +19,29 @@ Threads: one level at a time. im2col/col2im run in an OpenMP prange (num_threads
 independent rows/planes; the GEMM is called outside any parallel region and uses OpenBLAS's
 own threads. col2im is a gather per input row / channel plane: race-free and deterministic.
 """
-from cython.parallel cimport parallel, prange
+from cython.parallel cimport parallel, prange, threadid
 
 from fastconv._ext._fpenv cimport flush_denormals_enter, flush_denormals_exit
 from libc.limits cimport INT_MAX
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
-from scipy.linalg.cython_blas cimport dgemm, sgemm
-
-ctypedef fused floating:
-    float
-    double
-
-# Run im2col/col2im with OpenMP threads (1) or serially (0). Measured on the 2-core target:
-# libgomp workers still spinning after a prange steal the cores OpenBLAS's threads need for the
-# GEMM that follows (up to 10-50x slowdowns with many tiles), while serial im2col costs only
-# ~10-20% next to the GEMM. So the default is serial and num_threads is not used by the kernels.
-cdef int _IM2COL_OMP = 0
+from fastconv._ext._blas cimport floating, gemm as _gemm
 
 # Workspace wanted by default (elements), below the caller's max: columns of ~16 MB (float32)
 # stay mostly in L3 between im2col and the GEMM; larger tiles measured no faster.
 cdef Py_ssize_t _TILE_ELEMENTS = 4 << 20
+
+# Columns per thread in the parallel forward and grad_weight: a 1 MB L2 in float32 (measured
+# 128K-1M elements within noise of each other on the suite; 32K-64K better only for K <= 16).
+cdef Py_ssize_t _THREAD_TILE_ELEMENTS = 256 << 10
+
+
+def _set_thread_tile_elements(Py_ssize_t n):
+    """Tuning hook for benchmarks: columns per thread (elements); returns the old value."""
+    global _THREAD_TILE_ELEMENTS
+    old = _THREAD_TILE_ELEMENTS
+    _THREAD_TILE_ELEMENTS = _max(1, n)
+    return old
 
 
 cdef struct Geom:
@@ -82,23 +84,6 @@ cdef inline void _valid_range(Py_ssize_t off, Py_ssize_t s, Py_ssize_t size, Py_
     h = _max(l, _min(h, n_out))
     lo[0] = l
     hi[0] = h
-
-
-cdef inline void _gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
-                       const floating *a, Py_ssize_t lda, const floating *b, Py_ssize_t ldb,
-                       floating beta, floating *c, Py_ssize_t ldc) noexcept nogil:
-    """Row-major C (m, n) := op(A) @ op(B) + beta * C (BLAS called as C^T = op(B)^T op(A)^T)."""
-    cdef char *ta = b"T" if trans_a else b"N"
-    cdef char *tb = b"T" if trans_b else b"N"
-    cdef int mi = <int>m, ni = <int>n, ki = <int>k
-    cdef int la = <int>lda, lb = <int>ldb, lc = <int>ldc
-    cdef floating one = 1
-    if m <= 0 or n <= 0 or k <= 0:
-        return
-    if floating is float:
-        sgemm(tb, ta, &ni, &mi, &ki, &one, <float *>b, &lb, <float *>a, &la, &beta, c, &lc)
-    else:
-        dgemm(tb, ta, &ni, &mi, &ki, &one, <double *>b, &lb, <double *>a, &la, &beta, c, &lc)
 
 
 cdef inline bint _next_tile(const Geom *g, Py_ssize_t spp, Py_ssize_t rpt, bint cross,
@@ -164,18 +149,11 @@ cdef void _im2col_nhwc_row(const floating *x, floating *col, const Geom *g, Py_s
 
 
 cdef void _im2col_nhwc(const floating *x, floating *col, const Geom *g, Py_ssize_t c0,
-                       Py_ssize_t r0, Py_ssize_t r1, int nt) noexcept nogil:
+                       Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
     """col (T, R) of output rows [r0, r1) for the group whose channels start at c0."""
     cdef Py_ssize_t r
-    if nt > 1 and r1 - r0 > 1:
-        with parallel(num_threads=nt):
-            flush_denormals_enter()
-            for r in prange(r0, r1, schedule="static"):
-                _im2col_nhwc_row(x, col, g, c0, r0, r)
-            flush_denormals_exit()
-    else:
-        for r in range(r0, r1):
-            _im2col_nhwc_row(x, col, g, c0, r0, r)
+    for r in range(r0, r1):
+        _im2col_nhwc_row(x, col, g, c0, r0, r)
 
 
 cdef void _col2im_nhwc_row(const floating *col, floating *gin, const Geom *g, Py_ssize_t c0,
@@ -210,22 +188,15 @@ cdef void _col2im_nhwc_row(const floating *col, floating *gin, const Geom *g, Py
 
 
 cdef void _col2im_nhwc(const floating *col, floating *gin, const Geom *g, Py_ssize_t c0,
-                       Py_ssize_t r0, Py_ssize_t r1, int nt) noexcept nogil:
+                       Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
     """Accumulate col (T, R) of output rows [r0, r1) into the input rows they touch."""
     cdef Py_ssize_t nf = r0 // g.oH, nl = (r1 - 1) // g.oH
     cdef Py_ssize_t q_lo = nf * g.H + _min(g.H, _max(0, (r0 - nf * g.oH) * g.sh - g.pt))
     cdef Py_ssize_t q_hi = nl * g.H + _max(0, _min(g.H, (r1 - 1 - nl * g.oH) * g.sh - g.pt
                                                    + (g.kh - 1) * g.dh + 1))
     cdef Py_ssize_t q
-    if nt > 1 and q_hi - q_lo > 1:
-        with parallel(num_threads=nt):
-            flush_denormals_enter()
-            for q in prange(q_lo, q_hi, schedule="static"):
-                _col2im_nhwc_row(col, gin, g, c0, r0, r1, q)
-            flush_denormals_exit()
-    else:
-        for q in range(q_lo, q_hi):
-            _col2im_nhwc_row(col, gin, g, c0, r0, r1, q)
+    for q in range(q_lo, q_hi):
+        _col2im_nhwc_row(col, gin, g, c0, r0, r1, q)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -264,18 +235,11 @@ cdef void _im2col_nchw_row(const floating *x, floating *col, const Geom *g, Py_s
 
 
 cdef void _im2col_nchw(const floating *x, floating *col, const Geom *g, Py_ssize_t c0,
-                       Py_ssize_t r0, Py_ssize_t r1, int nt) noexcept nogil:
+                       Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
     """col (R, T) of output rows [r0, r1) for the group whose channels start at c0."""
     cdef Py_ssize_t rr
-    if nt > 1 and g.R > 1:
-        with parallel(num_threads=nt):
-            flush_denormals_enter()
-            for rr in prange(g.R, schedule="static"):
-                _im2col_nchw_row(x, col, g, c0, r0, r1, rr)
-            flush_denormals_exit()
-    else:
-        for rr in range(g.R):
-            _im2col_nchw_row(x, col, g, c0, r0, r1, rr)
+    for rr in range(g.R):
+        _im2col_nchw_row(x, col, g, c0, r0, r1, rr)
 
 
 cdef void _col2im_nchw_plane(const floating *col, floating *gin, const Geom *g, Py_ssize_t c0,
@@ -310,19 +274,12 @@ cdef void _col2im_nchw_plane(const floating *col, floating *gin, const Geom *g, 
 
 
 cdef void _col2im_nchw(const floating *col, floating *gin, const Geom *g, Py_ssize_t c0,
-                       Py_ssize_t r0, Py_ssize_t r1, int nt) noexcept nogil:
+                       Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
     """Accumulate col (R, T) of output rows [r0, r1) into grad_input, one channel plane per task."""
     cdef Py_ssize_t nf = r0 // g.oH, nl = (r1 - 1) // g.oH, Cg = g.Cg
     cdef Py_ssize_t q, nq = (nl - nf + 1) * Cg
-    if nt > 1 and nq > 1:
-        with parallel(num_threads=nt):
-            flush_denormals_enter()
-            for q in prange(nq, schedule="static"):
-                _col2im_nchw_plane(col, gin, g, c0, r0, r1, nf + q // Cg, q % Cg)
-            flush_denormals_exit()
-    else:
-        for q in range(nq):
-            _col2im_nchw_plane(col, gin, g, c0, r0, r1, nf + q // Cg, q % Cg)
+    for q in range(nq):
+        _col2im_nchw_plane(col, gin, g, c0, r0, r1, nf + q // Cg, q % Cg)
 
 
 cdef void _pack_rows(const floating *src, floating *dst, const Geom *g, Py_ssize_t k0,
@@ -376,39 +333,250 @@ cdef void _plan(const Geom *g, Py_ssize_t ws_n, bint nhwc, Py_ssize_t *spp,
 
 
 # ----------------------------------------------------------------------------------------------
-# NHWC kernels
+# Forward and grad_weight: tiles in parallel
 # ----------------------------------------------------------------------------------------------
+# A tile is a run of output rows: of the whole batch in NHWC (rows are contiguous there), of one
+# sample in NCHW. Each OpenMP thread lowers its tile into its own cache-sized columns and
+# multiplies them with a single-threaded BLAS call (the Python caller limits BLAS to one thread
+# for the duration), so the columns are still in cache when the GEMM reads them and both cores
+# share the im2col as well as the GEMM. The bias is added to each output tile while it is hot.
 
-cdef void _fwd_nhwc(const floating *x, const floating *w, const floating *bias, floating *out,
-                    floating *ws, Py_ssize_t ws_n, const Geom *g, int nt) noexcept nogil:
-    """out[n, oh, ow, k] = bias[k] + sum_{i, j, c} x[n, ih, iw, g*Cg + c] * w[i, j, c, k]."""
-    cdef Py_ssize_t K = g.K, Kg = g.Kg, Cg = g.Cg, R = g.R, gi, p, p0, m, chunk, spp, rpt
-    cdef Py_ssize_t r0 = 0, r1 = 0, npix = g.N * g.P
-    if _pointwise(g):
-        for p in range(npix):
-            memcpy(out + p * K, bias, K * sizeof(floating))
-        chunk = INT_MAX
-        p0 = 0
-        while p0 < npix:
-            m = _min(chunk, npix - p0)
-            for gi in range(g.G):
-                _gemm(False, False, m, Kg, Cg, x + p0 * g.C + gi * Cg, g.C, w + gi * Kg, K,
-                      1, out + p0 * K + gi * Kg, K)
-            p0 += m
-        return
-    _plan(g, ws_n, True, &spp, &rpt)
-    while _next_tile(g, 0, rpt, True, &r0, &r1):
-        p0 = r0 * g.oW
-        m = (r1 - r0) * g.oW
-        for p in range(p0, p0 + m):
-            memcpy(out + p * K, bias, K * sizeof(floating))
+cdef struct Tiles:
+    Py_ssize_t rows          # output rows per tile
+    Py_ssize_t per_sample    # tiles per sample (NCHW); 0 when tiles run across samples
+    Py_ssize_t count         # tiles in all
+    Py_ssize_t col_elements  # scratch per thread: columns, and in NCHW multi-sample tiles a
+                             # (Kg, T) staging block for the output or grad_output (T = rows*oW)
+    int threads
+
+
+cdef Tiles _plan_tiles(const Geom *g, Py_ssize_t ws_n, Py_ssize_t acc_elements, bint nhwc,
+                       int nt) noexcept nogil:
+    """Tile size and thread count that fit ws_n elements of scratch.
+
+    Each thread needs rows * oW * R column elements, and each thread after the first
+    acc_elements more (grad_weight's private accumulators).
+    """
+    cdef Tiles tl
+    cdef bint pw = _pointwise(g)
+    cdef Py_ssize_t row_cols = 0 if pw else g.oW * g.R
+    cdef Py_ssize_t span = g.N * g.oH if nhwc else g.oH     # rows one tile may cover
+    cdef Py_ssize_t want, rows, threads = _max(nt, 1)
+    # L2-sized columns, but at least two weight matrices' worth of them: BLAS repacks the weights
+    # on every call, which must stay small next to the multiply.
+    want = _max(_THREAD_TILE_ELEMENTS, 2 * g.Kg * g.R)
+    rows = _max(1, _min(want // (g.oW * (g.R + g.Kg)), span))
+    # at least two tiles per thread, for balance
+    if threads > 1:
+        rows = _max(1, _min(rows, (g.N * g.oH) // (2 * threads)))
+    rows = _min(rows, INT_MAX // _max(g.oW, 1))
+    while threads > 1 and threads * rows * row_cols + (threads - 1) * acc_elements > ws_n:
+        if rows > 1:
+            rows = (rows + 1) // 2
+        else:
+            threads -= 1
+    if row_cols > 0:
+        rows = _max(1, _min(rows, ws_n // row_cols))
+    tl.rows = rows
+    tl.col_elements = rows * row_cols
+    if nhwc:
+        tl.per_sample = 0
+        tl.count = (g.N * g.oH + rows - 1) // rows
+    elif rows == g.oH and not pw and g.N >= 2 * threads:
+        # Small planes (oH*oW of a few hundred): several whole samples per tile, so that the
+        # GEMM is wide; the output leaves through a staging block (samples lie K*P apart).
+        rows = g.oH * _max(1, _min(want // (g.P * (g.R + g.Kg)), g.N // (2 * threads)))
+        while threads > 1 and rows > g.oH and (
+                threads * rows * g.oW * (g.R + g.Kg) + (threads - 1) * acc_elements > ws_n):
+            rows -= g.oH
+        if rows > g.oH:
+            tl.rows = rows
+            tl.col_elements = rows * g.oW * (g.R + g.Kg)
+        tl.per_sample = 0
+        tl.count = (g.N * g.oH + tl.rows - 1) // tl.rows
+    else:
+        tl.per_sample = (g.oH + rows - 1) // rows
+        tl.count = g.N * tl.per_sample
+    tl.threads = <int>_min(threads, tl.count)
+    return tl
+
+
+cdef inline void _tile_rows(const Geom *g, const Tiles *tl, Py_ssize_t t, Py_ssize_t *r0,
+                            Py_ssize_t *r1) noexcept nogil:
+    """Global output rows [r0, r1) of tile t (r = n*oH + oh)."""
+    cdef Py_ssize_t n, a
+    if tl.per_sample == 0:
+        r0[0] = t * tl.rows
+        r1[0] = _min(r0[0] + tl.rows, g.N * g.oH)
+    else:
+        n = t // tl.per_sample
+        a = (t - n * tl.per_sample) * tl.rows
+        r0[0] = n * g.oH + a
+        r1[0] = n * g.oH + _min(a + tl.rows, g.oH)
+
+
+cdef void _fwd_tile(const floating *x, const floating *w, const floating *bias, floating *out,
+                    floating *col, const Geom *g, const Tiles *tl, bint nhwc,
+                    Py_ssize_t t) noexcept nogil:
+    """out of tile t := bias + (columns of the tile) @ weights, group by group."""
+    cdef Py_ssize_t K = g.K, Kg = g.Kg, Cg = g.Cg, R = g.R, P = g.P
+    cdef Py_ssize_t r0, r1, T, n, po, gi, k, p
+    cdef bint pw = _pointwise(g)
+    cdef floating *o
+    cdef floating *stage
+    cdef floating bk
+    _tile_rows(g, tl, t, &r0, &r1)
+    T = (r1 - r0) * g.oW
+    if nhwc:
+        # out rows (T, K) = col (T, R) @ W_g (R, Kg); pointwise reads x's rows in place
+        o = out + r0 * g.oW * K
         for gi in range(g.G):
-            _im2col_nhwc(x, ws, g, gi * Cg, r0, r1, nt)
-            _gemm(False, False, m, Kg, R, ws, R, w + gi * Kg, K, 1, out + p0 * K + gi * Kg, K)
+            if pw:
+                _gemm(False, False, T, Kg, R, x + r0 * g.oW * g.C + gi * Cg, g.C, w + gi * Kg, K,
+                      0, o + gi * Kg, K)
+            else:
+                _im2col_nhwc(x, col, g, gi * Cg, r0, r1)
+                _gemm(False, False, T, Kg, R, col, R, w + gi * Kg, K, 0, o + gi * Kg, K)
+        for p in range(T):
+            for k in range(K):
+                o[p * K + k] += bias[k]
+    elif (r1 - 1) // g.oH != r0 // g.oH:
+        # whole samples: (Kg, T) = W_g (Kg, R) @ col (R, T) in a staging block, then out
+        stage = col + R * T
+        for gi in range(g.G):
+            _im2col_nchw(x, col, g, gi * Cg, r0, r1)
+            _gemm(False, False, Kg, T, R, w + gi * Kg * R, R, col, T, 0, stage, T)
+            for k in range(Kg):
+                bk = bias[gi * Kg + k]
+                for p in range(T):
+                    stage[k * T + p] += bk
+            _pack_rows(stage, out, g, gi * Kg, Kg, r0, r1, False)
+    else:
+        # out[n, group's channels, tile] (Kg, T) = W_g (Kg, R) @ col (R, T)
+        n = r0 // g.oH
+        po = (r0 - n * g.oH) * g.oW
+        for gi in range(g.G):
+            o = out + (n * K + gi * Kg) * P + po
+            if pw:
+                _gemm(False, False, Kg, T, R, w + gi * Kg * R, R,
+                      x + (n * g.C + gi * Cg) * P + po, P, 0, o, P)
+            else:
+                _im2col_nchw(x, col, g, gi * Cg, r0, r1)
+                _gemm(False, False, Kg, T, R, w + gi * Kg * R, R, col, T, 0, o, P)
+            for k in range(Kg):
+                bk = bias[gi * Kg + k]
+                for p in range(T):
+                    o[k * P + p] += bk
 
+
+cdef void _gw_tile(const floating *gout, const floating *x, floating *acc, floating *col,
+                   const Geom *g, const Tiles *tl, bint nhwc, Py_ssize_t t) noexcept nogil:
+    """acc += the weight gradient of tile t: grad_output of the tile times its columns."""
+    cdef Py_ssize_t K = g.K, Kg = g.Kg, Cg = g.Cg, R = g.R, P = g.P
+    cdef Py_ssize_t r0, r1, T, n, po, p0, gi
+    cdef bint pw = _pointwise(g)
+    cdef floating *stage
+    _tile_rows(g, tl, t, &r0, &r1)
+    T = (r1 - r0) * g.oW
+    if nhwc:
+        # acc (R, K) group block (R, Kg) += col^T (R, T) @ gout (T, Kg)
+        p0 = r0 * g.oW
+        for gi in range(g.G):
+            if pw:
+                _gemm(True, False, R, Kg, T, x + p0 * g.C + gi * Cg, g.C,
+                      gout + p0 * K + gi * Kg, K, 1, acc + gi * Kg, K)
+            else:
+                _im2col_nhwc(x, col, g, gi * Cg, r0, r1)
+                _gemm(True, False, R, Kg, T, col, R, gout + p0 * K + gi * Kg, K, 1,
+                      acc + gi * Kg, K)
+    elif (r1 - 1) // g.oH != r0 // g.oH:
+        # whole samples: grad_output gathered into a (Kg, T) staging block first
+        stage = col + R * T
+        for gi in range(g.G):
+            _pack_rows(gout, stage, g, gi * Kg, Kg, r0, r1, True)
+            _im2col_nchw(x, col, g, gi * Cg, r0, r1)
+            _gemm(False, True, Kg, R, T, stage, T, col, T, 1, acc + gi * Kg * R, R)
+    else:
+        # acc (K, R) group block (Kg, R) += gout (Kg, T) @ col^T (T, R)
+        n = r0 // g.oH
+        po = (r0 - n * g.oH) * g.oW
+        for gi in range(g.G):
+            if pw:
+                _gemm(False, True, Kg, R, T, gout + (n * K + gi * Kg) * P + po, P,
+                      x + (n * g.C + gi * Cg) * P + po, P, 1, acc + gi * Kg * R, R)
+            else:
+                _im2col_nchw(x, col, g, gi * Cg, r0, r1)
+                _gemm(False, True, Kg, R, T, gout + (n * K + gi * Kg) * P + po, P, col, T, 1,
+                      acc + gi * Kg * R, R)
+
+
+cdef void _fwd(const floating *x, const floating *w, const floating *bias, floating *out,
+               floating *ws, Py_ssize_t ws_n, const Geom *g, bint nhwc, int nt) noexcept nogil:
+    cdef Tiles tl = _plan_tiles(g, ws_n, 0, nhwc, nt)
+    cdef Py_ssize_t t
+    cdef floating *col = NULL
+    cdef int tid = 0
+    if tl.threads <= 1:
+        flush_denormals_enter()
+        for t in range(tl.count):
+            _fwd_tile(x, w, bias, out, ws, g, &tl, nhwc, t)
+        flush_denormals_exit()
+        return
+    with parallel(num_threads=tl.threads):
+        flush_denormals_enter()
+        tid = threadid()
+        col = ws + tid * tl.col_elements
+        for t in prange(tl.count, schedule="dynamic"):
+            _fwd_tile(x, w, bias, out, col, g, &tl, nhwc, t)
+        flush_denormals_exit()
+
+
+cdef void _gw(const floating *gout, const floating *x, floating *gw, floating *ws,
+              Py_ssize_t ws_n, const Geom *g, bint nhwc, int nt) noexcept nogil:
+    """gw := sum over tiles; each thread sums its tiles into its own accumulator (the first
+    thread into gw itself), then the accumulators are added. The static schedule gives every
+    thread the same tiles on every call, so the result is the same bits each time."""
+    cdef Py_ssize_t KR = g.K * g.R, t, i, a
+    cdef Tiles tl = _plan_tiles(g, ws_n, KR, nhwc, nt)
+    cdef floating *accs = NULL
+    cdef floating *acc = NULL
+    cdef floating *col = NULL
+    cdef floating s
+    cdef int tid = 0
+    memset(gw, 0, KR * sizeof(floating))
+    if tl.threads <= 1:
+        flush_denormals_enter()
+        for t in range(tl.count):
+            _gw_tile(gout, x, gw, ws, g, &tl, nhwc, t)
+        flush_denormals_exit()
+        return
+    accs = ws + tl.threads * tl.col_elements
+    memset(accs, 0, (tl.threads - 1) * KR * sizeof(floating))
+    with parallel(num_threads=tl.threads):
+        flush_denormals_enter()
+        tid = threadid()
+        col = ws + tid * tl.col_elements
+        acc = gw if tid == 0 else accs + (tid - 1) * KR
+        for t in prange(tl.count, schedule="static"):
+            _gw_tile(gout, x, acc, col, g, &tl, nhwc, t)
+        flush_denormals_exit()
+    for i in prange(KR, num_threads=tl.threads, schedule="static", nogil=True):
+        s = gw[i]
+        for a in range(tl.threads - 1):
+            s = s + accs[a * KR + i]
+        gw[i] = s
+
+
+# ----------------------------------------------------------------------------------------------
+# grad_input with col2im: samples in parallel
+# ----------------------------------------------------------------------------------------------
+# Neighbouring tiles scatter into shared input rows, so one thread takes whole samples and runs
+# their tiles in order (single-threaded BLAS, like the other ops). A batch of one sample runs on
+# one thread. (Stride-1 grad_input usually runs as a forward convolution instead; see
+# fastconv.algorithms.compiled.)
 
 cdef void _gin_nhwc(const floating *gout, const floating *w, floating *gin, floating *ws,
-                    Py_ssize_t ws_n, const Geom *g, int nt) noexcept nogil:
+                    Py_ssize_t ws_n, const Geom *g) noexcept nogil:
     """gin[n, ih, iw, c] = sum over (oh, ow, i, j) hitting it of gout[n, oh, ow, k] * w[i, j, c, k]."""
     cdef Py_ssize_t K = g.K, Kg = g.Kg, Cg = g.Cg, R = g.R, gi, p0, m, chunk, spp, rpt
     cdef Py_ssize_t r0 = 0, r1 = 0, npix = g.N * g.P
@@ -429,85 +597,11 @@ cdef void _gin_nhwc(const floating *gout, const floating *w, floating *gin, floa
         m = (r1 - r0) * g.oW
         for gi in range(g.G):
             _gemm(False, True, m, R, Kg, gout + p0 * K + gi * Kg, K, w + gi * Kg, K, 0, ws, R)
-            _col2im_nhwc(ws, gin, g, gi * Cg, r0, r1, nt)
-
-
-cdef void _gw_nhwc(const floating *gout, const floating *x, floating *gw, floating *ws,
-                   Py_ssize_t ws_n, const Geom *g, int nt) noexcept nogil:
-    """gw[i, j, c, k] = sum_{n, oh, ow} gout[n, oh, ow, k] * x[n, ih, iw, g*Cg + c]."""
-    cdef Py_ssize_t K = g.K, Kg = g.Kg, Cg = g.Cg, R = g.R, gi, p0, m, chunk, spp, rpt
-    cdef Py_ssize_t r0 = 0, r1 = 0, npix = g.N * g.P
-    cdef floating beta = 0
-    if _pointwise(g):
-        chunk = INT_MAX
-        p0 = 0
-        while p0 < npix:
-            m = _min(chunk, npix - p0)
-            for gi in range(g.G):
-                _gemm(True, False, Cg, Kg, m, x + p0 * g.C + gi * Cg, g.C,
-                      gout + p0 * K + gi * Kg, K, beta, gw + gi * Kg, K)
-            beta = 1
-            p0 += m
-        return
-    _plan(g, ws_n, True, &spp, &rpt)
-    while _next_tile(g, 0, rpt, True, &r0, &r1):
-        p0 = r0 * g.oW
-        m = (r1 - r0) * g.oW
-        for gi in range(g.G):
-            _im2col_nhwc(x, ws, g, gi * Cg, r0, r1, nt)
-            _gemm(True, False, R, Kg, m, ws, R, gout + p0 * K + gi * Kg, K, beta, gw + gi * Kg, K)
-        beta = 1
-
-
-# ----------------------------------------------------------------------------------------------
-# NCHW kernels
-# ----------------------------------------------------------------------------------------------
-
-cdef void _fwd_nchw(const floating *x, const floating *w, const floating *bias, floating *out,
-                    floating *ws, Py_ssize_t ws_n, const Geom *g, int nt) noexcept nogil:
-    """out[n, k, oh, ow] = bias[k] + sum_{c, i, j} x[n, g*Cg + c, ih, iw] * w[k, c, i, j]."""
-    cdef Py_ssize_t K = g.K, Kg = g.Kg, Cg = g.Cg, R = g.R, P = g.P
-    cdef Py_ssize_t n, k, t, gi, spp, rpt, T, nf, nl, r0 = 0, r1 = 0
-    cdef floating *o
-    cdef floating *tmp
-    cdef floating bk
-    if _pointwise(g):
-        for n in range(g.N):
-            for k in range(K):
-                o = out + (n * K + k) * P
-                bk = bias[k]
-                for t in range(P):
-                    o[t] = bk
-            for gi in range(g.G):
-                _gemm(False, False, Kg, P, Cg, w + gi * Kg * Cg, Cg, x + (n * g.C + gi * Cg) * P, P,
-                      1, out + (n * K + gi * Kg) * P, P)
-        return
-    _plan(g, ws_n, False, &spp, &rpt)
-    while _next_tile(g, spp, rpt, False, &r0, &r1):
-        T = (r1 - r0) * g.oW
-        nf = r0 // g.oH
-        nl = (r1 - 1) // g.oH
-        tmp = ws + R * T
-        for gi in range(g.G):
-            _im2col_nchw(x, ws, g, gi * Cg, r0, r1, nt)
-            if nf == nl:
-                o = out + (nf * K + gi * Kg) * P + (r0 - nf * g.oH) * g.oW
-                for k in range(Kg):
-                    bk = bias[gi * Kg + k]
-                    for t in range(T):
-                        o[k * P + t] = bk
-                _gemm(False, False, Kg, T, R, w + gi * Kg * R, R, ws, T, 1, o, P)
-            else:
-                for k in range(Kg):
-                    bk = bias[gi * Kg + k]
-                    for t in range(T):
-                        tmp[k * T + t] = bk
-                _gemm(False, False, Kg, T, R, w + gi * Kg * R, R, ws, T, 1, tmp, T)
-                _pack_rows(tmp, out, g, gi * Kg, Kg, r0, r1, False)
+            _col2im_nhwc(ws, gin, g, gi * Cg, r0, r1)
 
 
 cdef void _gin_nchw(const floating *gout, const floating *w, floating *gin, floating *ws,
-                    Py_ssize_t ws_n, const Geom *g, int nt) noexcept nogil:
+                    Py_ssize_t ws_n, const Geom *g) noexcept nogil:
     """gin[n, c, ih, iw] = sum over (oh, ow, i, j) hitting it of gout[n, k, oh, ow] * w[k, c, i, j]."""
     cdef Py_ssize_t K = g.K, Kg = g.Kg, Cg = g.Cg, R = g.R, P = g.P
     cdef Py_ssize_t n, gi, spp, rpt, T, nf, nl, r0 = 0, r1 = 0
@@ -532,39 +626,38 @@ cdef void _gin_nchw(const floating *gout, const floating *w, floating *gin, floa
             else:
                 _pack_rows(gout, tmp, g, gi * Kg, Kg, r0, r1, True)
                 _gemm(True, False, R, T, Kg, w + gi * Kg * R, R, tmp, T, 0, ws, T)
-            _col2im_nchw(ws, gin, g, gi * Cg, r0, r1, nt)
+            _col2im_nchw(ws, gin, g, gi * Cg, r0, r1)
 
 
-cdef void _gw_nchw(const floating *gout, const floating *x, floating *gw, floating *ws,
-                   Py_ssize_t ws_n, const Geom *g, int nt) noexcept nogil:
-    """gw[k, c, i, j] = sum_{n, oh, ow} gout[n, k, oh, ow] * x[n, g*Cg + c, ih, iw]."""
-    cdef Py_ssize_t K = g.K, Kg = g.Kg, Cg = g.Cg, R = g.R, P = g.P
-    cdef Py_ssize_t n, gi, spp, rpt, T, nf, nl, r0 = 0, r1 = 0
-    cdef floating *tmp
-    cdef floating beta = 0
-    if _pointwise(g):
-        for n in range(g.N):
-            for gi in range(g.G):
-                _gemm(False, True, Kg, Cg, P, gout + (n * K + gi * Kg) * P, P,
-                      x + (n * g.C + gi * Cg) * P, P, beta, gw + gi * Kg * Cg, Cg)
-            beta = 1
+cdef void _gin(const floating *gout, const floating *w, floating *gin, floating *ws,
+               Py_ssize_t ws_n, const Geom *g, bint nhwc, int nt) noexcept nogil:
+    cdef Geom one = g[0]
+    cdef Py_ssize_t n, per_thread, need = _min_workspace(g)
+    cdef Py_ssize_t out_sample = g.oH * g.oW * g.K, in_sample = g.H * g.W * g.C
+    cdef int threads = <int>_min(nt, g.N), tid = 0
+    if need > 0:
+        threads = <int>_max(1, _min(threads, ws_n // need))
+    if threads <= 1:
+        flush_denormals_enter()
+        if nhwc:
+            _gin_nhwc(gout, w, gin, ws, ws_n, g)
+        else:
+            _gin_nchw(gout, w, gin, ws, ws_n, g)
+        flush_denormals_exit()
         return
-    _plan(g, ws_n, False, &spp, &rpt)
-    while _next_tile(g, spp, rpt, False, &r0, &r1):
-        T = (r1 - r0) * g.oW
-        nf = r0 // g.oH
-        nl = (r1 - 1) // g.oH
-        tmp = ws + R * T
-        for gi in range(g.G):
-            _im2col_nchw(x, ws, g, gi * Cg, r0, r1, nt)
-            if nf == nl:
-                _gemm(False, True, Kg, R, T,
-                      gout + (nf * K + gi * Kg) * P + (r0 - nf * g.oH) * g.oW, P, ws, T,
-                      beta, gw + gi * Kg * R, R)
+    one.N = 1
+    per_thread = ws_n // threads
+    with parallel(num_threads=threads):
+        flush_denormals_enter()
+        tid = threadid()
+        for n in prange(g.N, schedule="dynamic"):
+            if nhwc:
+                _gin_nhwc(gout + n * out_sample, w, gin + n * in_sample, ws + tid * per_thread,
+                          per_thread, &one)
             else:
-                _pack_rows(gout, tmp, g, gi * Kg, Kg, r0, r1, True)
-                _gemm(False, True, Kg, R, T, tmp, T, ws, T, beta, gw + gi * Kg * R, R)
-        beta = 1
+                _gin_nchw(gout + n * out_sample, w, gin + n * in_sample, ws + tid * per_thread,
+                          per_thread, &one)
+        flush_denormals_exit()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -588,10 +681,6 @@ cdef floating *_scratch(floating[::1] workspace, const Geom *g, Py_ssize_t *ws_n
     return NULL
 
 
-cdef inline int _threads(int num_threads) noexcept:
-    return num_threads if (_IM2COL_OMP and num_threads > 1) else 1
-
-
 def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
                  const floating[::1] bias, floating[:, :, :, ::1] out, floating[::1] workspace,
                  Py_ssize_t stride_h, Py_ssize_t stride_w, Py_ssize_t pad_top, Py_ssize_t pad_left,
@@ -603,14 +692,13 @@ def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
     cdef Py_ssize_t ws_n
     cdef floating *owned
     cdef floating *ws
-    cdef int nt = _threads(num_threads)
     if g.N == 0:
         return
     ws = _scratch(workspace, &g, &ws_n, &owned)
     try:
         with nogil:
-            _fwd_nchw(&x[0, 0, 0, 0], &weight[0, 0, 0, 0], &bias[0], &out[0, 0, 0, 0],
-                      ws, ws_n, &g, nt)
+            _fwd(&x[0, 0, 0, 0], &weight[0, 0, 0, 0], &bias[0], &out[0, 0, 0, 0],
+                 ws, ws_n, &g, False, num_threads)
     finally:
         free(owned)
 
@@ -626,14 +714,13 @@ def forward_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
     cdef Py_ssize_t ws_n
     cdef floating *owned
     cdef floating *ws
-    cdef int nt = _threads(num_threads)
     if g.N == 0:
         return
     ws = _scratch(workspace, &g, &ws_n, &owned)
     try:
         with nogil:
-            _fwd_nhwc(&x[0, 0, 0, 0], &weight[0, 0, 0, 0], &bias[0], &out[0, 0, 0, 0],
-                      ws, ws_n, &g, nt)
+            _fwd(&x[0, 0, 0, 0], &weight[0, 0, 0, 0], &bias[0], &out[0, 0, 0, 0],
+                 ws, ws_n, &g, True, num_threads)
     finally:
         free(owned)
 
@@ -651,14 +738,13 @@ def grad_input_nchw(const floating[:, :, :, ::1] grad_output, const floating[:, 
     cdef Py_ssize_t ws_n
     cdef floating *owned
     cdef floating *ws
-    cdef int nt = _threads(num_threads)
     if g.N == 0:
         return
     ws = _scratch(workspace, &g, &ws_n, &owned)
     try:
         with nogil:
-            _gin_nchw(&grad_output[0, 0, 0, 0], &weight[0, 0, 0, 0], &grad_input[0, 0, 0, 0],
-                      ws, ws_n, &g, nt)
+            _gin(&grad_output[0, 0, 0, 0], &weight[0, 0, 0, 0], &grad_input[0, 0, 0, 0],
+                 ws, ws_n, &g, False, num_threads)
     finally:
         free(owned)
 
@@ -676,14 +762,13 @@ def grad_input_nhwc(const floating[:, :, :, ::1] grad_output, const floating[:, 
     cdef Py_ssize_t ws_n
     cdef floating *owned
     cdef floating *ws
-    cdef int nt = _threads(num_threads)
     if g.N == 0:
         return
     ws = _scratch(workspace, &g, &ws_n, &owned)
     try:
         with nogil:
-            _gin_nhwc(&grad_output[0, 0, 0, 0], &weight[0, 0, 0, 0], &grad_input[0, 0, 0, 0],
-                      ws, ws_n, &g, nt)
+            _gin(&grad_output[0, 0, 0, 0], &weight[0, 0, 0, 0], &grad_input[0, 0, 0, 0],
+                 ws, ws_n, &g, True, num_threads)
     finally:
         free(owned)
 
@@ -701,15 +786,14 @@ def grad_weight_nchw(const floating[:, :, :, ::1] grad_output, const floating[:,
     cdef Py_ssize_t ws_n
     cdef floating *owned
     cdef floating *ws
-    cdef int nt = _threads(num_threads)
     if g.N == 0:
         grad_weight[...] = 0
         return
     ws = _scratch(workspace, &g, &ws_n, &owned)
     try:
         with nogil:
-            _gw_nchw(&grad_output[0, 0, 0, 0], &x[0, 0, 0, 0], &grad_weight[0, 0, 0, 0],
-                     ws, ws_n, &g, nt)
+            _gw(&grad_output[0, 0, 0, 0], &x[0, 0, 0, 0], &grad_weight[0, 0, 0, 0],
+                ws, ws_n, &g, False, num_threads)
     finally:
         free(owned)
 
@@ -727,34 +811,42 @@ def grad_weight_nhwc(const floating[:, :, :, ::1] grad_output, const floating[:,
     cdef Py_ssize_t ws_n
     cdef floating *owned
     cdef floating *ws
-    cdef int nt = _threads(num_threads)
     if g.N == 0:
         grad_weight[...] = 0
         return
     ws = _scratch(workspace, &g, &ws_n, &owned)
     try:
         with nogil:
-            _gw_nhwc(&grad_output[0, 0, 0, 0], &x[0, 0, 0, 0], &grad_weight[0, 0, 0, 0],
-                     ws, ws_n, &g, nt)
+            _gw(&grad_output[0, 0, 0, 0], &x[0, 0, 0, 0], &grad_weight[0, 0, 0, 0],
+                ws, ws_n, &g, True, num_threads)
     finally:
         free(owned)
 
 
 def workspace_elements(Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t K,
                        Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t oH, Py_ssize_t oW,
-                       Py_ssize_t groups, Py_ssize_t max_elements, bint nhwc):
-    """Scratch elements wanted: min(max_elements, 4Mi, whole batch), but at least one output row's columns."""
-    cdef Py_ssize_t R = (C // groups) * kh * kw, P = oH * oW, per_sample, minimum, want
+                       Py_ssize_t groups, Py_ssize_t max_elements, bint nhwc, str op="forward",
+                       int num_threads=1):
+    """Scratch elements op ("forward", "grad_input" or "grad_weight") wants within max_elements.
+
+    Never less than one output row's columns (the kernels need that much to make progress).
+    """
+    cdef Py_ssize_t R = (C // groups) * kh * kw, P = oH * oW, per_sample, minimum, want, acc
+    cdef Geom g = _geom(N, C, H, W, K, kh, kw, oH, oW, 1, 1, 0, 0, 1, 1, groups)
+    cdef Tiles tl
+    if op not in ("forward", "grad_input", "grad_weight"):
+        raise ValueError(f"op must be 'forward', 'grad_input' or 'grad_weight'. Received: op={op!r}")
     if N <= 0:
         return 0
-    if kh == 1 and kw == 1 and oH == H and oW == W:
-        return 0    # pointwise: no scratch (odd strided cases fall back to a small malloc)
-    minimum = oW * R
-    if nhwc or N == 1:
-        per_sample = P * R
-    else:
-        per_sample = P * (R + K // groups)
-    want = _min(max_elements, _TILE_ELEMENTS)
-    if N <= want // per_sample:
-        want = per_sample * N
-    return _max(minimum, want)
+    pointwise = kh == 1 and kw == 1 and oH == H and oW == W
+    minimum = 0 if pointwise else oW * R
+    if op != "grad_input":
+        acc = K * R if op == "grad_weight" else 0
+        tl = _plan_tiles(&g, max_elements, acc, nhwc, num_threads)
+        return _max(minimum, tl.threads * tl.col_elements + (tl.threads - 1) * acc)
+    if pointwise:
+        return 0
+    # each thread takes whole samples (tiles of one sample, so no staging block)
+    threads = _max(1, _min(_min(num_threads, N), max_elements // minimum))
+    want = _min(max_elements, _TILE_ELEMENTS) // threads
+    return threads * _max(minimum, _min(P * R, want))
