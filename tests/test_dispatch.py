@@ -1,4 +1,6 @@
 """Choosing algorithms: defaults, context managers, declining and falling back."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -76,6 +78,23 @@ def test_builtin_rule(op, data_format):
     wide = next(c for c in CONV_CASES if c.id == "wide_channels")
     narrow = next(c for c in CONV_CASES if c.id == "single_channel_5x5")
     assert choose(op, _geom(depthwise, data_format)) == "direct"
-    assert choose(op, _geom(wide, data_format)) == "im2col"
+    # 3x3 stride 1: Winograd, except for the weight gradient
+    assert choose(op, _geom(wide, data_format)) == ("im2col" if op == "grad_weight" else "winograd")
+    strided = dataclasses.replace(wide, stride=2)
+    assert choose(op, _geom(strided, data_format)) == "im2col"
     expected = "direct" if data_format == "NCHW" and op != "grad_weight" else "im2col"
     assert choose(op, _geom(narrow, data_format)) == expected
+
+
+def test_winograd_takes_only_3x3_stride_1_undilated():
+    winograd = algorithms._REGISTRY["winograd"]
+    wide = next(c for c in CONV_CASES if c.id == "wide_channels")
+    assert winograd.supports(_geom(wide), np.float32)
+    for change in (dict(stride=2), dict(dilation=2, padding=2), dict(kernel=(5, 5), padding=2)):
+        assert not winograd.supports(_geom(dataclasses.replace(wide, **change)), np.float32)
+    # a call on such a case still works: the dispatcher falls back
+    case = dataclasses.replace(wide, stride=2)
+    x, w, b = conv_inputs(case, np.float64)
+    np.testing.assert_allclose(fastconv.conv2d(x, w, b, algorithm="winograd", **case.kwargs),
+                               fastconv.conv2d(x, w, b, algorithm="reference", **case.kwargs),
+                               rtol=1e-12, atol=1e-12)

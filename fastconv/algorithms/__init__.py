@@ -65,6 +65,7 @@ def select(op, geom, dtype, algorithm=None):
     return _REGISTRY[auto.choose(op, geom, dtype, [a.name for a in accepting])]
 
 
-for _algorithm in (compiled.DirectConv(), compiled.Im2colConv(), compiled.NumbaDirectConv(),
+for _algorithm in (compiled.DirectConv(), compiled.Im2colConv(), compiled.WinogradConv(),
+                   compiled.NumbaDirectConv(),
                    compiled.NumbaIm2colConv(), reference.ReferenceConv()):
     register(_algorithm)

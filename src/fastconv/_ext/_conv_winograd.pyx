@@ -1,0 +1,599 @@
+"""Winograd F(2x2, 3x3) convolution: the forward pass of 3x3, stride-1, undilated layers.
+
+Legend as in _conv_im2col: N, C, H, W input; K outputs; oH, oW output size; G groups,
+Cg = C/G, Kg = K/G. Tiles are 2x2 blocks of outputs: tH = ceil(oH/2) by tW = ceil(oW/2)
+per sample; a tile row is the tW tiles of one (n, th).
+
+Each tile's outputs come from the 4x4 input patch d under it (zeros in the padding):
+    Y = A^T [ U (.) (B^T d B) ] A,   U = G g G^T   ((.) elementwise over the 16 positions xi)
+    B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
+    G   = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]
+    A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
+Summed over input channels the elementwise products become 16 independent GEMMs, one per xi:
+    NHWC  M[xi] (tiles, Kg) = V[xi] (tiles, Cg) @ U[xi] (Cg, Kg)
+    NCHW  M[xi] (Kg, tiles) = U[xi] (Kg, Cg) @ V[xi] (Cg, tiles)
+That is 16 multiplies per 4 outputs and channel pair where direct convolution needs 36 (2.25x
+fewer). The transforms only add, subtract and halve, so rounding stays close to a direct sum.
+
+Threads: blocks of tile rows run in an OpenMP prange; each thread transforms its block into its
+own V, multiplies with single-threaded BLAS (the Python caller limits BLAS to one thread) and
+transforms M back into the output with the bias added.
+"""
+from cython.parallel cimport parallel, prange, threadid
+
+from fastconv._ext._blas cimport floating, gemm
+from fastconv._ext._fpenv cimport flush_denormals_enter, flush_denormals_exit
+from libc.float cimport DBL_MAX, FLT_MAX
+from libc.string cimport memset
+
+# The transforms' inner loops, in C so that every stream can be declared restrict: each loop
+# reads or writes 16 streams, too many for the compiler's run-time alias checks, and without
+# restrict it would not vectorise them. One copy per dtype (suffix _f, _d).
+cdef extern from *:
+    """
+    #include <float.h>
+    #include <stddef.h>
+    /* 16 restrict pointer parameters N0..N15, one per transform position xi, and the arguments
+       B + xi*LD for them. restrict on parameters (kept when inlined) lets every loop below
+       vectorise without run-time alias checks, which 16 streams would exceed. */
+    #define FASTCONV_P16(Q, T, N) \\
+        Q T *restrict N##0, Q T *restrict N##1, Q T *restrict N##2, Q T *restrict N##3, \\
+        Q T *restrict N##4, Q T *restrict N##5, Q T *restrict N##6, Q T *restrict N##7, \\
+        Q T *restrict N##8, Q T *restrict N##9, Q T *restrict N##10, Q T *restrict N##11, \\
+        Q T *restrict N##12, Q T *restrict N##13, Q T *restrict N##14, Q T *restrict N##15
+    #define FASTCONV_A16(B, LD) \\
+        (B), (B) + (LD), (B) + 2 * (LD), (B) + 3 * (LD), (B) + 4 * (LD), (B) + 5 * (LD), \\
+        (B) + 6 * (LD), (B) + 7 * (LD), (B) + 8 * (LD), (B) + 9 * (LD), (B) + 10 * (LD), \\
+        (B) + 11 * (LD), (B) + 12 * (LD), (B) + 13 * (LD), (B) + 14 * (LD), (B) + 15 * (LD)
+
+    /* o_xi[I] = (B^T d B)[xi], given r_ab = (B^T d)[a, b] */
+    #define FASTCONV_WINO_COLUMNS(I) \\
+        o0[I] = r00 - r02; o1[I] = r01 + r02; o2[I] = r02 - r01; o3[I] = r01 - r03; \\
+        o4[I] = r10 - r12; o5[I] = r11 + r12; o6[I] = r12 - r11; o7[I] = r11 - r13; \\
+        o8[I] = r20 - r22; o9[I] = r21 + r22; o10[I] = r22 - r21; o11[I] = r21 - r23; \\
+        o12[I] = r30 - r32; o13[I] = r31 + r32; o14[I] = r32 - r31; o15[I] = r31 - r33;
+
+    /* u_b, v_b = rows 0 and 1 of A^T M in column b, M[xi] = m_xi[I] */
+    #define FASTCONV_WINO_ROWS(T, I) \\
+        const T u0 = m0[I] + m4[I] + m8[I], u1 = m1[I] + m5[I] + m9[I]; \\
+        const T u2 = m2[I] + m6[I] + m10[I], u3 = m3[I] + m7[I] + m11[I]; \\
+        const T v0 = m4[I] - m8[I] - m12[I], v1 = m5[I] - m9[I] - m13[I]; \\
+        const T v2 = m6[I] - m10[I] - m14[I], v3 = m7[I] - m11[I] - m15[I];
+
+    /* ACC |= whether an output is an infinity or NaN. Comparisons, not arithmetic: with
+       -fassociative-math the compiler may cancel y - y or y * 0 to 0, but NaN compares false. */
+    #define FASTCONV_WINO_CHECK(ACC, MAX) \\
+        ACC |= !((y00 <= MAX) & (y00 >= -MAX) & (y01 <= MAX) & (y01 >= -MAX) \\
+                 & (y10 <= MAX) & (y10 >= -MAX) & (y11 <= MAX) & (y11 >= -MAX));
+
+    #define FASTCONV_WINOGRAD_LOOPS(T, S, MAX) \\
+    static inline void fastconv_wino_in_pixels_##S(FASTCONV_P16(const, T, p), FASTCONV_P16(, T, o), \\
+                                                   ptrdiff_t n) { \\
+        for (ptrdiff_t c = 0; c < n; c++) { \\
+            const T r00 = p0[c] - p8[c], r01 = p1[c] - p9[c], r02 = p2[c] - p10[c]; \\
+            const T r03 = p3[c] - p11[c], r10 = p4[c] + p8[c], r11 = p5[c] + p9[c]; \\
+            const T r12 = p6[c] + p10[c], r13 = p7[c] + p11[c], r20 = p8[c] - p4[c]; \\
+            const T r21 = p9[c] - p5[c], r22 = p10[c] - p6[c], r23 = p11[c] - p7[c]; \\
+            const T r30 = p4[c] - p12[c], r31 = p5[c] - p13[c], r32 = p6[c] - p14[c]; \\
+            const T r33 = p7[c] - p15[c]; \\
+            FASTCONV_WINO_COLUMNS(c) \\
+        } \\
+    } \\
+    /* NHWC input: o[xi*ld + c] = (B^T d B)[xi] for c in [0, n); d[a*4 + b] -> pixel (a, b) */ \\
+    static inline void fastconv_wino_input_nhwc_##S(const T *const *d, T *o, ptrdiff_t ld, \\
+                                                    ptrdiff_t n) { \\
+        fastconv_wino_in_pixels_##S(d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], \\
+                                    d[10], d[11], d[12], d[13], d[14], d[15], FASTCONV_A16(o, ld), n); \\
+    } \\
+    static inline void fastconv_wino_in_rows_##S(const T *restrict a0, const T *restrict a1, \\
+                                                 const T *restrict a2, const T *restrict a3, \\
+                                                 FASTCONV_P16(, T, o), ptrdiff_t n) { \\
+        for (ptrdiff_t t = 0; t < n; t++) { \\
+            const ptrdiff_t j = 2 * t; \\
+            const T r00 = a0[j] - a2[j], r01 = a0[j + 1] - a2[j + 1]; \\
+            const T r02 = a0[j + 2] - a2[j + 2], r03 = a0[j + 3] - a2[j + 3]; \\
+            const T r10 = a1[j] + a2[j], r11 = a1[j + 1] + a2[j + 1]; \\
+            const T r12 = a1[j + 2] + a2[j + 2], r13 = a1[j + 3] + a2[j + 3]; \\
+            const T r20 = a2[j] - a1[j], r21 = a2[j + 1] - a1[j + 1]; \\
+            const T r22 = a2[j + 2] - a1[j + 2], r23 = a2[j + 3] - a1[j + 3]; \\
+            const T r30 = a1[j] - a3[j], r31 = a1[j + 1] - a3[j + 1]; \\
+            const T r32 = a1[j + 2] - a3[j + 2], r33 = a1[j + 3] - a3[j + 3]; \\
+            FASTCONV_WINO_COLUMNS(t) \\
+        } \\
+    } \\
+    /* NCHW input: o[xi*ld + t] for tiles t in [0, n); x0..x3: the 4 input rows, tile t at 2t */ \\
+    static inline void fastconv_wino_input_rows_##S(const T *x0, const T *x1, const T *x2, \\
+                                                    const T *x3, T *o, ptrdiff_t ld, ptrdiff_t n) { \\
+        fastconv_wino_in_rows_##S(x0, x1, x2, x3, FASTCONV_A16(o, ld), n); \\
+    } \\
+    static inline int fastconv_wino_out_pixels_##S(FASTCONV_P16(const, T, m), \\
+                                                 const T *restrict bias, T *restrict q00, \\
+                                                 T *restrict q01, T *restrict q10, \\
+                                                 T *restrict q11, ptrdiff_t n) { \\
+        int nonfinite = 0; \\
+        for (ptrdiff_t c = 0; c < n; c++) { \\
+            FASTCONV_WINO_ROWS(T, c) \\
+            const T y00 = u0 + u1 + u2 + bias[c], y01 = u1 - u2 - u3 + bias[c]; \\
+            const T y10 = v0 + v1 + v2 + bias[c], y11 = v1 - v2 - v3 + bias[c]; \\
+            q00[c] = y00; q01[c] = y01; q10[c] = y10; q11[c] = y11; \\
+            FASTCONV_WINO_CHECK(nonfinite, MAX) \\
+        } \\
+        return nonfinite; \\
+    } \\
+    /* NHWC output, a whole 2x2 tile: y_ij[c] = (A^T M A)[i, j] + bias[c], M[xi] at s[xi*ld + c]. \\
+       Returns whether an output is not finite. */ \\
+    static inline int fastconv_wino_output_nhwc_##S(const T *s, ptrdiff_t ld, const T *bias, \\
+                                                  T *y00, T *y01, T *y10, T *y11, ptrdiff_t n) { \\
+        return fastconv_wino_out_pixels_##S(FASTCONV_A16(s, ld), bias, y00, y01, y10, y11, n); \\
+    } \\
+    static inline int fastconv_wino_out_rows_##S(FASTCONV_P16(const, T, m), T b, \\
+                                               T *restrict q0, T *restrict q1, ptrdiff_t n) { \\
+        int nonfinite = 0; \\
+        for (ptrdiff_t t = 0; t < n; t++) { \\
+            FASTCONV_WINO_ROWS(T, t) \\
+            const T y00 = u0 + u1 + u2 + b, y01 = u1 - u2 - u3 + b; \\
+            const T y10 = v0 + v1 + v2 + b, y11 = v1 - v2 - v3 + b; \\
+            q0[2 * t] = y00; q0[2 * t + 1] = y01; q1[2 * t] = y10; q1[2 * t + 1] = y11; \\
+            FASTCONV_WINO_CHECK(nonfinite, MAX) \\
+        } \\
+        return nonfinite; \\
+    } \\
+    /* NCHW output, n whole tiles of a tile row: rows y0, y1 [2t, 2t + 1], M[xi] at s[xi*ld + t]. \\
+       Returns whether an output is not finite. */ \\
+    static inline int fastconv_wino_output_rows_##S(const T *s, ptrdiff_t ld, T b, T *y0, T *y1, \\
+                                                  ptrdiff_t n) { \\
+        return fastconv_wino_out_rows_##S(FASTCONV_A16(s, ld), b, y0, y1, n); \\
+    }
+
+    FASTCONV_WINOGRAD_LOOPS(float, f, FLT_MAX)
+    FASTCONV_WINOGRAD_LOOPS(double, d, DBL_MAX)
+    """
+    void wino_input_nhwc_f "fastconv_wino_input_nhwc_f"(const float **d, float *o, Py_ssize_t ld, Py_ssize_t n) noexcept nogil
+    void wino_input_nhwc_d "fastconv_wino_input_nhwc_d"(const double **d, double *o, Py_ssize_t ld, Py_ssize_t n) noexcept nogil
+    void wino_input_rows_f "fastconv_wino_input_rows_f"(const float *x0, const float *x1, const float *x2, const float *x3, float *o, Py_ssize_t ld, Py_ssize_t n) noexcept nogil
+    void wino_input_rows_d "fastconv_wino_input_rows_d"(const double *x0, const double *x1, const double *x2, const double *x3, double *o, Py_ssize_t ld, Py_ssize_t n) noexcept nogil
+    int wino_output_nhwc_f "fastconv_wino_output_nhwc_f"(const float *s, Py_ssize_t ld, const float *bias, float *y00, float *y01, float *y10, float *y11, Py_ssize_t n) noexcept nogil
+    int wino_output_nhwc_d "fastconv_wino_output_nhwc_d"(const double *s, Py_ssize_t ld, const double *bias, double *y00, double *y01, double *y10, double *y11, Py_ssize_t n) noexcept nogil
+    int wino_output_rows_f "fastconv_wino_output_rows_f"(const float *s, Py_ssize_t ld, float b, float *y0, float *y1, Py_ssize_t n) noexcept nogil
+    int wino_output_rows_d "fastconv_wino_output_rows_d"(const double *s, Py_ssize_t ld, double b, double *y0, double *y1, Py_ssize_t n) noexcept nogil
+
+
+# V and M of one block (elements): 1 MB of float32, an L2 cache.
+cdef Py_ssize_t _BLOCK_ELEMENTS = 256 << 10
+
+
+cdef struct Plan:
+    Py_ssize_t N, C, H, W, K, oH, oW, G, Cg, Kg, pt, pl
+    Py_ssize_t tH, tW            # tiles per sample, down and across
+    Py_ssize_t rows              # tile rows per block
+    Py_ssize_t blocks
+    Py_ssize_t tiles             # tiles in a full block (rows * tW): the leading dimension of V, M
+    Py_ssize_t per_thread        # scratch elements per thread: V, M and row buffers
+    Py_ssize_t weights           # elements of U
+    int threads
+
+
+cdef inline bint _not_finite(floating y) noexcept nogil:
+    """y is an infinity or NaN (a comparison: arithmetic tests may be reassociated away)."""
+    if floating is float:
+        return not (y <= FLT_MAX and y >= -FLT_MAX)
+    else:
+        return not (y <= DBL_MAX and y >= -DBL_MAX)
+
+
+cdef inline Py_ssize_t _min(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return a if a < b else b
+
+
+cdef inline Py_ssize_t _max(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return a if a > b else b
+
+
+cdef Plan _plan(Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t K,
+                Py_ssize_t oH, Py_ssize_t oW, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t G,
+                int nt) noexcept nogil:
+    cdef Plan p
+    cdef Py_ssize_t total, want
+    p.N = N; p.C = C; p.H = H; p.W = W; p.K = K; p.oH = oH; p.oW = oW; p.G = G
+    p.Cg = C // G; p.Kg = K // G; p.pt = pt; p.pl = pl
+    p.tH = (oH + 1) // 2
+    p.tW = (oW + 1) // 2
+    total = N * p.tH
+    # V and M in cache, but at least 2*Kg tiles so that BLAS repacking U[xi] on each call
+    # stays small next to the multiply; at least two blocks per thread for balance.
+    want = _max(_BLOCK_ELEMENTS // (16 * (p.Cg + p.Kg)), 2 * p.Kg)
+    p.rows = _max(1, _min(want // p.tW, total))
+    if nt > 1:
+        p.rows = _max(1, _min(p.rows, total // (2 * nt)))
+    p.blocks = (total + p.rows - 1) // p.rows
+    p.tiles = p.rows * p.tW
+    # NCHW also keeps the 4 input rows of a tile row, zero-padded to 2*tW + 2
+    p.per_thread = 16 * p.tiles * (p.Cg + p.Kg) + 4 * (2 * p.tW + 2)
+    p.weights = 16 * p.Cg * K
+    p.threads = <int>_max(1, _min(nt, p.blocks))
+    return p
+
+
+# ----------------------------------------------------------------------------------------------
+# Weight transform U = G g G^T
+# ----------------------------------------------------------------------------------------------
+
+cdef inline void _weight_tile(floating g00, floating g01, floating g02, floating g10,
+                              floating g11, floating g12, floating g20, floating g21,
+                              floating g22, floating *u, Py_ssize_t step) noexcept nogil:
+    """u[xi * step] = (G g G^T)[xi] for the 3x3 kernel g (straight-line, so loops over many
+    kernels vectorise)."""
+    cdef floating h = 0.5
+    # G g: rows 0..3 of 4x3
+    cdef floating a0 = g00, a1 = g01, a2 = g02
+    cdef floating b0 = (g00 + g10 + g20) * h, b1 = (g01 + g11 + g21) * h, b2 = (g02 + g12 + g22) * h
+    cdef floating c0 = (g00 - g10 + g20) * h, c1 = (g01 - g11 + g21) * h, c2 = (g02 - g12 + g22) * h
+    cdef floating d0 = g20, d1 = g21, d2 = g22
+    # (G g) G^T: the same combination along each row
+    u[0] = a0
+    u[step] = (a0 + a1 + a2) * h
+    u[2 * step] = (a0 - a1 + a2) * h
+    u[3 * step] = a2
+    u[4 * step] = b0
+    u[5 * step] = (b0 + b1 + b2) * h
+    u[6 * step] = (b0 - b1 + b2) * h
+    u[7 * step] = b2
+    u[8 * step] = c0
+    u[9 * step] = (c0 + c1 + c2) * h
+    u[10 * step] = (c0 - c1 + c2) * h
+    u[11 * step] = c2
+    u[12 * step] = d0
+    u[13 * step] = (d0 + d1 + d2) * h
+    u[14 * step] = (d0 - d1 + d2) * h
+    u[15 * step] = d2
+
+
+cdef void _weights_nhwc(const floating *w, floating *u, const Plan *p) noexcept nogil:
+    """u[xi, c, k] from w[i, j, c, k] (HWIO); vectorised over k."""
+    cdef Py_ssize_t CK = p.Cg * p.K, c, k
+    cdef const floating *g
+    for c in range(p.Cg):
+        g = w + c * p.K
+        for k in range(p.K):
+            _weight_tile(g[k], g[CK + k], g[2 * CK + k], g[3 * CK + k], g[4 * CK + k],
+                         g[5 * CK + k], g[6 * CK + k], g[7 * CK + k], g[8 * CK + k],
+                         u + c * p.K + k, CK)
+
+
+cdef void _weights_nchw(const floating *w, floating *u, const Plan *p) noexcept nogil:
+    """u[xi, k, c] from w[k, c, i, j] (OIHW)."""
+    cdef Py_ssize_t KC = p.K * p.Cg, kc
+    cdef const floating *g
+    for kc in range(KC):
+        g = w + kc * 9
+        _weight_tile(g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8], u + kc, KC)
+
+
+# ----------------------------------------------------------------------------------------------
+# NHWC: vectorised over channels
+# ----------------------------------------------------------------------------------------------
+
+cdef void _input_nhwc(const floating *x, floating *v, const floating *zeros, const Plan *p,
+                      Py_ssize_t c0, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
+    """v[xi, t, c] = (B^T d B)[xi] of tile t of tile rows [q0, q1), channels c0 + [0, Cg)."""
+    cdef Py_ssize_t Cg = p.Cg, C = p.C, ld = p.tiles * p.Cg
+    cdef Py_ssize_t q, n, th, tw, t, a, b, ih, iw
+    cdef const floating *d[16]
+    for q in range(q0, q1):
+        n = q // p.tH
+        th = q - n * p.tH
+        for tw in range(p.tW):
+            t = (q - q0) * p.tW + tw
+            for a in range(4):
+                ih = 2 * th - p.pt + a
+                for b in range(4):
+                    iw = 2 * tw - p.pl + b
+                    if ih < 0 or ih >= p.H or iw < 0 or iw >= p.W:
+                        d[a * 4 + b] = zeros
+                    else:
+                        d[a * 4 + b] = x + ((n * p.H + ih) * p.W + iw) * C + c0
+            if floating is float:
+                wino_input_nhwc_f(d, v + t * Cg, ld, Cg)
+            else:
+                wino_input_nhwc_d(d, v + t * Cg, ld, Cg)
+
+
+cdef bint _output_nhwc(const floating *m, const floating *bias, floating *out, const Plan *p,
+                           Py_ssize_t k0, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
+    """out[n, 2th + i, 2tw + j, k0 + k] = bias + (A^T M A)[i, j] of each tile (inside oH, oW).
+
+    Returns whether an output is not finite.
+    """
+    cdef Py_ssize_t Kg = p.Kg, K = p.K, ld = p.tiles * p.Kg
+    cdef Py_ssize_t q, n, th, tw, k, oh, ow
+    cdef const floating *s
+    cdef floating *o0
+    cdef floating *o1
+    cdef floating c0, c1, c2, c3, d0, d1, d2, d3, b, y
+    cdef bint nonfinite = False
+    cdef bint two_rows, two_cols
+    for q in range(q0, q1):
+        n = q // p.tH
+        th = q - n * p.tH
+        oh = 2 * th
+        two_rows = oh + 1 < p.oH
+        for tw in range(p.tW):
+            ow = 2 * tw
+            two_cols = ow + 1 < p.oW
+            s = m + ((q - q0) * p.tW + tw) * Kg
+            o0 = out + ((n * p.oH + oh) * p.oW + ow) * K + k0
+            o1 = o0 + p.oW * K
+            if two_rows and two_cols:
+                if floating is float:
+                    nonfinite |= wino_output_nhwc_f(s, ld, bias + k0, o0, o0 + K, o1, o1 + K, Kg)
+                else:
+                    nonfinite |= wino_output_nhwc_d(s, ld, bias + k0, o0, o0 + K, o1, o1 + K, Kg)
+                continue
+            for k in range(Kg):     # a tile on the bottom or right edge
+                # A^T M: c_b, d_b = rows 0 and 1 of column b; then (A^T M) A along the row
+                c0 = s[k] + s[4 * ld + k] + s[8 * ld + k]
+                c1 = s[ld + k] + s[5 * ld + k] + s[9 * ld + k]
+                c2 = s[2 * ld + k] + s[6 * ld + k] + s[10 * ld + k]
+                c3 = s[3 * ld + k] + s[7 * ld + k] + s[11 * ld + k]
+                d0 = s[4 * ld + k] - s[8 * ld + k] - s[12 * ld + k]
+                d1 = s[5 * ld + k] - s[9 * ld + k] - s[13 * ld + k]
+                d2 = s[6 * ld + k] - s[10 * ld + k] - s[14 * ld + k]
+                d3 = s[7 * ld + k] - s[11 * ld + k] - s[15 * ld + k]
+                b = bias[k0 + k]
+                y = c0 + c1 + c2 + b
+                o0[k] = y
+                nonfinite |= _not_finite(y)
+                if two_cols:
+                    y = c1 - c2 - c3 + b
+                    o0[K + k] = y
+                    nonfinite |= _not_finite(y)
+                if two_rows:
+                    y = d0 + d1 + d2 + b
+                    o1[k] = y
+                    nonfinite |= _not_finite(y)
+                    if two_cols:
+                        y = d1 - d2 - d3 + b
+                        o1[K + k] = y
+                        nonfinite |= _not_finite(y)
+    return nonfinite
+
+
+cdef bint _block_nhwc(const floating *x, const floating *u, const floating *bias, floating *out,
+                      floating *scratch, const floating *zeros, const Plan *p,
+                      Py_ssize_t blk) noexcept nogil:
+    """Block blk of tile rows; True if an output is not finite."""
+    cdef Py_ssize_t q0 = blk * p.rows, q1 = _min(q0 + p.rows, p.N * p.tH)
+    cdef Py_ssize_t T = (q1 - q0) * p.tW, xi, gi
+    cdef floating *v = scratch
+    cdef floating *m = scratch + 16 * p.tiles * p.Cg
+    cdef bint nonfinite = False
+    for gi in range(p.G):
+        _input_nhwc(x, v, zeros, p, gi * p.Cg, q0, q1)
+        for xi in range(16):
+            gemm(False, False, T, p.Kg, p.Cg, v + xi * p.tiles * p.Cg, p.Cg,
+                 u + xi * p.Cg * p.K + gi * p.Kg, p.K, 0, m + xi * p.tiles * p.Kg, p.Kg)
+        nonfinite |= _output_nhwc(m, bias, out, p, gi * p.Kg, q0, q1)
+    return nonfinite
+
+
+# ----------------------------------------------------------------------------------------------
+# NCHW: vectorised along rows
+# ----------------------------------------------------------------------------------------------
+
+cdef void _input_nchw(const floating *x, floating *v, floating *rows, const Plan *p,
+                      Py_ssize_t c0, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
+    """v[xi, c, t] for channels c0 + [0, Cg) and the tiles of tile rows [q0, q1)."""
+    cdef Py_ssize_t Wp = 2 * p.tW + 2, ld = p.Cg * p.tiles
+    cdef Py_ssize_t q, n, th, c, a, ih, iw, lo, hi, t0
+    cdef floating *row
+    cdef floating *o
+    cdef const floating *src
+    # input columns iw = j - pl for padded column j in [0, Wp); valid for j in [lo, hi)
+    lo = _min(_max(p.pl, 0), Wp)
+    hi = _max(lo, _min(Wp, p.W + p.pl))
+    for q in range(q0, q1):
+        n = q // p.tH
+        th = q - n * p.tH
+        t0 = (q - q0) * p.tW
+        for c in range(p.Cg):
+            for a in range(4):
+                row = rows + a * Wp
+                ih = 2 * th - p.pt + a
+                if ih < 0 or ih >= p.H:
+                    memset(row, 0, Wp * sizeof(floating))
+                    continue
+                src = x + ((n * p.C + c0 + c) * p.H + ih) * p.W - p.pl
+                for iw in range(lo):
+                    row[iw] = 0
+                for iw in range(lo, hi):
+                    row[iw] = src[iw]
+                for iw in range(hi, Wp):
+                    row[iw] = 0
+            o = v + c * p.tiles + t0
+            if floating is float:
+                wino_input_rows_f(rows, rows + Wp, rows + 2 * Wp, rows + 3 * Wp, o, ld, p.tW)
+            else:
+                wino_input_rows_d(rows, rows + Wp, rows + 2 * Wp, rows + 3 * Wp, o, ld, p.tW)
+
+
+cdef inline void _output_pair(const floating *s, Py_ssize_t ld, Py_ssize_t tw, floating b,
+                              floating *y) noexcept nogil:
+    """y = the tile's outputs (Y00, Y01, Y10, Y11) + b, from M at s[xi * ld + tw]."""
+    # A^T M: c_b, d_b = rows 0 and 1 of column b; then (A^T M) A along each row
+    cdef floating c0 = s[tw] + s[4 * ld + tw] + s[8 * ld + tw]
+    cdef floating c1 = s[ld + tw] + s[5 * ld + tw] + s[9 * ld + tw]
+    cdef floating c2 = s[2 * ld + tw] + s[6 * ld + tw] + s[10 * ld + tw]
+    cdef floating c3 = s[3 * ld + tw] + s[7 * ld + tw] + s[11 * ld + tw]
+    cdef floating d0 = s[4 * ld + tw] - s[8 * ld + tw] - s[12 * ld + tw]
+    cdef floating d1 = s[5 * ld + tw] - s[9 * ld + tw] - s[13 * ld + tw]
+    cdef floating d2 = s[6 * ld + tw] - s[10 * ld + tw] - s[14 * ld + tw]
+    cdef floating d3 = s[7 * ld + tw] - s[11 * ld + tw] - s[15 * ld + tw]
+    y[0] = c0 + c1 + c2 + b
+    y[1] = c1 - c2 - c3 + b
+    y[2] = d0 + d1 + d2 + b
+    y[3] = d1 - d2 - d3 + b
+
+
+cdef bint _output_nchw(const floating *m, const floating *bias, floating *out, const Plan *p,
+                           Py_ssize_t k0, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
+    """out[n, k0 + k, 2th + i, 2tw + j] = bias + (A^T M A)[i, j] (inside oH, oW).
+
+    Returns whether an output is not finite.
+    """
+    cdef Py_ssize_t ld = p.Kg * p.tiles, full = p.oW // 2
+    cdef Py_ssize_t q, n, th, k, tw, t0, oh
+    cdef const floating *s
+    cdef floating *o0
+    cdef floating *o1
+    cdef floating y[4]
+    cdef floating b
+    cdef bint nonfinite = False
+    for q in range(q0, q1):
+        n = q // p.tH
+        th = q - n * p.tH
+        oh = 2 * th
+        t0 = (q - q0) * p.tW
+        for k in range(p.Kg):
+            s = m + k * p.tiles + t0
+            b = bias[k0 + k]
+            o0 = out + ((n * p.K + k0 + k) * p.oH + oh) * p.oW
+            o1 = o0 + p.oW
+            if oh + 1 < p.oH:
+                if floating is float:
+                    nonfinite |= wino_output_rows_f(s, ld, b, o0, o1, full)
+                else:
+                    nonfinite |= wino_output_rows_d(s, ld, b, o0, o1, full)
+                if full < p.tW:     # odd oW: the last tile has one column
+                    _output_pair(s, ld, full, b, y)
+                    o0[2 * full] = y[0]
+                    o1[2 * full] = y[2]
+                    nonfinite |= _not_finite(y[0]) | _not_finite(y[2])
+            else:                   # odd oH: the last tile row has one row
+                for tw in range(p.tW):
+                    _output_pair(s, ld, tw, b, y)
+                    o0[2 * tw] = y[0]
+                    nonfinite |= _not_finite(y[0])
+                    if tw < full:
+                        o0[2 * tw + 1] = y[1]
+                        nonfinite |= _not_finite(y[1])
+    return nonfinite
+
+
+cdef bint _block_nchw(const floating *x, const floating *u, const floating *bias, floating *out,
+                      floating *scratch, const Plan *p, Py_ssize_t blk) noexcept nogil:
+    """Block blk of tile rows; True if an output is not finite."""
+    cdef Py_ssize_t q0 = blk * p.rows, q1 = _min(q0 + p.rows, p.N * p.tH)
+    cdef Py_ssize_t T = (q1 - q0) * p.tW, xi, gi
+    cdef floating *v = scratch
+    cdef floating *m = scratch + 16 * p.tiles * p.Cg
+    cdef floating *rows = m + 16 * p.tiles * p.Kg
+    cdef bint nonfinite = False
+    for gi in range(p.G):
+        _input_nchw(x, v, rows, p, gi * p.Cg, q0, q1)
+        for xi in range(16):
+            gemm(False, False, p.Kg, T, p.Cg, u + (xi * p.K + gi * p.Kg) * p.Cg, p.Cg,
+                 v + xi * p.Cg * p.tiles, p.tiles, 0, m + xi * p.Kg * p.tiles, p.tiles)
+        nonfinite |= _output_nchw(m, bias, out, p, gi * p.Kg, q0, q1)
+    return nonfinite
+
+
+# ----------------------------------------------------------------------------------------------
+# Python boundary
+# ----------------------------------------------------------------------------------------------
+
+cdef inline bint _block(const floating *x, const floating *u, const floating *bias,
+                        floating *out, floating *scratch, const floating *zeros, const Plan *p,
+                        bint nhwc, Py_ssize_t blk) noexcept nogil:
+    if nhwc:
+        return _block_nhwc(x, u, bias, out, scratch, zeros, p, blk)
+    return _block_nchw(x, u, bias, out, scratch, p, blk)
+
+
+cdef Py_ssize_t _forward(const floating *x, const floating *w, const floating *bias,
+                         floating *out, floating *ws, const Plan *p, bint nhwc) noexcept nogil:
+    """ws: U, then the threads' scratch, then (NHWC) Cg zeros for the padding.
+
+    Returns how many blocks have outputs that are not finite.
+    """
+    cdef floating *u = ws
+    cdef floating *scratch = ws + p.weights
+    cdef floating *zeros = scratch + p.threads * p.per_thread
+    cdef floating *mine = NULL
+    cdef Py_ssize_t blk, nonfinite = 0
+    cdef int tid = 0
+    if nhwc:
+        memset(zeros, 0, p.Cg * sizeof(floating))
+        _weights_nhwc(w, u, p)
+    else:
+        _weights_nchw(w, u, p)
+    if p.threads <= 1:
+        flush_denormals_enter()
+        for blk in range(p.blocks):
+            nonfinite += _block(x, u, bias, out, scratch, zeros, p, nhwc, blk)
+        flush_denormals_exit()
+        return nonfinite
+    with parallel(num_threads=p.threads):
+        flush_denormals_enter()
+        tid = threadid()
+        mine = scratch + tid * p.per_thread
+        for blk in prange(p.blocks, schedule="dynamic"):
+            nonfinite += _block(x, u, bias, out, mine, zeros, p, nhwc, blk)
+        flush_denormals_exit()
+    return nonfinite
+
+
+def workspace_elements(Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t K,
+                       Py_ssize_t oH, Py_ssize_t oW, Py_ssize_t pad_top, Py_ssize_t pad_left,
+                       Py_ssize_t groups, int num_threads):
+    """Scratch elements the forward needs: U, each thread's V and M, and a zero vector."""
+    cdef Plan p = _plan(N, C, H, W, K, oH, oW, pad_top, pad_left, groups, num_threads)
+    return p.weights + p.threads * p.per_thread + p.Cg
+
+
+cdef Plan _checked_plan(Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t K,
+                        Py_ssize_t oH, Py_ssize_t oW, Py_ssize_t pad_top, Py_ssize_t pad_left,
+                        Py_ssize_t groups, int num_threads, Py_ssize_t have) except *:
+    cdef Plan p = _plan(N, C, H, W, K, oH, oW, pad_top, pad_left, groups, num_threads)
+    if have < p.weights + p.threads * p.per_thread + p.Cg:
+        raise ValueError(f"workspace too small: {have} elements, need "
+                         f"{p.weights + p.threads * p.per_thread + p.Cg}")
+    return p
+
+
+def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
+                 const floating[::1] bias, floating[:, :, :, ::1] out, floating[::1] workspace,
+                 Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t groups, int num_threads):
+    """out := bias + conv2d(x, weight), 3x3 stride 1: x (N, C, H, W), weight (K, C/G, 3, 3).
+
+    Returns True when some output is not finite: an infinity or NaN in the input spreads over
+    the whole 4x4 patch in Winograd's transform, so the caller must recompute such a result
+    with a direct sum to get the same NaN and infinity positions.
+    """
+    cdef Plan p
+    cdef Py_ssize_t nonfinite
+    if x.shape[0] == 0:
+        return False
+    p = _checked_plan(x.shape[0], x.shape[1], x.shape[2], x.shape[3], weight.shape[0],
+                      out.shape[2], out.shape[3], pad_top, pad_left, groups, num_threads,
+                      workspace.shape[0])
+    with nogil:
+        nonfinite = _forward(&x[0, 0, 0, 0], &weight[0, 0, 0, 0], &bias[0], &out[0, 0, 0, 0],
+                             &workspace[0], &p, False)
+    return nonfinite > 0
+
+
+def forward_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
+                 const floating[::1] bias, floating[:, :, :, ::1] out, floating[::1] workspace,
+                 Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t groups, int num_threads):
+    """As forward_nchw, for x (N, H, W, C), weight (3, 3, C/G, K) and out (N, oH, oW, K)."""
+    cdef Plan p
+    cdef Py_ssize_t nonfinite
+    if x.shape[0] == 0:
+        return False
+    p = _checked_plan(x.shape[0], x.shape[3], x.shape[1], x.shape[2], weight.shape[3],
+                      out.shape[1], out.shape[2], pad_top, pad_left, groups, num_threads,
+                      workspace.shape[0])
+    with nogil:
+        nonfinite = _forward(&x[0, 0, 0, 0], &weight[0, 0, 0, 0], &bias[0], &out[0, 0, 0, 0],
+                             &workspace[0], &p, True)
+    return nonfinite > 0
