@@ -1,6 +1,7 @@
 """The `fastconv` command: `fastconv bench` (the main job), `fastconv train` and `fastconv info`."""
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -28,6 +29,9 @@ def _bench(args):
     fastconv.show_config()
     sgemm, copy = benchmarks.sgemm_gflops(), benchmarks.copy_gbytes()
     print(f"ceilings:           sgemm {sgemm:.0f} GFLOP/s, memory copy {copy:.1f} GB/s")
+    if os.environ.get("OPENBLAS_CORETYPE"):
+        print(f"note:               OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']} makes OpenBLAS "
+              "use that CPU's kernels, not this one's; unset it to measure this CPU's own")
     torch = benchmarks.timing.torch_or_none(threads)
     print(f"comparator:         PyTorch {torch.__version__}, {threads} threads" if torch else
           "comparator:         PyTorch is not installed; `pip install 'fastconv[bench]'` adds the comparison")

@@ -78,8 +78,7 @@ def test_builtin_rule(op, data_format):
     wide = next(c for c in CONV_CASES if c.id == "wide_channels")
     narrow = next(c for c in CONV_CASES if c.id == "single_channel_5x5")
     assert choose(op, _geom(depthwise, data_format)) == "direct"
-    # 3x3 stride 1: Winograd, except for the weight gradient
-    assert choose(op, _geom(wide, data_format)) == ("im2col" if op == "grad_weight" else "winograd")
+    assert choose(op, _geom(wide, data_format)) == "winograd"     # 3x3 stride 1
     strided = dataclasses.replace(wide, stride=2)
     assert choose(op, _geom(strided, data_format)) == "im2col"
     expected = "direct" if data_format == "NCHW" and op != "grad_weight" else "im2col"

@@ -7,8 +7,9 @@ def builtin_choice(op, geom):
     """The rule, from `fastconv bench` and per-op timings on the layer suite (2 cores,
     float32, AVX-512 kernels).
 
-    Winograd F(2x2, 3x3) wins the forward and input gradient of 3x3 stride-1 layers with
-    8 or more channels per group (1.2-2.3x im2col; ties on resnet_res4's 256 channels).
+    Winograd wins every op of 3x3 stride-1 layers with 8 or more channels per group
+    (forward and input gradient 1.2-2.3x im2col, a tie on resnet_res4's 256 channels;
+    weight gradient 1.1-4.7x).
     im2col + BLAS wins the other wide layers in every op, and first layers too (fmnist_conv1
     forward 2-3x direct): its tiles run on all cores with the columns in cache. Direct
     convolution wins where each group's GEMM would be a sliver (depthwise and other
@@ -18,7 +19,7 @@ def builtin_choice(op, geom):
     cg, kg = geom.in_channels // geom.groups, geom.out_channels // geom.groups
     winograd = ((geom.kernel_h, geom.kernel_w) == (3, 3) and geom.stride == (1, 1)
                 and geom.dilation == (1, 1))
-    if winograd and op != "grad_weight" and min(cg, kg) >= 8:
+    if winograd and min(cg, kg) >= 8:
         return "winograd"
     if geom.groups > 1 and min(cg, kg) <= 4:
         return "direct"

@@ -66,6 +66,15 @@ cdef extern from *:
         ACC |= !((y00 <= MAX) & (y00 >= -MAX) & (y01 <= MAX) & (y01 >= -MAX) \\
                  & (y10 <= MAX) & (y10 >= -MAX) & (y11 <= MAX) & (y11 >= -MAX));
 
+    /* o_xi[I] = (A g A^T)[xi] of the 2x2 gradient tile g; A = [[1, 0], [1, 1], [1, -1], [0, -1]] */
+    #define FASTCONV_WINO_GRAD(T, I) \\
+        const T r00 = g00, r01 = g01, r10 = g00 + g10, r11 = g01 + g11; \\
+        const T r20 = g00 - g10, r21 = g01 - g11, r30 = -g10, r31 = -g11; \\
+        o0[I] = r00; o1[I] = r00 + r01; o2[I] = r00 - r01; o3[I] = -r01; \\
+        o4[I] = r10; o5[I] = r10 + r11; o6[I] = r10 - r11; o7[I] = -r11; \\
+        o8[I] = r20; o9[I] = r20 + r21; o10[I] = r20 - r21; o11[I] = -r21; \\
+        o12[I] = r30; o13[I] = r30 + r31; o14[I] = r30 - r31; o15[I] = -r31;
+
     #define FASTCONV_WINOGRAD_LOOPS(T, S, MAX) \\
     static inline void fastconv_wino_in_pixels_##S(FASTCONV_P16(const, T, p), FASTCONV_P16(, T, o), \\
                                                    ptrdiff_t n) { \\
@@ -105,6 +114,31 @@ cdef extern from *:
     static inline void fastconv_wino_input_rows_##S(const T *x0, const T *x1, const T *x2, \\
                                                     const T *x3, T *o, ptrdiff_t ld, ptrdiff_t n) { \\
         fastconv_wino_in_rows_##S(x0, x1, x2, x3, FASTCONV_A16(o, ld), n); \\
+    } \\
+    static inline void fastconv_wino_gr_pixels_##S(const T *restrict p00, const T *restrict p01, \\
+                                                   const T *restrict p10, const T *restrict p11, \\
+                                                   FASTCONV_P16(, T, o), ptrdiff_t n) { \\
+        for (ptrdiff_t c = 0; c < n; c++) { \\
+            const T g00 = p00[c], g01 = p01[c], g10 = p10[c], g11 = p11[c]; \\
+            FASTCONV_WINO_GRAD(T, c) \\
+        } \\
+    } \\
+    /* NHWC gradient tile: o[xi*ld + k] = (A g A^T)[xi] for k in [0, n); g_ab -> output (a, b) */ \\
+    static inline void fastconv_wino_grad_nhwc_##S(const T *g00, const T *g01, const T *g10, \\
+                                                   const T *g11, T *o, ptrdiff_t ld, ptrdiff_t n) { \\
+        fastconv_wino_gr_pixels_##S(g00, g01, g10, g11, FASTCONV_A16(o, ld), n); \\
+    } \\
+    static inline void fastconv_wino_gr_rows_##S(const T *restrict y0, const T *restrict y1, \\
+                                                 FASTCONV_P16(, T, o), ptrdiff_t n) { \\
+        for (ptrdiff_t t = 0; t < n; t++) { \\
+            const T g00 = y0[2 * t], g01 = y0[2 * t + 1], g10 = y1[2 * t], g11 = y1[2 * t + 1]; \\
+            FASTCONV_WINO_GRAD(T, t) \\
+        } \\
+    } \\
+    /* NCHW gradient tiles: o[xi*ld + t] for tiles t in [0, n) of the output rows y0, y1 */ \\
+    static inline void fastconv_wino_grad_rows_##S(const T *y0, const T *y1, T *o, ptrdiff_t ld, \\
+                                                   ptrdiff_t n) { \\
+        fastconv_wino_gr_rows_##S(y0, y1, FASTCONV_A16(o, ld), n); \\
     } \\
     static inline int fastconv_wino_out_pixels_##S(FASTCONV_P16(const, T, m), \\
                                                  const T *restrict bias, T *restrict q00, \\
@@ -152,6 +186,10 @@ cdef extern from *:
     void wino_input_nhwc_d "fastconv_wino_input_nhwc_d"(const double **d, double *o, Py_ssize_t ld, Py_ssize_t n) noexcept nogil
     void wino_input_rows_f "fastconv_wino_input_rows_f"(const float *x0, const float *x1, const float *x2, const float *x3, float *o, Py_ssize_t ld, Py_ssize_t n) noexcept nogil
     void wino_input_rows_d "fastconv_wino_input_rows_d"(const double *x0, const double *x1, const double *x2, const double *x3, double *o, Py_ssize_t ld, Py_ssize_t n) noexcept nogil
+    void wino_grad_nhwc_f "fastconv_wino_grad_nhwc_f"(const float *g00, const float *g01, const float *g10, const float *g11, float *o, Py_ssize_t ld, Py_ssize_t n) noexcept nogil
+    void wino_grad_nhwc_d "fastconv_wino_grad_nhwc_d"(const double *g00, const double *g01, const double *g10, const double *g11, double *o, Py_ssize_t ld, Py_ssize_t n) noexcept nogil
+    void wino_grad_rows_f "fastconv_wino_grad_rows_f"(const float *y0, const float *y1, float *o, Py_ssize_t ld, Py_ssize_t n) noexcept nogil
+    void wino_grad_rows_d "fastconv_wino_grad_rows_d"(const double *y0, const double *y1, double *o, Py_ssize_t ld, Py_ssize_t n) noexcept nogil
     int wino_output_nhwc_f "fastconv_wino_output_nhwc_f"(const float *s, Py_ssize_t ld, const float *bias, float *y00, float *y01, float *y10, float *y11, Py_ssize_t n) noexcept nogil
     int wino_output_nhwc_d "fastconv_wino_output_nhwc_d"(const double *s, Py_ssize_t ld, const double *bias, double *y00, double *y01, double *y10, double *y11, Py_ssize_t n) noexcept nogil
     int wino_output_rows_f "fastconv_wino_output_rows_f"(const float *s, Py_ssize_t ld, float b, float *y0, float *y1, Py_ssize_t n) noexcept nogil
@@ -511,7 +549,7 @@ cdef inline bint _block(const floating *x, const floating *u, const floating *bi
 
 cdef Py_ssize_t _forward(const floating *x, const floating *w, const floating *bias,
                          floating *out, floating *ws, const Plan *p, bint nhwc) noexcept nogil:
-    """ws: U, then the threads' scratch, then (NHWC) Cg zeros for the padding.
+    """ws: U, then the threads' scratch, then (NHWC) zeros for the padding.
 
     Returns how many blocks have outputs that are not finite.
     """
@@ -547,16 +585,16 @@ def workspace_elements(Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, P
                        Py_ssize_t groups, int num_threads):
     """Scratch elements the forward needs: U, each thread's V and M, and a zero vector."""
     cdef Plan p = _plan(N, C, H, W, K, oH, oW, pad_top, pad_left, groups, num_threads)
-    return p.weights + p.threads * p.per_thread + p.Cg
+    return p.weights + p.threads * p.per_thread + _max(p.Cg, p.Kg)
 
 
 cdef Plan _checked_plan(Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t K,
                         Py_ssize_t oH, Py_ssize_t oW, Py_ssize_t pad_top, Py_ssize_t pad_left,
                         Py_ssize_t groups, int num_threads, Py_ssize_t have) except *:
     cdef Plan p = _plan(N, C, H, W, K, oH, oW, pad_top, pad_left, groups, num_threads)
-    if have < p.weights + p.threads * p.per_thread + p.Cg:
-        raise ValueError(f"workspace too small: {have} elements, need "
-                         f"{p.weights + p.threads * p.per_thread + p.Cg}")
+    cdef Py_ssize_t need = p.weights + p.threads * p.per_thread + _max(p.Cg, p.Kg)
+    if have < need:
+        raise ValueError(f"workspace too small: {have} elements, need {need}")
     return p
 
 
@@ -597,3 +635,196 @@ def forward_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
         nonfinite = _forward(&x[0, 0, 0, 0], &weight[0, 0, 0, 0], &bias[0], &out[0, 0, 0, 0],
                              &workspace[0], &p, True)
     return nonfinite > 0
+
+# ----------------------------------------------------------------------------------------------
+# Weight gradient: F(3x3, 2x2)
+# ----------------------------------------------------------------------------------------------
+# Differentiating the forward identity sum(g * Y) = sum over xi of (A g A^T) (.) U (.) V with
+# respect to the weights gives, for each tile with grad_output g (2x2, zeros past the edge),
+#     dW += G^T [ (A g A^T) (.) (B^T d B) ] G,      A = [[1, 0], [1, 1], [1, -1], [0, -1]]
+# so the 16 products summed over tiles are again 16 GEMMs (over the tiles), and one transform
+# by G^T . G at the end turns the 16 sums into the 3x3 kernel gradient.
+
+cdef void _grad_tiles_nhwc(const floating *gout, floating *qb, const floating *zeros,
+                           const Plan *p, Py_ssize_t k0, Py_ssize_t q0,
+                           Py_ssize_t q1) noexcept nogil:
+    """qb[xi, t, k] = (A g A^T)[xi] of tile t's grad_output, channels k0 + [0, Kg)."""
+    cdef Py_ssize_t K = p.K, ld = p.tiles * p.Kg
+    cdef Py_ssize_t q, n, th, tw, oh, ow, t
+    cdef const floating *g00
+    cdef const floating *g01
+    cdef const floating *g10
+    cdef const floating *g11
+    for q in range(q0, q1):
+        n = q // p.tH
+        th = q - n * p.tH
+        oh = 2 * th
+        for tw in range(p.tW):
+            ow = 2 * tw
+            t = (q - q0) * p.tW + tw
+            g00 = gout + ((n * p.oH + oh) * p.oW + ow) * K + k0
+            g01 = g00 + K if ow + 1 < p.oW else zeros
+            g10 = g00 + p.oW * K if oh + 1 < p.oH else zeros
+            g11 = g10 + K if (oh + 1 < p.oH and ow + 1 < p.oW) else zeros
+            if floating is float:
+                wino_grad_nhwc_f(g00, g01, g10, g11, qb + t * p.Kg, ld, p.Kg)
+            else:
+                wino_grad_nhwc_d(g00, g01, g10, g11, qb + t * p.Kg, ld, p.Kg)
+
+
+cdef void _grad_tiles_nchw(const floating *gout, floating *qb, floating *rows, const Plan *p,
+                           Py_ssize_t k0, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
+    """qb[xi, k, t] for channels k0 + [0, Kg): two output rows at a time, zero-padded to 2*tW."""
+    cdef Py_ssize_t Wq = 2 * p.tW, ld = p.Kg * p.tiles
+    cdef Py_ssize_t q, n, th, oh, t0, k, a, w
+    cdef const floating *src
+    cdef floating *row
+    for q in range(q0, q1):
+        n = q // p.tH
+        th = q - n * p.tH
+        oh = 2 * th
+        t0 = (q - q0) * p.tW
+        for k in range(p.Kg):
+            for a in range(2):
+                row = rows + a * Wq
+                if oh + a >= p.oH:
+                    memset(row, 0, Wq * sizeof(floating))
+                    continue
+                src = gout + ((n * p.K + k0 + k) * p.oH + oh + a) * p.oW
+                for w in range(p.oW):
+                    row[w] = src[w]
+                for w in range(p.oW, Wq):
+                    row[w] = 0
+            if floating is float:
+                wino_grad_rows_f(rows, rows + Wq, qb + k * p.tiles + t0, ld, p.tW)
+            else:
+                wino_grad_rows_d(rows, rows + Wq, qb + k * p.tiles + t0, ld, p.tW)
+
+
+cdef void _gw_block(const floating *gout, const floating *x, floating *acc, floating *scratch,
+                    const floating *zeros, const Plan *p, bint nhwc, Py_ssize_t blk) noexcept nogil:
+    """acc[xi] += the block's products: (Cg, K) per xi in NHWC, (K, Cg) in NCHW."""
+    cdef Py_ssize_t q0 = blk * p.rows, q1 = _min(q0 + p.rows, p.N * p.tH)
+    cdef Py_ssize_t T = (q1 - q0) * p.tW, xi, gi, Cg = p.Cg, Kg = p.Kg, K = p.K
+    cdef floating *v = scratch
+    cdef floating *qb = scratch + 16 * p.tiles * Cg
+    cdef floating *rows = qb + 16 * p.tiles * Kg
+    for gi in range(p.G):
+        if nhwc:
+            _input_nhwc(x, v, zeros, p, gi * Cg, q0, q1)
+            _grad_tiles_nhwc(gout, qb, zeros, p, gi * Kg, q0, q1)
+            for xi in range(16):
+                gemm(True, False, Cg, Kg, T, v + xi * p.tiles * Cg, Cg,
+                     qb + xi * p.tiles * Kg, Kg, 1, acc + xi * Cg * K + gi * Kg, K)
+        else:
+            _input_nchw(x, v, rows, p, gi * Cg, q0, q1)
+            _grad_tiles_nchw(gout, qb, rows, p, gi * Kg, q0, q1)
+            for xi in range(16):
+                gemm(False, True, Kg, Cg, T, qb + xi * Kg * p.tiles, p.tiles,
+                     v + xi * Cg * p.tiles, p.tiles, 1, acc + (xi * K + gi * Kg) * Cg, Cg)
+
+
+cdef inline void _kernel_gradient(const floating *m, Py_ssize_t step, floating *gw,
+                                  Py_ssize_t gw_step) noexcept nogil:
+    """gw[(i*3 + j) * gw_step] = (G^T M G)[i, j] for M[xi] = m[xi * step]."""
+    cdef floating h = 0.5
+    cdef floating r[12]     # G^T M: 3 x 4
+    cdef int b, i
+    for b in range(4):
+        r[b] = m[b * step] + h * (m[(4 + b) * step] + m[(8 + b) * step])
+        r[4 + b] = h * (m[(4 + b) * step] - m[(8 + b) * step])
+        r[8 + b] = h * (m[(4 + b) * step] + m[(8 + b) * step]) + m[(12 + b) * step]
+    for i in range(3):      # (G^T M) G
+        gw[(i * 3) * gw_step] = r[i * 4] + h * (r[i * 4 + 1] + r[i * 4 + 2])
+        gw[(i * 3 + 1) * gw_step] = h * (r[i * 4 + 1] - r[i * 4 + 2])
+        gw[(i * 3 + 2) * gw_step] = h * (r[i * 4 + 1] + r[i * 4 + 2]) + r[i * 4 + 3]
+
+
+cdef void _grad_weight(const floating *gout, const floating *x, floating *gw, floating *ws,
+                       const Plan *p, bint nhwc) noexcept nogil:
+    """ws: thread 0's accumulator, the threads' scratch, zeros, the other accumulators."""
+    cdef Py_ssize_t acc_n = p.weights, e, a, blk, CK = p.Cg * p.K
+    cdef floating *scratch = ws + acc_n
+    cdef floating *zeros = scratch + p.threads * p.per_thread
+    cdef floating *others = zeros + _max(p.Cg, p.Kg)
+    cdef floating *mine = NULL
+    cdef floating *acc = NULL
+    cdef floating s
+    cdef int tid = 0
+    memset(zeros, 0, _max(p.Cg, p.Kg) * sizeof(floating))
+    memset(ws, 0, acc_n * sizeof(floating))
+    memset(others, 0, (p.threads - 1) * acc_n * sizeof(floating))
+    if p.threads <= 1:
+        flush_denormals_enter()
+        for blk in range(p.blocks):
+            _gw_block(gout, x, ws, scratch, zeros, p, nhwc, blk)
+        flush_denormals_exit()
+    else:
+        with parallel(num_threads=p.threads):
+            flush_denormals_enter()
+            tid = threadid()
+            mine = scratch + tid * p.per_thread
+            acc = ws if tid == 0 else others + (tid - 1) * acc_n
+            for blk in prange(p.blocks, schedule="static"):   # the same blocks per thread: same bits
+                _gw_block(gout, x, acc, mine, zeros, p, nhwc, blk)
+            flush_denormals_exit()
+        for e in prange(acc_n, num_threads=p.threads, schedule="static", nogil=True):
+            s = ws[e]
+            for a in range(p.threads - 1):
+                s = s + others[a * acc_n + e]
+            ws[e] = s
+    # the 16 sums of each (c, k) -> its 3x3 gradient
+    for e in range(CK):
+        if nhwc:    # ws[xi, c, k] -> gw[i, j, c, k]
+            _kernel_gradient(ws + e, CK, gw + e, CK)
+        else:       # ws[xi, k, c] -> gw[k, c, i, j]
+            _kernel_gradient(ws + e, CK, gw + e * 9, 1)
+
+
+def grad_weight_workspace_elements(Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                                   Py_ssize_t K, Py_ssize_t oH, Py_ssize_t oW, Py_ssize_t pad_top,
+                                   Py_ssize_t pad_left, Py_ssize_t groups, int num_threads):
+    """Scratch elements grad_weight needs: one 16 x Cg x K accumulator per thread, each thread's
+    V and transformed grad_output, and a zero vector."""
+    cdef Plan p = _plan(N, C, H, W, K, oH, oW, pad_top, pad_left, groups, num_threads)
+    return p.threads * p.weights + p.threads * p.per_thread + _max(p.Cg, p.Kg)
+
+
+def _grad_weight_checked(const floating[:, :, :, ::1] grad_output, const floating[:, :, :, ::1] x,
+                         floating[:, :, :, ::1] grad_weight, floating[::1] workspace,
+                         Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t groups,
+                         int num_threads, bint nhwc):
+    cdef Plan p
+    cdef Py_ssize_t need
+    if nhwc:
+        p = _plan(x.shape[0], x.shape[3], x.shape[1], x.shape[2], grad_weight.shape[3],
+                  grad_output.shape[1], grad_output.shape[2], pad_top, pad_left, groups,
+                  num_threads)
+    else:
+        p = _plan(x.shape[0], x.shape[1], x.shape[2], x.shape[3], grad_weight.shape[0],
+                  grad_output.shape[2], grad_output.shape[3], pad_top, pad_left, groups,
+                  num_threads)
+    need = p.threads * p.weights + p.threads * p.per_thread + _max(p.Cg, p.Kg)
+    if workspace.shape[0] < need:
+        raise ValueError(f"workspace too small: {workspace.shape[0]} elements, need {need}")
+    if x.shape[0] == 0:
+        grad_weight[...] = 0
+        return
+    with nogil:
+        _grad_weight(&grad_output[0, 0, 0, 0], &x[0, 0, 0, 0], &grad_weight[0, 0, 0, 0],
+                     &workspace[0], &p, nhwc)
+
+
+def grad_weight_nchw(grad_output, x, grad_weight, workspace, Py_ssize_t pad_top,
+                     Py_ssize_t pad_left, Py_ssize_t groups, int num_threads):
+    """grad_weight := dL/dW of a 3x3 stride-1 convolution, NCHW: x (N, C, H, W), weight
+    (K, C/G, 3, 3). May hold infinities or NaN where a direct sum would not; the caller checks."""
+    _grad_weight_checked(grad_output, x, grad_weight, workspace, pad_top, pad_left, groups,
+                         num_threads, False)
+
+
+def grad_weight_nhwc(grad_output, x, grad_weight, workspace, Py_ssize_t pad_top,
+                     Py_ssize_t pad_left, Py_ssize_t groups, int num_threads):
+    """As grad_weight_nchw for x (N, H, W, C) and weight (3, 3, C/G, K)."""
+    _grad_weight_checked(grad_output, x, grad_weight, workspace, pad_top, pad_left, groups,
+                         num_threads, True)
