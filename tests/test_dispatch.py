@@ -85,11 +85,14 @@ def test_builtin_rule(op, data_format):
     assert choose(op, _geom(narrow, data_format)) == expected
 
 
-def test_winograd_takes_only_3x3_stride_1_undilated():
+def test_winograd_takes_only_3x3_and_5x5_stride_1_undilated():
     winograd = algorithms._REGISTRY["winograd"]
     wide = next(c for c in CONV_CASES if c.id == "wide_channels")
-    assert winograd.supports(_geom(wide), np.float32)
-    for change in (dict(stride=2), dict(dilation=2, padding=2), dict(kernel=(5, 5), padding=2)):
+    for kernel in ((3, 3), (5, 5), (3, 5)):
+        assert winograd.supports(_geom(dataclasses.replace(wide, kernel=kernel, padding=0)),
+                                 np.float32)
+    for change in (dict(stride=2), dict(dilation=2, padding=2), dict(kernel=(7, 7), padding=3),
+                   dict(kernel=(1, 1), padding=0)):
         assert not winograd.supports(_geom(dataclasses.replace(wide, **change)), np.float32)
     # a call on such a case still works: the dispatcher falls back
     case = dataclasses.replace(wide, stride=2)

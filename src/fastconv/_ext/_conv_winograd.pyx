@@ -202,6 +202,7 @@ cdef Py_ssize_t _BLOCK_ELEMENTS = 256 << 10
 
 cdef struct Plan:
     Py_ssize_t N, C, H, W, K, oH, oW, G, Cg, Kg, pt, pl
+    Py_ssize_t kh, kw, Sw, S, R  # kernel; its 3x3 sub-kernels (S, Sw across); R = S*Cg
     Py_ssize_t tH, tW            # tiles per sample, down and across
     Py_ssize_t rows              # tile rows per block
     Py_ssize_t blocks
@@ -228,26 +229,27 @@ cdef inline Py_ssize_t _max(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
 
 
 cdef Plan _plan(Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t K,
-                Py_ssize_t oH, Py_ssize_t oW, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t G,
-                int nt) noexcept nogil:
+                Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t oH, Py_ssize_t oW, Py_ssize_t pt,
+                Py_ssize_t pl, Py_ssize_t G, int nt) noexcept nogil:
     cdef Plan p
     cdef Py_ssize_t total, want
     p.N = N; p.C = C; p.H = H; p.W = W; p.K = K; p.oH = oH; p.oW = oW; p.G = G
     p.Cg = C // G; p.Kg = K // G; p.pt = pt; p.pl = pl
+    p.kh = kh; p.kw = kw; p.Sw = (kw + 2) // 3; p.S = ((kh + 2) // 3) * p.Sw; p.R = p.S * p.Cg
     p.tH = (oH + 1) // 2
     p.tW = (oW + 1) // 2
     total = N * p.tH
     # V and M in cache, but at least 2*Kg tiles so that BLAS repacking U[xi] on each call
     # stays small next to the multiply; at least two blocks per thread for balance.
-    want = _max(_BLOCK_ELEMENTS // (16 * (p.Cg + p.Kg)), 2 * p.Kg)
+    want = _max(_BLOCK_ELEMENTS // (16 * (p.R + p.Kg)), 2 * p.Kg)
     p.rows = _max(1, _min(want // p.tW, total))
     if nt > 1:
         p.rows = _max(1, _min(p.rows, total // (2 * nt)))
     p.blocks = (total + p.rows - 1) // p.rows
     p.tiles = p.rows * p.tW
     # NCHW also keeps the 4 input rows of a tile row, zero-padded to 2*tW + 2
-    p.per_thread = 16 * p.tiles * (p.Cg + p.Kg) + 4 * (2 * p.tW + 2)
-    p.weights = 16 * p.Cg * K
+    p.per_thread = 16 * p.tiles * (p.R + p.Kg) + 4 * (2 * p.tW + 2)
+    p.weights = 16 * p.R * K
     p.threads = <int>_max(1, _min(nt, p.blocks))
     return p
 
@@ -286,25 +288,38 @@ cdef inline void _weight_tile(floating g00, floating g01, floating g02, floating
     u[15 * step] = d2
 
 
-cdef void _weights_nhwc(const floating *w, floating *u, const Plan *p) noexcept nogil:
-    """u[xi, c, k] from w[i, j, c, k] (HWIO); vectorised over k."""
-    cdef Py_ssize_t CK = p.Cg * p.K, c, k
-    cdef const floating *g
-    for c in range(p.Cg):
-        g = w + c * p.K
-        for k in range(p.K):
-            _weight_tile(g[k], g[CK + k], g[2 * CK + k], g[3 * CK + k], g[4 * CK + k],
-                         g[5 * CK + k], g[6 * CK + k], g[7 * CK + k], g[8 * CK + k],
-                         u + c * p.K + k, CK)
+cdef void _weights_nhwc(const floating *w, floating *u, const floating *zeros,
+                        const Plan *p) noexcept nogil:
+    """u[xi, s*Cg + c, k] from w[i, j, c, k] (HWIO); vectorised over k. Sub-kernel s = (si, sj)
+    is the 3x3 block of taps from (3si, 3sj), zero past the kernel's edge."""
+    cdef Py_ssize_t CK = p.Cg * p.K, RK = p.R * p.K, s, c, k, a, i, j
+    cdef const floating *g[9]
+    for s in range(p.S):
+        for c in range(p.Cg):
+            for a in range(9):
+                i = 3 * (s // p.Sw) + a // 3
+                j = 3 * (s % p.Sw) + a % 3
+                g[a] = w + (i * p.kw + j) * CK + c * p.K if (i < p.kh and j < p.kw) else zeros
+            for k in range(p.K):
+                _weight_tile(g[0][k], g[1][k], g[2][k], g[3][k], g[4][k], g[5][k], g[6][k],
+                             g[7][k], g[8][k], u + (s * p.Cg + c) * p.K + k, RK)
 
 
 cdef void _weights_nchw(const floating *w, floating *u, const Plan *p) noexcept nogil:
-    """u[xi, k, c] from w[k, c, i, j] (OIHW)."""
-    cdef Py_ssize_t KC = p.K * p.Cg, kc
+    """u[xi, k, s*Cg + c] from w[k, c, i, j] (OIHW), sub-kernels as in _weights_nhwc."""
+    cdef Py_ssize_t KR = p.K * p.R, taps = p.kh * p.kw, kc, s, a, i, j
     cdef const floating *g
-    for kc in range(KC):
-        g = w + kc * 9
-        _weight_tile(g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8], u + kc, KC)
+    cdef floating t[9]
+    for kc in range(p.K * p.Cg):
+        g = w + kc * taps
+        for s in range(p.S):
+            for a in range(9):
+                i = 3 * (s // p.Sw) + a // 3
+                j = 3 * (s % p.Sw) + a % 3
+                t[a] = g[i * p.kw + j] if (i < p.kh and j < p.kw) else 0
+            # kc = k*Cg + c  ->  column k*R + s*Cg + c
+            _weight_tile(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8],
+                         u + (kc // p.Cg) * p.R + s * p.Cg + kc % p.Cg, KR)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -313,27 +328,29 @@ cdef void _weights_nchw(const floating *w, floating *u, const Plan *p) noexcept 
 
 cdef void _input_nhwc(const floating *x, floating *v, const floating *zeros, const Plan *p,
                       Py_ssize_t c0, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
-    """v[xi, t, c] = (B^T d B)[xi] of tile t of tile rows [q0, q1), channels c0 + [0, Cg)."""
-    cdef Py_ssize_t Cg = p.Cg, C = p.C, ld = p.tiles * p.Cg
-    cdef Py_ssize_t q, n, th, tw, t, a, b, ih, iw
+    """v[xi, t, s*Cg + c] = (B^T d B)[xi] of tile t of tile rows [q0, q1) under sub-kernel s
+    (the patch moved by (3si, 3sj)), channels c0 + [0, Cg)."""
+    cdef Py_ssize_t Cg = p.Cg, C = p.C, ld = p.tiles * p.R
+    cdef Py_ssize_t q, n, th, tw, t, a, b, ih, iw, s
     cdef const floating *d[16]
     for q in range(q0, q1):
         n = q // p.tH
         th = q - n * p.tH
         for tw in range(p.tW):
             t = (q - q0) * p.tW + tw
-            for a in range(4):
-                ih = 2 * th - p.pt + a
-                for b in range(4):
-                    iw = 2 * tw - p.pl + b
-                    if ih < 0 or ih >= p.H or iw < 0 or iw >= p.W:
-                        d[a * 4 + b] = zeros
-                    else:
-                        d[a * 4 + b] = x + ((n * p.H + ih) * p.W + iw) * C + c0
-            if floating is float:
-                wino_input_nhwc_f(d, v + t * Cg, ld, Cg)
-            else:
-                wino_input_nhwc_d(d, v + t * Cg, ld, Cg)
+            for s in range(p.S):
+                for a in range(4):
+                    ih = 2 * th - p.pt + 3 * (s // p.Sw) + a
+                    for b in range(4):
+                        iw = 2 * tw - p.pl + 3 * (s % p.Sw) + b
+                        if ih < 0 or ih >= p.H or iw < 0 or iw >= p.W:
+                            d[a * 4 + b] = zeros
+                        else:
+                            d[a * 4 + b] = x + ((n * p.H + ih) * p.W + iw) * C + c0
+                if floating is float:
+                    wino_input_nhwc_f(d, v + t * p.R + s * Cg, ld, Cg)
+                else:
+                    wino_input_nhwc_d(d, v + t * p.R + s * Cg, ld, Cg)
 
 
 cdef bint _output_nhwc(const floating *m, const floating *bias, floating *out, const Plan *p,
@@ -403,13 +420,13 @@ cdef bint _block_nhwc(const floating *x, const floating *u, const floating *bias
     cdef Py_ssize_t q0 = blk * p.rows, q1 = _min(q0 + p.rows, p.N * p.tH)
     cdef Py_ssize_t T = (q1 - q0) * p.tW, xi, gi
     cdef floating *v = scratch
-    cdef floating *m = scratch + 16 * p.tiles * p.Cg
+    cdef floating *m = scratch + 16 * p.tiles * p.R
     cdef bint nonfinite = False
     for gi in range(p.G):
         _input_nhwc(x, v, zeros, p, gi * p.Cg, q0, q1)
         for xi in range(16):
-            gemm(False, False, T, p.Kg, p.Cg, v + xi * p.tiles * p.Cg, p.Cg,
-                 u + xi * p.Cg * p.K + gi * p.Kg, p.K, 0, m + xi * p.tiles * p.Kg, p.Kg)
+            gemm(False, False, T, p.Kg, p.R, v + xi * p.tiles * p.R, p.R,
+                 u + xi * p.R * p.K + gi * p.Kg, p.K, 0, m + xi * p.tiles * p.Kg, p.Kg)
         nonfinite |= _output_nhwc(m, bias, out, p, gi * p.Kg, q0, q1)
     return nonfinite
 
@@ -420,34 +437,38 @@ cdef bint _block_nhwc(const floating *x, const floating *u, const floating *bias
 
 cdef void _input_nchw(const floating *x, floating *v, floating *rows, const Plan *p,
                       Py_ssize_t c0, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
-    """v[xi, c, t] for channels c0 + [0, Cg) and the tiles of tile rows [q0, q1)."""
-    cdef Py_ssize_t Wp = 2 * p.tW + 2, ld = p.Cg * p.tiles
-    cdef Py_ssize_t q, n, th, c, a, ih, iw, lo, hi, t0
+    """v[xi, s*Cg + c, t] for sub-kernel s (as in _input_nhwc), channels c0 + [0, Cg) and the
+    tiles of tile rows [q0, q1)."""
+    cdef Py_ssize_t Wp = 2 * p.tW + 2, ld = p.R * p.tiles
+    cdef Py_ssize_t q, n, th, c, a, ih, iw, lo, hi, t0, s, pt, pl
     cdef floating *row
     cdef floating *o
     cdef const floating *src
-    # input columns iw = j - pl for padded column j in [0, Wp); valid for j in [lo, hi)
-    lo = _min(_max(p.pl, 0), Wp)
-    hi = _max(lo, _min(Wp, p.W + p.pl))
-    for q in range(q0, q1):
+    for s in range(p.S):
+      pt = p.pt - 3 * (s // p.Sw)
+      pl = p.pl - 3 * (s % p.Sw)
+      # input columns iw = j - pl for padded column j in [0, Wp); valid for j in [lo, hi)
+      lo = _min(_max(pl, 0), Wp)
+      hi = _max(lo, _min(Wp, p.W + pl))
+      for q in range(q0, q1):
         n = q // p.tH
         th = q - n * p.tH
         t0 = (q - q0) * p.tW
         for c in range(p.Cg):
             for a in range(4):
                 row = rows + a * Wp
-                ih = 2 * th - p.pt + a
+                ih = 2 * th - pt + a
                 if ih < 0 or ih >= p.H:
                     memset(row, 0, Wp * sizeof(floating))
                     continue
-                src = x + ((n * p.C + c0 + c) * p.H + ih) * p.W - p.pl
+                src = x + ((n * p.C + c0 + c) * p.H + ih) * p.W - pl
                 for iw in range(lo):
                     row[iw] = 0
                 for iw in range(lo, hi):
                     row[iw] = src[iw]
                 for iw in range(hi, Wp):
                     row[iw] = 0
-            o = v + c * p.tiles + t0
+            o = v + (s * p.Cg + c) * p.tiles + t0
             if floating is float:
                 wino_input_rows_f(rows, rows + Wp, rows + 2 * Wp, rows + 3 * Wp, o, ld, p.tW)
             else:
@@ -523,14 +544,14 @@ cdef bint _block_nchw(const floating *x, const floating *u, const floating *bias
     cdef Py_ssize_t q0 = blk * p.rows, q1 = _min(q0 + p.rows, p.N * p.tH)
     cdef Py_ssize_t T = (q1 - q0) * p.tW, xi, gi
     cdef floating *v = scratch
-    cdef floating *m = scratch + 16 * p.tiles * p.Cg
+    cdef floating *m = scratch + 16 * p.tiles * p.R
     cdef floating *rows = m + 16 * p.tiles * p.Kg
     cdef bint nonfinite = False
     for gi in range(p.G):
         _input_nchw(x, v, rows, p, gi * p.Cg, q0, q1)
         for xi in range(16):
-            gemm(False, False, p.Kg, T, p.Cg, u + (xi * p.K + gi * p.Kg) * p.Cg, p.Cg,
-                 v + xi * p.Cg * p.tiles, p.tiles, 0, m + xi * p.Kg * p.tiles, p.tiles)
+            gemm(False, False, p.Kg, T, p.R, u + (xi * p.K + gi * p.Kg) * p.R, p.R,
+                 v + xi * p.R * p.tiles, p.tiles, 0, m + xi * p.Kg * p.tiles, p.tiles)
         nonfinite |= _output_nchw(m, bias, out, p, gi * p.Kg, q0, q1)
     return nonfinite
 
@@ -559,9 +580,9 @@ cdef Py_ssize_t _forward(const floating *x, const floating *w, const floating *b
     cdef floating *mine = NULL
     cdef Py_ssize_t blk, nonfinite = 0
     cdef int tid = 0
+    memset(zeros, 0, _max(p.Cg, p.K) * sizeof(floating))
     if nhwc:
-        memset(zeros, 0, p.Cg * sizeof(floating))
-        _weights_nhwc(w, u, p)
+        _weights_nhwc(w, u, zeros, p)
     else:
         _weights_nchw(w, u, p)
     if p.threads <= 1:
@@ -581,18 +602,20 @@ cdef Py_ssize_t _forward(const floating *x, const floating *w, const floating *b
 
 
 def workspace_elements(Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t K,
-                       Py_ssize_t oH, Py_ssize_t oW, Py_ssize_t pad_top, Py_ssize_t pad_left,
-                       Py_ssize_t groups, int num_threads):
+                       Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t oH, Py_ssize_t oW,
+                       Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t groups,
+                       int num_threads):
     """Scratch elements the forward needs: U, each thread's V and M, and a zero vector."""
-    cdef Plan p = _plan(N, C, H, W, K, oH, oW, pad_top, pad_left, groups, num_threads)
-    return p.weights + p.threads * p.per_thread + _max(p.Cg, p.Kg)
+    cdef Plan p = _plan(N, C, H, W, K, kh, kw, oH, oW, pad_top, pad_left, groups, num_threads)
+    return p.weights + p.threads * p.per_thread + _max(p.Cg, p.K)
 
 
 cdef Plan _checked_plan(Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t K,
-                        Py_ssize_t oH, Py_ssize_t oW, Py_ssize_t pad_top, Py_ssize_t pad_left,
-                        Py_ssize_t groups, int num_threads, Py_ssize_t have) except *:
-    cdef Plan p = _plan(N, C, H, W, K, oH, oW, pad_top, pad_left, groups, num_threads)
-    cdef Py_ssize_t need = p.weights + p.threads * p.per_thread + _max(p.Cg, p.Kg)
+                        Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t oH, Py_ssize_t oW,
+                        Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t groups,
+                        int num_threads, Py_ssize_t have) except *:
+    cdef Plan p = _plan(N, C, H, W, K, kh, kw, oH, oW, pad_top, pad_left, groups, num_threads)
+    cdef Py_ssize_t need = p.weights + p.threads * p.per_thread + _max(p.Cg, p.K)
     if have < need:
         raise ValueError(f"workspace too small: {have} elements, need {need}")
     return p
@@ -601,7 +624,7 @@ cdef Plan _checked_plan(Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, 
 def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
                  const floating[::1] bias, floating[:, :, :, ::1] out, floating[::1] workspace,
                  Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t groups, int num_threads):
-    """out := bias + conv2d(x, weight), 3x3 stride 1: x (N, C, H, W), weight (K, C/G, 3, 3).
+    """out := bias + conv2d(x, weight), stride 1: x (N, C, H, W), weight (K, C/G, kh, kw).
 
     Returns True when some output is not finite: an infinity or NaN in the input spreads over
     the whole 4x4 patch in Winograd's transform, so the caller must recompute such a result
@@ -612,8 +635,8 @@ def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
     if x.shape[0] == 0:
         return False
     p = _checked_plan(x.shape[0], x.shape[1], x.shape[2], x.shape[3], weight.shape[0],
-                      out.shape[2], out.shape[3], pad_top, pad_left, groups, num_threads,
-                      workspace.shape[0])
+                      weight.shape[2], weight.shape[3], out.shape[2], out.shape[3], pad_top,
+                      pad_left, groups, num_threads, workspace.shape[0])
     with nogil:
         nonfinite = _forward(&x[0, 0, 0, 0], &weight[0, 0, 0, 0], &bias[0], &out[0, 0, 0, 0],
                              &workspace[0], &p, False)
@@ -623,14 +646,14 @@ def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
 def forward_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
                  const floating[::1] bias, floating[:, :, :, ::1] out, floating[::1] workspace,
                  Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t groups, int num_threads):
-    """As forward_nchw, for x (N, H, W, C), weight (3, 3, C/G, K) and out (N, oH, oW, K)."""
+    """As forward_nchw, for x (N, H, W, C), weight (kh, kw, C/G, K) and out (N, oH, oW, K)."""
     cdef Plan p
     cdef Py_ssize_t nonfinite
     if x.shape[0] == 0:
         return False
     p = _checked_plan(x.shape[0], x.shape[3], x.shape[1], x.shape[2], weight.shape[3],
-                      out.shape[1], out.shape[2], pad_top, pad_left, groups, num_threads,
-                      workspace.shape[0])
+                      weight.shape[0], weight.shape[1], out.shape[1], out.shape[2], pad_top,
+                      pad_left, groups, num_threads, workspace.shape[0])
     with nogil:
         nonfinite = _forward(&x[0, 0, 0, 0], &weight[0, 0, 0, 0], &bias[0], &out[0, 0, 0, 0],
                              &workspace[0], &p, True)
@@ -703,25 +726,25 @@ cdef void _grad_tiles_nchw(const floating *gout, floating *qb, floating *rows, c
 
 cdef void _gw_block(const floating *gout, const floating *x, floating *acc, floating *scratch,
                     const floating *zeros, const Plan *p, bint nhwc, Py_ssize_t blk) noexcept nogil:
-    """acc[xi] += the block's products: (Cg, K) per xi in NHWC, (K, Cg) in NCHW."""
+    """acc[xi] += the block's products: (R, K) per xi in NHWC, (K, R) in NCHW."""
     cdef Py_ssize_t q0 = blk * p.rows, q1 = _min(q0 + p.rows, p.N * p.tH)
-    cdef Py_ssize_t T = (q1 - q0) * p.tW, xi, gi, Cg = p.Cg, Kg = p.Kg, K = p.K
+    cdef Py_ssize_t T = (q1 - q0) * p.tW, xi, gi, R = p.R, Kg = p.Kg, K = p.K
     cdef floating *v = scratch
-    cdef floating *qb = scratch + 16 * p.tiles * Cg
+    cdef floating *qb = scratch + 16 * p.tiles * R
     cdef floating *rows = qb + 16 * p.tiles * Kg
     for gi in range(p.G):
         if nhwc:
-            _input_nhwc(x, v, zeros, p, gi * Cg, q0, q1)
+            _input_nhwc(x, v, zeros, p, gi * p.Cg, q0, q1)
             _grad_tiles_nhwc(gout, qb, zeros, p, gi * Kg, q0, q1)
             for xi in range(16):
-                gemm(True, False, Cg, Kg, T, v + xi * p.tiles * Cg, Cg,
-                     qb + xi * p.tiles * Kg, Kg, 1, acc + xi * Cg * K + gi * Kg, K)
+                gemm(True, False, R, Kg, T, v + xi * p.tiles * R, R,
+                     qb + xi * p.tiles * Kg, Kg, 1, acc + xi * R * K + gi * Kg, K)
         else:
-            _input_nchw(x, v, rows, p, gi * Cg, q0, q1)
+            _input_nchw(x, v, rows, p, gi * p.Cg, q0, q1)
             _grad_tiles_nchw(gout, qb, rows, p, gi * Kg, q0, q1)
             for xi in range(16):
-                gemm(False, True, Kg, Cg, T, qb + xi * Kg * p.tiles, p.tiles,
-                     v + xi * Cg * p.tiles, p.tiles, 1, acc + (xi * K + gi * Kg) * Cg, Cg)
+                gemm(False, True, Kg, R, T, qb + xi * Kg * p.tiles, p.tiles,
+                     v + xi * R * p.tiles, p.tiles, 1, acc + (xi * K + gi * Kg) * R, R)
 
 
 cdef inline void _kernel_gradient(const floating *m, Py_ssize_t step, floating *gw,
@@ -743,15 +766,16 @@ cdef inline void _kernel_gradient(const floating *m, Py_ssize_t step, floating *
 cdef void _grad_weight(const floating *gout, const floating *x, floating *gw, floating *ws,
                        const Plan *p, bint nhwc) noexcept nogil:
     """ws: thread 0's accumulator, the threads' scratch, zeros, the other accumulators."""
-    cdef Py_ssize_t acc_n = p.weights, e, a, blk, CK = p.Cg * p.K
+    cdef Py_ssize_t acc_n = p.weights, e, a, blk, RK = p.R * p.K, sub, c, k, i, j, tap
+    cdef floating taps[9]
     cdef floating *scratch = ws + acc_n
     cdef floating *zeros = scratch + p.threads * p.per_thread
-    cdef floating *others = zeros + _max(p.Cg, p.Kg)
+    cdef floating *others = zeros + _max(p.Cg, p.K)
     cdef floating *mine = NULL
     cdef floating *acc = NULL
     cdef floating s
     cdef int tid = 0
-    memset(zeros, 0, _max(p.Cg, p.Kg) * sizeof(floating))
+    memset(zeros, 0, _max(p.Cg, p.K) * sizeof(floating))
     memset(ws, 0, acc_n * sizeof(floating))
     memset(others, 0, (p.threads - 1) * acc_n * sizeof(floating))
     if p.threads <= 1:
@@ -773,21 +797,35 @@ cdef void _grad_weight(const floating *gout, const floating *x, floating *gw, fl
             for a in range(p.threads - 1):
                 s = s + others[a * acc_n + e]
             ws[e] = s
-    # the 16 sums of each (c, k) -> its 3x3 gradient
-    for e in range(CK):
-        if nhwc:    # ws[xi, c, k] -> gw[i, j, c, k]
-            _kernel_gradient(ws + e, CK, gw + e, CK)
-        else:       # ws[xi, k, c] -> gw[k, c, i, j]
-            _kernel_gradient(ws + e, CK, gw + e * 9, 1)
+    # the 16 sums of each (sub-kernel, c, k) -> its 3x3 block of the kernel's gradient
+    for e in range(RK):
+        _kernel_gradient(ws + e, RK, taps, 1)
+        if nhwc:    # ws[xi, sub*Cg + c, k]
+            sub = e // (p.Cg * p.K)
+            c = (e // p.K) % p.Cg
+            k = e % p.K
+        else:       # ws[xi, k, sub*Cg + c]
+            k = e // p.R
+            sub = (e % p.R) // p.Cg
+            c = e % p.Cg
+        for tap in range(9):
+            i = 3 * (sub // p.Sw) + tap // 3
+            j = 3 * (sub % p.Sw) + tap % 3
+            if i < p.kh and j < p.kw:
+                if nhwc:
+                    gw[((i * p.kw + j) * p.Cg + c) * p.K + k] = taps[tap]
+                else:
+                    gw[((k * p.Cg + c) * p.kh + i) * p.kw + j] = taps[tap]
 
 
 def grad_weight_workspace_elements(Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
-                                   Py_ssize_t K, Py_ssize_t oH, Py_ssize_t oW, Py_ssize_t pad_top,
-                                   Py_ssize_t pad_left, Py_ssize_t groups, int num_threads):
-    """Scratch elements grad_weight needs: one 16 x Cg x K accumulator per thread, each thread's
+                                   Py_ssize_t K, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t oH,
+                                   Py_ssize_t oW, Py_ssize_t pad_top, Py_ssize_t pad_left,
+                                   Py_ssize_t groups, int num_threads):
+    """Scratch elements grad_weight needs: one 16 x R x K accumulator per thread, each thread's
     V and transformed grad_output, and a zero vector."""
-    cdef Plan p = _plan(N, C, H, W, K, oH, oW, pad_top, pad_left, groups, num_threads)
-    return p.threads * p.weights + p.threads * p.per_thread + _max(p.Cg, p.Kg)
+    cdef Plan p = _plan(N, C, H, W, K, kh, kw, oH, oW, pad_top, pad_left, groups, num_threads)
+    return p.threads * p.weights + p.threads * p.per_thread + _max(p.Cg, p.K)
 
 
 def _grad_weight_checked(const floating[:, :, :, ::1] grad_output, const floating[:, :, :, ::1] x,
@@ -798,13 +836,13 @@ def _grad_weight_checked(const floating[:, :, :, ::1] grad_output, const floatin
     cdef Py_ssize_t need
     if nhwc:
         p = _plan(x.shape[0], x.shape[3], x.shape[1], x.shape[2], grad_weight.shape[3],
-                  grad_output.shape[1], grad_output.shape[2], pad_top, pad_left, groups,
-                  num_threads)
+                  grad_weight.shape[0], grad_weight.shape[1], grad_output.shape[1],
+                  grad_output.shape[2], pad_top, pad_left, groups, num_threads)
     else:
         p = _plan(x.shape[0], x.shape[1], x.shape[2], x.shape[3], grad_weight.shape[0],
-                  grad_output.shape[2], grad_output.shape[3], pad_top, pad_left, groups,
-                  num_threads)
-    need = p.threads * p.weights + p.threads * p.per_thread + _max(p.Cg, p.Kg)
+                  grad_weight.shape[2], grad_weight.shape[3], grad_output.shape[2],
+                  grad_output.shape[3], pad_top, pad_left, groups, num_threads)
+    need = p.threads * p.weights + p.threads * p.per_thread + _max(p.Cg, p.K)
     if workspace.shape[0] < need:
         raise ValueError(f"workspace too small: {workspace.shape[0]} elements, need {need}")
     if x.shape[0] == 0:
@@ -817,14 +855,14 @@ def _grad_weight_checked(const floating[:, :, :, ::1] grad_output, const floatin
 
 def grad_weight_nchw(grad_output, x, grad_weight, workspace, Py_ssize_t pad_top,
                      Py_ssize_t pad_left, Py_ssize_t groups, int num_threads):
-    """grad_weight := dL/dW of a 3x3 stride-1 convolution, NCHW: x (N, C, H, W), weight
-    (K, C/G, 3, 3). May hold infinities or NaN where a direct sum would not; the caller checks."""
+    """grad_weight := dL/dW of a stride-1 convolution, NCHW: x (N, C, H, W), weight
+    (K, C/G, kh, kw). May hold infinities or NaN where a direct sum would not; the caller checks."""
     _grad_weight_checked(grad_output, x, grad_weight, workspace, pad_top, pad_left, groups,
                          num_threads, False)
 
 
 def grad_weight_nhwc(grad_output, x, grad_weight, workspace, Py_ssize_t pad_top,
                      Py_ssize_t pad_left, Py_ssize_t groups, int num_threads):
-    """As grad_weight_nchw for x (N, H, W, C) and weight (3, 3, C/G, K)."""
+    """As grad_weight_nchw for x (N, H, W, C) and weight (kh, kw, C/G, K)."""
     _grad_weight_checked(grad_output, x, grad_weight, workspace, pad_top, pad_left, groups,
                          num_threads, True)
