@@ -153,18 +153,60 @@ cdef void _max_fwd_plane(const floating* x, floating* out, int64_t* ind, idx_t* 
                 irow[ow] = q[ow]
 
 
+cdef enum:
+    _CB = 64    # channels per block of the NHWC max kernel: the running max and argmax stay in a few registers
+
+
+cdef inline void _max_window_nhwc(const floating* x, floating* o, int64_t* ind, idx_t first, Py_ssize_t n,
+                                  Py_ssize_t W, Py_ssize_t C, Py_ssize_t h0, Py_ssize_t h1, Py_ssize_t dh,
+                                  Py_ssize_t w0, Py_ssize_t w1, Py_ssize_t dw) noexcept nogil:
+    """o[c], ind[c] := max over the window of x[ih, iw, c] and its flat position, for c < n <= _CB.
+
+    The window's in-bounds rows are h0, h0 + dh, ... < h1 and columns w0, w0 + dw, ... < w1 (both nonempty);
+    first = h0*W + w0. Starting from the first pixel is the same as starting from -inf with index first:
+    a first value that is not taken from -inf is -inf itself.
+    """
+    cdef floating m[_CB]
+    cdef idx_t q[_CB]
+    cdef const floating* p = x + (h0 * W + w0) * C
+    cdef Py_ssize_t c, ih, iw = w0 + dw
+    cdef floating v, mm
+    cdef bint take
+    cdef idx_t idx
+    for c in range(n):
+        m[c] = p[c]
+        q[c] = first
+    ih = h0
+    while ih < h1:
+        while iw < w1:
+            p = x + (ih * W + iw) * C
+            idx = <idx_t>(ih * W + iw)
+            for c in range(n):
+                v = p[c]
+                mm = m[c]
+                take = (v > mm) | (v != v)
+                m[c] = v if take else mm
+                q[c] = idx if take else q[c]
+            iw += dw
+        iw = w0
+        ih += dh
+    for c in range(n):
+        o[c] = m[c]
+        ind[c] = q[c]
+
+
 cdef void _max_fwd_row_nhwc(const floating* x, floating* out, int64_t* ind, idx_t* q, Py_ssize_t oh,
                             Py_ssize_t H, Py_ssize_t W, Py_ssize_t C, Py_ssize_t oW,
                             Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                             Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw) noexcept nogil:
     """One output row of one sample, x (H, W, C), out/ind (oW, C); vectorised over C.
 
-    q: C running indices as wide as floating, or NULL to work in the int64 indices directly.
+    q only selects the type of the running indices (as wide as floating, so the selects vectorise); its
+    value is not used. Each window is reduced for _CB channels at a time, so that its running max and
+    argmax stay in registers rather than going back to memory after every pixel.
     """
-    cdef Py_ssize_t ow, c, h0, h1, w0, w1, ih, iw
-    cdef idx_t idx
-    cdef floating* o
-    cdef idx_t* qq
+    cdef Py_ssize_t ow, c, h0, h1, w0, w1
+    cdef idx_t first
     h0 = oh * sh - pt
     h1 = _imin(h0 + (kh - 1) * dh + 1, H)
     h0 = _first_in(h0, dh)
@@ -172,22 +214,19 @@ cdef void _max_fwd_row_nhwc(const floating* x, floating* out, int64_t* ind, idx_
         w0 = ow * sw - pl
         w1 = _imin(w0 + (kw - 1) * dw + 1, W)
         w0 = _first_in(w0, dw)
-        o = out + ow * C
-        qq = q if q != NULL else <idx_t*>(ind + ow * C)
-        idx = <idx_t>(h0 * W + w0)
-        for c in range(C):
-            o[c] = -INFINITY
-            qq[c] = idx
-        ih = h0
-        while ih < h1:
-            iw = w0
-            while iw < w1:
-                _max_lanes(x + (ih * W + iw) * C, o, qq, C, <idx_t>(ih * W + iw))
-                iw += dw
-            ih += dh
-        if q != NULL:
+        first = <idx_t>(h0 * W + w0)
+        if h0 >= h1 or w0 >= w1:    # no input in the window (possible with dilation): -inf, PyTorch's index
             for c in range(C):
-                ind[ow * C + c] = q[c]
+                out[ow * C + c] = -INFINITY
+                ind[ow * C + c] = first
+            continue
+        c = 0
+        while c + _CB <= C:
+            _max_window_nhwc(x + c, out + ow * C + c, ind + ow * C + c, first, _CB, W, C, h0, h1, dh, w0, w1, dw)
+            c += _CB
+        if c < C:
+            _max_window_nhwc(x + c, out + ow * C + c, ind + ow * C + c, first, C - c, W, C, h0, h1, dh,
+                             w0, w1, dw)
 
 
 def max_pool2d_forward_nchw(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
@@ -236,24 +275,20 @@ def max_pool2d_forward_nhwc(const floating[:, :, :, ::1] x, floating[:, :, :, ::
     cdef const floating* xp = &x[0, 0, 0, 0]
     cdef floating* op = &out[0, 0, 0, 0]
     cdef int64_t* ip = &indices[0, 0, 0, 0]
-    cdef int32_t* scratch = NULL
-    cdef int64_t* no64 = NULL
+    cdef int32_t* as32 = NULL     # type tags for _max_fwd_row_nhwc's running indices
+    cdef int64_t* as64 = NULL
     if floating is float and H * W < INT32_MAX:
-        scratch = <int32_t*> malloc(nt * C * sizeof(int32_t))
-        if scratch == NULL:
-            raise MemoryError()
         for p in prange(P, nogil=True, schedule="static", num_threads=nt):
             n = p // oH
             oh = p - n * oH
-            _max_fwd_row_nhwc(xp + n * H * W * C, op + p * oW * C, ip + p * oW * C, scratch + threadid() * C,
+            _max_fwd_row_nhwc(xp + n * H * W * C, op + p * oW * C, ip + p * oW * C, as32,
                               oh, H, W, C, oW, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
                               dilation_h, dilation_w)
-        free(scratch)
     else:
         for p in prange(P, nogil=True, schedule="static", num_threads=nt):
             n = p // oH
             oh = p - n * oH
-            _max_fwd_row_nhwc(xp + n * H * W * C, op + p * oW * C, ip + p * oW * C, no64,
+            _max_fwd_row_nhwc(xp + n * H * W * C, op + p * oW * C, ip + p * oW * C, as64,
                               oh, H, W, C, oW, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
                               dilation_h, dilation_w)
 
