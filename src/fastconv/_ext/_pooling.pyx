@@ -109,14 +109,107 @@ cdef inline void _max_lanes(const floating* xp, floating* m, idx_t* q, Py_ssize_
         q[c] = idx if take else q[c]
 
 
-cdef void _max_fwd_plane(const floating* x, floating* out, int64_t* ind, idx_t* q,
+cdef inline void _take(floating v, idx_t k, floating* m, idx_t* q) noexcept nogil:
+    """The max-pool select: if v > m or v is NaN: m, q = v, k."""
+    cdef bint take = (v > m[0]) | (v != v)
+    m[0] = v if take else m[0]
+    q[0] = k if take else q[0]
+
+
+cdef inline void _max_row_s2(const floating* r0, floating* orow, int64_t* irow, idx_t W, int64_t base,
+                             Py_ssize_t off, Py_ssize_t lo, Py_ssize_t hi, const floating* e, Py_ssize_t L) noexcept nogil:
+    """Stride 2, dilation 1, 2x2 windows (3x3 if e != NULL) wholly inside the plane, for ow in [lo, hi).
+
+    The window of ow is r0[2*ow + off + i*W + j]; orow[ow] := its max, irow[ow] := base + 2*ow + off + the
+    offset i*W + j of the max. Same scan order and select as the generic kernel, with all of the window's
+    pixels in one branch-free loop body (vectorised over ow), started from the first pixel.
+
+    3x3 reads the rows deinterleaved: e[2*i*L + k] = r_i[2*k + off], e[(2*i + 1)*L + k] = r_i[2*k + off + 1].
+    Reading columns 2*ow, 2*ow + 1, 2*ow + 2 of the rows themselves makes GCC finish every run with a few
+    scalar iterations (its "peeling for gaps"), whose branchy selects cost more than the whole vector loop.
+    """
+    cdef const floating* r1 = r0 + W
+    cdef Py_ssize_t ow, c
+    cdef floating m
+    cdef idx_t q
+    if e != NULL:     # two loops, not a test inside one: GCC vectorises only branch-free loop bodies
+        for ow in range(lo, hi):
+            m = e[ow]
+            q = 0
+            _take(e[L + ow], <idx_t>1, &m, &q)
+            _take(e[ow + 1], <idx_t>2, &m, &q)
+            _take(e[2 * L + ow], W, &m, &q)
+            _take(e[3 * L + ow], W + 1, &m, &q)
+            _take(e[2 * L + ow + 1], W + 2, &m, &q)
+            _take(e[4 * L + ow], 2 * W, &m, &q)
+            _take(e[5 * L + ow], 2 * W + 1, &m, &q)
+            _take(e[4 * L + ow + 1], 2 * W + 2, &m, &q)
+            orow[ow] = m
+            irow[ow] = base + 2 * ow + off + q
+    else:
+        for ow in range(lo, hi):
+            c = 2 * ow + off
+            m = r0[c]
+            q = 0
+            _take(r0[c + 1], <idx_t>1, &m, &q)
+            _take(r1[c], W, &m, &q)
+            _take(r1[c + 1], W + 1, &m, &q)
+            orow[ow] = m
+            irow[ow] = base + c + q
+
+
+cdef void _max_row_s2_blocks(const floating* r0, floating* orow, int64_t* irow, idx_t W, int64_t base,
+                             Py_ssize_t off, Py_ssize_t lo, Py_ssize_t hi, floating* e, Py_ssize_t L) noexcept nogil:
+    """_max_row_s2 on [lo, hi) in runs of a multiple of 16 (or 8) outputs, the last overlapping the one before.
+
+    GCC vectorises _max_row_s2 8 or 16 lanes wide and finishes with a scalar loop, whose selects compile to
+    branches that random data mispredicts half the time; rows are short (12 outputs for MNIST, 56 for the
+    ResNet stem). Recomputing a few outputs avoids that remainder: they get the same values again.
+    e: NULL for 2x2, else scratch of 6*L >= 6*(hi + 1) elements for 3x3 (see _max_row_s2).
+    """
+    cdef Py_ssize_t g = 16 if hi - lo >= 16 else 8
+    cdef Py_ssize_t mid = lo + (hi - lo) // g * g
+    cdef Py_ssize_t i, k
+    cdef const floating* r
+    if e != NULL:
+        for i in range(3):
+            r = r0 + i * W + off
+            for k in range(lo, hi + 1):
+                e[2 * i * L + k] = r[2 * k]
+            for k in range(lo, hi):
+                e[(2 * i + 1) * L + k] = r[2 * k + 1]
+    if hi - lo < 8 or mid == hi:
+        _max_row_s2(r0, orow, irow, W, base, off, lo, hi, e, L)
+    else:
+        _max_row_s2(r0, orow, irow, W, base, off, lo, mid, e, L)
+        _max_row_s2(r0, orow, irow, W, base, off, hi - g, hi, e, L)
+
+
+cdef inline void _max_one(const floating* x, floating* o, int64_t* ind, Py_ssize_t W, Py_ssize_t h0,
+                          Py_ssize_t h1, Py_ssize_t dh, Py_ssize_t w0, Py_ssize_t w1, Py_ssize_t dw) noexcept nogil:
+    """One window of the plane x: rows h0, h0 + dh, ... < h1, columns w0, w0 + dw, ... < w1 (h0, w0 the first
+    in-bounds ones); *o, *ind := its max (-inf if empty) and flat index, as the generic kernel."""
+    cdef floating m = -INFINITY
+    cdef int64_t q = h0 * W + w0
+    cdef Py_ssize_t ih = h0, iw
+    while ih < h1:
+        iw = w0
+        while iw < w1:
+            _take(x[ih * W + iw], <int64_t>(ih * W + iw), &m, &q)
+            iw += dw
+        ih += dh
+    o[0] = m
+    ind[0] = q
+
+
+cdef void _max_fwd_plane(const floating* x, floating* out, int64_t* ind, idx_t* q, floating* buf,
                          Py_ssize_t H, Py_ssize_t W, Py_ssize_t oH, Py_ssize_t oW,
                          Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                          Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw) noexcept nogil:
     """out[oh, ow] := max_{i,j} x[oh*sh - pt + i*dh, ow*sw - pl + j*dw]; ind := its flat position.
 
     q is a row of oW running indices, of the integer type as wide as floating (so the select vectorises);
-    it may alias the indices row when idx_t is int64_t.
+    it may alias the indices row when idx_t is int64_t. buf: scratch of 6*(oW + 1) elements.
     """
     cdef Py_ssize_t oh, ow, h0, h1, ih, j, off, lo, hi
     cdef floating* orow
@@ -124,12 +217,27 @@ cdef void _max_fwd_plane(const floating* x, floating* out, int64_t* ind, idx_t* 
     cdef idx_t* qrow
     cdef const floating* xrow
     cdef idx_t base
+    cdef Py_ssize_t flo = 0, fhi = 0
+    # 2x2 and 3x3 stride 2: rows whose windows lie inside the input vertically take _max_row_s2 on the columns
+    # [flo, fhi) where they lie inside horizontally too.
+    if dh == 1 and dw == 1 and sw == 2 and kh == kw and (kh == 2 or kh == 3):
+        _out_range(-pl, 2, W, oW, &flo, &lo)
+        _out_range(kw - 1 - pl, 2, W, oW, &lo, &fhi)
     for oh in range(oH):
         h0 = oh * sh - pt
-        h1 = _imin(h0 + (kh - 1) * dh + 1, H)
-        h0 = _first_in(h0, dh)
         orow = out + oh * oW
         irow = ind + oh * oW
+        if flo < fhi and h0 >= 0 and h0 + kh <= H:
+            _max_row_s2_blocks(x + h0 * W, orow, irow, <idx_t>W, h0 * W, -pl, flo, fhi,
+                               buf if kh == 3 else NULL, oW + 1)
+            for ow in range(flo):
+                _max_one(x, orow + ow, irow + ow, W, h0, h0 + kh, 1, _first_in(2 * ow - pl, 1),
+                         _imin(2 * ow - pl + kw, W), 1)
+            for ow in range(fhi, oW):
+                _max_one(x, orow + ow, irow + ow, W, h0, h0 + kh, 1, 2 * ow - pl, _imin(2 * ow - pl + kw, W), 1)
+            continue
+        h1 = _imin(h0 + (kh - 1) * dh + 1, H)
+        h0 = _first_in(h0, dh)
         qrow = q if q != NULL else <idx_t*>irow
         for ow in range(oW):
             orow[ow] = -INFINITY
@@ -246,18 +354,25 @@ def max_pool2d_forward_nchw(const floating[:, :, :, ::1] x, floating[:, :, :, ::
     cdef int64_t* ip = &indices[0, 0, 0, 0]
     cdef int32_t* scratch = NULL
     cdef int64_t* no64 = NULL
+    cdef Py_ssize_t nbuf = 6 * (oW + 1)
+    cdef floating* buf = <floating*> malloc(nt * nbuf * sizeof(floating))
+    if buf == NULL:
+        raise MemoryError()
     if floating is float and HW < INT32_MAX:
         scratch = <int32_t*> malloc(nt * oW * sizeof(int32_t))
         if scratch == NULL:
+            free(buf)
             raise MemoryError()
         for p in prange(P, nogil=True, schedule="static", num_threads=nt):
-            _max_fwd_plane(xp + p * HW, op + p * oHW, ip + p * oHW, scratch + threadid() * oW, H, W, oH, oW,
+            _max_fwd_plane(xp + p * HW, op + p * oHW, ip + p * oHW, scratch + threadid() * oW,
+                           buf + threadid() * nbuf, H, W, oH, oW,
                            kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w)
         free(scratch)
     else:
         for p in prange(P, nogil=True, schedule="static", num_threads=nt):
-            _max_fwd_plane(xp + p * HW, op + p * oHW, ip + p * oHW, no64, H, W, oH, oW,
+            _max_fwd_plane(xp + p * HW, op + p * oHW, ip + p * oHW, no64, buf + threadid() * nbuf, H, W, oH, oW,
                            kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w)
+    free(buf)
 
 
 def max_pool2d_forward_nhwc(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,

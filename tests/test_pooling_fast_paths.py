@@ -1,0 +1,61 @@
+"""The specialised pooling kernels (NCHW 2x2 / 3x3 stride-2 rows, NHWC channel blocks) bit for bit.
+
+The shared POOL_CASES are small (rows of 3-5 outputs, 2-4 channels), so they miss the vectorised runs of
+the fast kernels: rows of at least 8 outputs, overlapping last runs, blocks of 64 channels plus a
+remainder. Ties (small integers) and NaNs make the argmax rule visible.
+"""
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv._geometry import pool2d_geometry
+from fastconv.algorithms import reference
+
+# (H, W, kernel, stride, padding, ceil_mode): row lengths 8-33 around the block sizes 8 and 16
+SHAPES = [
+    (24, 24, 2, 2, 0, False),
+    (17, 35, 2, 2, 1, True),
+    (16, 30, 2, 2, 0, False),
+    (19, 67, 3, 2, 1, False),
+    (14, 33, 3, 2, 0, True),
+    (11, 40, 3, 2, 1, True),
+    (9, 18, 3, 2, 1, False),
+]
+
+
+def _input(shape, dtype, seed, nan):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-3, 4, size=shape).astype(dtype)  # many ties
+    if nan:
+        x.reshape(-1)[rng.choice(x.size, x.size // 50 + 1, replace=False)] = np.nan
+    x.reshape(-1)[rng.choice(x.size, x.size // 50 + 1, replace=False)] = -np.inf
+    return x
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("data_format", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("nan", [False, True])
+def test_max_pool2d_fast_paths_bitwise(shape, data_format, dtype, nan):
+    h, w, k, s, p, ceil_mode = shape
+    channels = 70 if data_format == "NHWC" else 3  # a 64-channel block and a remainder
+    x = _input((2, channels, h, w), dtype, h * w + k, nan)
+    if data_format == "NHWC":
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    geom = pool2d_geometry(x.shape, k, s, p, 1, ceil_mode, data_format)
+    out, idx = fastconv.max_pool2d(x, k, s, p, ceil_mode=ceil_mode, return_indices=True, data_format=data_format)
+    ref_out, ref_idx = reference.max_pool2d_forward(x, geom)
+    np.testing.assert_array_equal(out, ref_out)
+    np.testing.assert_array_equal(idx, ref_idx)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_pool2d_fast_paths_match_torch(shape, dtype):
+    torch = pytest.importorskip("torch")
+    h, w, k, s, p, ceil_mode = shape
+    x = _input((2, 3, h, w), dtype, 7 * h + w, True)
+    out_t, idx_t = torch.nn.functional.max_pool2d(torch.from_numpy(x), k, s, p, 1, ceil_mode, return_indices=True)
+    out, idx = fastconv.max_pool2d(x, k, s, p, ceil_mode=ceil_mode, return_indices=True)
+    np.testing.assert_array_equal(out, out_t.numpy())
+    np.testing.assert_array_equal(idx, idx_t.numpy())
