@@ -59,3 +59,28 @@ def test_max_pool2d_fast_paths_match_torch(shape, dtype):
     out, idx = fastconv.max_pool2d(x, k, s, p, ceil_mode=ceil_mode, return_indices=True)
     np.testing.assert_array_equal(out, out_t.numpy())
     np.testing.assert_array_equal(idx, idx_t.numpy())
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("count_include_pad,divisor_override", [(True, None), (False, None), (True, 3)])
+def test_avg_pool2d_fast_paths_match_torch(shape, dtype, count_include_pad, divisor_override):
+    """NCHW rows of 2x2 / 3x3 stride-2 windows: the same sums in the same order as PyTorch, bit for bit."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    h, w, k, s, p, ceil_mode = shape
+    rng = np.random.default_rng(h * w)
+    x = rng.standard_normal((2, 3, h, w)).astype(dtype)
+    x[0, 0, :2, :4] = -0.0  # an all -0.0 window sums to +0.0, as from 0
+    kw = dict(ceil_mode=ceil_mode, count_include_pad=count_include_pad, divisor_override=divisor_override)
+    xt = torch.from_numpy(x).requires_grad_()
+    out_t = F.avg_pool2d(xt, k, s, p, **kw)
+    go = rng.standard_normal(out_t.shape).astype(dtype)
+    go[0, 0, 0, :2] = -0.0
+    (grad_t,) = torch.autograd.grad(out_t, xt, torch.from_numpy(go))
+    out = fastconv.avg_pool2d(x, k, s, p, **kw)
+    np.testing.assert_array_equal(out, out_t.detach().numpy())
+    assert not np.signbit(out[0, 0, 0, 0])
+    grad = fastconv.avg_pool2d_backward(go, x, k, s, p, **kw)
+    np.testing.assert_array_equal(grad, grad_t.numpy())
+    np.testing.assert_array_equal(np.signbit(grad), np.signbit(grad_t.numpy()))

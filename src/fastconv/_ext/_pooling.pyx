@@ -507,19 +507,92 @@ cdef inline Py_ssize_t _avg_divisor(Py_ssize_t h0, Py_ssize_t hpad_end, Py_ssize
     return (h1 - h0) * (w1 - w0)
 
 
+cdef inline void _avg_row_s2(const floating* r0, floating* orow, Py_ssize_t W, Py_ssize_t off,
+                             Py_ssize_t lo, Py_ssize_t hi, bint k3, floating dv) noexcept nogil:
+    """Stride 2, 2x2 windows (3x3 if k3) wholly inside the plane, for ow in [lo, hi): orow[ow] := the sum of
+    r0[2*ow + off + i*W + j] in row-major order, from 0 as PyTorch, divided by dv."""
+    cdef const floating* r1 = r0 + W
+    cdef const floating* r2 = r1 + W
+    cdef Py_ssize_t ow, c
+    cdef floating t
+    if k3:     # two loops, not a test inside one: GCC vectorises only branch-free loop bodies
+        for ow in range(lo, hi):
+            c = 2 * ow + off
+            t = 0
+            t = t + r0[c]
+            t = t + r0[c + 1]
+            t = t + r0[c + 2]
+            t = t + r1[c]
+            t = t + r1[c + 1]
+            t = t + r1[c + 2]
+            t = t + r2[c]
+            t = t + r2[c + 1]
+            t = t + r2[c + 2]
+            orow[ow] = t / dv
+    else:
+        for ow in range(lo, hi):
+            c = 2 * ow + off
+            t = 0
+            t = t + r0[c]
+            t = t + r0[c + 1]
+            t = t + r1[c]
+            t = t + r1[c + 1]
+            orow[ow] = t / dv
+
+
+cdef inline void _s2_interior(Py_ssize_t W, Py_ssize_t oW, Py_ssize_t k, Py_ssize_t pl,
+                              Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    """[lo, hi) := the ow whose stride-2 window of width k (columns 2*ow - pl + j, j < k) lies inside [0, W)."""
+    cdef Py_ssize_t unused
+    _out_range(-pl, 2, W, oW, lo, &unused)
+    _out_range(k - 1 - pl, 2, W, oW, &unused, hi)
+    if hi[0] < lo[0]:
+        hi[0] = lo[0]
+
+
+cdef inline floating _avg_one(const floating* x, Py_ssize_t H, Py_ssize_t W, Py_ssize_t h0, Py_ssize_t w0,
+                              Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t pb, Py_ssize_t pr,
+                              bint count_include_pad, Py_ssize_t divisor_override) noexcept nogil:
+    """The average over one window (top-left h0, w0) of the plane x, as the generic passes compute it."""
+    cdef Py_ssize_t ih, iw, d
+    cdef floating t = 0
+    d = _avg_divisor(h0, H + pb, H, w0, W + pr, W, kh, kw, count_include_pad, divisor_override)
+    if d == 0:
+        return 0
+    for ih in range(_imax(h0, 0), _imin(h0 + kh, H)):
+        for iw in range(_imax(w0, 0), _imin(w0 + kw, W)):
+            t = t + x[ih * W + iw]
+    return t / <floating>d
+
+
 cdef void _avg_fwd_plane(const floating* x, floating* out,
                          Py_ssize_t H, Py_ssize_t W, Py_ssize_t oH, Py_ssize_t oW,
                          Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                          Py_ssize_t pt, Py_ssize_t pb, Py_ssize_t pl, Py_ssize_t pr,
                          bint count_include_pad, Py_ssize_t divisor_override) noexcept nogil:
-    """out[oh, ow] := sum_{in-input i,j} x[oh*sh - pt + i, ow*sw - pl + j] / divisor."""
-    cdef Py_ssize_t oh, ow, h0, h1, ih, j, off, lo, hi, d
+    """out[oh, ow] := sum_{in-input i,j} x[oh*sh - pt + i, ow*sw - pl + j] / divisor.
+
+    2x2 and 3x3 stride 2: rows whose windows lie inside the input vertically take _avg_row_s2 on the
+    columns [flo, fhi) where they lie inside horizontally too (divisor kh*kw or the override there), and
+    _avg_one on the others. Same sums in the same order as the generic passes.
+    """
+    cdef Py_ssize_t oh, ow, h0, h1, ih, j, off, lo, hi, d, flo = 0, fhi = 0
     cdef floating* orow
     cdef const floating* xrow
+    cdef floating dv = <floating>(divisor_override if divisor_override != 0 else kh * kw)
+    if sw == 2 and kh == kw and (kh == 2 or kh == 3):
+        _s2_interior(W, oW, kw, pl, &flo, &fhi)
     for oh in range(oH):
         h0 = oh * sh - pt
-        h1 = _imin(_imin(h0 + kh, H + pb), H)
         orow = out + oh * oW
+        if flo < fhi and h0 >= 0 and h0 + kh <= H:
+            _avg_row_s2(x + h0 * W, orow, W, -pl, flo, fhi, kh == 3, dv)
+            for ow in range(flo):
+                orow[ow] = _avg_one(x, H, W, h0, 2 * ow - pl, kh, kw, pb, pr, count_include_pad, divisor_override)
+            for ow in range(fhi, oW):
+                orow[ow] = _avg_one(x, H, W, h0, 2 * ow - pl, kh, kw, pb, pr, count_include_pad, divisor_override)
+            continue
+        h1 = _imin(_imin(h0 + kh, H + pb), H)
         for ow in range(oW):
             orow[ow] = 0
         for ih in range(_imax(h0, 0), h1):
@@ -537,6 +610,25 @@ cdef void _avg_fwd_plane(const floating* x, floating* out,
                 orow[ow] = 0
 
 
+cdef inline void _avg_bwd_row_2x2(const floating* go, floating* g0, Py_ssize_t W, Py_ssize_t off,
+                                  Py_ssize_t lo, Py_ssize_t hi, floating dv) noexcept nogil:
+    """2x2 stride-2 windows wholly inside the plane, for ow in [lo, hi): g0[2*ow + off + i*W + j] := 0 + go[ow]/dv.
+
+    The windows do not overlap, so each element gets this one contribution, added to the zero it was
+    cleared to (0 + v, not v: -0.0 becomes +0.0 as in PyTorch); writing it spares loading the zero.
+    """
+    cdef floating* g1 = g0 + W
+    cdef Py_ssize_t ow, c
+    cdef floating v, zero = 0
+    for ow in range(lo, hi):
+        c = 2 * ow + off
+        v = zero + go[ow] / dv
+        g0[c] = v
+        g0[c + 1] = v
+        g1[c] = v
+        g1[c + 1] = v
+
+
 cdef void _avg_bwd_plane(const floating* go, floating* gi, floating* g,
                          Py_ssize_t H, Py_ssize_t W, Py_ssize_t oH, Py_ssize_t oW,
                          Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
@@ -545,15 +637,27 @@ cdef void _avg_bwd_plane(const floating* go, floating* gi, floating* g,
     """gi := 0; gi[window(oh, ow)] += go[oh, ow] / divisor; g is scratch of oW elements.
 
     Columns are visited with j descending so that every gi element receives its contributions in (oh, ow)
-    order, as in PyTorch (bitwise identical sums).
+    order, as in PyTorch (bitwise identical sums). 2x2 stride 2 windows do not overlap: rows whose windows
+    lie inside the input vertically take _avg_bwd_row_2x2 on the columns inside horizontally too.
     """
-    cdef Py_ssize_t oh, ow, h0, h1, ih, j, off, lo, hi, d
+    cdef Py_ssize_t oh, ow, h0, h1, ih, j, off, lo, hi, d, flo = 0, fhi = 0, c0, c1
     cdef floating* girow
+    cdef floating dv = <floating>(divisor_override if divisor_override != 0 else kh * kw)
     memset(gi, 0, H * W * sizeof(floating))
+    if kh == 2 and kw == 2 and sh == 2 and sw == 2:
+        _s2_interior(W, oW, 2, pl, &flo, &fhi)
     for oh in range(oH):
         h0 = oh * sh - pt
         h1 = _imin(_imin(h0 + kh, H + pb), H)
+        c0, c1 = oW, oW         # the columns for the generic passes: [0, c0) and [c1, oW)
+        if flo < fhi and h0 >= 0 and h0 + kh <= H:
+            _avg_bwd_row_2x2(go + oh * oW, gi + h0 * W, W, -pl, flo, fhi, dv)
+            c0, c1 = flo, fhi
+            if c0 == 0 and c1 == oW:
+                continue
         for ow in range(oW):
+            if c0 <= ow < c1:
+                continue
             d = _avg_divisor(h0, H + pb, H, ow * sw - pl, W + pr, W, kh, kw, count_include_pad, divisor_override)
             g[ow] = go[oh * oW + ow] / <floating>d if d != 0 else 0
         for ih in range(_imax(h0, 0), h1):
@@ -561,7 +665,9 @@ cdef void _avg_bwd_plane(const floating* go, floating* gi, floating* g,
             for j in range(kw - 1, -1, -1):
                 off = j - pl
                 _out_range(off, sw, W, oW, &lo, &hi)
-                for ow in range(lo, hi):
+                for ow in range(lo, _imin(hi, c0)):
+                    girow[ow * sw + off] = girow[ow * sw + off] + g[ow]
+                for ow in range(_imax(lo, c1), hi):
                     girow[ow * sw + off] = girow[ow * sw + off] + g[ow]
 
 
