@@ -62,6 +62,16 @@ cdef inline void _out_range(Py_ssize_t off, Py_ssize_t stride, Py_ssize_t W, Py_
     hi[0] = b if b > a else a
 
 
+cdef inline void _s2_interior(Py_ssize_t W, Py_ssize_t oW, Py_ssize_t k, Py_ssize_t pl,
+                              Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    """[lo, hi) := the ow whose stride-2 window of width k (columns 2*ow - pl + j, j < k) lies inside [0, W)."""
+    cdef Py_ssize_t unused
+    _out_range(-pl, 2, W, oW, lo, &unused)
+    _out_range(k - 1 - pl, 2, W, oW, &unused, hi)
+    if hi[0] < lo[0]:
+        hi[0] = lo[0]
+
+
 cdef inline Py_ssize_t _channel_block(Py_ssize_t N, Py_ssize_t C, int nt) noexcept nogil:
     """Channel block for NHWC backward: enough (n, block) tasks for the threads, blocks a multiple of 16."""
     cdef Py_ssize_t nblk, cb
@@ -96,19 +106,6 @@ cdef inline void _max_strided(const floating* xrow, floating* m, idx_t* q, Py_ss
         q[ow] = (base + <idx_t>ow * <idx_t>sw) if take else q[ow]
 
 
-cdef inline void _max_lanes(const floating* xp, floating* m, idx_t* q, Py_ssize_t C, idx_t idx) noexcept nogil:
-    """For c < C: if xp[c] > m[c] or xp[c] is NaN: m[c], q[c] = xp[c], idx."""
-    cdef Py_ssize_t c
-    cdef floating v, mm
-    cdef bint take
-    for c in range(C):
-        v = xp[c]
-        mm = m[c]
-        take = (v > mm) | (v != v)
-        m[c] = v if take else mm
-        q[c] = idx if take else q[c]
-
-
 cdef inline void _take(floating v, idx_t k, floating* m, idx_t* q) noexcept nogil:
     """The max-pool select: if v > m or v is NaN: m, q = v, k."""
     cdef bint take = (v > m[0]) | (v != v)
@@ -117,7 +114,8 @@ cdef inline void _take(floating v, idx_t k, floating* m, idx_t* q) noexcept nogi
 
 
 cdef inline void _max_row_s2(const floating* r0, floating* orow, int64_t* irow, idx_t W, int64_t base,
-                             Py_ssize_t off, Py_ssize_t lo, Py_ssize_t hi, const floating* e, Py_ssize_t L) noexcept nogil:
+                             Py_ssize_t off, Py_ssize_t lo, Py_ssize_t hi,
+                             const floating* e, Py_ssize_t L) noexcept nogil:
     """Stride 2, dilation 1, 2x2 windows (3x3 if e != NULL) wholly inside the plane, for ow in [lo, hi).
 
     The window of ow is r0[2*ow + off + i*W + j]; orow[ow] := its max, irow[ow] := base + 2*ow + off + the
@@ -158,8 +156,9 @@ cdef inline void _max_row_s2(const floating* r0, floating* orow, int64_t* irow, 
             irow[ow] = base + c + q
 
 
-cdef void _max_row_s2_blocks(const floating* r0, floating* orow, int64_t* irow, idx_t W, int64_t base,
-                             Py_ssize_t off, Py_ssize_t lo, Py_ssize_t hi, floating* e, Py_ssize_t L) noexcept nogil:
+cdef inline void _max_row_s2_blocks(const floating* r0, floating* orow, int64_t* irow, idx_t W, int64_t base,
+                                    Py_ssize_t off, Py_ssize_t lo, Py_ssize_t hi,
+                                    floating* e, Py_ssize_t L) noexcept nogil:
     """_max_row_s2 on [lo, hi) in runs of a multiple of 16 (or 8) outputs, the last overlapping the one before.
 
     GCC vectorises _max_row_s2 8 or 16 lanes wide and finishes with a scalar loop, whose selects compile to
@@ -221,8 +220,7 @@ cdef void _max_fwd_plane(const floating* x, floating* out, int64_t* ind, idx_t* 
     # 2x2 and 3x3 stride 2: rows whose windows lie inside the input vertically take _max_row_s2 on the columns
     # [flo, fhi) where they lie inside horizontally too.
     if dh == 1 and dw == 1 and sw == 2 and kh == kw and (kh == 2 or kh == 3):
-        _out_range(-pl, 2, W, oW, &flo, &lo)
-        _out_range(kw - 1 - pl, 2, W, oW, &lo, &fhi)
+        _s2_interior(W, oW, kw, pl, &flo, &fhi)
     for oh in range(oH):
         h0 = oh * sh - pt
         orow = out + oh * oW
@@ -538,16 +536,6 @@ cdef inline void _avg_row_s2(const floating* r0, floating* orow, Py_ssize_t W, P
             t = t + r1[c]
             t = t + r1[c + 1]
             orow[ow] = t / dv
-
-
-cdef inline void _s2_interior(Py_ssize_t W, Py_ssize_t oW, Py_ssize_t k, Py_ssize_t pl,
-                              Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
-    """[lo, hi) := the ow whose stride-2 window of width k (columns 2*ow - pl + j, j < k) lies inside [0, W)."""
-    cdef Py_ssize_t unused
-    _out_range(-pl, 2, W, oW, lo, &unused)
-    _out_range(k - 1 - pl, 2, W, oW, &unused, hi)
-    if hi[0] < lo[0]:
-        hi[0] = lo[0]
 
 
 cdef inline floating _avg_one(const floating* x, Py_ssize_t H, Py_ssize_t W, Py_ssize_t h0, Py_ssize_t w0,
