@@ -10,9 +10,9 @@ def _bench(args):
     import fastconv
     from fastconv import benchmarks
     from fastconv.benchmarks import report
-    from fastconv.testing import SUITE_LAYERS
+    from fastconv.testing import POOL_SUITE_LAYERS, SUITE_LAYERS
 
-    known = [c.id for c in SUITE_LAYERS]
+    known = [c.id for c in SUITE_LAYERS + POOL_SUITE_LAYERS]
     layers = args.layers.split(",") if args.layers else None
     for name in layers or []:
         if name not in known:
@@ -49,27 +49,32 @@ def _bench(args):
     rounds = args.rounds or (7 if args.full else 5)
     progress = (lambda line: print(line, flush=True)) if not args.quiet else (lambda line: None)
     results = dict(config=fastconv.info.config(), sgemm_gflops=sgemm, copy_gbytes=copy)
-    results["conv"] = benchmarks.run_conv_suite(layers, algorithm_names, ops, rounds=rounds, threads=threads,
-                                                with_torch=torch is not None, progress=progress)
-    tables = [report.conv_table(results["conv"], sgemm)]
-    if not layers:  # the whole suite: pooling, and the torch-backend model when torch is here
-        results["pooling"] = benchmarks.run_pool_suite(rounds=rounds, threads=threads,
+    conv_layers = [c.id for c in SUITE_LAYERS if layers is None or c.id in layers]
+    pool_layers = [c.id for c in POOL_SUITE_LAYERS if layers is None or c.id in layers]
+    tables = []
+    if conv_layers:
+        results["conv"] = benchmarks.run_conv_suite(conv_layers, algorithm_names, ops, rounds=rounds,
+                                                    threads=threads, with_torch=torch is not None,
+                                                    progress=progress)
+        tables.append(report.conv_table(results["conv"], sgemm))
+    if pool_layers:
+        results["pooling"] = benchmarks.run_pool_suite(pool_layers, rounds=rounds, threads=threads,
                                                        with_torch=torch is not None, progress=progress)
         tables.append(report.pool_table(results["pooling"], copy))
-        if torch is not None:
-            from fastconv.benchmarks import torch_backend
-            results["resnet"] = torch_backend.run_resnet_benchmark(threads, rounds=rounds, progress=progress)
-            tables.append(torch_backend.resnet_table(results["resnet"]))
+    if not layers and torch is not None:  # the whole suite: the torch-backend model too
+        from fastconv.benchmarks import torch_backend
+        results["resnet"] = torch_backend.run_resnet_benchmark(threads, rounds=rounds, progress=progress)
+        tables.append(torch_backend.resnet_table(results["resnet"]))
     for table in tables:
         print()
         print(report.render(table, args.markdown))
     print()
-    print("\n".join(report.summary(results["conv"], results.get("pooling", []))))
+    print("\n".join(report.summary(results.get("conv", []), results.get("pooling", []))))
     print(f"({time.perf_counter() - started:.0f} s)")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=1)
-    if args.plot:
+    if args.plot and results.get("conv"):
         report.plot(results["conv"], args.plot)
         print(f"plot written to {args.plot}")
 
@@ -78,7 +83,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="fastconv", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     bench = commands.add_parser("bench", help="time every algorithm on the public layer suite")
-    bench.add_argument("--layers", help="comma-separated suite layers (default: all, plus pooling)")
+    bench.add_argument("--layers", help="comma-separated convolution or pooling suite layers "
+                                        "(default: all, and the torch-backend ResNet)")
     bench.add_argument("--algorithms", help="comma-separated algorithms (default: all compiled + auto)")
     bench.add_argument("--backward", action="store_true", help="also time both gradients")
     bench.add_argument("--full", action="store_true", help="forward and backward, more rounds")

@@ -68,11 +68,12 @@ def _bytes_moved(case, x, out_size):
     return x.nbytes + out_size * x.itemsize + index_bytes
 
 
-def run_pool_suite(data_formats=("NCHW", "NHWC"), rounds=5, threads=2, with_torch=True, progress=print):
+def run_pool_suite(layers=None, data_formats=("NCHW", "NHWC"), rounds=5, threads=2, with_torch=True,
+                   progress=print):
     """Rows {layer, data_format, op, contender, seconds, bytes} for every measurement."""
     torch = torch_or_none(threads) if with_torch else None
     rows = []
-    for case in POOL_SUITE_LAYERS:
+    for case in [c for c in POOL_SUITE_LAYERS if layers is None or c.id in layers]:
         for data_format in data_formats:
             x = pool_input(case, np.float32, data_format)
             forward, backward = _fastconv_ops(case, x, data_format)
