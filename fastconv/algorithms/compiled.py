@@ -150,17 +150,24 @@ class WinogradConv(Im2colConv):
         return (geom.kernel_h in (3, 5) and geom.kernel_w in (3, 5) and geom.stride == (1, 1)
                 and geom.dilation == (1, 1) and super().supports(geom, dtype))
 
-    def forward(self, x, weight, bias, geom):
-        out = np.empty(geom.output_shape, dtype=x.dtype)
+    def _run(self, op, geom, dtype, result, *arrays):
+        """Run the kernel for op with a workspace of the size the module asks for."""
         threads = _config.threads_for(geom.flops, _config.SERIAL_FLOPS)
-        workspace = np.empty(self._kernels.workspace_elements(
+        sizes = (self._kernels.workspace_elements if op == "forward"
+                 else self._kernels.grad_weight_workspace_elements)
+        workspace = np.empty(sizes(
             geom.batch, geom.in_channels, geom.in_h, geom.in_w, geom.out_channels,
             geom.kernel_h, geom.kernel_w, geom.out_h, geom.out_w, geom.padding[0][0],
-            geom.padding[1][0], geom.groups, threads), dtype=x.dtype)
-        kernel = getattr(self._kernels, f"forward_{self._suffix(geom)}")
-        with self._threading("forward", threads):
-            nonfinite = kernel(x, weight, _bias_or_zeros(bias, geom, x.dtype), out, workspace,
-                               geom.padding[0][0], geom.padding[1][0], geom.groups, threads)
+            geom.padding[1][0], geom.groups, threads), dtype=dtype)
+        kernel = getattr(self._kernels, f"{op}_{self._suffix(geom)}")
+        with self._threading(op, threads):
+            return kernel(*arrays, result, workspace, geom.padding[0][0], geom.padding[1][0],
+                          geom.groups, threads)
+
+    def forward(self, x, weight, bias, geom):
+        out = np.empty(geom.output_shape, dtype=x.dtype)
+        nonfinite = self._run("forward", geom, x.dtype, out, x, weight,
+                              _bias_or_zeros(bias, geom, x.dtype))
         if nonfinite:
             # An infinity or NaN spreads over Winograd's whole 4x4 patch (and inf - inf is
             # NaN): recompute so that they land where a direct sum puts them.
@@ -175,15 +182,7 @@ class WinogradConv(Im2colConv):
 
     def grad_weight(self, grad_output, x, geom):
         grad_weight = np.empty(geom.weight_shape, dtype=x.dtype)
-        threads = _config.threads_for(geom.flops, _config.SERIAL_FLOPS)
-        workspace = np.empty(self._kernels.grad_weight_workspace_elements(
-            geom.batch, geom.in_channels, geom.in_h, geom.in_w, geom.out_channels,
-            geom.kernel_h, geom.kernel_w, geom.out_h, geom.out_w, geom.padding[0][0],
-            geom.padding[1][0], geom.groups, threads), dtype=x.dtype)
-        kernel = getattr(self._kernels, f"grad_weight_{self._suffix(geom)}")
-        with self._threading("grad_weight", threads):
-            kernel(grad_output, x, grad_weight, workspace, geom.padding[0][0],
-                   geom.padding[1][0], geom.groups, threads)
+        self._run("grad_weight", geom, x.dtype, grad_weight, grad_output, x)
         if not np.isfinite(grad_weight).all():   # as in forward: recompute with a direct sum
             return _IM2COL.grad_weight(grad_output, x, geom)
         return grad_weight

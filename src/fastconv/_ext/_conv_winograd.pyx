@@ -621,43 +621,46 @@ cdef Plan _checked_plan(Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, 
     return p
 
 
-def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
-                 const floating[::1] bias, floating[:, :, :, ::1] out, floating[::1] workspace,
-                 Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t groups, int num_threads):
+def _forward_checked(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
+                     const floating[::1] bias, floating[:, :, :, ::1] out,
+                     floating[::1] workspace, Py_ssize_t pad_top, Py_ssize_t pad_left,
+                     Py_ssize_t groups, int num_threads, bint nhwc):
+    cdef Plan p
+    cdef Py_ssize_t nonfinite
+    if x.shape[0] == 0:
+        return False
+    if nhwc:
+        p = _checked_plan(x.shape[0], x.shape[3], x.shape[1], x.shape[2], weight.shape[3],
+                          weight.shape[0], weight.shape[1], out.shape[1], out.shape[2], pad_top,
+                          pad_left, groups, num_threads, workspace.shape[0])
+    else:
+        p = _checked_plan(x.shape[0], x.shape[1], x.shape[2], x.shape[3], weight.shape[0],
+                          weight.shape[2], weight.shape[3], out.shape[2], out.shape[3], pad_top,
+                          pad_left, groups, num_threads, workspace.shape[0])
+    with nogil:
+        nonfinite = _forward(&x[0, 0, 0, 0], &weight[0, 0, 0, 0], &bias[0], &out[0, 0, 0, 0],
+                             &workspace[0], &p, nhwc)
+    return nonfinite > 0
+
+
+def forward_nchw(x, weight, bias, out, workspace, Py_ssize_t pad_top, Py_ssize_t pad_left,
+                 Py_ssize_t groups, int num_threads):
     """out := bias + conv2d(x, weight), stride 1: x (N, C, H, W), weight (K, C/G, kh, kw).
 
     Returns True when some output is not finite: an infinity or NaN in the input spreads over
     the whole 4x4 patch in Winograd's transform, so the caller must recompute such a result
     with a direct sum to get the same NaN and infinity positions.
     """
-    cdef Plan p
-    cdef Py_ssize_t nonfinite
-    if x.shape[0] == 0:
-        return False
-    p = _checked_plan(x.shape[0], x.shape[1], x.shape[2], x.shape[3], weight.shape[0],
-                      weight.shape[2], weight.shape[3], out.shape[2], out.shape[3], pad_top,
-                      pad_left, groups, num_threads, workspace.shape[0])
-    with nogil:
-        nonfinite = _forward(&x[0, 0, 0, 0], &weight[0, 0, 0, 0], &bias[0], &out[0, 0, 0, 0],
-                             &workspace[0], &p, False)
-    return nonfinite > 0
+    return _forward_checked(x, weight, bias, out, workspace, pad_top, pad_left, groups,
+                            num_threads, False)
 
 
-def forward_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
-                 const floating[::1] bias, floating[:, :, :, ::1] out, floating[::1] workspace,
-                 Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t groups, int num_threads):
+def forward_nhwc(x, weight, bias, out, workspace, Py_ssize_t pad_top, Py_ssize_t pad_left,
+                 Py_ssize_t groups, int num_threads):
     """As forward_nchw, for x (N, H, W, C), weight (kh, kw, C/G, K) and out (N, oH, oW, K)."""
-    cdef Plan p
-    cdef Py_ssize_t nonfinite
-    if x.shape[0] == 0:
-        return False
-    p = _checked_plan(x.shape[0], x.shape[3], x.shape[1], x.shape[2], weight.shape[3],
-                      weight.shape[0], weight.shape[1], out.shape[1], out.shape[2], pad_top,
-                      pad_left, groups, num_threads, workspace.shape[0])
-    with nogil:
-        nonfinite = _forward(&x[0, 0, 0, 0], &weight[0, 0, 0, 0], &bias[0], &out[0, 0, 0, 0],
-                             &workspace[0], &p, True)
-    return nonfinite > 0
+    return _forward_checked(x, weight, bias, out, workspace, pad_top, pad_left, groups,
+                            num_threads, True)
+
 
 # ----------------------------------------------------------------------------------------------
 # Weight gradient: F(3x3, 2x2)
