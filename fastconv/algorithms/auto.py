@@ -7,10 +7,9 @@ def builtin_choice(op, geom):
     """The rule, from `fastconv bench` and per-op timings on the layer suite (2 cores,
     float32, AVX-512 kernels).
 
-    Winograd wins every op of 3x3 stride-1 layers with 8 or more channels per group
-    (forward and input gradient 1.2-2.3x im2col, a tie on resnet_res4's 256 channels;
-    weight gradient 1.1-4.7x), and on 5x5 layers (fmnist_conv2) all NCHW ops and the NHWC
-    input gradient (1.3-1.75x); NHWC 5x5 forward and weight gradient stay with im2col.
+    Winograd wins every op of 3x3 and 5x5 stride-1 layers with 8 or more channels per
+    group: 1.2-2.3x im2col on the 3x3 layers (1.2-1.8x on resnet_res4's 256 channels),
+    1.1-2.6x on fmnist_conv2's 5x5.
     im2col + BLAS wins the other wide layers in every op, and first layers too (fmnist_conv1
     forward 2-3x direct): its tiles run on all cores with the columns in cache. Direct
     convolution wins where each group's GEMM would be a sliver (depthwise and other
@@ -18,12 +17,9 @@ def builtin_choice(op, geom):
     gradient with at most 16 channels per group in and out (cifar_res20 1.2-1.3x).
     """
     cg, kg = geom.in_channels // geom.groups, geom.out_channels // geom.groups
-    if geom.stride == (1, 1) and geom.dilation == (1, 1) and min(cg, kg) >= 8:
-        kernel = (geom.kernel_h, geom.kernel_w)
-        if kernel == (3, 3):
-            return "winograd"
-        if kernel == (5, 5) and not (geom.channels_last and op != "grad_input"):
-            return "winograd"
+    if (geom.kernel_h, geom.kernel_w) in ((3, 3), (5, 5)) and geom.stride == (1, 1) \
+            and geom.dilation == (1, 1) and min(cg, kg) >= 8:
+        return "winograd"
     if geom.groups > 1 and min(cg, kg) <= 4:
         return "direct"
     if not geom.channels_last:

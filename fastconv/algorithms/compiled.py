@@ -166,7 +166,8 @@ class WinogradConv(Im2colConv):
 
     def forward(self, x, weight, bias, geom):
         out = np.empty(geom.output_shape, dtype=x.dtype)
-        nonfinite = self._run("forward", geom, x.dtype, out, x, weight,
+        hwio = weight if geom.channels_last else np.ascontiguousarray(weight.transpose(2, 3, 1, 0))
+        nonfinite = self._run("forward", geom, x.dtype, out, x, hwio,
                               _bias_or_zeros(bias, geom, x.dtype))
         if nonfinite:
             # An infinity or NaN spreads over Winograd's whole 4x4 patch (and inf - inf is

@@ -115,6 +115,32 @@ cdef extern from *:
                                                     const T *x3, T *o, ptrdiff_t ld, ptrdiff_t n) { \\
         fastconv_wino_in_rows_##S(x0, x1, x2, x3, FASTCONV_A16(o, ld), n); \\
     } \\
+    static inline void fastconv_wino_w_##S(const T *restrict g00, const T *restrict g01, \\
+                                           const T *restrict g02, const T *restrict g10, \\
+                                           const T *restrict g11, const T *restrict g12, \\
+                                           const T *restrict g20, const T *restrict g21, \\
+                                           const T *restrict g22, FASTCONV_P16(, T, o), ptrdiff_t n) { \\
+        const T h = (T)0.5; \\
+        for (ptrdiff_t k = 0; k < n; k++) { \\
+            /* G g: rows a, b, c, d of 4x3; then (G g) G^T: the same combination along each row */ \\
+            const T a0 = g00[k], a1 = g01[k], a2 = g02[k]; \\
+            const T b0 = (g00[k] + g10[k] + g20[k]) * h, b1 = (g01[k] + g11[k] + g21[k]) * h; \\
+            const T b2 = (g02[k] + g12[k] + g22[k]) * h; \\
+            const T c0 = (g00[k] - g10[k] + g20[k]) * h, c1 = (g01[k] - g11[k] + g21[k]) * h; \\
+            const T c2 = (g02[k] - g12[k] + g22[k]) * h; \\
+            const T d0 = g20[k], d1 = g21[k], d2 = g22[k]; \\
+            o0[k] = a0; o1[k] = (a0 + a1 + a2) * h; o2[k] = (a0 - a1 + a2) * h; o3[k] = a2; \\
+            o4[k] = b0; o5[k] = (b0 + b1 + b2) * h; o6[k] = (b0 - b1 + b2) * h; o7[k] = b2; \\
+            o8[k] = c0; o9[k] = (c0 + c1 + c2) * h; o10[k] = (c0 - c1 + c2) * h; o11[k] = c2; \\
+            o12[k] = d0; o13[k] = (d0 + d1 + d2) * h; o14[k] = (d0 - d1 + d2) * h; o15[k] = d2; \\
+        } \\
+    } \\
+    /* Weights: o[xi*ld + k] = (G g G^T)[xi] for k in [0, n), g[i*3 + j] -> tap (i, j)'s row */ \\
+    static inline void fastconv_wino_weights_##S(const T *const *g, T *o, ptrdiff_t ld, \\
+                                                 ptrdiff_t n) { \\
+        fastconv_wino_w_##S(g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8], \\
+                            FASTCONV_A16(o, ld), n); \\
+    } \\
     static inline void fastconv_wino_gr_pixels_##S(const T *restrict p00, const T *restrict p01, \\
                                                    const T *restrict p10, const T *restrict p11, \\
                                                    FASTCONV_P16(, T, o), ptrdiff_t n) { \\
@@ -186,6 +212,8 @@ cdef extern from *:
     void wino_input_nhwc_d "fastconv_wino_input_nhwc_d"(const double **d, double *o, Py_ssize_t ld, Py_ssize_t n) noexcept nogil
     void wino_input_rows_f "fastconv_wino_input_rows_f"(const float *x0, const float *x1, const float *x2, const float *x3, float *o, Py_ssize_t ld, Py_ssize_t n) noexcept nogil
     void wino_input_rows_d "fastconv_wino_input_rows_d"(const double *x0, const double *x1, const double *x2, const double *x3, double *o, Py_ssize_t ld, Py_ssize_t n) noexcept nogil
+    void wino_weights_f "fastconv_wino_weights_f"(const float **g, float *o, Py_ssize_t ld, Py_ssize_t n) noexcept nogil
+    void wino_weights_d "fastconv_wino_weights_d"(const double **g, double *o, Py_ssize_t ld, Py_ssize_t n) noexcept nogil
     void wino_grad_nhwc_f "fastconv_wino_grad_nhwc_f"(const float *g00, const float *g01, const float *g10, const float *g11, float *o, Py_ssize_t ld, Py_ssize_t n) noexcept nogil
     void wino_grad_nhwc_d "fastconv_wino_grad_nhwc_d"(const double *g00, const double *g01, const double *g10, const double *g11, double *o, Py_ssize_t ld, Py_ssize_t n) noexcept nogil
     void wino_grad_rows_f "fastconv_wino_grad_rows_f"(const float *y0, const float *y1, float *o, Py_ssize_t ld, Py_ssize_t n) noexcept nogil
@@ -258,68 +286,32 @@ cdef Plan _plan(Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize
 # Weight transform U = G g G^T
 # ----------------------------------------------------------------------------------------------
 
-cdef inline void _weight_tile(floating g00, floating g01, floating g02, floating g10,
-                              floating g11, floating g12, floating g20, floating g21,
-                              floating g22, floating *u, Py_ssize_t step) noexcept nogil:
-    """u[xi * step] = (G g G^T)[xi] for the 3x3 kernel g (straight-line, so loops over many
-    kernels vectorise)."""
-    cdef floating h = 0.5
-    # G g: rows 0..3 of 4x3
-    cdef floating a0 = g00, a1 = g01, a2 = g02
-    cdef floating b0 = (g00 + g10 + g20) * h, b1 = (g01 + g11 + g21) * h, b2 = (g02 + g12 + g22) * h
-    cdef floating c0 = (g00 - g10 + g20) * h, c1 = (g01 - g11 + g21) * h, c2 = (g02 - g12 + g22) * h
-    cdef floating d0 = g20, d1 = g21, d2 = g22
-    # (G g) G^T: the same combination along each row
-    u[0] = a0
-    u[step] = (a0 + a1 + a2) * h
-    u[2 * step] = (a0 - a1 + a2) * h
-    u[3 * step] = a2
-    u[4 * step] = b0
-    u[5 * step] = (b0 + b1 + b2) * h
-    u[6 * step] = (b0 - b1 + b2) * h
-    u[7 * step] = b2
-    u[8 * step] = c0
-    u[9 * step] = (c0 + c1 + c2) * h
-    u[10 * step] = (c0 - c1 + c2) * h
-    u[11 * step] = c2
-    u[12 * step] = d0
-    u[13 * step] = (d0 + d1 + d2) * h
-    u[14 * step] = (d0 - d1 + d2) * h
-    u[15 * step] = d2
-
-
-cdef void _weights_nhwc(const floating *w, floating *u, const floating *zeros,
-                        const Plan *p) noexcept nogil:
-    """u[xi, s*Cg + c, k] from w[i, j, c, k] (HWIO); vectorised over k. Sub-kernel s = (si, sj)
-    is the 3x3 block of taps from (3si, 3sj), zero past the kernel's edge."""
-    cdef Py_ssize_t CK = p.Cg * p.K, RK = p.R * p.K, s, c, k, a, i, j
+cdef void _weight_row(const floating *w, floating *u, const floating *zeros, const Plan *p,
+                      Py_ssize_t sc) noexcept nogil:
+    """u[xi, sc, :] for sc = s*Cg + c: sub-kernel s = (si, sj) is the 3x3 block of taps from
+    (3si, 3sj), zero past the kernel's edge; vectorised over k."""
+    cdef Py_ssize_t s = sc // p.Cg, c = sc % p.Cg, a, i, j
     cdef const floating *g[9]
-    for s in range(p.S):
-        for c in range(p.Cg):
-            for a in range(9):
-                i = 3 * (s // p.Sw) + a // 3
-                j = 3 * (s % p.Sw) + a % 3
-                g[a] = w + (i * p.kw + j) * CK + c * p.K if (i < p.kh and j < p.kw) else zeros
-            for k in range(p.K):
-                _weight_tile(g[0][k], g[1][k], g[2][k], g[3][k], g[4][k], g[5][k], g[6][k],
-                             g[7][k], g[8][k], u + (s * p.Cg + c) * p.K + k, RK)
+    for a in range(9):
+        i = 3 * (s // p.Sw) + a // 3
+        j = 3 * (s % p.Sw) + a % 3
+        g[a] = w + ((i * p.kw + j) * p.Cg + c) * p.K if (i < p.kh and j < p.kw) else zeros
+    if floating is float:
+        wino_weights_f(g, u + sc * p.K, p.R * p.K, p.K)
+    else:
+        wino_weights_d(g, u + sc * p.K, p.R * p.K, p.K)
 
 
-cdef void _weights_nchw(const floating *w, floating *u, const Plan *p) noexcept nogil:
-    """u[xi, k, s*Cg + c] from w[k, c, i, j] (OIHW), sub-kernels as in _weights_nhwc."""
-    cdef Py_ssize_t KR = p.K * p.R, taps = p.kh * p.kw, kc, s, a, i, j
-    cdef const floating *g
-    cdef floating t[9]
-    for kc in range(p.K * p.Cg):
-        g = w + kc * taps
-        for s in range(p.S):
-            for a in range(9):
-                i = 3 * (s // p.Sw) + a // 3
-                j = 3 * (s % p.Sw) + a % 3
-                t[a] = g[i * p.kw + j] if (i < p.kh and j < p.kw) else 0
-            # kc = k*Cg + c  ->  column k*R + s*Cg + c
-            _weight_tile(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8],
-                         u + (kc // p.Cg) * p.R + s * p.Cg + kc % p.Cg, KR)
+cdef void _weights(const floating *w, floating *u, const floating *zeros, const Plan *p,
+                   int nt) noexcept nogil:
+    """u[xi, s*Cg + c, k] = (G g G^T)[xi] from w[i, j, c, k] (HWIO, for both layouts)."""
+    cdef Py_ssize_t sc
+    if nt <= 1:
+        for sc in range(p.R):
+            _weight_row(w, u, zeros, p, sc)
+        return
+    for sc in prange(p.R, num_threads=nt, schedule="static"):
+        _weight_row(w, u, zeros, p, sc)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -550,7 +542,7 @@ cdef bint _block_nchw(const floating *x, const floating *u, const floating *bias
     for gi in range(p.G):
         _input_nchw(x, v, rows, p, gi * p.Cg, q0, q1)
         for xi in range(16):
-            gemm(False, False, p.Kg, T, p.R, u + (xi * p.K + gi * p.Kg) * p.R, p.R,
+            gemm(True, False, p.Kg, T, p.R, u + xi * p.R * p.K + gi * p.Kg, p.K,
                  v + xi * p.R * p.tiles, p.tiles, 0, m + xi * p.Kg * p.tiles, p.tiles)
         nonfinite |= _output_nchw(m, bias, out, p, gi * p.Kg, q0, q1)
     return nonfinite
@@ -581,10 +573,7 @@ cdef Py_ssize_t _forward(const floating *x, const floating *w, const floating *b
     cdef Py_ssize_t blk, nonfinite = 0
     cdef int tid = 0
     memset(zeros, 0, _max(p.Cg, p.K) * sizeof(floating))
-    if nhwc:
-        _weights_nhwc(w, u, zeros, p)
-    else:
-        _weights_nchw(w, u, p)
+    _weights(w, u, zeros, p, p.threads)
     if p.threads <= 1:
         flush_denormals_enter()
         for blk in range(p.blocks):
@@ -634,8 +623,8 @@ def _forward_checked(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1
                           weight.shape[0], weight.shape[1], out.shape[1], out.shape[2], pad_top,
                           pad_left, groups, num_threads, workspace.shape[0])
     else:
-        p = _checked_plan(x.shape[0], x.shape[1], x.shape[2], x.shape[3], weight.shape[0],
-                          weight.shape[2], weight.shape[3], out.shape[2], out.shape[3], pad_top,
+        p = _checked_plan(x.shape[0], x.shape[1], x.shape[2], x.shape[3], weight.shape[3],
+                          weight.shape[0], weight.shape[1], out.shape[2], out.shape[3], pad_top,
                           pad_left, groups, num_threads, workspace.shape[0])
     with nogil:
         nonfinite = _forward(&x[0, 0, 0, 0], &weight[0, 0, 0, 0], &bias[0], &out[0, 0, 0, 0],
@@ -645,7 +634,8 @@ def _forward_checked(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1
 
 def forward_nchw(x, weight, bias, out, workspace, Py_ssize_t pad_top, Py_ssize_t pad_left,
                  Py_ssize_t groups, int num_threads):
-    """out := bias + conv2d(x, weight), stride 1: x (N, C, H, W), weight (K, C/G, kh, kw).
+    """out := bias + conv2d(x, weight), stride 1: x (N, C, H, W), weight (kh, kw, C/G, K) -
+    in Keras's HWIO layout for both data layouts (its transform reads K contiguously).
 
     Returns True when some output is not finite: an infinity or NaN in the input spreads over
     the whole 4x4 patch in Winograd's transform, so the caller must recompute such a result
@@ -657,7 +647,7 @@ def forward_nchw(x, weight, bias, out, workspace, Py_ssize_t pad_top, Py_ssize_t
 
 def forward_nhwc(x, weight, bias, out, workspace, Py_ssize_t pad_top, Py_ssize_t pad_left,
                  Py_ssize_t groups, int num_threads):
-    """As forward_nchw, for x (N, H, W, C), weight (kh, kw, C/G, K) and out (N, oH, oW, K)."""
+    """As forward_nchw, for x (N, H, W, C) and out (N, oH, oW, K)."""
     return _forward_checked(x, weight, bias, out, workspace, pad_top, pad_left, groups,
                             num_threads, True)
 
@@ -769,8 +759,7 @@ cdef inline void _kernel_gradient(const floating *m, Py_ssize_t step, floating *
 cdef void _grad_weight(const floating *gout, const floating *x, floating *gw, floating *ws,
                        const Plan *p, bint nhwc) noexcept nogil:
     """ws: thread 0's accumulator, the threads' scratch, zeros, the other accumulators."""
-    cdef Py_ssize_t acc_n = p.weights, e, a, blk, RK = p.R * p.K, sub, c, k, i, j, tap
-    cdef floating taps[9]
+    cdef Py_ssize_t acc_n = p.weights, e, a, blk, RK = p.R * p.K
     cdef floating *scratch = ws + acc_n
     cdef floating *zeros = scratch + p.threads * p.per_thread
     cdef floating *others = zeros + _max(p.Cg, p.K)
@@ -801,24 +790,36 @@ cdef void _grad_weight(const floating *gout, const floating *x, floating *gw, fl
                 s = s + others[a * acc_n + e]
             ws[e] = s
     # the 16 sums of each (sub-kernel, c, k) -> its 3x3 block of the kernel's gradient
-    for e in range(RK):
-        _kernel_gradient(ws + e, RK, taps, 1)
-        if nhwc:    # ws[xi, sub*Cg + c, k]
-            sub = e // (p.Cg * p.K)
-            c = (e // p.K) % p.Cg
-            k = e % p.K
-        else:       # ws[xi, k, sub*Cg + c]
-            k = e // p.R
-            sub = (e % p.R) // p.Cg
-            c = e % p.Cg
-        for tap in range(9):
-            i = 3 * (sub // p.Sw) + tap // 3
-            j = 3 * (sub % p.Sw) + tap % 3
-            if i < p.kh and j < p.kw:
-                if nhwc:
-                    gw[((i * p.kw + j) * p.Cg + c) * p.K + k] = taps[tap]
-                else:
-                    gw[((k * p.Cg + c) * p.kh + i) * p.kw + j] = taps[tap]
+    if p.threads <= 1:
+        for e in range(RK):
+            _gradient_taps(ws, gw, p, nhwc, e)
+    else:
+        for e in prange(RK, num_threads=p.threads, schedule="static", nogil=True):
+            _gradient_taps(ws, gw, p, nhwc, e)
+
+
+cdef void _gradient_taps(const floating *ws, floating *gw, const Plan *p, bint nhwc,
+                         Py_ssize_t e) noexcept nogil:
+    """The taps of gw that entry e of the 16 summed products gives (G^T M G, 3x3)."""
+    cdef Py_ssize_t sub, c, k, i, j, tap
+    cdef floating taps[9]
+    _kernel_gradient(ws + e, p.R * p.K, taps, 1)
+    if nhwc:    # ws[xi, sub*Cg + c, k]
+        sub = e // (p.Cg * p.K)
+        c = (e // p.K) % p.Cg
+        k = e % p.K
+    else:       # ws[xi, k, sub*Cg + c]
+        k = e // p.R
+        sub = (e % p.R) // p.Cg
+        c = e % p.Cg
+    for tap in range(9):
+        i = 3 * (sub // p.Sw) + tap // 3
+        j = 3 * (sub % p.Sw) + tap % 3
+        if i < p.kh and j < p.kw:
+            if nhwc:
+                gw[((i * p.kw + j) * p.Cg + c) * p.K + k] = taps[tap]
+            else:
+                gw[((k * p.Cg + c) * p.kh + i) * p.kw + j] = taps[tap]
 
 
 def grad_weight_workspace_elements(Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
