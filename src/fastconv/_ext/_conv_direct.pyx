@@ -83,6 +83,214 @@ cdef extern from *:
                             const double *b, const double *c, const double *e, const double *w,
                             Py_ssize_t m, Py_ssize_t s) noexcept nogil
 
+cdef extern from *:
+    """
+    /* Depthwise kernels in GCC/Clang vector extensions: V holds FASTCONV_VB bytes, the widest
+       registers the build's -march has (AVX-512 in the x86-64-v4 build).  Each kernel is
+       instantiated for V and for the scalar T (V == T) which does the leftover elements, so
+       one body serves both and no element is ever read past the caller's range. */
+    #if defined(__AVX512F__)
+    #define FASTCONV_VB 64
+    #elif defined(__AVX__)
+    #define FASTCONV_VB 32
+    #else
+    #define FASTCONV_VB 16
+    #endif
+    typedef float fastconv_vf __attribute__((vector_size(FASTCONV_VB)));
+    typedef double fastconv_vd __attribute__((vector_size(FASTCONV_VB)));
+    #define FASTCONV_VBYTES() FASTCONV_VB
+    /* unaligned load / store of a V (or T) at p */
+    #define FASTCONV_LD(V, p) ({ V v_; __builtin_memcpy(&v_, (p), sizeof(V)); v_; })
+    #define FASTCONV_ST(V, p, v) do { V v_ = (v); __builtin_memcpy((p), &v_, sizeof(V)); } while (0)
+
+    /* d[t] := b + sum_q w[q] * s[t + off[q]] for t in [t, m): a flat correlation with nt taps.
+       Returns where it stopped (the last < sizeof(V)/sizeof(T) elements are left to T). */
+    #define FASTCONV_TAPS(NAME, T, V)                                                        \
+    static inline Py_ssize_t NAME(T *restrict d, const T *restrict s,                       \
+                                  const Py_ssize_t *restrict off, const T *restrict w,      \
+                                  Py_ssize_t nt, T b, Py_ssize_t t, Py_ssize_t m) {         \
+        enum { L = sizeof(V) / sizeof(T) };                                                 \
+        Py_ssize_t q;                                                                       \
+        for (; t + 4 * L <= m; t += 4 * L) {  /* 4 independent sums hide FMA latency */     \
+            V a0 = (V){0} + b, a1 = a0, a2 = a0, a3 = a0;                                   \
+            for (q = 0; q < nt; q++) {                                                      \
+                const T *p = s + off[q] + t;                                                \
+                a0 += w[q] * FASTCONV_LD(V, p);                                             \
+                a1 += w[q] * FASTCONV_LD(V, p + L);                                         \
+                a2 += w[q] * FASTCONV_LD(V, p + 2 * L);                                     \
+                a3 += w[q] * FASTCONV_LD(V, p + 3 * L);                                     \
+            }                                                                               \
+            FASTCONV_ST(V, d + t, a0);                                                      \
+            FASTCONV_ST(V, d + t + L, a1);                                                  \
+            FASTCONV_ST(V, d + t + 2 * L, a2);                                              \
+            FASTCONV_ST(V, d + t + 3 * L, a3);                                              \
+        }                                                                                   \
+        for (; t + L <= m; t += L) {                                                        \
+            V a0 = (V){0} + b;                                                              \
+            for (q = 0; q < nt; q++)                                                        \
+                a0 += w[q] * FASTCONV_LD(V, s + off[q] + t);                                \
+            FASTCONV_ST(V, d + t, a0);                                                      \
+        }                                                                                   \
+        return t;                                                                           \
+    }
+    FASTCONV_TAPS(fastconv_taps_vf, float, fastconv_vf)
+    FASTCONV_TAPS(fastconv_taps_sf, float, float)
+    FASTCONV_TAPS(fastconv_taps_vd, double, fastconv_vd)
+    FASTCONV_TAPS(fastconv_taps_sd, double, double)
+
+    /* r[k] := sum_t g[t] * s[t + off[k]] for k < nt <= 4 and t < m (4 taps share each g load) */
+    #define FASTCONV_DOTS4(NAME, T, V)                                                       \
+    static inline void NAME(const T *restrict g, const T *restrict s,                       \
+                            const Py_ssize_t *restrict off, Py_ssize_t nt, Py_ssize_t m,    \
+                            T *restrict r) {                                                \
+        enum { L = sizeof(V) / sizeof(T) };                                                 \
+        const T *s0 = s + off[0], *s1 = s + off[nt > 1], *s2 = s + off[nt > 2 ? 2 : 0];     \
+        const T *s3 = s + off[nt > 3 ? 3 : 0];  /* missing taps repeat tap 0, unused */     \
+        V a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                           \
+        T acc[4];                                                                           \
+        Py_ssize_t t, l;                                                                    \
+        for (t = 0; t + L <= m; t += L) {                                                   \
+            const V gv = FASTCONV_LD(V, g + t);                                             \
+            a0 += gv * FASTCONV_LD(V, s0 + t);                                              \
+            a1 += gv * FASTCONV_LD(V, s1 + t);                                              \
+            a2 += gv * FASTCONV_LD(V, s2 + t);                                              \
+            a3 += gv * FASTCONV_LD(V, s3 + t);                                              \
+        }                                                                                   \
+        acc[0] = acc[1] = acc[2] = acc[3] = 0;                                              \
+        for (l = 0; l < L; l++) {                                                           \
+            acc[0] += a0[l]; acc[1] += a1[l]; acc[2] += a2[l]; acc[3] += a3[l];             \
+        }                                                                                   \
+        for (; t < m; t++) {                                                                \
+            acc[0] += g[t] * s0[t]; acc[1] += g[t] * s1[t];                                 \
+            acc[2] += g[t] * s2[t]; acc[3] += g[t] * s3[t];                                 \
+        }                                                                                   \
+        for (l = 0; l < nt; l++)                                                            \
+            r[l] = acc[l];                                                                  \
+    }
+    FASTCONV_DOTS4(fastconv_dots4_f, float, fastconv_vf)
+    FASTCONV_DOTS4(fastconv_dots4_d, double, fastconv_vd)
+
+    /* NHWC depthwise, one V of channels at c, for 4 pixels (four) or 1:
+       d[p*C + c] := bias[c] + sum_q x_q[xo + p*sx + c] * w_q[c]  over the nt taps q.
+       The 4 pixels share each weight load; the last tap's row (the one not read by the
+       previous output row) and the output are prefetched FASTCONV_PF pixels ahead. */
+    #define FASTCONV_PF 8
+    #define FASTCONV_DW(NAME, T, V)                                                          \
+    static inline void NAME(T *restrict d, const T **xs, const T **ws, Py_ssize_t nt,       \
+                            const T *restrict bias, Py_ssize_t C, Py_ssize_t sx,            \
+                            Py_ssize_t xo, int four, Py_ssize_t c) {                        \
+        const V bv = FASTCONV_LD(V, bias + c);                                              \
+        Py_ssize_t q, k;                                                                    \
+        if (four) {                                                                         \
+            V a0 = bv, a1 = bv, a2 = bv, a3 = bv;                                           \
+            for (k = FASTCONV_PF; k < FASTCONV_PF + 4 && nt > 0; k++) {                     \
+                __builtin_prefetch(xs[nt - 1] + xo + k * sx + c);                           \
+                __builtin_prefetch(d + k * C + c, 1);                                       \
+            }                                                                               \
+            for (q = 0; q < nt; q++) {                                                      \
+                const T *x = xs[q] + xo + c;                                                \
+                const V wv = FASTCONV_LD(V, ws[q] + c);                                     \
+                a0 += FASTCONV_LD(V, x) * wv;                                               \
+                a1 += FASTCONV_LD(V, x + sx) * wv;                                          \
+                a2 += FASTCONV_LD(V, x + 2 * sx) * wv;                                      \
+                a3 += FASTCONV_LD(V, x + 3 * sx) * wv;                                      \
+            }                                                                               \
+            FASTCONV_ST(V, d + c, a0);                                                      \
+            FASTCONV_ST(V, d + C + c, a1);                                                  \
+            FASTCONV_ST(V, d + 2 * C + c, a2);                                              \
+            FASTCONV_ST(V, d + 3 * C + c, a3);                                              \
+        } else {                                                                            \
+            V a0 = bv;                                                                      \
+            for (q = 0; q < nt; q++)                                                        \
+                a0 += FASTCONV_LD(V, xs[q] + xo + c) * FASTCONV_LD(V, ws[q] + c);           \
+            FASTCONV_ST(V, d + c, a0);                                                      \
+        }                                                                                   \
+    }
+    FASTCONV_DW(fastconv_dw_vf, float, fastconv_vf)
+    FASTCONV_DW(fastconv_dw_sf, float, float)
+    FASTCONV_DW(fastconv_dw_vd, double, fastconv_vd)
+    FASTCONV_DW(fastconv_dw_sd, double, double)
+
+    /* NHWC depthwise weight gradient, one V of channels at c:
+       r_k[c + l] += sum_{p < npix} g[p*C + c + l] * x_k[p*sx + c + l]  for the nt <= 4 taps k
+       and the lanes l in [l0, l1) (the others overlap a neighbouring vector's channels).
+       The pixels are FASTCONV_PF apart in memory: prefetched ahead. */
+    #define FASTCONV_DWDOT(NAME, T, V)                                                       \
+    static inline void NAME(T **r, const T **xs, Py_ssize_t nt, const T *restrict g,        \
+                            Py_ssize_t C, Py_ssize_t sx, Py_ssize_t npix, Py_ssize_t c,     \
+                            Py_ssize_t l0, Py_ssize_t l1) {                                 \
+        enum { L = sizeof(V) / sizeof(T) };                                                 \
+        const T *x0 = xs[0] + c, *x1 = xs[nt > 1] + c, *x2 = xs[nt > 2 ? 2 : 0] + c;        \
+        const T *x3 = xs[nt > 3 ? 3 : 0] + c;  /* missing taps repeat tap 0, unused */      \
+        V a[4];                                                                             \
+        T lanes[4][L];                                                                      \
+        Py_ssize_t p, k, l;                                                                 \
+        __builtin_memset(a, 0, sizeof(a));                                                  \
+        g += c;                                                                             \
+        for (p = 0; p < npix; p++) {                                                        \
+            const V gv = FASTCONV_LD(V, g + p * C);                                         \
+            __builtin_prefetch(g + (p + FASTCONV_PF) * C);                                  \
+            __builtin_prefetch(x3 + (p + FASTCONV_PF) * sx);                                \
+            a[0] += gv * FASTCONV_LD(V, x0 + p * sx);                                       \
+            a[1] += gv * FASTCONV_LD(V, x1 + p * sx);                                       \
+            a[2] += gv * FASTCONV_LD(V, x2 + p * sx);                                       \
+            a[3] += gv * FASTCONV_LD(V, x3 + p * sx);                                       \
+        }                                                                                   \
+        if (l0 == 0 && l1 == L) {                                                           \
+            for (k = 0; k < nt; k++)                                                        \
+                FASTCONV_ST(V, r[k] + c, FASTCONV_LD(V, r[k] + c) + a[k]);                  \
+            return;                                                                         \
+        }                                                                                   \
+        __builtin_memcpy(lanes, a, sizeof(lanes));                                          \
+        for (k = 0; k < nt; k++)                                                            \
+            for (l = l0; l < l1; l++)                                                       \
+                r[k][c + l] += lanes[k][l];                                                 \
+    }
+    FASTCONV_DWDOT(fastconv_dwdot_vf, float, fastconv_vf)
+    FASTCONV_DWDOT(fastconv_dwdot_sf, float, float)
+    FASTCONV_DWDOT(fastconv_dwdot_vd, double, fastconv_vd)
+    FASTCONV_DWDOT(fastconv_dwdot_sd, double, double)
+    """
+    Py_ssize_t FASTCONV_VBYTES() noexcept nogil  # bytes in one vector V
+    Py_ssize_t fastconv_taps_vf(float *d, const float *s, const Py_ssize_t *off, const float *w,
+                                Py_ssize_t nt, float b, Py_ssize_t t, Py_ssize_t m) noexcept nogil
+    Py_ssize_t fastconv_taps_sf(float *d, const float *s, const Py_ssize_t *off, const float *w,
+                                Py_ssize_t nt, float b, Py_ssize_t t, Py_ssize_t m) noexcept nogil
+    Py_ssize_t fastconv_taps_vd(double *d, const double *s, const Py_ssize_t *off,
+                                const double *w, Py_ssize_t nt, double b, Py_ssize_t t,
+                                Py_ssize_t m) noexcept nogil
+    Py_ssize_t fastconv_taps_sd(double *d, const double *s, const Py_ssize_t *off,
+                                const double *w, Py_ssize_t nt, double b, Py_ssize_t t,
+                                Py_ssize_t m) noexcept nogil
+    void fastconv_dots4_f(const float *g, const float *s, const Py_ssize_t *off, Py_ssize_t nt,
+                          Py_ssize_t m, float *r) noexcept nogil
+    void fastconv_dots4_d(const double *g, const double *s, const Py_ssize_t *off, Py_ssize_t nt,
+                          Py_ssize_t m, double *r) noexcept nogil
+    void fastconv_dw_vf(float *d, const float **xs, const float **ws, Py_ssize_t nt,
+                              const float *bias, Py_ssize_t C, Py_ssize_t sx, Py_ssize_t xo,
+                              int four, Py_ssize_t c) noexcept nogil
+    void fastconv_dw_sf(float *d, const float **xs, const float **ws, Py_ssize_t nt,
+                              const float *bias, Py_ssize_t C, Py_ssize_t sx, Py_ssize_t xo,
+                              int four, Py_ssize_t c) noexcept nogil
+    void fastconv_dw_vd(double *d, const double **xs, const double **ws, Py_ssize_t nt,
+                              const double *bias, Py_ssize_t C, Py_ssize_t sx, Py_ssize_t xo,
+                              int four, Py_ssize_t c) noexcept nogil
+    void fastconv_dw_sd(double *d, const double **xs, const double **ws, Py_ssize_t nt,
+                              const double *bias, Py_ssize_t C, Py_ssize_t sx, Py_ssize_t xo,
+                              int four, Py_ssize_t c) noexcept nogil
+    void fastconv_dwdot_vf(float **r, const float **xs, Py_ssize_t nt, const float *g, Py_ssize_t C,
+                           Py_ssize_t sx, Py_ssize_t npix, Py_ssize_t c, Py_ssize_t l0,
+                           Py_ssize_t l1) noexcept nogil
+    void fastconv_dwdot_sf(float **r, const float **xs, Py_ssize_t nt, const float *g, Py_ssize_t C,
+                           Py_ssize_t sx, Py_ssize_t npix, Py_ssize_t c, Py_ssize_t l0,
+                           Py_ssize_t l1) noexcept nogil
+    void fastconv_dwdot_vd(double **r, const double **xs, Py_ssize_t nt, const double *g, Py_ssize_t C,
+                           Py_ssize_t sx, Py_ssize_t npix, Py_ssize_t c, Py_ssize_t l0,
+                           Py_ssize_t l1) noexcept nogil
+    void fastconv_dwdot_sd(double **r, const double **xs, Py_ssize_t nt, const double *g, Py_ssize_t C,
+                           Py_ssize_t sx, Py_ssize_t npix, Py_ssize_t c, Py_ssize_t l0,
+                           Py_ssize_t l1) noexcept nogil
+
 ctypedef fused floating:
     float
     double
@@ -264,6 +472,135 @@ cdef int _fill_ranges(Py_ssize_t *lo, Py_ssize_t *hi, Py_ssize_t ksize, Py_ssize
 
 cdef inline Py_ssize_t _ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return (a + b - 1) // b
+
+
+# --------------------------------------------------------------------------- depthwise helpers
+
+cdef inline void _taps_flat(floating *d, const floating *s, const Py_ssize_t *off,
+                            const floating *w, Py_ssize_t nt, floating b,
+                            Py_ssize_t m) noexcept nogil:
+    """d[t] := b + sum_q w[q] * s[t + off[q]]  for t < m"""
+    if floating is float:
+        fastconv_taps_sf(d, s, off, w, nt, b, fastconv_taps_vf(d, s, off, w, nt, b, 0, m), m)
+    else:
+        fastconv_taps_sd(d, s, off, w, nt, b, fastconv_taps_vd(d, s, off, w, nt, b, 0, m), m)
+
+
+cdef inline void _dots4(const floating *g, const floating *s, const Py_ssize_t *off,
+                        Py_ssize_t nt, Py_ssize_t m, floating *r) noexcept nogil:
+    """r[k] := sum_t g[t] * s[t + off[k]]  for k < nt <= 4, t < m"""
+    if floating is float:
+        fastconv_dots4_f(g, s, off, nt, m, r)
+    else:
+        fastconv_dots4_d(g, s, off, nt, m, r)
+
+
+cdef inline Py_ssize_t _align_skip(const void *ptr, Py_ssize_t itemsize) noexcept nogil:
+    """Elements from ptr to the next vector-aligned address (0 if aligned or not element-aligned)"""
+    cdef Py_ssize_t mis = <Py_ssize_t> ptr % FASTCONV_VBYTES()
+    if mis % itemsize:
+        return 0
+    return ((FASTCONV_VBYTES() - mis) % FASTCONV_VBYTES()) // itemsize
+
+
+cdef inline void _dw_vec(floating *d, const floating **xs, const floating **ws, Py_ssize_t nt,
+                         const floating *bias, Py_ssize_t C, Py_ssize_t sx, Py_ssize_t xo,
+                         int four, Py_ssize_t c, bint vec) noexcept nogil:
+    if floating is float:
+        if vec:
+            fastconv_dw_vf(d, xs, ws, nt, bias, C, sx, xo, four, c)
+        else:
+            fastconv_dw_sf(d, xs, ws, nt, bias, C, sx, xo, four, c)
+    else:
+        if vec:
+            fastconv_dw_vd(d, xs, ws, nt, bias, C, sx, xo, four, c)
+        else:
+            fastconv_dw_sd(d, xs, ws, nt, bias, C, sx, xo, four, c)
+
+
+cdef inline void _dw_pixels(floating *d, const floating **xs, const floating **ws, Py_ssize_t nt,
+                            const floating *bias, Py_ssize_t C, Py_ssize_t sx,
+                            Py_ssize_t npix) noexcept nogil:
+    """d[p*C + c] := bias[c] + sum_q xs[q][p*sx + c] * ws[q][c]  for p < npix, c < C
+
+    Pixel blocks outermost: the channels of a pixel are contiguous, so memory is streamed.
+    The input is often not vector aligned (NumPy aligns to 16 bytes), so the channels run
+    from an aligned start; the first and last vectors overlap their neighbours instead of
+    taking a scalar loop (overlapping lanes are computed twice, identically)."""
+    cdef Py_ssize_t VL = FASTCONV_VBYTES() // sizeof(floating)
+    cdef Py_ssize_t p = 0, c, c0
+    cdef int four
+    if C < VL:
+        while p < npix:
+            four = npix - p >= 4
+            for c in range(C):
+                _dw_vec(d + p * C, xs, ws, nt, bias, C, sx, p * sx, four, c, False)
+            p = p + (4 if four else 1)
+        return
+    c0 = _align_skip(xs[0], sizeof(floating)) if nt else 0
+    while p < npix:
+        four = npix - p >= 4
+        if c0:
+            _dw_vec(d + p * C, xs, ws, nt, bias, C, sx, p * sx, four, 0, True)
+        c = c0
+        while c + VL <= C:
+            _dw_vec(d + p * C, xs, ws, nt, bias, C, sx, p * sx, four, c, True)
+            c = c + VL
+        if c < C:
+            _dw_vec(d + p * C, xs, ws, nt, bias, C, sx, p * sx, four, C - VL, True)
+        p = p + (4 if four else 1)
+
+
+cdef inline void _dw_dot_vec(floating **r, const floating **xs, Py_ssize_t nt,
+                             const floating *g, Py_ssize_t C, Py_ssize_t sx, Py_ssize_t npix,
+                             Py_ssize_t c, Py_ssize_t l0, Py_ssize_t l1, bint vec) noexcept nogil:
+    if floating is float:
+        if vec:
+            fastconv_dwdot_vf(r, xs, nt, g, C, sx, npix, c, l0, l1)
+        else:
+            fastconv_dwdot_sf(r, xs, nt, g, C, sx, npix, c, 0, 1)
+    else:
+        if vec:
+            fastconv_dwdot_vd(r, xs, nt, g, C, sx, npix, c, l0, l1)
+        else:
+            fastconv_dwdot_sd(r, xs, nt, g, C, sx, npix, c, 0, 1)
+
+
+cdef inline void _dw_dots(floating **r, const floating **xs, Py_ssize_t nt, const floating *g,
+                          Py_ssize_t C, Py_ssize_t sx, Py_ssize_t npix, Py_ssize_t c0,
+                          Py_ssize_t c1) noexcept nogil:
+    """r[k][c] += sum_{p < npix} g[p*C + c] * xs[k][p*sx + c]  for k < nt <= 4, c0 <= c < c1
+
+    Vectors start vector aligned in the input, as in _dw_pixels; a vector overlapping its
+    neighbour adds only its own lanes."""
+    cdef Py_ssize_t VL = FASTCONV_VBYTES() // sizeof(floating)
+    cdef Py_ssize_t c, skip
+    if c1 - c0 < VL:
+        for c in range(c0, c1):
+            _dw_dot_vec(r, xs, nt, g, C, sx, npix, c, 0, 1, False)
+        return
+    skip = _align_skip(xs[0] + c0, sizeof(floating))
+    if skip:
+        _dw_dot_vec(r, xs, nt, g, C, sx, npix, c0, 0, skip, True)
+    c = c0 + skip
+    while c + VL <= c1:
+        _dw_dot_vec(r, xs, nt, g, C, sx, npix, c, 0, VL, True)
+        c = c + VL
+    if c < c1:
+        _dw_dot_vec(r, xs, nt, g, C, sx, npix, c1 - VL, VL - (c1 - c), VL, True)
+
+
+cdef inline void _stage_plane(floating *P, const floating *src, Py_ssize_t H, Py_ssize_t W,
+                              Py_ssize_t Hp, Py_ssize_t Wp, Py_ssize_t top,
+                              Py_ssize_t left) noexcept nogil:
+    """P[r, u] := src[r - top, u - left] inside the H x W plane, else 0  (Hp rows of Wp)"""
+    cdef Py_ssize_t r, u
+    for r in range(Hp):
+        if 0 <= r - top < H:
+            _fill_padded_row(P + r * Wp, src + (r - top) * W, Wp, left, W)
+        else:
+            for u in range(Wp):
+                P[r * Wp + u] = 0
 
 
 # --------------------------------------------------------------------------- NCHW forward
@@ -474,6 +811,42 @@ cdef void _forward_nchw_flat(const floating[:, :, :, ::1] x, const floating[:, :
             k = k + nk
 
 
+cdef void _forward_nchw_plane(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
+                              const floating[::1] bias, floating[:, :, :, ::1] out,
+                              Py_ssize_t n, Py_ssize_t k, Geom p, const Py_ssize_t *off,
+                              floating *P, floating *D, Py_ssize_t Wp) noexcept nogil:
+    """out[n, k] := bias[k] + sum_{i, j} w[k, 0, i, j] * x[n, c, oh + i*dh - pt, ow + j*dw - pl]
+
+    C/G == 1, stride 1.  The input plane of channel c = k // (K/G) is staged zero padded in P
+    (rows of Wp), so that output (oh, ow) at flat index t = oh*Wp + ow reads tap (i, j) at
+    P[t + off[i*kw + j]], off = i*dh*Wp + j*dw: every tap is one flat run over the plane.
+    D gets the rows at pitch Wp (columns >= oW are scratch) and is then compacted into out."""
+    cdef Py_ssize_t H = x.shape[2], W = x.shape[3], K = out.shape[1]
+    cdef Py_ssize_t oH = out.shape[2], oW = out.shape[3]
+    cdef Py_ssize_t kh = weight.shape[2], kw = weight.shape[3]
+    cdef Py_ssize_t oh, ow
+    cdef floating *row
+    _stage_plane(P, &x[n, k // (K // p.G), 0, 0], H, W, oH + (kh - 1) * p.dh, Wp, p.pt, p.pl)
+    _taps_flat(D, P, off, &weight[k, 0, 0, 0], kh * kw, bias[k], (oH - 1) * Wp + oW)
+    for oh in range(oH):
+        row = &out[n, k, oh, 0]
+        for ow in range(oW):
+            row[ow] = D[oh * Wp + ow]
+
+
+cdef Py_ssize_t *_plane_offsets(Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t dh, Py_ssize_t dw,
+                                Py_ssize_t Wp) except NULL:
+    """off[i*kw + j] := i*dh*Wp + j*dw, the flat offsets of the taps in a plane of pitch Wp"""
+    cdef Py_ssize_t i, j
+    cdef Py_ssize_t *off = <Py_ssize_t *> malloc(kh * kw * sizeof(Py_ssize_t) + 1)
+    if off == NULL:
+        raise MemoryError()
+    for i in range(kh):
+        for j in range(kw):
+            off[i * kw + j] = i * dh * Wp + j * dw
+    return off
+
+
 def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
                  const floating[::1] bias, floating[:, :, :, ::1] out,
                  Py_ssize_t stride_h, Py_ssize_t stride_w, Py_ssize_t pad_top,
@@ -486,10 +859,32 @@ def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
     cdef Py_ssize_t nthreads = max(num_threads, 1)
     cdef Py_ssize_t Wp = (oW - 1) * stride_w + (kw - 1) * dilation_w + 1
     cdef Py_ssize_t per_thread = Cg * kh * Wp
-    cdef Py_ssize_t t, R, nrb, L
+    cdef Py_ssize_t t, R, nrb, L, K
     cdef floating *buf
     cdef Py_ssize_t *jr
     if N == 0:
+        return
+    if out.shape[1] // groups < 4 and Cg == 1 and stride_h == 1 and stride_w == 1:
+        # Depthwise: one (n, k) plane per task, every tap one flat run over the staged plane.
+        K = out.shape[1]
+        L = (oH - 1) * Wp + oW
+        per_thread = (oH + (kh - 1) * dilation_h) * Wp + L
+        buf = <floating *> malloc(nthreads * per_thread * sizeof(floating))
+        if buf == NULL:
+            raise MemoryError()
+        jr = NULL
+        try:
+            jr = _plane_offsets(kh, kw, dilation_h, dilation_w, Wp)
+            with nogil, parallel(num_threads=nthreads):
+                flush_denormals_enter()
+                for t in prange(N * K, schedule="static"):
+                    _forward_nchw_plane(x, weight, bias, out, t // K, t % K, p, jr,
+                                        buf + threadid() * per_thread,
+                                        buf + threadid() * per_thread + per_thread - L, Wp)
+                flush_denormals_exit()
+        finally:
+            free(jr)
+            free(buf)
         return
     if out.shape[1] // groups < 4:
         # Few output channels per group (depthwise): no reuse to win by staging input rows.
@@ -815,6 +1210,38 @@ cdef void _forward_nhwc_row(const floating[:, :, :, ::1] x, const floating[:, :,
             _mul1(dst, xs[k], wsp[k], C)
 
 
+cdef void _forward_nhwc_dw_row(const floating[:, :, :, ::1] x,
+                               const floating[:, :, :, ::1] weight, const floating[::1] bias,
+                               floating[:, :, :, ::1] out, Py_ssize_t n, Py_ssize_t oh, Geom p,
+                               const Py_ssize_t *jlo, const Py_ssize_t *jhi,
+                               const floating **xs, const floating **ws) noexcept nogil:
+    """out[n, oh, :, c] := bias[c] + sum_{i, j} x[n, ih, iw, c] * w[i, j, 0, c]  (depthwise)
+
+    Vectorised over the contiguous channels.  In the interior columns [lo, hi) every tap is
+    valid, so one call covers them all; each edge column gets a call with its valid taps."""
+    cdef Py_ssize_t H = x.shape[1], C = x.shape[3], oW = out.shape[2]
+    cdef Py_ssize_t kh = weight.shape[0], kw = weight.shape[1]
+    cdef Py_ssize_t ih0 = oh * p.sh - p.pt
+    cdef Py_ssize_t i_lo, i_hi, lo = 0, hi = oW, ow, run, i, j, nt
+    _valid_range(kh, H, p.dh, ih0, &i_lo, &i_hi)
+    for j in range(kw):
+        if jlo[j] < jhi[j]:
+            lo = max(lo, jlo[j])
+            hi = min(hi, jhi[j])
+    ow = 0
+    while ow < oW:
+        run = hi - ow if lo <= ow < hi else 1
+        nt = 0
+        for i in range(i_lo, i_hi):
+            for j in range(kw):
+                if jlo[j] <= ow < jhi[j]:
+                    xs[nt] = &x[n, ih0 + i * p.dh, ow * p.sw + j * p.dw - p.pl, 0]
+                    ws[nt] = &weight[i, j, 0, 0]
+                    nt = nt + 1
+        _dw_pixels(&out[n, oh, ow, 0], xs, ws, nt, &bias[0], C, p.sw * C, run)
+        ow = ow + run
+
+
 def forward_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
                  const floating[::1] bias, floating[:, :, :, ::1] out,
                  Py_ssize_t stride_h, Py_ssize_t stride_w, Py_ssize_t pad_top,
@@ -822,22 +1249,34 @@ def forward_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
                  Py_ssize_t groups, int num_threads):
     """out := conv2d(x, weight) + bias  (NHWC)"""
     cdef Geom p = Geom(stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, groups)
-    cdef Py_ssize_t N = out.shape[0], oH = out.shape[1], kw = weight.shape[1]
+    cdef Py_ssize_t N = out.shape[0], oH = out.shape[1], kh = weight.shape[0], kw = weight.shape[1]
+    cdef Py_ssize_t nthreads = max(num_threads, 1), taps = kh * kw
+    cdef bint depthwise = weight.shape[2] == 1 and out.shape[3] == groups
     cdef Py_ssize_t t
     cdef Py_ssize_t *jr
+    cdef const floating **ptrs = NULL
     if N == 0:
         return
     jr = <Py_ssize_t *> malloc(2 * kw * sizeof(Py_ssize_t))
-    if jr == NULL:
+    if depthwise:
+        ptrs = <const floating **> malloc(nthreads * 2 * taps * sizeof(floating *))
+    if jr == NULL or (depthwise and ptrs == NULL):
+        free(jr)
         raise MemoryError()
     try:
         _fill_ranges(jr, jr + kw, kw, out.shape[2], x.shape[2], stride_w, pad_left, dilation_w)
-        with nogil, parallel(num_threads=max(num_threads, 1)):
+        with nogil, parallel(num_threads=nthreads):
             flush_denormals_enter()
             for t in prange(N * oH, schedule="static"):
-                _forward_nhwc_row(x, weight, bias, out, t // oH, t % oH, p, jr, jr + kw)
+                if depthwise:
+                    _forward_nhwc_dw_row(x, weight, bias, out, t // oH, t % oH, p, jr, jr + kw,
+                                         ptrs + threadid() * 2 * taps,
+                                         ptrs + threadid() * 2 * taps + taps)
+                else:
+                    _forward_nhwc_row(x, weight, bias, out, t // oH, t % oH, p, jr, jr + kw)
             flush_denormals_exit()
     finally:
+        free(ptrs)
         free(jr)
 
 
@@ -990,49 +1429,61 @@ cdef void _grad_weight_nhwc_block(const floating[:, :, :, ::1] grad_output,
                 ow = ow + q
 
 
-cdef void _grad_weight_nhwc_depthwise(const floating[:, :, :, ::1] grad_output,
-                                      const floating[:, :, :, ::1] x,
-                                      floating[:, :, :, ::1] grad_weight,
-                                      Py_ssize_t c0, Py_ssize_t c1, Geom p,
-                                      const Py_ssize_t *jlo, const Py_ssize_t *jhi) noexcept nogil:
-    """grad_weight[:, :, 0, c0:c1] := sum_{n, oh, ow} x[n, ih, iw, c] * grad_output[n, oh, ow, c]
+cdef void _dw_dot_range(floating *r, const floating[:, :, :, ::1] grad_output,
+                        const floating[:, :, :, ::1] x, Py_ssize_t n, Py_ssize_t oh,
+                        Py_ssize_t ih, Py_ssize_t off, Py_ssize_t a, Py_ssize_t b,
+                        Py_ssize_t c0, Py_ssize_t c1, Geom p) noexcept nogil:
+    """r[c] += sum_{a <= ow < b} x[n, ih, ow*sw + off, c] * grad_output[n, oh, ow, c]  (one tap)"""
+    cdef floating *rs[1]
+    cdef const floating *xs[1]
+    if b > a:
+        rs[0] = r
+        xs[0] = &x[n, ih, a * p.sw + off, 0]
+        _dw_dots(rs, xs, 1, &grad_output[n, oh, a, 0], x.shape[3], p.sw * x.shape[3], b - a,
+                 c0, c1)
 
-    Depthwise (C/G == K/G == 1): one task owns a block of channels for all taps, so each
-    input/output pixel is read from memory once and reused for the kh*kw taps from cache."""
-    cdef Py_ssize_t N = x.shape[0], H = x.shape[1]
-    cdef Py_ssize_t oH = grad_output.shape[1]
-    cdef Py_ssize_t kh = grad_weight.shape[0], kw = grad_weight.shape[1]
-    cdef Py_ssize_t n, oh, ow, ih, off, i, j, k, q, lo, hi, m = c1 - c0
-    cdef const floating *gp[4]
-    cdef const floating *xp[4]
-    cdef floating *dst
-    for i in range(kh):
-        for j in range(kw):
-            for k in range(c0, c1):
-                grad_weight[i, j, 0, k] = 0
-    for n in range(N):
+
+cdef void _grad_weight_nhwc_dw_task(const floating[:, :, :, ::1] grad_output,
+                                    const floating[:, :, :, ::1] x, floating *part,
+                                    Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t n0, Py_ssize_t n1,
+                                    Py_ssize_t c0, Py_ssize_t c1, Geom p,
+                                    const Py_ssize_t *jlo, const Py_ssize_t *jhi) noexcept nogil:
+    """part[(i*kw + j)*C + c] := sum_{n0 <= n < n1, oh, ow} x[n, ih, iw, c] * grad_output[n, oh, ow, c]
+
+    Depthwise, channels [c0, c1).  Up to 4 taps of a kernel row share each grad_output load
+    over the columns where all of them are valid; the columns left over go tap by tap."""
+    cdef Py_ssize_t H = x.shape[1], C = x.shape[3], oH = grad_output.shape[1]
+    cdef Py_ssize_t n, oh, i, j, j0, nj, q, ih, lo, hi, c
+    cdef floating *rs[4]
+    cdef const floating *xs[4]
+    for q in range(kh * kw):
+        for c in range(c0, c1):
+            part[q * C + c] = 0
+    for n in range(n0, n1):
         for oh in range(oH):
             for i in range(kh):
                 ih = oh * p.sh - p.pt + i * p.dh
                 if ih < 0 or ih >= H:
                     continue
-                for j in range(kw):
-                    lo = jlo[j]
-                    hi = jhi[j]
-                    off = j * p.dw - p.pl
-                    dst = &grad_weight[i, j, 0, c0]
-                    ow = lo
-                    while ow < hi:
-                        q = min(4, hi - ow)
-                        for k in range(q):
-                            gp[k] = &grad_output[n, oh, ow + k, c0]
-                            xp[k] = &x[n, ih, (ow + k) * p.sw + off, c0]
-                        if q == 4:
-                            _mul4(dst, xp[0], gp[0], xp[1], gp[1], xp[2], gp[2], xp[3], gp[3], m)
-                        else:
-                            for k in range(q):
-                                _mul1(dst, xp[k], gp[k], m)
-                        ow = ow + q
+                for j0 in range(0, kw, 4):
+                    nj = min(4, kw - j0)
+                    lo = 0
+                    hi = grad_output.shape[2]
+                    for j in range(j0, j0 + nj):
+                        lo = max(lo, jlo[j])
+                        hi = min(hi, jhi[j])
+                    hi = max(hi, lo)
+                    for j in range(j0, j0 + nj):
+                        _dw_dot_range(part + (i * kw + j) * C, grad_output, x, n, oh, ih,
+                                      j * p.dw - p.pl, jlo[j], min(jhi[j], lo), c0, c1, p)
+                        _dw_dot_range(part + (i * kw + j) * C, grad_output, x, n, oh, ih,
+                                      j * p.dw - p.pl, max(jlo[j], hi), jhi[j], c0, c1, p)
+                    if hi > lo:
+                        for q in range(nj):
+                            rs[q] = part + (i * kw + j0 + q) * C
+                            xs[q] = &x[n, ih, lo * p.sw + (j0 + q) * p.dw - p.pl, 0]
+                        _dw_dots(rs, xs, nj, &grad_output[n, oh, lo, 0], C, p.sw * C, hi - lo,
+                                 c0, c1)
 
 
 def grad_weight_nhwc(const floating[:, :, :, ::1] grad_output, const floating[:, :, :, ::1] x,
@@ -1047,11 +1498,21 @@ def grad_weight_nhwc(const floating[:, :, :, ::1] grad_output, const floating[:,
     cdef Py_ssize_t Kg = K // groups
     cdef Py_ssize_t nthreads = max(num_threads, 1)
     cdef Py_ssize_t target = 8 * nthreads
-    cdef Py_ssize_t ncb = 1, ngb = 1, cbs, gbs, ntasks, t, ij, r, cb, gb
+    cdef Py_ssize_t N = x.shape[0]
+    cdef Py_ssize_t ncb = 1, ngb = 1, cbs, gbs, ntasks, t, ij, r, cb, gb, nbs, nsb
     cdef Py_ssize_t *jr
-    if Cg == 1 and Kg == 1:
-        cbs = max(8, _ceil_div(_ceil_div(groups, 4 * nthreads), 8) * 8)
+    cdef floating[:, :, ::1] pp
+    if Cg == 1 and Kg == 1 and N > 0:
+        # Depthwise: tasks (sample chunk, channel block) fixed by the shape alone, each
+        # summing into its own slice of `part`; the chunks are then added in order.  Whole
+        # pixels (all channels) per task unless there are too few samples to share out.
+        nsb = min(N, 16)
+        cbs = groups if N >= 4 else max(32, _ceil_div(_ceil_div(groups, _ceil_div(16, N)), 32) * 32)
         ncb = _ceil_div(groups, cbs)
+        nbs = _ceil_div(N, nsb)
+        nsb = _ceil_div(N, nbs)
+        part = np.empty((nsb, kh * kw, groups), dtype=np.asarray(x).dtype)
+        pp = part
         jr = <Py_ssize_t *> malloc(2 * kw * sizeof(Py_ssize_t))
         if jr == NULL:
             raise MemoryError()
@@ -1060,12 +1521,15 @@ def grad_weight_nhwc(const floating[:, :, :, ::1] grad_output, const floating[:,
                          dilation_w)
             with nogil, parallel(num_threads=nthreads):
                 flush_denormals_enter()
-                for t in prange(ncb, schedule="static"):
-                    _grad_weight_nhwc_depthwise(grad_output, x, grad_weight, t * cbs,
-                                                min(t * cbs + cbs, groups), p, jr, jr + kw)
+                for t in prange(nsb * ncb, schedule="static"):
+                    _grad_weight_nhwc_dw_task(grad_output, x, &pp[t // ncb, 0, 0], kh, kw,
+                                              (t // ncb) * nbs, min(N, (t // ncb + 1) * nbs),
+                                              (t % ncb) * cbs, min(groups, (t % ncb + 1) * cbs),
+                                              p, jr, jr + kw)
                 flush_denormals_exit()
         finally:
             free(jr)
+        np.asarray(grad_weight).reshape(kh * kw, groups)[...] = part.sum(axis=0)
         return
     # Each task owns grad_weight[i, j, c-block, g-block]; the sum order of every entry is
     # (n, oh, ow) in fixed groups of four pixels whatever the split.
