@@ -250,6 +250,47 @@ cdef extern from *:
     FASTCONV_DWDOT(fastconv_dwdot_sf, float, float)
     FASTCONV_DWDOT(fastconv_dwdot_vd, double, fastconv_vd)
     FASTCONV_DWDOT(fastconv_dwdot_sd, double, double)
+    /* NHWC with few input channels (first layers), output channels [k, k + NV*L):
+       d[p*K + k] := bias[k] + sum_q xs[q][xo + p*sx] * ws[q][k]  for 8 pixels (full) or 1.
+       Each tap q is one input value per pixel, broadcast against NV vectors of weights. */
+    #define FASTCONV_BCAST(NAME, T, V, NV)                                                   \
+    static inline void NAME(T *restrict d, const T **xs, const T **ws, Py_ssize_t nt,       \
+                            const T *restrict bias, Py_ssize_t K, Py_ssize_t sx,            \
+                            Py_ssize_t xo, int full, Py_ssize_t k) {                        \
+        enum { L = sizeof(V) / sizeof(T) };                                                 \
+        const int np_ = full ? 8 : 1;                                                       \
+        V a[8][NV], wv[NV];                                                                 \
+        Py_ssize_t q;                                                                       \
+        int p, v;                                                                           \
+        for (p = 0; p < 8; p++)                                                             \
+            for (v = 0; v < NV; v++)                                                        \
+                a[p][v] = FASTCONV_LD(V, bias + k + v * L);                                 \
+        if (full) {                                                                         \
+            for (v = 0; v < NV; v++)                                                        \
+                __builtin_prefetch(d + FASTCONV_PF * K + k + v * L, 1);                     \
+            for (q = 0; q < nt; q++) {                                                      \
+                const T *x = xs[q] + xo;                                                    \
+                for (v = 0; v < NV; v++)                                                    \
+                    wv[v] = FASTCONV_LD(V, ws[q] + k + v * L);                              \
+                for (p = 0; p < 8; p++)                                                     \
+                    for (v = 0; v < NV; v++)                                                \
+                        a[p][v] += x[p * sx] * wv[v];                                       \
+            }                                                                               \
+        } else {                                                                            \
+            for (q = 0; q < nt; q++)                                                        \
+                for (v = 0; v < NV; v++)                                                    \
+                    a[0][v] += xs[q][xo] * FASTCONV_LD(V, ws[q] + k + v * L);               \
+        }                                                                                   \
+        for (p = 0; p < np_; p++)                                                           \
+            for (v = 0; v < NV; v++)                                                        \
+                FASTCONV_ST(V, d + p * K + k + v * L, a[p][v]);                             \
+    }
+    FASTCONV_BCAST(fastconv_bcast_vf2, float, fastconv_vf, 2)
+    FASTCONV_BCAST(fastconv_bcast_vf1, float, fastconv_vf, 1)
+    FASTCONV_BCAST(fastconv_bcast_sf1, float, float, 1)
+    FASTCONV_BCAST(fastconv_bcast_vd2, double, fastconv_vd, 2)
+    FASTCONV_BCAST(fastconv_bcast_vd1, double, fastconv_vd, 1)
+    FASTCONV_BCAST(fastconv_bcast_sd1, double, double, 1)
     """
     Py_ssize_t FASTCONV_VBYTES() noexcept nogil  # bytes in one vector V
     Py_ssize_t fastconv_taps_vf(float *d, const float *s, const Py_ssize_t *off, const float *w,
@@ -290,6 +331,24 @@ cdef extern from *:
     void fastconv_dwdot_sd(double **r, const double **xs, Py_ssize_t nt, const double *g, Py_ssize_t C,
                            Py_ssize_t sx, Py_ssize_t npix, Py_ssize_t c, Py_ssize_t l0,
                            Py_ssize_t l1) noexcept nogil
+    void fastconv_bcast_vf2(float *d, const float **xs, const float **ws, Py_ssize_t nt, const float *bias,
+                            Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo, int full,
+                            Py_ssize_t k) noexcept nogil
+    void fastconv_bcast_vf1(float *d, const float **xs, const float **ws, Py_ssize_t nt, const float *bias,
+                            Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo, int full,
+                            Py_ssize_t k) noexcept nogil
+    void fastconv_bcast_sf1(float *d, const float **xs, const float **ws, Py_ssize_t nt, const float *bias,
+                            Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo, int full,
+                            Py_ssize_t k) noexcept nogil
+    void fastconv_bcast_vd2(double *d, const double **xs, const double **ws, Py_ssize_t nt, const double *bias,
+                            Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo, int full,
+                            Py_ssize_t k) noexcept nogil
+    void fastconv_bcast_vd1(double *d, const double **xs, const double **ws, Py_ssize_t nt, const double *bias,
+                            Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo, int full,
+                            Py_ssize_t k) noexcept nogil
+    void fastconv_bcast_sd1(double *d, const double **xs, const double **ws, Py_ssize_t nt, const double *bias,
+                            Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo, int full,
+                            Py_ssize_t k) noexcept nogil
 
 ctypedef fused floating:
     float
@@ -549,6 +608,56 @@ cdef inline void _dw_pixels(floating *d, const floating **xs, const floating **w
         if c < C:
             _dw_vec(d + p * C, xs, ws, nt, bias, C, sx, p * sx, four, C - VL, True)
         p = p + (4 if four else 1)
+
+
+cdef inline void _bcast_vec(floating *d, const floating **xs, const floating **ws, Py_ssize_t nt,
+                            const floating *bias, Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo,
+                            int full, Py_ssize_t k, int nv) noexcept nogil:
+    """nv = 2, 1: that many vectors of output channels at k; nv = 0: the one channel k"""
+    if floating is float:
+        if nv == 2:
+            fastconv_bcast_vf2(d, xs, ws, nt, bias, K, sx, xo, full, k)
+        elif nv == 1:
+            fastconv_bcast_vf1(d, xs, ws, nt, bias, K, sx, xo, full, k)
+        else:
+            fastconv_bcast_sf1(d, xs, ws, nt, bias, K, sx, xo, full, k)
+    else:
+        if nv == 2:
+            fastconv_bcast_vd2(d, xs, ws, nt, bias, K, sx, xo, full, k)
+        elif nv == 1:
+            fastconv_bcast_vd1(d, xs, ws, nt, bias, K, sx, xo, full, k)
+        else:
+            fastconv_bcast_sd1(d, xs, ws, nt, bias, K, sx, xo, full, k)
+
+
+cdef inline void _bcast_pixels(floating *d, const floating **xs, const floating **ws,
+                               Py_ssize_t nt, const floating *bias, Py_ssize_t K, Py_ssize_t sx,
+                               Py_ssize_t npix) noexcept nogil:
+    """d[p*K + k] := bias[k] + sum_q xs[q][p*sx] * ws[q][k]  for p < npix, k < K
+
+    8 pixels x two vectors of output channels per pass (one broadcast input value feeds
+    both); the last pixel block and the last vector overlap their neighbours when npix and
+    K are not multiples of the block sizes."""
+    cdef Py_ssize_t VL = FASTCONV_VBYTES() // sizeof(floating)
+    cdef Py_ssize_t p = 0, k
+    cdef int full
+    while p < npix:
+        full = npix >= 8
+        if full and p + 8 > npix:
+            p = npix - 8  # the last block overlaps the one before (same values written twice)
+        k = 0
+        while k + 2 * VL <= K:
+            _bcast_vec(d + p * K, xs, ws, nt, bias, K, sx, p * sx, full, k, 2)
+            k = k + 2 * VL
+        if k + VL <= K:
+            _bcast_vec(d + p * K, xs, ws, nt, bias, K, sx, p * sx, full, k, 1)
+            k = k + VL
+        if k < K and K >= VL:
+            _bcast_vec(d + p * K, xs, ws, nt, bias, K, sx, p * sx, full, K - VL, 1)
+        elif k < K:
+            for k in range(k, K):
+                _bcast_vec(d + p * K, xs, ws, nt, bias, K, sx, p * sx, full, k, 0)
+        p = p + (8 if full else 1)
 
 
 cdef inline void _dw_dot_vec(floating **r, const floating **xs, Py_ssize_t nt,
@@ -1113,6 +1222,33 @@ cdef void _grad_weight_nchw_block(const floating[:, :, :, ::1] grad_output,
                                     &grad_output[n, k, oh, jlo[j]], xr, m, p.sw)
 
 
+cdef void _grad_weight_nchw_plane(const floating[:, :, :, ::1] grad_output,
+                                  const floating[:, :, :, ::1] x, floating *part, Py_ssize_t k,
+                                  Py_ssize_t n0, Py_ssize_t n1, Geom p, Py_ssize_t kh,
+                                  Py_ssize_t kw, const Py_ssize_t *off, floating *P, floating *G,
+                                  Py_ssize_t Wp) noexcept nogil:
+    """part[i*kw + j] := sum_{n0 <= n < n1, oh, ow} grad_output[n, k, oh, ow] * x[n, c, ih, iw]
+
+    C/G == 1, stride 1, c = k // (K/G).  The input plane is staged as in _forward_nchw_plane
+    and the grad_output plane at the same pitch Wp, zero beyond oW, so every tap is one flat
+    dot product over the plane; up to 4 taps share each grad_output load."""
+    cdef Py_ssize_t H = x.shape[2], W = x.shape[3], oH = grad_output.shape[2]
+    cdef Py_ssize_t oW = grad_output.shape[3], Kg = grad_output.shape[1] // p.G
+    cdef Py_ssize_t T = kh * kw, nch = _ceil_div(kh * kw, 4), n, q, q0, q1, h
+    cdef floating r[4]
+    for q in range(T):
+        part[q] = 0
+    for n in range(n0, n1):
+        _stage_plane(P, &x[n, k // Kg, 0, 0], H, W, oH + (kh - 1) * p.dh, Wp, p.pt, p.pl)
+        _stage_plane(G, &grad_output[n, k, 0, 0], oH, oW, oH, Wp, 0, 0)
+        for h in range(nch):  # nch chunks of <= 4 taps, as equal as possible
+            q0 = T * h // nch
+            q1 = T * (h + 1) // nch
+            _dots4(G, P, off + q0, q1 - q0, (oH - 1) * Wp + oW, r)
+            for q in range(q0, q1):
+                part[q] += r[q - q0]
+
+
 def grad_weight_nchw(const floating[:, :, :, ::1] grad_output, const floating[:, :, :, ::1] x,
                      floating[:, :, :, ::1] grad_weight,
                      Py_ssize_t stride_h, Py_ssize_t stride_w, Py_ssize_t pad_top,
@@ -1125,7 +1261,41 @@ def grad_weight_nchw(const floating[:, :, :, ::1] grad_output, const floating[:,
     cdef Py_ssize_t nkb = _ceil_div(Kg, 4)
     cdef Py_ssize_t nthreads = max(num_threads, 1)
     cdef Py_ssize_t ncb = 1, cbs, ntasks, t, g, kb, cb, k0, k1, c0, c1
+    cdef Py_ssize_t N = x.shape[0], oH = grad_output.shape[2], oW = grad_output.shape[3]
+    cdef Py_ssize_t kh = grad_weight.shape[2], Wp, per_thread, nbs, nsb
     cdef Py_ssize_t *jr
+    cdef floating *buf
+    cdef floating[:, :, ::1] pp
+    if Cg == 1 and stride_h == 1 and stride_w == 1 and N > 0:
+        # C/G == 1 (depthwise, first layers): tasks (sample chunk, output channel) fixed by the
+        # shape, summed in order after the parallel region (bitwise thread independent).
+        nsb = min(N, _ceil_div(64, K))
+        nbs = _ceil_div(N, nsb)
+        nsb = _ceil_div(N, nbs)
+        Wp = oW + (kw - 1) * dilation_w
+        per_thread = (oH + (kh - 1) * dilation_h) * Wp + oH * Wp
+        part = np.empty((nsb, K, kh * kw), dtype=np.asarray(x).dtype)
+        pp = part
+        buf = <floating *> malloc(nthreads * per_thread * sizeof(floating))
+        if buf == NULL:
+            raise MemoryError()
+        jr = NULL
+        try:
+            jr = _plane_offsets(kh, kw, dilation_h, dilation_w, Wp)
+            with nogil, parallel(num_threads=nthreads):
+                flush_denormals_enter()
+                for t in prange(nsb * K, schedule="static"):
+                    _grad_weight_nchw_plane(grad_output, x, &pp[t // K, t % K, 0], t % K,
+                                            (t // K) * nbs, min(N, (t // K + 1) * nbs), p, kh, kw,
+                                            jr, buf + threadid() * per_thread,
+                                            buf + threadid() * per_thread + per_thread - oH * Wp,
+                                            Wp)
+                flush_denormals_exit()
+        finally:
+            free(jr)
+            free(buf)
+        np.asarray(grad_weight).reshape(K, kh * kw)[...] = part.sum(axis=0)
+        return
     # Split input channels too when there are few (group, k-block) tasks.  The sum order of
     # every entry (n, oh, ow) does not depend on the split, so results do not either.
     if groups * nkb < 8 * nthreads:
@@ -1210,20 +1380,38 @@ cdef void _forward_nhwc_row(const floating[:, :, :, ::1] x, const floating[:, :,
             _mul1(dst, xs[k], wsp[k], C)
 
 
-cdef void _forward_nhwc_dw_row(const floating[:, :, :, ::1] x,
-                               const floating[:, :, :, ::1] weight, const floating[::1] bias,
-                               floating[:, :, :, ::1] out, Py_ssize_t n, Py_ssize_t oh, Geom p,
-                               const Py_ssize_t *jlo, const Py_ssize_t *jhi,
-                               const floating **xs, const floating **ws) noexcept nogil:
-    """out[n, oh, :, c] := bias[c] + sum_{i, j} x[n, ih, iw, c] * w[i, j, 0, c]  (depthwise)
+cdef void _forward_nhwc_taps_row(const floating[:, :, :, ::1] x,
+                                 const floating[:, :, :, ::1] weight, const floating[::1] bias,
+                                 floating[:, :, :, ::1] out, Py_ssize_t n, Py_ssize_t oh, Geom p,
+                                 const Py_ssize_t *jlo, const Py_ssize_t *jhi,
+                                 const floating **xs, const floating **ws,
+                                 floating *stage) noexcept nogil:
+    """out[n, oh, :, :] := bias + conv  for depthwise (C/G == K/G == 1) or G == 1 with few C
 
-    Vectorised over the contiguous channels.  In the interior columns [lo, hi) every tap is
-    valid, so one call covers them all; each edge column gets a call with its valid taps."""
-    cdef Py_ssize_t H = x.shape[1], C = x.shape[3], oW = out.shape[2]
-    cdef Py_ssize_t kh = weight.shape[0], kw = weight.shape[1]
+    Depthwise: out[.., c] = bias[c] + sum_{i, j} x[n, ih, iw, c] * w[i, j, 0, c], vectorised
+    over the contiguous channels; in the interior columns [lo, hi) every tap is valid, so
+    one call covers them all, and each edge column gets a call with its valid taps.
+    Few input channels: out[.., k] = bias[k] + sum_{i, j, c} x[n, ih, iw, c] * w[i, j, c, k],
+    one broadcast input value per tap, vectorised over k; the few input rows are staged zero
+    padded (kh rows of Wp pixels), so every column has every tap of the valid rows."""
+    cdef Py_ssize_t H = x.shape[1], W = x.shape[2], C = x.shape[3]
+    cdef Py_ssize_t oW = out.shape[2], K = out.shape[3]
+    cdef Py_ssize_t kh = weight.shape[0], kw = weight.shape[1], Cg = weight.shape[2]
+    cdef Py_ssize_t Wp = (oW - 1) * p.sw + (kw - 1) * p.dw + 1
     cdef Py_ssize_t ih0 = oh * p.sh - p.pt
-    cdef Py_ssize_t i_lo, i_hi, lo = 0, hi = oW, ow, run, i, j, nt
+    cdef Py_ssize_t i_lo, i_hi, lo = 0, hi = oW, ow, run, i, j, c, nt = 0
     _valid_range(kh, H, p.dh, ih0, &i_lo, &i_hi)
+    if not (Cg == 1 and K == p.G):
+        for i in range(i_lo, i_hi):
+            _fill_padded_row(stage + i * Wp * C, &x[n, ih0 + i * p.dh, 0, 0], Wp * C,
+                             p.pl * C, W * C)
+            for j in range(kw):
+                for c in range(Cg):
+                    xs[nt] = stage + (i * Wp + j * p.dw) * C + c
+                    ws[nt] = &weight[i, j, c, 0]
+                    nt = nt + 1
+        _bcast_pixels(&out[n, oh, 0, 0], xs, ws, nt, &bias[0], K, p.sw * C, oW)
+        return
     for j in range(kw):
         if jlo[j] < jhi[j]:
             lo = max(lo, jlo[j])
@@ -1250,32 +1438,40 @@ def forward_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
     """out := conv2d(x, weight) + bias  (NHWC)"""
     cdef Geom p = Geom(stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, groups)
     cdef Py_ssize_t N = out.shape[0], oH = out.shape[1], kh = weight.shape[0], kw = weight.shape[1]
-    cdef Py_ssize_t nthreads = max(num_threads, 1), taps = kh * kw
-    cdef bint depthwise = weight.shape[2] == 1 and out.shape[3] == groups
+    cdef Py_ssize_t Cg = weight.shape[2], nthreads = max(num_threads, 1), taps = kh * kw * Cg
+    # Depthwise, or first layers (few input channels): whole rows of tap lists.
+    cdef bint by_taps = (Cg == 1 and out.shape[3] == groups) or (groups == 1 and Cg <= 4)
     cdef Py_ssize_t t
     cdef Py_ssize_t *jr
     cdef const floating **ptrs = NULL
+    cdef floating *stage = NULL
+    cdef Py_ssize_t stage_size = kh * ((out.shape[2] - 1) * stride_w + (kw - 1) * dilation_w + 1) * x.shape[3]
     if N == 0:
         return
     jr = <Py_ssize_t *> malloc(2 * kw * sizeof(Py_ssize_t))
-    if depthwise:
+    if by_taps:
         ptrs = <const floating **> malloc(nthreads * 2 * taps * sizeof(floating *))
-    if jr == NULL or (depthwise and ptrs == NULL):
+        stage = <floating *> malloc(nthreads * stage_size * sizeof(floating) + 1)
+    if jr == NULL or (by_taps and (ptrs == NULL or stage == NULL)):
         free(jr)
+        free(ptrs)
+        free(stage)
         raise MemoryError()
     try:
         _fill_ranges(jr, jr + kw, kw, out.shape[2], x.shape[2], stride_w, pad_left, dilation_w)
         with nogil, parallel(num_threads=nthreads):
             flush_denormals_enter()
             for t in prange(N * oH, schedule="static"):
-                if depthwise:
-                    _forward_nhwc_dw_row(x, weight, bias, out, t // oH, t % oH, p, jr, jr + kw,
-                                         ptrs + threadid() * 2 * taps,
-                                         ptrs + threadid() * 2 * taps + taps)
+                if by_taps:
+                    _forward_nhwc_taps_row(x, weight, bias, out, t // oH, t % oH, p, jr, jr + kw,
+                                           ptrs + threadid() * 2 * taps,
+                                           ptrs + threadid() * 2 * taps + taps,
+                                           stage + threadid() * stage_size)
                 else:
                     _forward_nhwc_row(x, weight, bias, out, t // oH, t % oH, p, jr, jr + kw)
             flush_denormals_exit()
     finally:
+        free(stage)
         free(ptrs)
         free(jr)
 
@@ -1362,8 +1558,17 @@ def grad_input_nhwc(const floating[:, :, :, ::1] grad_output, const floating[:, 
     """grad_input := conv2d_input adjoint of grad_output  (NHWC)"""
     cdef Geom p = Geom(stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, groups)
     cdef Py_ssize_t N = grad_input.shape[0], H = grad_input.shape[1]
+    cdef Py_ssize_t kh = weight.shape[0], kw = weight.shape[1]
     cdef Py_ssize_t t
     if N == 0:
+        return
+    if stride_h == 1 and stride_w == 1 and weight.shape[2] == 1 and weight.shape[3] == groups:
+        # Depthwise, stride 1: the adjoint is the forward correlation with the flipped kernel
+        # and padding (k-1)*d - pad, as in grad_input_nchw.
+        forward_nhwc(grad_output, np.ascontiguousarray(np.asarray(weight)[::-1, ::-1]),
+                     np.zeros(groups, dtype=np.asarray(weight).dtype), grad_input, 1, 1,
+                     (kh - 1) * dilation_h - pad_top, (kw - 1) * dilation_w - pad_left,
+                     dilation_h, dilation_w, groups, num_threads)
         return
     with nogil, parallel(num_threads=max(num_threads, 1)):
         flush_denormals_enter()
