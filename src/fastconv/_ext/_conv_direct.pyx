@@ -138,34 +138,44 @@ cdef extern from *:
     FASTCONV_TAPS(fastconv_taps_vd, double, fastconv_vd)
     FASTCONV_TAPS(fastconv_taps_sd, double, double)
 
-    /* r[k] := sum_t g[t] * s[t + off[k]] for k < nt <= 4 and t < m (4 taps share each g load) */
+    /* r[k] := sum_t g[t] * s[t + off[k]] for k < nt <= 4 and t < m (4 taps share each g
+       load; two vectors per step, 8 independent sums, to hide the FMA latency) */
     #define FASTCONV_DOTS4(NAME, T, V)                                                       \
     static inline void NAME(const T *restrict g, const T *restrict s,                       \
                             const Py_ssize_t *restrict off, Py_ssize_t nt, Py_ssize_t m,    \
                             T *restrict r) {                                                \
         enum { L = sizeof(V) / sizeof(T) };                                                 \
-        const T *s0 = s + off[0], *s1 = s + off[nt > 1], *s2 = s + off[nt > 2 ? 2 : 0];     \
-        const T *s3 = s + off[nt > 3 ? 3 : 0];  /* missing taps repeat tap 0, unused */     \
-        V a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                           \
+        const T *sk[4] = {s + off[0], s + off[nt > 1], s + off[nt > 2 ? 2 : 0],             \
+                          s + off[nt > 3 ? 3 : 0]};  /* missing taps repeat tap 0 */        \
+        V a[2][4], g0, g1;                                                                  \
         T acc[4];                                                                           \
-        Py_ssize_t t, l;                                                                    \
-        for (t = 0; t + L <= m; t += L) {                                                   \
-            const V gv = FASTCONV_LD(V, g + t);                                             \
-            a0 += gv * FASTCONV_LD(V, s0 + t);                                              \
-            a1 += gv * FASTCONV_LD(V, s1 + t);                                              \
-            a2 += gv * FASTCONV_LD(V, s2 + t);                                              \
-            a3 += gv * FASTCONV_LD(V, s3 + t);                                              \
+        Py_ssize_t t = 0, l;                                                                \
+        int k;                                                                              \
+        __builtin_memset(a, 0, sizeof(a));                                                  \
+        for (; t + 2 * L <= m; t += 2 * L) {                                                \
+            g0 = FASTCONV_LD(V, g + t);                                                     \
+            g1 = FASTCONV_LD(V, g + t + L);                                                 \
+            for (k = 0; k < 4; k++) {                                                       \
+                a[0][k] += g0 * FASTCONV_LD(V, sk[k] + t);                                  \
+                a[1][k] += g1 * FASTCONV_LD(V, sk[k] + t + L);                              \
+            }                                                                               \
         }                                                                                   \
-        acc[0] = acc[1] = acc[2] = acc[3] = 0;                                              \
-        for (l = 0; l < L; l++) {                                                           \
-            acc[0] += a0[l]; acc[1] += a1[l]; acc[2] += a2[l]; acc[3] += a3[l];             \
+        for (; t + L <= m; t += L) {                                                        \
+            g0 = FASTCONV_LD(V, g + t);                                                     \
+            for (k = 0; k < 4; k++)                                                         \
+                a[0][k] += g0 * FASTCONV_LD(V, sk[k] + t);                                  \
         }                                                                                   \
-        for (; t < m; t++) {                                                                \
-            acc[0] += g[t] * s0[t]; acc[1] += g[t] * s1[t];                                 \
-            acc[2] += g[t] * s2[t]; acc[3] += g[t] * s3[t];                                 \
+        for (k = 0; k < 4; k++) {                                                           \
+            a[0][k] += a[1][k];                                                             \
+            acc[k] = 0;                                                                     \
+            for (l = 0; l < L; l++)                                                         \
+                acc[k] += a[0][k][l];                                                       \
         }                                                                                   \
-        for (l = 0; l < nt; l++)                                                            \
-            r[l] = acc[l];                                                                  \
+        for (; t < m; t++)                                                                  \
+            for (k = 0; k < 4; k++)                                                         \
+                acc[k] += g[t] * sk[k][t];                                                  \
+        for (k = 0; k < nt; k++)                                                            \
+            r[k] = acc[k];                                                                  \
     }
     FASTCONV_DOTS4(fastconv_dots4_f, float, fastconv_vf)
     FASTCONV_DOTS4(fastconv_dots4_d, double, fastconv_vd)
@@ -291,6 +301,35 @@ cdef extern from *:
     FASTCONV_BCAST(fastconv_bcast_vd2, double, fastconv_vd, 2)
     FASTCONV_BCAST(fastconv_bcast_vd1, double, fastconv_vd, 1)
     FASTCONV_BCAST(fastconv_bcast_sd1, double, double, 1)
+    /* NHWC weight gradient with few input channels, output channels [k, k + NV*L):
+       r_q[k] += sum_{p < npix} xs[q][p*sx] * g[p*K + k]  for the nt <= 4 taps q;
+       each grad_output vector load serves the 4 taps (broadcast input values). */
+    #define FASTCONV_BDOT(NAME, T, V, NV)                                                    \
+    static inline void NAME(T **r, const T **xs, Py_ssize_t nt, const T *restrict g,        \
+                            Py_ssize_t K, Py_ssize_t sx, Py_ssize_t npix, Py_ssize_t k) {   \
+        enum { L = sizeof(V) / sizeof(T) };                                                 \
+        const T *x[4] = {xs[0], xs[nt > 1], xs[nt > 2 ? 2 : 0], xs[nt > 3 ? 3 : 0]};        \
+        V a[4][NV], gv[NV];                                                                 \
+        Py_ssize_t p;                                                                       \
+        int q, v;                                                                           \
+        __builtin_memset(a, 0, sizeof(a));                                                  \
+        for (p = 0; p < npix; p++) {                                                        \
+            for (v = 0; v < NV; v++)                                                        \
+                gv[v] = FASTCONV_LD(V, g + p * K + k + v * L);                              \
+            for (q = 0; q < 4; q++)                                                         \
+                for (v = 0; v < NV; v++)                                                    \
+                    a[q][v] += x[q][p * sx] * gv[v];                                        \
+        }                                                                                   \
+        for (q = 0; q < nt; q++)                                                            \
+            for (v = 0; v < NV; v++)                                                        \
+                FASTCONV_ST(V, r[q] + k + v * L, FASTCONV_LD(V, r[q] + k + v * L) + a[q][v]); \
+    }
+    FASTCONV_BDOT(fastconv_bdot_vf2, float, fastconv_vf, 2)
+    FASTCONV_BDOT(fastconv_bdot_vf1, float, fastconv_vf, 1)
+    FASTCONV_BDOT(fastconv_bdot_sf1, float, float, 1)
+    FASTCONV_BDOT(fastconv_bdot_vd2, double, fastconv_vd, 2)
+    FASTCONV_BDOT(fastconv_bdot_vd1, double, fastconv_vd, 1)
+    FASTCONV_BDOT(fastconv_bdot_sd1, double, double, 1)
     """
     Py_ssize_t FASTCONV_VBYTES() noexcept nogil  # bytes in one vector V
     Py_ssize_t fastconv_taps_vf(float *d, const float *s, const Py_ssize_t *off, const float *w,
@@ -349,6 +388,18 @@ cdef extern from *:
     void fastconv_bcast_sd1(double *d, const double **xs, const double **ws, Py_ssize_t nt, const double *bias,
                             Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo, int full,
                             Py_ssize_t k) noexcept nogil
+    void fastconv_bdot_vf2(float **r, const float **xs, Py_ssize_t nt, const float *g, Py_ssize_t K,
+                           Py_ssize_t sx, Py_ssize_t npix, Py_ssize_t k) noexcept nogil
+    void fastconv_bdot_vf1(float **r, const float **xs, Py_ssize_t nt, const float *g, Py_ssize_t K,
+                           Py_ssize_t sx, Py_ssize_t npix, Py_ssize_t k) noexcept nogil
+    void fastconv_bdot_sf1(float **r, const float **xs, Py_ssize_t nt, const float *g, Py_ssize_t K,
+                           Py_ssize_t sx, Py_ssize_t npix, Py_ssize_t k) noexcept nogil
+    void fastconv_bdot_vd2(double **r, const double **xs, Py_ssize_t nt, const double *g, Py_ssize_t K,
+                           Py_ssize_t sx, Py_ssize_t npix, Py_ssize_t k) noexcept nogil
+    void fastconv_bdot_vd1(double **r, const double **xs, Py_ssize_t nt, const double *g, Py_ssize_t K,
+                           Py_ssize_t sx, Py_ssize_t npix, Py_ssize_t k) noexcept nogil
+    void fastconv_bdot_sd1(double **r, const double **xs, Py_ssize_t nt, const double *g, Py_ssize_t K,
+                           Py_ssize_t sx, Py_ssize_t npix, Py_ssize_t k) noexcept nogil
 
 ctypedef fused floating:
     float
@@ -658,6 +709,32 @@ cdef inline void _bcast_pixels(floating *d, const floating **xs, const floating 
             for k in range(k, K):
                 _bcast_vec(d + p * K, xs, ws, nt, bias, K, sx, p * sx, full, k, 0)
         p = p + (8 if full else 1)
+
+
+cdef inline void _bcast_dots(floating **r, const floating **xs, Py_ssize_t nt,
+                             const floating *g, Py_ssize_t K, Py_ssize_t sx,
+                             Py_ssize_t npix) noexcept nogil:
+    """r[q][k] += sum_{p < npix} xs[q][p*sx] * g[p*K + k]  for q < nt <= 4, k < K"""
+    cdef Py_ssize_t VL = FASTCONV_VBYTES() // sizeof(floating)
+    cdef Py_ssize_t k = 0
+    if floating is float:
+        while k + 2 * VL <= K:
+            fastconv_bdot_vf2(r, xs, nt, g, K, sx, npix, k)
+            k = k + 2 * VL
+        if k + VL <= K:
+            fastconv_bdot_vf1(r, xs, nt, g, K, sx, npix, k)
+            k = k + VL
+        for k in range(k, K):
+            fastconv_bdot_sf1(r, xs, nt, g, K, sx, npix, k)
+    else:
+        while k + 2 * VL <= K:
+            fastconv_bdot_vd2(r, xs, nt, g, K, sx, npix, k)
+            k = k + 2 * VL
+        if k + VL <= K:
+            fastconv_bdot_vd1(r, xs, nt, g, K, sx, npix, k)
+            k = k + VL
+        for k in range(k, K):
+            fastconv_bdot_sd1(r, xs, nt, g, K, sx, npix, k)
 
 
 cdef inline void _dw_dot_vec(floating **r, const floating **xs, Py_ssize_t nt,
@@ -1691,6 +1768,40 @@ cdef void _grad_weight_nhwc_dw_task(const floating[:, :, :, ::1] grad_output,
                                  c0, c1)
 
 
+cdef void _grad_weight_nhwc_few_task(const floating[:, :, :, ::1] grad_output,
+                                     const floating[:, :, :, ::1] x, floating *part,
+                                     Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t n0, Py_ssize_t n1,
+                                     Geom p, floating *stage) noexcept nogil:
+    """part[((i*kw + j)*C + c)*K + k] := sum_{n0 <= n < n1, oh, ow} x[n, ih, iw, c] * go[n, oh, ow, k]
+
+    G == 1, few input channels.  The input rows of each output row are staged zero padded
+    as in the forward, so every tap covers the whole row; up to 4 taps of a kernel row share
+    each grad_output load."""
+    cdef Py_ssize_t H = x.shape[1], W = x.shape[2], C = x.shape[3]
+    cdef Py_ssize_t oH = grad_output.shape[1], oW = grad_output.shape[2], K = grad_output.shape[3]
+    cdef Py_ssize_t Wp = (oW - 1) * p.sw + (kw - 1) * p.dw + 1
+    cdef Py_ssize_t T = kw * C, nch = _ceil_div(kw * C, 4)
+    cdef Py_ssize_t n, oh, i, ih0, i_lo, i_hi, h, q, q0, q1, k
+    cdef floating *rs[4]
+    cdef const floating *xs[4]
+    for q in range(kh * T * K):
+        part[q] = 0
+    for n in range(n0, n1):
+        for oh in range(oH):
+            ih0 = oh * p.sh - p.pt
+            _valid_range(kh, H, p.dh, ih0, &i_lo, &i_hi)
+            for i in range(i_lo, i_hi):
+                _fill_padded_row(stage + i * Wp * C, &x[n, ih0 + i * p.dh, 0, 0], Wp * C,
+                                 p.pl * C, W * C)
+                for h in range(nch):  # taps (j, c) of this row in nch chunks of <= 4
+                    q0 = T * h // nch
+                    q1 = T * (h + 1) // nch
+                    for q in range(q0, q1):
+                        rs[q - q0] = part + (i * T + q) * K
+                        xs[q - q0] = stage + (i * Wp + (q // C) * p.dw) * C + q % C
+                    _bcast_dots(rs, xs, q1 - q0, &grad_output[n, oh, 0, 0], K, p.sw * C, oW)
+
+
 def grad_weight_nhwc(const floating[:, :, :, ::1] grad_output, const floating[:, :, :, ::1] x,
                      floating[:, :, :, ::1] grad_weight,
                      Py_ssize_t stride_h, Py_ssize_t stride_w, Py_ssize_t pad_top,
@@ -1704,9 +1815,11 @@ def grad_weight_nhwc(const floating[:, :, :, ::1] grad_output, const floating[:,
     cdef Py_ssize_t nthreads = max(num_threads, 1)
     cdef Py_ssize_t target = 8 * nthreads
     cdef Py_ssize_t N = x.shape[0]
-    cdef Py_ssize_t ncb = 1, ngb = 1, cbs, gbs, ntasks, t, ij, r, cb, gb, nbs, nsb
+    cdef Py_ssize_t ncb = 1, ngb = 1, cbs, gbs, ntasks, t, ij, r, cb, gb, nbs, nsb, per_thread
     cdef Py_ssize_t *jr
+    cdef floating *stage
     cdef floating[:, :, ::1] pp
+    cdef floating[:, ::1] pq
     if Cg == 1 and Kg == 1 and N > 0:
         # Depthwise: tasks (sample chunk, channel block) fixed by the shape alone, each
         # summing into its own slice of `part`; the chunks are then added in order.  Whole
@@ -1735,6 +1848,30 @@ def grad_weight_nhwc(const floating[:, :, :, ::1] grad_output, const floating[:,
         finally:
             free(jr)
         np.asarray(grad_weight).reshape(kh * kw, groups)[...] = part.sum(axis=0)
+        return
+    if groups == 1 and Cg <= 4 and N > 0:
+        # First layers: tasks are sample chunks fixed by the shape, each summing into its
+        # own slice of `part`; the chunks are then added in order.
+        nsb = min(N, 16)
+        nbs = _ceil_div(N, nsb)
+        nsb = _ceil_div(N, nbs)
+        per_thread = kh * ((grad_output.shape[2] - 1) * stride_w + (kw - 1) * dilation_w + 1) * Cg
+        part = np.empty((nsb, kh * kw * Cg * K), dtype=np.asarray(x).dtype)
+        pq = part
+        stage = <floating *> malloc(nthreads * per_thread * sizeof(floating))
+        if stage == NULL:
+            raise MemoryError()
+        try:
+            with nogil, parallel(num_threads=nthreads):
+                flush_denormals_enter()
+                for t in prange(nsb, schedule="static"):
+                    _grad_weight_nhwc_few_task(grad_output, x, &pq[t, 0], kh, kw, t * nbs,
+                                               min(N, (t + 1) * nbs), p,
+                                               stage + threadid() * per_thread)
+                flush_denormals_exit()
+        finally:
+            free(stage)
+        np.asarray(grad_weight).reshape(-1)[...] = part.sum(axis=0)
         return
     # Each task owns grad_weight[i, j, c-block, g-block]; the sum order of every entry is
     # (n, oh, ow) in fixed groups of four pixels whatever the split.
