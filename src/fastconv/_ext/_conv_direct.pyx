@@ -332,6 +332,7 @@ cdef extern from *:
     FASTCONV_BDOT(fastconv_bdot_sd1, double, double, 1)
     """
     Py_ssize_t FASTCONV_VBYTES() noexcept nogil  # bytes in one vector V
+    void __builtin_prefetch(const void *p) noexcept nogil
     Py_ssize_t fastconv_taps_vf(float *d, const float *s, const Py_ssize_t *off, const float *w,
                                 Py_ssize_t nt, float b, Py_ssize_t t, Py_ssize_t m) noexcept nogil
     Py_ssize_t fastconv_taps_sf(float *d, const float *s, const Py_ssize_t *off, const float *w,
@@ -757,33 +758,46 @@ cdef inline void _dw_dots(floating **r, const floating **xs, Py_ssize_t nt, cons
                           Py_ssize_t c1) noexcept nogil:
     """r[k][c] += sum_{p < npix} g[p*C + c] * xs[k][p*sx + c]  for k < nt <= 4, c0 <= c < c1
 
-    Vectors start vector aligned in the input, as in _dw_pixels; a vector overlapping its
-    neighbour adds only its own lanes."""
+    Blocks of 8 pixels outermost, so memory is read in short runs, not one line per pixel
+    across the row.  Vectors start vector aligned in the input, as in _dw_pixels; a vector
+    overlapping its neighbour adds only its own lanes."""
     cdef Py_ssize_t VL = FASTCONV_VBYTES() // sizeof(floating)
-    cdef Py_ssize_t c, skip
-    if c1 - c0 < VL:
-        for c in range(c0, c1):
-            _dw_dot_vec(r, xs, nt, g, C, sx, npix, c, 0, 1, False)
-        return
+    cdef Py_ssize_t c, skip, p0, m, k
+    cdef const floating *xb[4]
     skip = _align_skip(xs[0] + c0, sizeof(floating))
-    if skip:
-        _dw_dot_vec(r, xs, nt, g, C, sx, npix, c0, 0, skip, True)
-    c = c0 + skip
-    while c + VL <= c1:
-        _dw_dot_vec(r, xs, nt, g, C, sx, npix, c, 0, VL, True)
-        c = c + VL
-    if c < c1:
-        _dw_dot_vec(r, xs, nt, g, C, sx, npix, c1 - VL, VL - (c1 - c), VL, True)
+    for p0 in range(0, npix, 8):
+        m = min(8, npix - p0)
+        for k in range(nt):
+            xb[k] = xs[k] + p0 * sx
+        if c1 - c0 < VL:
+            for c in range(c0, c1):
+                _dw_dot_vec(r, xb, nt, g + p0 * C, C, sx, m, c, 0, 1, False)
+            continue
+        if skip:
+            _dw_dot_vec(r, xb, nt, g + p0 * C, C, sx, m, c0, 0, skip, True)
+        c = c0 + skip
+        while c + VL <= c1:
+            _dw_dot_vec(r, xb, nt, g + p0 * C, C, sx, m, c, 0, VL, True)
+            c = c + VL
+        if c < c1:
+            _dw_dot_vec(r, xb, nt, g + p0 * C, C, sx, m, c1 - VL, VL - (c1 - c), VL, True)
 
 
 cdef inline void _stage_plane(floating *P, const floating *src, Py_ssize_t H, Py_ssize_t W,
-                              Py_ssize_t Hp, Py_ssize_t Wp, Py_ssize_t top,
-                              Py_ssize_t left) noexcept nogil:
-    """P[r, u] := src[r - top, u - left] inside the H x W plane, else 0  (Hp rows of Wp)"""
-    cdef Py_ssize_t r, u
+                              Py_ssize_t Hp, Py_ssize_t Wp, Py_ssize_t top, Py_ssize_t left,
+                              const floating *nxt) noexcept nogil:
+    """P[r, u] := src[r - top, u - left] inside the H x W plane, else 0  (Hp rows of Wp)
+
+    The plane at nxt (the caller's next one, if not NULL) is prefetched meanwhile: planes are
+    short streams the hardware prefetcher has barely locked on to when they end."""
+    cdef Py_ssize_t r, u, step = 64 // sizeof(floating)
     for r in range(Hp):
         if 0 <= r - top < H:
             _fill_padded_row(P + r * Wp, src + (r - top) * W, Wp, left, W)
+            u = 0
+            while nxt != NULL and u < W:
+                __builtin_prefetch(nxt + (r - top) * W + u)
+                u = u + step
         else:
             for u in range(Wp):
                 P[r * Wp + u] = 0
@@ -1012,7 +1026,8 @@ cdef void _forward_nchw_plane(const floating[:, :, :, ::1] x, const floating[:, 
     cdef Py_ssize_t kh = weight.shape[2], kw = weight.shape[3]
     cdef Py_ssize_t oh, ow
     cdef floating *row
-    _stage_plane(P, &x[n, k // (K // p.G), 0, 0], H, W, oH + (kh - 1) * p.dh, Wp, p.pt, p.pl)
+    _stage_plane(P, &x[n, k // (K // p.G), 0, 0], H, W, oH + (kh - 1) * p.dh, Wp, p.pt, p.pl,
+                 &x[n, (k + 1) // (K // p.G), 0, 0] if k + 1 < K else NULL)
     _taps_flat(D, P, off, &weight[k, 0, 0, 0], kh * kw, bias[k], (oH - 1) * Wp + oW)
     for oh in range(oH):
         row = &out[n, k, oh, 0]
@@ -1316,8 +1331,10 @@ cdef void _grad_weight_nchw_plane(const floating[:, :, :, ::1] grad_output,
     for q in range(T):
         part[q] = 0
     for n in range(n0, n1):
-        _stage_plane(P, &x[n, k // Kg, 0, 0], H, W, oH + (kh - 1) * p.dh, Wp, p.pt, p.pl)
-        _stage_plane(G, &grad_output[n, k, 0, 0], oH, oW, oH, Wp, 0, 0)
+        _stage_plane(P, &x[n, k // Kg, 0, 0], H, W, oH + (kh - 1) * p.dh, Wp, p.pt, p.pl,
+                     &x[n + 1, k // Kg, 0, 0] if n + 1 < n1 else NULL)
+        _stage_plane(G, &grad_output[n, k, 0, 0], oH, oW, oH, Wp, 0, 0,
+                     &grad_output[n + 1, k, 0, 0] if n + 1 < n1 else NULL)
         for h in range(nch):  # nch chunks of <= 4 taps, as equal as possible
             q0 = T * h // nch
             q1 = T * (h + 1) // nch
