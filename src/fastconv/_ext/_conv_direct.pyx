@@ -103,40 +103,47 @@ cdef extern from *:
     #define FASTCONV_LD(V, p) ({ V v_; __builtin_memcpy(&v_, (p), sizeof(V)); v_; })
     #define FASTCONV_ST(V, p, v) do { V v_ = (v); __builtin_memcpy((p), &v_, sizeof(V)); } while (0)
 
-    /* d[t] := b + sum_q w[q] * s[t + off[q]] for t in [t, m): a flat correlation with nt taps.
-       Returns where it stopped (the last < sizeof(V)/sizeof(T) elements are left to T). */
-    #define FASTCONV_TAPS(NAME, T, V)                                                        \
-    static inline Py_ssize_t NAME(T *restrict d, const T *restrict s,                       \
+    /* d[k*ld + t] := b[k] + sum_q w[k*nt + q] * s[t + off[q]]  for k < KB, t in [t, m):
+       flat correlations with nt taps, KB output channels sharing each load of s, NV vectors
+       per step (KB*NV independent sums hide the FMA latency).  Returns where it stopped. */
+    #define FASTCONV_TAPS(NAME, T, V, KB, NV)                                                \
+    static inline Py_ssize_t NAME(T *restrict d, Py_ssize_t ld, const T *restrict s,        \
                                   const Py_ssize_t *restrict off, const T *restrict w,      \
-                                  Py_ssize_t nt, T b, Py_ssize_t t, Py_ssize_t m) {         \
+                                  Py_ssize_t nt, const T *restrict b, Py_ssize_t t,         \
+                                  Py_ssize_t m) {                                           \
         enum { L = sizeof(V) / sizeof(T) };                                                 \
         Py_ssize_t q;                                                                       \
-        for (; t + 4 * L <= m; t += 4 * L) {  /* 4 independent sums hide FMA latency */     \
-            V a0 = (V){0} + b, a1 = a0, a2 = a0, a3 = a0;                                   \
+        int k, v;                                                                           \
+        for (; t + NV * L <= m; t += NV * L) {                                              \
+            V a[KB][NV], x[NV];                                                             \
+            for (k = 0; k < KB; k++)                                                        \
+                for (v = 0; v < NV; v++)                                                    \
+                    a[k][v] = (V){0} + b[k];                                                \
             for (q = 0; q < nt; q++) {                                                      \
-                const T *p = s + off[q] + t;                                                \
-                a0 += w[q] * FASTCONV_LD(V, p);                                             \
-                a1 += w[q] * FASTCONV_LD(V, p + L);                                         \
-                a2 += w[q] * FASTCONV_LD(V, p + 2 * L);                                     \
-                a3 += w[q] * FASTCONV_LD(V, p + 3 * L);                                     \
+                for (v = 0; v < NV; v++)                                                    \
+                    x[v] = FASTCONV_LD(V, s + off[q] + t + v * L);                          \
+                for (k = 0; k < KB; k++)                                                    \
+                    for (v = 0; v < NV; v++)                                                \
+                        a[k][v] += w[k * nt + q] * x[v];                                    \
             }                                                                               \
-            FASTCONV_ST(V, d + t, a0);                                                      \
-            FASTCONV_ST(V, d + t + L, a1);                                                  \
-            FASTCONV_ST(V, d + t + 2 * L, a2);                                              \
-            FASTCONV_ST(V, d + t + 3 * L, a3);                                              \
-        }                                                                                   \
-        for (; t + L <= m; t += L) {                                                        \
-            V a0 = (V){0} + b;                                                              \
-            for (q = 0; q < nt; q++)                                                        \
-                a0 += w[q] * FASTCONV_LD(V, s + off[q] + t);                                \
-            FASTCONV_ST(V, d + t, a0);                                                      \
+            for (k = 0; k < KB; k++)                                                        \
+                for (v = 0; v < NV; v++)                                                    \
+                    FASTCONV_ST(V, d + k * ld + t + v * L, a[k][v]);                        \
         }                                                                                   \
         return t;                                                                           \
     }
-    FASTCONV_TAPS(fastconv_taps_vf, float, fastconv_vf)
-    FASTCONV_TAPS(fastconv_taps_sf, float, float)
-    FASTCONV_TAPS(fastconv_taps_vd, double, fastconv_vd)
-    FASTCONV_TAPS(fastconv_taps_sd, double, double)
+    FASTCONV_TAPS(fastconv_taps_vf14, float, fastconv_vf, 1, 4)
+    FASTCONV_TAPS(fastconv_taps_vf11, float, fastconv_vf, 1, 1)
+    FASTCONV_TAPS(fastconv_taps_sf11, float, float, 1, 1)
+    FASTCONV_TAPS(fastconv_taps_vf44, float, fastconv_vf, 4, 4)
+    FASTCONV_TAPS(fastconv_taps_vf41, float, fastconv_vf, 4, 1)
+    FASTCONV_TAPS(fastconv_taps_sf41, float, float, 4, 1)
+    FASTCONV_TAPS(fastconv_taps_vd14, double, fastconv_vd, 1, 4)
+    FASTCONV_TAPS(fastconv_taps_vd11, double, fastconv_vd, 1, 1)
+    FASTCONV_TAPS(fastconv_taps_sd11, double, double, 1, 1)
+    FASTCONV_TAPS(fastconv_taps_vd44, double, fastconv_vd, 4, 4)
+    FASTCONV_TAPS(fastconv_taps_vd41, double, fastconv_vd, 4, 1)
+    FASTCONV_TAPS(fastconv_taps_sd41, double, double, 4, 1)
 
     /* r[k] := sum_t g[t] * s[t + off[k]] for k < nt <= 4 and t < m (4 taps share each g
        load; two vectors per step, 8 independent sums, to hide the FMA latency) */
@@ -333,16 +340,42 @@ cdef extern from *:
     """
     Py_ssize_t FASTCONV_VBYTES() noexcept nogil  # bytes in one vector V
     void __builtin_prefetch(const void *p) noexcept nogil
-    Py_ssize_t fastconv_taps_vf(float *d, const float *s, const Py_ssize_t *off, const float *w,
-                                Py_ssize_t nt, float b, Py_ssize_t t, Py_ssize_t m) noexcept nogil
-    Py_ssize_t fastconv_taps_sf(float *d, const float *s, const Py_ssize_t *off, const float *w,
-                                Py_ssize_t nt, float b, Py_ssize_t t, Py_ssize_t m) noexcept nogil
-    Py_ssize_t fastconv_taps_vd(double *d, const double *s, const Py_ssize_t *off,
-                                const double *w, Py_ssize_t nt, double b, Py_ssize_t t,
-                                Py_ssize_t m) noexcept nogil
-    Py_ssize_t fastconv_taps_sd(double *d, const double *s, const Py_ssize_t *off,
-                                const double *w, Py_ssize_t nt, double b, Py_ssize_t t,
-                                Py_ssize_t m) noexcept nogil
+    Py_ssize_t fastconv_taps_vf14(float *d, Py_ssize_t ld, const float *s, const Py_ssize_t *off,
+                                   const float *w, Py_ssize_t nt, const float *b, Py_ssize_t t,
+                                   Py_ssize_t m) noexcept nogil
+    Py_ssize_t fastconv_taps_vf11(float *d, Py_ssize_t ld, const float *s, const Py_ssize_t *off,
+                                   const float *w, Py_ssize_t nt, const float *b, Py_ssize_t t,
+                                   Py_ssize_t m) noexcept nogil
+    Py_ssize_t fastconv_taps_sf11(float *d, Py_ssize_t ld, const float *s, const Py_ssize_t *off,
+                                   const float *w, Py_ssize_t nt, const float *b, Py_ssize_t t,
+                                   Py_ssize_t m) noexcept nogil
+    Py_ssize_t fastconv_taps_vf44(float *d, Py_ssize_t ld, const float *s, const Py_ssize_t *off,
+                                   const float *w, Py_ssize_t nt, const float *b, Py_ssize_t t,
+                                   Py_ssize_t m) noexcept nogil
+    Py_ssize_t fastconv_taps_vf41(float *d, Py_ssize_t ld, const float *s, const Py_ssize_t *off,
+                                   const float *w, Py_ssize_t nt, const float *b, Py_ssize_t t,
+                                   Py_ssize_t m) noexcept nogil
+    Py_ssize_t fastconv_taps_sf41(float *d, Py_ssize_t ld, const float *s, const Py_ssize_t *off,
+                                   const float *w, Py_ssize_t nt, const float *b, Py_ssize_t t,
+                                   Py_ssize_t m) noexcept nogil
+    Py_ssize_t fastconv_taps_vd14(double *d, Py_ssize_t ld, const double *s, const Py_ssize_t *off,
+                                   const double *w, Py_ssize_t nt, const double *b, Py_ssize_t t,
+                                   Py_ssize_t m) noexcept nogil
+    Py_ssize_t fastconv_taps_vd11(double *d, Py_ssize_t ld, const double *s, const Py_ssize_t *off,
+                                   const double *w, Py_ssize_t nt, const double *b, Py_ssize_t t,
+                                   Py_ssize_t m) noexcept nogil
+    Py_ssize_t fastconv_taps_sd11(double *d, Py_ssize_t ld, const double *s, const Py_ssize_t *off,
+                                   const double *w, Py_ssize_t nt, const double *b, Py_ssize_t t,
+                                   Py_ssize_t m) noexcept nogil
+    Py_ssize_t fastconv_taps_vd44(double *d, Py_ssize_t ld, const double *s, const Py_ssize_t *off,
+                                   const double *w, Py_ssize_t nt, const double *b, Py_ssize_t t,
+                                   Py_ssize_t m) noexcept nogil
+    Py_ssize_t fastconv_taps_vd41(double *d, Py_ssize_t ld, const double *s, const Py_ssize_t *off,
+                                   const double *w, Py_ssize_t nt, const double *b, Py_ssize_t t,
+                                   Py_ssize_t m) noexcept nogil
+    Py_ssize_t fastconv_taps_sd41(double *d, Py_ssize_t ld, const double *s, const Py_ssize_t *off,
+                                   const double *w, Py_ssize_t nt, const double *b, Py_ssize_t t,
+                                   Py_ssize_t m) noexcept nogil
     void fastconv_dots4_f(const float *g, const float *s, const Py_ssize_t *off, Py_ssize_t nt,
                           Py_ssize_t m, float *r) noexcept nogil
     void fastconv_dots4_d(const double *g, const double *s, const Py_ssize_t *off, Py_ssize_t nt,
@@ -587,14 +620,29 @@ cdef inline Py_ssize_t _ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
 
 # --------------------------------------------------------------------------- depthwise helpers
 
-cdef inline void _taps_flat(floating *d, const floating *s, const Py_ssize_t *off,
-                            const floating *w, Py_ssize_t nt, floating b,
+cdef inline void _taps_flat(floating *d, Py_ssize_t ld, const floating *s, const Py_ssize_t *off,
+                            const floating *w, Py_ssize_t nt, const floating *b, Py_ssize_t nk,
                             Py_ssize_t m) noexcept nogil:
-    """d[t] := b + sum_q w[q] * s[t + off[q]]  for t < m"""
+    """d[k*ld + t] := b[k] + sum_q w[k*nt + q] * s[t + off[q]]  for k < nk, t < m"""
+    cdef Py_ssize_t k = 0, t
     if floating is float:
-        fastconv_taps_sf(d, s, off, w, nt, b, fastconv_taps_vf(d, s, off, w, nt, b, 0, m), m)
+        if nk == 4:
+            t = fastconv_taps_vf44(d, ld, s, off, w, nt, b, 0, m)
+            fastconv_taps_sf41(d, ld, s, off, w, nt, b, fastconv_taps_vf41(d, ld, s, off, w, nt, b, t, m), m)
+            return
+        for k in range(nk):
+            t = fastconv_taps_vf14(d + k * ld, ld, s, off, w + k * nt, nt, b + k, 0, m)
+            t = fastconv_taps_vf11(d + k * ld, ld, s, off, w + k * nt, nt, b + k, t, m)
+            fastconv_taps_sf11(d + k * ld, ld, s, off, w + k * nt, nt, b + k, t, m)
     else:
-        fastconv_taps_sd(d, s, off, w, nt, b, fastconv_taps_vd(d, s, off, w, nt, b, 0, m), m)
+        if nk == 4:
+            t = fastconv_taps_vd44(d, ld, s, off, w, nt, b, 0, m)
+            fastconv_taps_sd41(d, ld, s, off, w, nt, b, fastconv_taps_vd41(d, ld, s, off, w, nt, b, t, m), m)
+            return
+        for k in range(nk):
+            t = fastconv_taps_vd14(d + k * ld, ld, s, off, w + k * nt, nt, b + k, 0, m)
+            t = fastconv_taps_vd11(d + k * ld, ld, s, off, w + k * nt, nt, b + k, t, m)
+            fastconv_taps_sd11(d + k * ld, ld, s, off, w + k * nt, nt, b + k, t, m)
 
 
 cdef inline void _dots4(const floating *g, const floating *s, const Py_ssize_t *off,
@@ -1013,38 +1061,45 @@ cdef void _forward_nchw_flat(const floating[:, :, :, ::1] x, const floating[:, :
 
 cdef void _forward_nchw_plane(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
                               const floating[::1] bias, floating[:, :, :, ::1] out,
-                              Py_ssize_t n, Py_ssize_t k, Geom p, const Py_ssize_t *off,
-                              floating *P, floating *D, Py_ssize_t Wp) noexcept nogil:
-    """out[n, k] := bias[k] + sum_{i, j} w[k, 0, i, j] * x[n, c, oh + i*dh - pt, ow + j*dw - pl]
+                              Py_ssize_t n, Py_ssize_t k0, Py_ssize_t nk, Geom p,
+                              const Py_ssize_t *off, floating *P, floating *D,
+                              Py_ssize_t Wp) noexcept nogil:
+    """out[n, k] := bias[k] + sum_{c, i, j} w[k, c, i, j] * x[n, g*Cg + c, oh + i*dh - pt, ow + j*dw - pl]
 
-    C/G == 1, stride 1.  The input plane of channel c = k // (K/G) is staged zero padded in P
-    (rows of Wp), so that output (oh, ow) at flat index t = oh*Wp + ow reads tap (i, j) at
-    P[t + off[i*kw + j]], off = i*dh*Wp + j*dw: every tap is one flat run over the plane.
-    D gets the rows at pitch Wp (columns >= oW are scratch) and is then compacted into out."""
+    For the nk <= 4 output channels k0 <= k < k0 + nk of one group g; stride 1, few C/G.
+    The group's input planes are staged zero padded in P (Hp rows of Wp each), so that output
+    (oh, ow) at flat index t = oh*Wp + ow reads tap (c, i, j) at P[t + off[(c*kh + i)*kw + j]],
+    off = c*Hp*Wp + i*dh*Wp + j*dw: every tap is one flat run over the plane, shared by the
+    nk channels.  D gets their rows at pitch Wp (columns >= oW are scratch), then compacted."""
     cdef Py_ssize_t H = x.shape[2], W = x.shape[3], K = out.shape[1]
     cdef Py_ssize_t oH = out.shape[2], oW = out.shape[3]
-    cdef Py_ssize_t kh = weight.shape[2], kw = weight.shape[3]
-    cdef Py_ssize_t oh, ow
+    cdef Py_ssize_t Cg = weight.shape[1], kh = weight.shape[2], kw = weight.shape[3]
+    cdef Py_ssize_t Hp = oH + (kh - 1) * p.dh, L = (oH - 1) * Wp + oW
+    cdef Py_ssize_t c0 = k0 // (K // p.G) * Cg, c, k, oh, ow
     cdef floating *row
-    _stage_plane(P, &x[n, k // (K // p.G), 0, 0], H, W, oH + (kh - 1) * p.dh, Wp, p.pt, p.pl,
-                 &x[n, (k + 1) // (K // p.G), 0, 0] if k + 1 < K else NULL)
-    _taps_flat(D, P, off, &weight[k, 0, 0, 0], kh * kw, bias[k], (oH - 1) * Wp + oW)
-    for oh in range(oH):
-        row = &out[n, k, oh, 0]
-        for ow in range(oW):
-            row[ow] = D[oh * Wp + ow]
+    for c in range(Cg):
+        _stage_plane(P + c * Hp * Wp, &x[n, c0 + c, 0, 0], H, W, Hp, Wp, p.pt, p.pl,
+                     &x[n, c0 + c + 1, 0, 0] if c0 + c + 1 < x.shape[1] else NULL)
+    _taps_flat(D, L, P, off, &weight[k0, 0, 0, 0], Cg * kh * kw, &bias[k0], nk, L)
+    for k in range(nk):
+        for oh in range(oH):
+            row = &out[n, k0 + k, oh, 0]
+            for ow in range(oW):
+                row[ow] = D[k * L + oh * Wp + ow]
 
 
-cdef Py_ssize_t *_plane_offsets(Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t dh, Py_ssize_t dw,
-                                Py_ssize_t Wp) except NULL:
-    """off[i*kw + j] := i*dh*Wp + j*dw, the flat offsets of the taps in a plane of pitch Wp"""
-    cdef Py_ssize_t i, j
-    cdef Py_ssize_t *off = <Py_ssize_t *> malloc(kh * kw * sizeof(Py_ssize_t) + 1)
+cdef Py_ssize_t *_plane_offsets(Py_ssize_t Cg, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t dh,
+                                Py_ssize_t dw, Py_ssize_t Hp, Py_ssize_t Wp) except NULL:
+    """off[(c*kh + i)*kw + j] := c*Hp*Wp + i*dh*Wp + j*dw: the flat offsets of the taps in Cg
+    planes of Hp rows of pitch Wp"""
+    cdef Py_ssize_t c, i, j
+    cdef Py_ssize_t *off = <Py_ssize_t *> malloc(Cg * kh * kw * sizeof(Py_ssize_t) + 1)
     if off == NULL:
         raise MemoryError()
-    for i in range(kh):
-        for j in range(kw):
-            off[i * kw + j] = i * dh * Wp + j * dw
+    for c in range(Cg):
+        for i in range(kh):
+            for j in range(kw):
+                off[(c * kh + i) * kw + j] = c * Hp * Wp + i * dh * Wp + j * dw
     return off
 
 
@@ -1060,28 +1115,34 @@ def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
     cdef Py_ssize_t nthreads = max(num_threads, 1)
     cdef Py_ssize_t Wp = (oW - 1) * stride_w + (kw - 1) * dilation_w + 1
     cdef Py_ssize_t per_thread = Cg * kh * Wp
-    cdef Py_ssize_t t, R, nrb, L, K
+    cdef Py_ssize_t Kg = out.shape[1] // groups
+    cdef Py_ssize_t t, R, nrb, L, Hp, nkb, k0
     cdef floating *buf
     cdef Py_ssize_t *jr
     if N == 0:
         return
-    if out.shape[1] // groups < 4 and Cg == 1 and stride_h == 1 and stride_w == 1:
-        # Depthwise: one (n, k) plane per task, every tap one flat run over the staged plane.
-        K = out.shape[1]
-        L = (oH - 1) * Wp + oW
-        per_thread = (oH + (kh - 1) * dilation_h) * Wp + L
+    Hp = oH + (kh - 1) * dilation_h
+    L = (oH - 1) * Wp + oW
+    if stride_h == 1 and stride_w == 1 and Cg <= 4 and (
+            Cg == 1 and Kg < 4 or Cg * Hp * Wp + 4 * L <= 65536):
+        # Depthwise and first layers: tasks (n, group, block of <= 4 output channels) over
+        # whole planes, every tap one flat run over the staged input planes.
+        nkb = _ceil_div(Kg, 4)
+        per_thread = Cg * Hp * Wp + min(Kg, 4) * L
         buf = <floating *> malloc(nthreads * per_thread * sizeof(floating))
         if buf == NULL:
             raise MemoryError()
         jr = NULL
         try:
-            jr = _plane_offsets(kh, kw, dilation_h, dilation_w, Wp)
+            jr = _plane_offsets(Cg, kh, kw, dilation_h, dilation_w, Hp, Wp)
             with nogil, parallel(num_threads=nthreads):
                 flush_denormals_enter()
-                for t in prange(N * K, schedule="static"):
-                    _forward_nchw_plane(x, weight, bias, out, t // K, t % K, p, jr,
+                for t in prange(N * groups * nkb, schedule="static"):
+                    k0 = (t % (groups * nkb)) // nkb * Kg + (t % nkb) * 4
+                    _forward_nchw_plane(x, weight, bias, out, t // (groups * nkb), k0,
+                                        min(4, Kg - (t % nkb) * 4), p, jr,
                                         buf + threadid() * per_thread,
-                                        buf + threadid() * per_thread + per_thread - L, Wp)
+                                        buf + threadid() * per_thread + Cg * Hp * Wp, Wp)
                 flush_denormals_exit()
         finally:
             free(jr)
@@ -1375,7 +1436,7 @@ def grad_weight_nchw(const floating[:, :, :, ::1] grad_output, const floating[:,
             raise MemoryError()
         jr = NULL
         try:
-            jr = _plane_offsets(kh, kw, dilation_h, dilation_w, Wp)
+            jr = _plane_offsets(1, kh, kw, dilation_h, dilation_w, 0, Wp)
             with nogil, parallel(num_threads=nthreads):
                 flush_denormals_enter()
                 for t in prange(nsb * K, schedule="static"):
