@@ -145,47 +145,51 @@ cdef extern from *:
     FASTCONV_TAPS(fastconv_taps_vd41, double, fastconv_vd, 4, 1)
     FASTCONV_TAPS(fastconv_taps_sd41, double, double, 4, 1)
 
-    /* r[k] := sum_t g[t] * s[t + off[k]] for k < nt <= 4 and t < m (4 taps share each g
-       load; two vectors per step, 8 independent sums, to hide the FMA latency) */
-    #define FASTCONV_DOTS4(NAME, T, V)                                                       \
-    static inline void NAME(const T *restrict g, const T *restrict s,                       \
+    /* r[4*k + q] := sum_t g[k*ld + t] * s[t + off[q]]  for k < KB, q < nt <= 4, t < m:
+       KB planes g against 4 taps of s, every load shared by 4 (or KB) products; U vectors per
+       step give KB*4*U independent sums to hide the FMA latency. */
+    #define FASTCONV_DOTS(NAME, T, V, KB, U)                                                 \
+    static inline void NAME(const T *restrict g, Py_ssize_t ld, const T *restrict s,        \
                             const Py_ssize_t *restrict off, Py_ssize_t nt, Py_ssize_t m,    \
                             T *restrict r) {                                                \
         enum { L = sizeof(V) / sizeof(T) };                                                 \
-        const T *sk[4] = {s + off[0], s + off[nt > 1], s + off[nt > 2 ? 2 : 0],             \
+        const T *sq[4] = {s + off[0], s + off[nt > 1], s + off[nt > 2 ? 2 : 0],             \
                           s + off[nt > 3 ? 3 : 0]};  /* missing taps repeat tap 0 */        \
-        V a[2][4], g0, g1;                                                                  \
-        T acc[4];                                                                           \
+        V a[U][KB][4], gv[KB], x;                                                           \
+        T acc;                                                                              \
         Py_ssize_t t = 0, l;                                                                \
-        int k;                                                                              \
+        int k, q, u;                                                                        \
         __builtin_memset(a, 0, sizeof(a));                                                  \
-        for (; t + 2 * L <= m; t += 2 * L) {                                                \
-            g0 = FASTCONV_LD(V, g + t);                                                     \
-            g1 = FASTCONV_LD(V, g + t + L);                                                 \
-            for (k = 0; k < 4; k++) {                                                       \
-                a[0][k] += g0 * FASTCONV_LD(V, sk[k] + t);                                  \
-                a[1][k] += g1 * FASTCONV_LD(V, sk[k] + t + L);                              \
+        for (; t + U * L <= m; t += U * L)                                                  \
+            for (u = 0; u < U; u++) {                                                       \
+                for (k = 0; k < KB; k++)                                                    \
+                    gv[k] = FASTCONV_LD(V, g + k * ld + t + u * L);                         \
+                for (q = 0; q < 4; q++) {                                                   \
+                    x = FASTCONV_LD(V, sq[q] + t + u * L);                                  \
+                    for (k = 0; k < KB; k++)                                                \
+                        a[u][k][q] += gv[k] * x;                                            \
+                }                                                                           \
             }                                                                               \
-        }                                                                                   \
-        for (; t + L <= m; t += L) {                                                        \
-            g0 = FASTCONV_LD(V, g + t);                                                     \
-            for (k = 0; k < 4; k++)                                                         \
-                a[0][k] += g0 * FASTCONV_LD(V, sk[k] + t);                                  \
-        }                                                                                   \
-        for (k = 0; k < 4; k++) {                                                           \
-            a[0][k] += a[1][k];                                                             \
-            acc[k] = 0;                                                                     \
-            for (l = 0; l < L; l++)                                                         \
-                acc[k] += a[0][k][l];                                                       \
-        }                                                                                   \
-        for (; t < m; t++)                                                                  \
-            for (k = 0; k < 4; k++)                                                         \
-                acc[k] += g[t] * sk[k][t];                                                  \
-        for (k = 0; k < nt; k++)                                                            \
-            r[k] = acc[k];                                                                  \
+        for (; t + L <= m; t += L)                                                          \
+            for (q = 0; q < 4; q++)                                                         \
+                for (k = 0; k < KB; k++)                                                    \
+                    a[0][k][q] += FASTCONV_LD(V, g + k * ld + t) * FASTCONV_LD(V, sq[q] + t); \
+        for (k = 0; k < KB; k++)                                                            \
+            for (q = 0; q < nt; q++) {                                                      \
+                for (u = 1; u < U; u++)                                                     \
+                    a[0][k][q] += a[u][k][q];                                               \
+                acc = 0;                                                                    \
+                for (l = 0; l < L; l++)                                                     \
+                    acc += a[0][k][q][l];                                                   \
+                for (l = t; l < m; l++)                                                     \
+                    acc += g[k * ld + l] * sq[q][l];                                        \
+                r[4 * k + q] = acc;                                                         \
+            }                                                                               \
     }
-    FASTCONV_DOTS4(fastconv_dots4_f, float, fastconv_vf)
-    FASTCONV_DOTS4(fastconv_dots4_d, double, fastconv_vd)
+    FASTCONV_DOTS(fastconv_dots12_f, float, fastconv_vf, 1, 2)
+    FASTCONV_DOTS(fastconv_dots41_f, float, fastconv_vf, 4, 1)
+    FASTCONV_DOTS(fastconv_dots12_d, double, fastconv_vd, 1, 2)
+    FASTCONV_DOTS(fastconv_dots41_d, double, fastconv_vd, 4, 1)
 
     /* NHWC depthwise, one V of channels at c, for 4 pixels (four) or 1:
        d[p*C + c] := bias[c] + sum_q x_q[xo + p*sx + c] * w_q[c]  over the nt taps q.
@@ -376,10 +380,14 @@ cdef extern from *:
     Py_ssize_t fastconv_taps_sd41(double *d, Py_ssize_t ld, const double *s, const Py_ssize_t *off,
                                    const double *w, Py_ssize_t nt, const double *b, Py_ssize_t t,
                                    Py_ssize_t m) noexcept nogil
-    void fastconv_dots4_f(const float *g, const float *s, const Py_ssize_t *off, Py_ssize_t nt,
-                          Py_ssize_t m, float *r) noexcept nogil
-    void fastconv_dots4_d(const double *g, const double *s, const Py_ssize_t *off, Py_ssize_t nt,
-                          Py_ssize_t m, double *r) noexcept nogil
+    void fastconv_dots12_f(const float *g, Py_ssize_t ld, const float *s, const Py_ssize_t *off,
+                           Py_ssize_t nt, Py_ssize_t m, float *r) noexcept nogil
+    void fastconv_dots41_f(const float *g, Py_ssize_t ld, const float *s, const Py_ssize_t *off,
+                           Py_ssize_t nt, Py_ssize_t m, float *r) noexcept nogil
+    void fastconv_dots12_d(const double *g, Py_ssize_t ld, const double *s, const Py_ssize_t *off,
+                           Py_ssize_t nt, Py_ssize_t m, double *r) noexcept nogil
+    void fastconv_dots41_d(const double *g, Py_ssize_t ld, const double *s, const Py_ssize_t *off,
+                           Py_ssize_t nt, Py_ssize_t m, double *r) noexcept nogil
     void fastconv_dw_vf(float *d, const float **xs, const float **ws, Py_ssize_t nt,
                               const float *bias, Py_ssize_t C, Py_ssize_t sx, Py_ssize_t xo,
                               int four, Py_ssize_t c) noexcept nogil
@@ -645,13 +653,19 @@ cdef inline void _taps_flat(floating *d, Py_ssize_t ld, const floating *s, const
             fastconv_taps_sd11(d + k * ld, ld, s, off, w + k * nt, nt, b + k, t, m)
 
 
-cdef inline void _dots4(const floating *g, const floating *s, const Py_ssize_t *off,
-                        Py_ssize_t nt, Py_ssize_t m, floating *r) noexcept nogil:
-    """r[k] := sum_t g[t] * s[t + off[k]]  for k < nt <= 4, t < m"""
+cdef inline void _dots(const floating *g, Py_ssize_t ld, const floating *s, const Py_ssize_t *off,
+                       Py_ssize_t nt, Py_ssize_t nk, Py_ssize_t m, floating *r) noexcept nogil:
+    """r[4*k + q] := sum_t g[k*ld + t] * s[t + off[q]]  for k < nk (1 or 4), q < nt <= 4, t < m"""
     if floating is float:
-        fastconv_dots4_f(g, s, off, nt, m, r)
+        if nk == 4:
+            fastconv_dots41_f(g, ld, s, off, nt, m, r)
+        else:
+            fastconv_dots12_f(g, ld, s, off, nt, m, r)
     else:
-        fastconv_dots4_d(g, s, off, nt, m, r)
+        if nk == 4:
+            fastconv_dots41_d(g, ld, s, off, nt, m, r)
+        else:
+            fastconv_dots12_d(g, ld, s, off, nt, m, r)
 
 
 cdef inline Py_ssize_t _align_skip(const void *ptr, Py_ssize_t itemsize) noexcept nogil:
@@ -1376,32 +1390,37 @@ cdef void _grad_weight_nchw_block(const floating[:, :, :, ::1] grad_output,
 
 
 cdef void _grad_weight_nchw_plane(const floating[:, :, :, ::1] grad_output,
-                                  const floating[:, :, :, ::1] x, floating *part, Py_ssize_t k,
-                                  Py_ssize_t n0, Py_ssize_t n1, Geom p, Py_ssize_t kh,
-                                  Py_ssize_t kw, const Py_ssize_t *off, floating *P, floating *G,
-                                  Py_ssize_t Wp) noexcept nogil:
-    """part[i*kw + j] := sum_{n0 <= n < n1, oh, ow} grad_output[n, k, oh, ow] * x[n, c, ih, iw]
+                                  const floating[:, :, :, ::1] x, floating *part, Py_ssize_t k0,
+                                  Py_ssize_t nk, Py_ssize_t n0, Py_ssize_t n1, Geom p,
+                                  Py_ssize_t kh, Py_ssize_t kw, const Py_ssize_t *off,
+                                  floating *P, floating *G, Py_ssize_t Wp) noexcept nogil:
+    """part[(k - k0)*kh*kw + i*kw + j] := sum_{n0 <= n < n1, oh, ow} grad_output[n, k, oh, ow] * x[n, c, ih, iw]
 
-    C/G == 1, stride 1, c = k // (K/G).  The input plane is staged as in _forward_nchw_plane
-    and the grad_output plane at the same pitch Wp, zero beyond oW, so every tap is one flat
-    dot product over the plane; up to 4 taps share each grad_output load."""
+    C/G == 1, stride 1, c = k // (K/G), for the nk output channels k0 <= k < k0 + nk of one
+    group.  The input plane is staged as in _forward_nchw_plane and the grad_output planes at
+    the same pitch Wp, zero beyond oW, so every tap is one flat dot product over the plane;
+    4 taps share each grad_output load, and 4 channels (nk == 4) each input load."""
     cdef Py_ssize_t H = x.shape[2], W = x.shape[3], oH = grad_output.shape[2]
     cdef Py_ssize_t oW = grad_output.shape[3], Kg = grad_output.shape[1] // p.G
-    cdef Py_ssize_t T = kh * kw, nch = _ceil_div(kh * kw, 4), n, q, q0, q1, h
-    cdef floating r[4]
-    for q in range(T):
+    cdef Py_ssize_t T = kh * kw, nch = _ceil_div(kh * kw, 4), L = (oH - 1) * Wp + oW
+    cdef Py_ssize_t n, q, q0, q1, h, k, kb, nb = 1 if nk == 4 else nk
+    cdef floating r[16]
+    for q in range(nk * T):
         part[q] = 0
     for n in range(n0, n1):
-        _stage_plane(P, &x[n, k // Kg, 0, 0], H, W, oH + (kh - 1) * p.dh, Wp, p.pt, p.pl,
-                     &x[n + 1, k // Kg, 0, 0] if n + 1 < n1 else NULL)
-        _stage_plane(G, &grad_output[n, k, 0, 0], oH, oW, oH, Wp, 0, 0,
-                     &grad_output[n + 1, k, 0, 0] if n + 1 < n1 else NULL)
-        for h in range(nch):  # nch chunks of <= 4 taps, as equal as possible
-            q0 = T * h // nch
-            q1 = T * (h + 1) // nch
-            _dots4(G, P, off + q0, q1 - q0, (oH - 1) * Wp + oW, r)
-            for q in range(q0, q1):
-                part[q] += r[q - q0]
+        _stage_plane(P, &x[n, k0 // Kg, 0, 0], H, W, oH + (kh - 1) * p.dh, Wp, p.pt, p.pl,
+                     &x[n + 1, k0 // Kg, 0, 0] if n + 1 < n1 else NULL)
+        for k in range(nk):
+            _stage_plane(G + k * oH * Wp, &grad_output[n, k0 + k, 0, 0], oH, oW, oH, Wp, 0, 0,
+                         &grad_output[n + 1, k0 + k, 0, 0] if n + 1 < n1 else NULL)
+        for kb in range(nb):  # one block of 4 channels, or the channels one by one
+            for h in range(nch):  # nch chunks of <= 4 taps, as equal as possible
+                q0 = T * h // nch
+                q1 = T * (h + 1) // nch
+                _dots(G + kb * oH * Wp, oH * Wp, P, off + q0, q1 - q0, 4 if nk == 4 else 1, L, r)
+                for k in range(4 if nk == 4 else 1):
+                    for q in range(q0, q1):
+                        part[(kb + k) * T + q] += r[4 * k + q - q0]
 
 
 def grad_weight_nchw(const floating[:, :, :, ::1] grad_output, const floating[:, :, :, ::1] x,
@@ -1420,17 +1439,19 @@ def grad_weight_nchw(const floating[:, :, :, ::1] grad_output, const floating[:,
     cdef Py_ssize_t kh = grad_weight.shape[2], Wp, per_thread, nbs, nsb
     cdef Py_ssize_t *jr
     cdef floating *buf
-    cdef floating[:, :, ::1] pp
+    cdef floating[:, ::1] pq
     if Cg == 1 and stride_h == 1 and stride_w == 1 and N > 0:
-        # C/G == 1 (depthwise, first layers): tasks (sample chunk, output channel) fixed by the
-        # shape, summed in order after the parallel region (bitwise thread independent).
-        nsb = min(N, _ceil_div(64, K))
+        # C/G == 1 (depthwise, first layers): tasks (sample chunk, block of <= 4 output
+        # channels of a group) fixed by the shape, summed in order after the parallel region
+        # (bitwise thread independent).
+        nkb = _ceil_div(Kg, 4)
+        nsb = min(N, _ceil_div(64, groups * nkb))
         nbs = _ceil_div(N, nsb)
         nsb = _ceil_div(N, nbs)
         Wp = oW + (kw - 1) * dilation_w
-        per_thread = (oH + (kh - 1) * dilation_h) * Wp + oH * Wp
-        part = np.empty((nsb, K, kh * kw), dtype=np.asarray(x).dtype)
-        pp = part
+        per_thread = (oH + (kh - 1) * dilation_h) * Wp + min(Kg, 4) * oH * Wp
+        part = np.empty((nsb, K * kh * kw), dtype=np.asarray(x).dtype)
+        pq = part
         buf = <floating *> malloc(nthreads * per_thread * sizeof(floating))
         if buf == NULL:
             raise MemoryError()
@@ -1439,17 +1460,20 @@ def grad_weight_nchw(const floating[:, :, :, ::1] grad_output, const floating[:,
             jr = _plane_offsets(1, kh, kw, dilation_h, dilation_w, 0, Wp)
             with nogil, parallel(num_threads=nthreads):
                 flush_denormals_enter()
-                for t in prange(nsb * K, schedule="static"):
-                    _grad_weight_nchw_plane(grad_output, x, &pp[t // K, t % K, 0], t % K,
-                                            (t // K) * nbs, min(N, (t // K + 1) * nbs), p, kh, kw,
+                for t in prange(nsb * groups * nkb, schedule="static"):
+                    k0 = (t % (groups * nkb)) // nkb * Kg + (t % nkb) * 4
+                    _grad_weight_nchw_plane(grad_output, x, &pq[t // (groups * nkb), k0 * kh * kw],
+                                            k0, min(4, Kg - (t % nkb) * 4),
+                                            (t // (groups * nkb)) * nbs,
+                                            min(N, (t // (groups * nkb) + 1) * nbs), p, kh, kw,
                                             jr, buf + threadid() * per_thread,
-                                            buf + threadid() * per_thread + per_thread - oH * Wp,
+                                            buf + threadid() * per_thread + per_thread - min(Kg, 4) * oH * Wp,
                                             Wp)
                 flush_denormals_exit()
         finally:
             free(jr)
             free(buf)
-        np.asarray(grad_weight).reshape(K, kh * kw)[...] = part.sum(axis=0)
+        np.asarray(grad_weight).reshape(-1)[...] = part.sum(axis=0)
         return
     # Split input channels too when there are few (group, k-block) tasks.  The sum order of
     # every entry (n, oh, ow) does not depend on the split, so results do not either.
