@@ -145,7 +145,8 @@ cdef extern from *:
     FASTCONV_TAPS(fastconv_taps_vd41, double, fastconv_vd, 4, 1)
     FASTCONV_TAPS(fastconv_taps_sd41, double, double, 4, 1)
 
-    /* r[4*k + q] := sum_t g[k*ld + t] * s[t + off[q]]  for k < KB, q < nt <= 4, t < m:
+    /* r[(4*k + q)*L + l] += lane l of sum_t g[k*ld + t] * s[t + off[q]]  for k < KB,
+       q < nt <= 4, t < m (the sum over l is left to the caller; leftover t < L go to lane 0):
        KB planes g against 4 taps of s, every load shared by 4 (or KB) products; U vectors per
        step give KB*4*U independent sums to hide the FMA latency. */
     #define FASTCONV_DOTS(NAME, T, V, KB, U)                                                 \
@@ -156,7 +157,6 @@ cdef extern from *:
         const T *sq[4] = {s + off[0], s + off[nt > 1], s + off[nt > 2 ? 2 : 0],             \
                           s + off[nt > 3 ? 3 : 0]};  /* missing taps repeat tap 0 */        \
         V a[U][KB][4], gv[KB], x;                                                           \
-        T acc;                                                                              \
         Py_ssize_t t = 0, l;                                                                \
         int k, q, u;                                                                        \
         __builtin_memset(a, 0, sizeof(a));                                                  \
@@ -176,14 +176,12 @@ cdef extern from *:
                     a[0][k][q] += FASTCONV_LD(V, g + k * ld + t) * FASTCONV_LD(V, sq[q] + t); \
         for (k = 0; k < KB; k++)                                                            \
             for (q = 0; q < nt; q++) {                                                      \
+                T *rq = r + (4 * k + q) * L;                                                \
                 for (u = 1; u < U; u++)                                                     \
                     a[0][k][q] += a[u][k][q];                                               \
-                acc = 0;                                                                    \
-                for (l = 0; l < L; l++)                                                     \
-                    acc += a[0][k][q][l];                                                   \
+                FASTCONV_ST(V, rq, FASTCONV_LD(V, rq) + a[0][k][q]);                        \
                 for (l = t; l < m; l++)                                                     \
-                    acc += g[k * ld + l] * sq[q][l];                                        \
-                r[4 * k + q] = acc;                                                         \
+                    rq[0] += g[k * ld + l] * sq[q][l];                                      \
             }                                                                               \
     }
     FASTCONV_DOTS(fastconv_dots12_f, float, fastconv_vf, 1, 2)
@@ -655,7 +653,8 @@ cdef inline void _taps_flat(floating *d, Py_ssize_t ld, const floating *s, const
 
 cdef inline void _dots(const floating *g, Py_ssize_t ld, const floating *s, const Py_ssize_t *off,
                        Py_ssize_t nt, Py_ssize_t nk, Py_ssize_t m, floating *r) noexcept nogil:
-    """r[4*k + q] := sum_t g[k*ld + t] * s[t + off[q]]  for k < nk (1 or 4), q < nt <= 4, t < m"""
+    """sum_l r[(4*k + q)*VL + l] += sum_t g[k*ld + t] * s[t + off[q]]  for k < nk (1 or 4),
+    q < nt <= 4, t < m: lanes of vector sums, VL to a vector"""
     if floating is float:
         if nk == 4:
             fastconv_dots41_f(g, ld, s, off, nt, m, r)
@@ -1393,34 +1392,55 @@ cdef void _grad_weight_nchw_plane(const floating[:, :, :, ::1] grad_output,
                                   const floating[:, :, :, ::1] x, floating *part, Py_ssize_t k0,
                                   Py_ssize_t nk, Py_ssize_t n0, Py_ssize_t n1, Geom p,
                                   Py_ssize_t kh, Py_ssize_t kw, const Py_ssize_t *off,
-                                  floating *P, floating *G, Py_ssize_t Wp) noexcept nogil:
+                                  floating *P, floating *G, floating *acc,
+                                  Py_ssize_t Wp) noexcept nogil:
     """part[(k - k0)*kh*kw + i*kw + j] := sum_{n0 <= n < n1, oh, ow} grad_output[n, k, oh, ow] * x[n, c, ih, iw]
 
     C/G == 1, stride 1, c = k // (K/G), for the nk output channels k0 <= k < k0 + nk of one
     group.  The input plane is staged as in _forward_nchw_plane and the grad_output planes at
     the same pitch Wp, zero beyond oW, so every tap is one flat dot product over the plane;
-    4 taps share each grad_output load, and 4 channels (nk == 4) each input load."""
+    4 taps share each grad_output load, and 4 channels (nk == 4) each input load.  Each plane
+    is followed by VL zeros, so the dots run in whole vectors; they add vectors into acc
+    (16 entries of VL lanes per (channel block, tap chunk)), summed once at the end."""
     cdef Py_ssize_t H = x.shape[2], W = x.shape[3], oH = grad_output.shape[2]
     cdef Py_ssize_t oW = grad_output.shape[3], Kg = grad_output.shape[1] // p.G
-    cdef Py_ssize_t T = kh * kw, nch = _ceil_div(kh * kw, 4), L = (oH - 1) * Wp + oW
-    cdef Py_ssize_t n, q, q0, q1, h, k, kb, nb = 1 if nk == 4 else nk
-    cdef floating r[16]
-    for q in range(nk * T):
-        part[q] = 0
+    cdef Py_ssize_t VL = FASTCONV_VBYTES() // sizeof(floating)
+    cdef Py_ssize_t Hp = oH + (kh - 1) * p.dh, Gs = oH * Wp + VL
+    cdef Py_ssize_t T = kh * kw, nch = _ceil_div(kh * kw, 4)
+    cdef Py_ssize_t m = _ceil_div((oH - 1) * Wp + oW, VL) * VL
+    cdef Py_ssize_t n, q, q0, q1, h, k, kb, l, nb = 1 if nk == 4 else nk
+    cdef floating s
+    cdef floating *a
+    for q in range(nb * nch * 16 * VL):
+        acc[q] = 0
+    for l in range(VL):
+        P[Hp * Wp + l] = 0
+    for k in range(nk):
+        for l in range(VL):
+            G[k * Gs + oH * Wp + l] = 0
     for n in range(n0, n1):
-        _stage_plane(P, &x[n, k0 // Kg, 0, 0], H, W, oH + (kh - 1) * p.dh, Wp, p.pt, p.pl,
+        _stage_plane(P, &x[n, k0 // Kg, 0, 0], H, W, Hp, Wp, p.pt, p.pl,
                      &x[n + 1, k0 // Kg, 0, 0] if n + 1 < n1 else NULL)
         for k in range(nk):
-            _stage_plane(G + k * oH * Wp, &grad_output[n, k0 + k, 0, 0], oH, oW, oH, Wp, 0, 0,
+            _stage_plane(G + k * Gs, &grad_output[n, k0 + k, 0, 0], oH, oW, oH, Wp, 0, 0,
                          &grad_output[n + 1, k0 + k, 0, 0] if n + 1 < n1 else NULL)
         for kb in range(nb):  # one block of 4 channels, or the channels one by one
             for h in range(nch):  # nch chunks of <= 4 taps, as equal as possible
                 q0 = T * h // nch
                 q1 = T * (h + 1) // nch
-                _dots(G + kb * oH * Wp, oH * Wp, P, off + q0, q1 - q0, 4 if nk == 4 else 1, L, r)
-                for k in range(4 if nk == 4 else 1):
-                    for q in range(q0, q1):
-                        part[(kb + k) * T + q] += r[4 * k + q - q0]
+                _dots(G + kb * Gs, Gs, P, off + q0, q1 - q0, 4 if nk == 4 else 1, m,
+                      acc + (kb * nch + h) * 16 * VL)
+    for kb in range(nb):
+        for h in range(nch):
+            q0 = T * h // nch
+            q1 = T * (h + 1) // nch
+            for k in range(4 if nk == 4 else 1):
+                for q in range(q0, q1):
+                    a = acc + ((kb * nch + h) * 16 + 4 * k + q - q0) * VL
+                    s = 0
+                    for l in range(VL):
+                        s = s + a[l]
+                    part[(kb + k) * T + q] = s
 
 
 def grad_weight_nchw(const floating[:, :, :, ::1] grad_output, const floating[:, :, :, ::1] x,
@@ -1436,7 +1456,7 @@ def grad_weight_nchw(const floating[:, :, :, ::1] grad_output, const floating[:,
     cdef Py_ssize_t nthreads = max(num_threads, 1)
     cdef Py_ssize_t ncb = 1, cbs, ntasks, t, g, kb, cb, k0, k1, c0, c1
     cdef Py_ssize_t N = x.shape[0], oH = grad_output.shape[2], oW = grad_output.shape[3]
-    cdef Py_ssize_t kh = grad_weight.shape[2], Wp, per_thread, nbs, nsb
+    cdef Py_ssize_t kh = grad_weight.shape[2], Wp, per_thread, nbs, nsb, VL, nacc
     cdef Py_ssize_t *jr
     cdef floating *buf
     cdef floating[:, ::1] pq
@@ -1449,7 +1469,10 @@ def grad_weight_nchw(const floating[:, :, :, ::1] grad_output, const floating[:,
         nbs = _ceil_div(N, nsb)
         nsb = _ceil_div(N, nbs)
         Wp = oW + (kw - 1) * dilation_w
-        per_thread = (oH + (kh - 1) * dilation_h) * Wp + min(Kg, 4) * oH * Wp
+        VL = FASTCONV_VBYTES() // sizeof(floating)
+        # input plane, <= 4 grad_output planes (each with VL zeros after), vector sums
+        nacc = min(Kg, 4) * _ceil_div(kh * kw, 4) * 16 * VL
+        per_thread = (oH + (kh - 1) * dilation_h) * Wp + VL + min(Kg, 4) * (oH * Wp + VL) + nacc
         part = np.empty((nsb, K * kh * kw), dtype=np.asarray(x).dtype)
         pq = part
         buf = <floating *> malloc(nthreads * per_thread * sizeof(floating))
@@ -1467,8 +1490,9 @@ def grad_weight_nchw(const floating[:, :, :, ::1] grad_output, const floating[:,
                                             (t // (groups * nkb)) * nbs,
                                             min(N, (t // (groups * nkb) + 1) * nbs), p, kh, kw,
                                             jr, buf + threadid() * per_thread,
-                                            buf + threadid() * per_thread + per_thread - min(Kg, 4) * oH * Wp,
-                                            Wp)
+                                            buf + threadid() * per_thread
+                                            + (oH + (kh - 1) * dilation_h) * Wp + VL,
+                                            buf + (threadid() + 1) * per_thread - nacc, Wp)
                 flush_denormals_exit()
         finally:
             free(jr)
