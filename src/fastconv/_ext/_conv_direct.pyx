@@ -189,35 +189,34 @@ cdef extern from *:
     FASTCONV_DOTS(fastconv_dots12_d, double, fastconv_vd, 1, 2)
     FASTCONV_DOTS(fastconv_dots41_d, double, fastconv_vd, 4, 1)
 
-    /* NHWC depthwise, one V of channels at c, for 4 pixels (four) or 1:
+    /* NHWC depthwise, one V of channels at c, for 8 pixels (full) or 1:
        d[p*C + c] := bias[c] + sum_q x_q[xo + p*sx + c] * w_q[c]  over the nt taps q.
-       The 4 pixels share each weight load; the last tap's row (the one not read by the
+       The 8 pixels share each weight load; the last tap's row (the one not read by the
        previous output row) and the output are prefetched FASTCONV_PF pixels ahead. */
     #define FASTCONV_PF 8
     #define FASTCONV_DW(NAME, T, V)                                                          \
     static inline void NAME(T *restrict d, const T **xs, const T **ws, Py_ssize_t nt,       \
                             const T *restrict bias, Py_ssize_t C, Py_ssize_t sx,            \
-                            Py_ssize_t xo, int four, Py_ssize_t c) {                        \
+                            Py_ssize_t xo, int full, Py_ssize_t c) {                        \
         const V bv = FASTCONV_LD(V, bias + c);                                              \
-        Py_ssize_t q, k;                                                                    \
-        if (four) {                                                                         \
-            V a0 = bv, a1 = bv, a2 = bv, a3 = bv;                                           \
-            for (k = FASTCONV_PF; k < FASTCONV_PF + 4 && nt > 0; k++) {                     \
-                __builtin_prefetch(xs[nt - 1] + xo + k * sx + c);                           \
-                __builtin_prefetch(d + k * C + c, 1);                                       \
+        Py_ssize_t q;                                                                       \
+        int p;                                                                              \
+        if (full) {                                                                         \
+            V a[8];                                                                         \
+            for (p = 0; p < 8; p++) {                                                       \
+                a[p] = bv;                                                                  \
+                if (nt > 0)                                                                 \
+                    __builtin_prefetch(xs[nt - 1] + xo + (FASTCONV_PF + p) * sx + c);       \
+                __builtin_prefetch(d + (FASTCONV_PF + p) * C + c, 1);                       \
             }                                                                               \
             for (q = 0; q < nt; q++) {                                                      \
                 const T *x = xs[q] + xo + c;                                                \
                 const V wv = FASTCONV_LD(V, ws[q] + c);                                     \
-                a0 += FASTCONV_LD(V, x) * wv;                                               \
-                a1 += FASTCONV_LD(V, x + sx) * wv;                                          \
-                a2 += FASTCONV_LD(V, x + 2 * sx) * wv;                                      \
-                a3 += FASTCONV_LD(V, x + 3 * sx) * wv;                                      \
+                for (p = 0; p < 8; p++)                                                     \
+                    a[p] += FASTCONV_LD(V, x + p * sx) * wv;                                \
             }                                                                               \
-            FASTCONV_ST(V, d + c, a0);                                                      \
-            FASTCONV_ST(V, d + C + c, a1);                                                  \
-            FASTCONV_ST(V, d + 2 * C + c, a2);                                              \
-            FASTCONV_ST(V, d + 3 * C + c, a3);                                              \
+            for (p = 0; p < 8; p++)                                                         \
+                FASTCONV_ST(V, d + p * C + c, a[p]);                                        \
         } else {                                                                            \
             V a0 = bv;                                                                      \
             for (q = 0; q < nt; q++)                                                        \
@@ -388,16 +387,16 @@ cdef extern from *:
                            Py_ssize_t nt, Py_ssize_t m, double *r) noexcept nogil
     void fastconv_dw_vf(float *d, const float **xs, const float **ws, Py_ssize_t nt,
                               const float *bias, Py_ssize_t C, Py_ssize_t sx, Py_ssize_t xo,
-                              int four, Py_ssize_t c) noexcept nogil
+                              int full, Py_ssize_t c) noexcept nogil
     void fastconv_dw_sf(float *d, const float **xs, const float **ws, Py_ssize_t nt,
                               const float *bias, Py_ssize_t C, Py_ssize_t sx, Py_ssize_t xo,
-                              int four, Py_ssize_t c) noexcept nogil
+                              int full, Py_ssize_t c) noexcept nogil
     void fastconv_dw_vd(double *d, const double **xs, const double **ws, Py_ssize_t nt,
                               const double *bias, Py_ssize_t C, Py_ssize_t sx, Py_ssize_t xo,
-                              int four, Py_ssize_t c) noexcept nogil
+                              int full, Py_ssize_t c) noexcept nogil
     void fastconv_dw_sd(double *d, const double **xs, const double **ws, Py_ssize_t nt,
                               const double *bias, Py_ssize_t C, Py_ssize_t sx, Py_ssize_t xo,
-                              int four, Py_ssize_t c) noexcept nogil
+                              int full, Py_ssize_t c) noexcept nogil
     void fastconv_dwdot_vf(float **r, const float **xs, Py_ssize_t nt, const float *g, Py_ssize_t C,
                            Py_ssize_t sx, Py_ssize_t npix, Py_ssize_t c, Py_ssize_t l0,
                            Py_ssize_t l1) noexcept nogil
@@ -677,17 +676,17 @@ cdef inline Py_ssize_t _align_skip(const void *ptr, Py_ssize_t itemsize) noexcep
 
 cdef inline void _dw_vec(floating *d, const floating **xs, const floating **ws, Py_ssize_t nt,
                          const floating *bias, Py_ssize_t C, Py_ssize_t sx, Py_ssize_t xo,
-                         int four, Py_ssize_t c, bint vec) noexcept nogil:
+                         int full, Py_ssize_t c, bint vec) noexcept nogil:
     if floating is float:
         if vec:
-            fastconv_dw_vf(d, xs, ws, nt, bias, C, sx, xo, four, c)
+            fastconv_dw_vf(d, xs, ws, nt, bias, C, sx, xo, full, c)
         else:
-            fastconv_dw_sf(d, xs, ws, nt, bias, C, sx, xo, four, c)
+            fastconv_dw_sf(d, xs, ws, nt, bias, C, sx, xo, full, c)
     else:
         if vec:
-            fastconv_dw_vd(d, xs, ws, nt, bias, C, sx, xo, four, c)
+            fastconv_dw_vd(d, xs, ws, nt, bias, C, sx, xo, full, c)
         else:
-            fastconv_dw_sd(d, xs, ws, nt, bias, C, sx, xo, four, c)
+            fastconv_dw_sd(d, xs, ws, nt, bias, C, sx, xo, full, c)
 
 
 cdef inline void _dw_pixels(floating *d, const floating **xs, const floating **ws, Py_ssize_t nt,
@@ -701,26 +700,28 @@ cdef inline void _dw_pixels(floating *d, const floating **xs, const floating **w
     taking a scalar loop (overlapping lanes are computed twice, identically)."""
     cdef Py_ssize_t VL = FASTCONV_VBYTES() // sizeof(floating)
     cdef Py_ssize_t p = 0, c, c0
-    cdef int four
+    cdef int full
     if C < VL:
         while p < npix:
-            four = npix - p >= 4
+            full = npix - p >= 8
             for c in range(C):
-                _dw_vec(d + p * C, xs, ws, nt, bias, C, sx, p * sx, four, c, False)
-            p = p + (4 if four else 1)
+                _dw_vec(d + p * C, xs, ws, nt, bias, C, sx, p * sx, full, c, False)
+            p = p + (8 if full else 1)
         return
     c0 = _align_skip(xs[0], sizeof(floating)) if nt else 0
     while p < npix:
-        four = npix - p >= 4
+        full = npix >= 8
+        if full and p + 8 > npix:
+            p = npix - 8  # the last block overlaps the one before (same values written twice)
         if c0:
-            _dw_vec(d + p * C, xs, ws, nt, bias, C, sx, p * sx, four, 0, True)
+            _dw_vec(d + p * C, xs, ws, nt, bias, C, sx, p * sx, full, 0, True)
         c = c0
         while c + VL <= C:
-            _dw_vec(d + p * C, xs, ws, nt, bias, C, sx, p * sx, four, c, True)
+            _dw_vec(d + p * C, xs, ws, nt, bias, C, sx, p * sx, full, c, True)
             c = c + VL
         if c < C:
-            _dw_vec(d + p * C, xs, ws, nt, bias, C, sx, p * sx, four, C - VL, True)
-        p = p + (4 if four else 1)
+            _dw_vec(d + p * C, xs, ws, nt, bias, C, sx, p * sx, full, C - VL, True)
+        p = p + (8 if full else 1)
 
 
 cdef inline void _bcast_vec(floating *d, const floating **xs, const floating **ws, Py_ssize_t nt,
