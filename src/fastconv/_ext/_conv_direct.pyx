@@ -16,23 +16,41 @@ zero outside [0, H) x [0, W).  Cross-correlation, as torch.nn.functional.conv2d.
 
 Every kernel is built from a few short loops over contiguous memory ("taps"):
     dst[t] += sum_q w_q * src_q[t*s]        (_axpy*, gathered rows)
-    dst[t] += sum_q a_q[t] * b_q[t]         (_mul*, NHWC depthwise)
+    dst[t] += sum_q a_q[t] * b_q[t]         (_mul*, NHWC depthwise input gradient, stride > 1)
     s_q = sum_t a_q[t] * b[t*s]             (_dot*, weight / input gradients)
 The valid output range of each tap is computed once, so the inner loops have no branches
 and vectorise; up to four taps are fused per pass to cut loads/stores of the destination.
 
+Depthwise (C/G == 1) and first layers (G == 1, C <= 4) have their own kernels in C with
+GCC vector extensions (the C block below), each tap a pointer (NHWC) or a flat offset into a
+zero-padded staged plane (NCHW, stride 1), all taps of an output vector fused in registers:
+    _taps_flat   d_k[t] = b_k + sum_q w_kq * P[t + off_q]       NCHW forward, whole planes
+    _dots        r_kq  += sum_t G_k[t] * P[t + off_q]           NCHW grad_weight, whole planes
+    _dw_pixels   d[p, c] = b[c] + sum_q x_q[p, c] * w_q[c]      NHWC depthwise forward
+    _dw_dots     r_q[c] += sum_p g[p, c] * x_q[p, c]            NHWC depthwise grad_weight
+    _bcast_pixels d[p, k] = b[k] + sum_q x_q[p] * w_q[k]        NHWC first-layer forward
+    _bcast_dots  r_q[k] += sum_p x_q[p] * g[p, k]               NHWC first-layer grad_weight
+
 Parallelism (OpenMP, static schedules, each task owns its output region, so results are
 bitwise reproducible and do not depend on the number of threads):
-    forward_nchw      stride 1, K/G >= 4: (n, block of R output rows); the input rows are staged
-                      zero padded in per-thread scratch so every tap is one flat AXPY over the
-                      R rows, 4 output channels x 4 taps per pass.  stride > 1: (n, oh) rows,
-                      same staging.  K/G < 4 (depthwise): (n, oh) rows read in place.
+    forward_nchw      stride 1, C/G <= 4 (depthwise, first layers): (n, group, block of <= 4
+                      output channels) over whole staged planes.  Otherwise stride 1, K/G >= 4:
+                      (n, block of R output rows); the input rows are staged zero padded in
+                      per-thread scratch so every tap is one flat AXPY over the R rows, 4
+                      output channels x 4 taps per pass.  stride > 1: (n, oh) rows, same
+                      staging.  K/G < 4: (n, oh) rows read in place.
     forward_nhwc      (n, oh) output rows
     grad_input_nchw   stride 1: forward_nchw of grad_output with the flipped, transposed kernel
                       (a small copy made here).  Otherwise (n, ih) rows, all C per row.
-    grad_input_nhwc   (n, ih) input-gradient rows (gather form)
-    grad_weight_nchw  (group, block of 4 output channels, block of input channels)
-    grad_weight_nhwc  (i, j, block of input channels, block of groups); depthwise: channel blocks
+    grad_input_nhwc   depthwise, stride 1: forward_nhwc with the flipped kernel.  Otherwise
+                      (n, ih) input-gradient rows (gather form)
+    grad_weight_nchw  C/G == 1, stride 1: (sample chunk, block of <= 4 output channels), the
+                      chunks' partial sums added in order afterwards.  Otherwise (group, block
+                      of 4 output channels, block of input channels)
+    grad_weight_nhwc  depthwise: (sample chunk, channel block); first layers: sample chunks;
+                      partial sums added in order afterwards.  Otherwise (i, j, block of
+                      input channels, block of groups)
+Sample chunks and channel blocks depend on the shape only, never on the thread count.
 """
 from cython.parallel cimport parallel, prange, threadid
 from libc.stdlib cimport free, malloc
@@ -1535,24 +1553,20 @@ cdef void _forward_nhwc_row(const floating[:, :, :, ::1] x, const floating[:, :,
                             const floating[::1] bias, floating[:, :, :, ::1] out,
                             Py_ssize_t n, Py_ssize_t oh, Geom p,
                             const Py_ssize_t *jlo, const Py_ssize_t *jhi) noexcept nogil:
-    """out[n, oh, :, :] := bias + sum_{i, j, c} x[n, ih, iw, c] * w[i, j, c, :]"""
+    """out[n, oh, :, :] := bias + sum_{i, j, c} x[n, ih, iw, c] * w[i, j, c, :]  (general groups)"""
     cdef Py_ssize_t H = x.shape[1], C = x.shape[3]
     cdef Py_ssize_t oW = out.shape[2], K = out.shape[3]
     cdef Py_ssize_t kh = weight.shape[0], kw = weight.shape[1], Cg = weight.shape[2]
     cdef Py_ssize_t G = p.G, Kg = K // p.G
     cdef Py_ssize_t ih0 = oh * p.sh - p.pt
-    cdef bint depthwise = Cg == 1 and Kg == 1
-    cdef Py_ssize_t i_lo, i_hi, ow, k, i, j, ih, iw, g, cc, cnt
+    cdef Py_ssize_t i_lo, i_hi, ow, k, i, j, ih, iw, g, cc
     cdef floating *dst
     cdef const floating *xp
-    cdef const floating *xs[4]
-    cdef const floating *wsp[4]
     _valid_range(kh, H, p.dh, ih0, &i_lo, &i_hi)
     for ow in range(oW):
         dst = &out[n, oh, ow, 0]
         for k in range(K):
             dst[k] = bias[k]
-        cnt = 0
         for i in range(i_lo, i_hi):
             ih = ih0 + i * p.dh
             for j in range(kw):
@@ -1560,14 +1574,6 @@ cdef void _forward_nhwc_row(const floating[:, :, :, ::1] x, const floating[:, :,
                     continue
                 iw = ow * p.sw - p.pl + j * p.dw
                 xp = &x[n, ih, iw, 0]
-                if depthwise:
-                    xs[cnt] = xp
-                    wsp[cnt] = &weight[i, j, 0, 0]
-                    cnt = cnt + 1
-                    if cnt == 4:
-                        _mul4(dst, xs[0], wsp[0], xs[1], wsp[1], xs[2], wsp[2], xs[3], wsp[3], C)
-                        cnt = 0
-                    continue
                 for g in range(G):
                     cc = 0
                     while cc + 4 <= Cg:
@@ -1580,8 +1586,14 @@ cdef void _forward_nhwc_row(const floating[:, :, :, ::1] x, const floating[:, :,
                     while cc < Cg:
                         _axpy1(dst + g * Kg, &weight[i, j, cc, g * Kg], xp[g * Cg + cc], Kg, 1)
                         cc = cc + 1
-        for k in range(cnt):
-            _mul1(dst, xs[k], wsp[k], C)
+
+
+cdef inline void _stage_nhwc_row(floating *row, const floating[:, :, :, ::1] x, Py_ssize_t n,
+                                 Py_ssize_t ih, Py_ssize_t Wp, Py_ssize_t left) noexcept nogil:
+    """row[u, c] := x[n, ih, u - left, c] inside the image, else 0  (Wp pixels)"""
+    cdef Py_ssize_t H = x.shape[1], W = x.shape[2], C = x.shape[3]
+    cdef bint inside = 0 <= ih < H
+    _fill_padded_row(row, &x[n, ih if inside else 0, 0, 0], Wp * C, left * C, W * C if inside else 0)
 
 
 cdef void _forward_nhwc_taps_row(const floating[:, :, :, ::1] x,
@@ -1596,8 +1608,9 @@ cdef void _forward_nhwc_taps_row(const floating[:, :, :, ::1] x,
     over the contiguous channels; in the interior columns [lo, hi) every tap is valid, so
     one call covers them all, and each edge column gets a call with its valid taps.
     Few input channels: out[.., k] = bias[k] + sum_{i, j, c} x[n, ih, iw, c] * w[i, j, c, k],
-    one broadcast input value per tap, vectorised over k; the few input rows are staged zero
-    padded (kh rows of Wp pixels), so every column has every tap of the valid rows."""
+    one broadcast input value per tap, vectorised over k; the kh input rows are staged zero
+    padded (Wp pixels each), so every column has every tap (the zero padding takes part in
+    the products, as in the NCHW plane kernels: 0 * Inf is NaN there too)."""
     cdef Py_ssize_t H = x.shape[1], W = x.shape[2], C = x.shape[3]
     cdef Py_ssize_t oW = out.shape[2], K = out.shape[3]
     cdef Py_ssize_t kh = weight.shape[0], kw = weight.shape[1], Cg = weight.shape[2]
@@ -1606,9 +1619,8 @@ cdef void _forward_nhwc_taps_row(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t i_lo, i_hi, lo = 0, hi = oW, ow, run, i, j, c, nt = 0
     _valid_range(kh, H, p.dh, ih0, &i_lo, &i_hi)
     if not (Cg == 1 and K == p.G):
-        for i in range(i_lo, i_hi):
-            _fill_padded_row(stage + i * Wp * C, &x[n, ih0 + i * p.dh, 0, 0], Wp * C,
-                             p.pl * C, W * C)
+        for i in range(kh):
+            _stage_nhwc_row(stage + i * Wp * C, x, n, ih0 + i * p.dh, Wp, p.pl)
             for j in range(kw):
                 for c in range(Cg):
                     xs[nt] = stage + (i * Wp + j * p.dw) * C + c
@@ -1793,7 +1805,6 @@ cdef void _grad_weight_nhwc_block(const floating[:, :, :, ::1] grad_output,
     cdef Py_ssize_t N = x.shape[0], H = x.shape[1], C = x.shape[3]
     cdef Py_ssize_t oH = grad_output.shape[1], K = grad_output.shape[3]
     cdef Py_ssize_t Cg = grad_weight.shape[2], Kg = K // p.G
-    cdef bint depthwise = Cg == 1 and Kg == 1
     cdef Py_ssize_t n, oh, ow, ih, off, cc, g, k, q
     cdef Py_ssize_t lo = jlo[j], hi = jhi[j]
     cdef const floating *gp[4]
@@ -1816,25 +1827,16 @@ cdef void _grad_weight_nhwc_block(const floating[:, :, :, ::1] grad_output,
                 for k in range(q):
                     gp[k] = &grad_output[n, oh, ow + k, 0]
                     xp[k] = &x[n, ih, (ow + k) * p.sw + off, 0]
-                if depthwise:
-                    dst = &grad_weight[i, j, 0, g0]
-                    if q == 4:
-                        _mul4(dst, xp[0] + g0, gp[0] + g0, xp[1] + g0, gp[1] + g0,
-                              xp[2] + g0, gp[2] + g0, xp[3] + g0, gp[3] + g0, g1 - g0)
-                    else:
-                        for k in range(q):
-                            _mul1(dst, xp[k] + g0, gp[k] + g0, g1 - g0)
-                else:
-                    for cc in range(c0, c1):
-                        for g in range(g0, g1):
-                            dst = &grad_weight[i, j, cc, g * Kg]
-                            if q == 4:
-                                _axpy4(dst, gp[0] + g * Kg, gp[1] + g * Kg, gp[2] + g * Kg,
-                                       gp[3] + g * Kg, xp[0][g * Cg + cc], xp[1][g * Cg + cc],
-                                       xp[2][g * Cg + cc], xp[3][g * Cg + cc], Kg, 1)
-                            else:
-                                for k in range(q):
-                                    _axpy1(dst, gp[k] + g * Kg, xp[k][g * Cg + cc], Kg, 1)
+                for cc in range(c0, c1):
+                    for g in range(g0, g1):
+                        dst = &grad_weight[i, j, cc, g * Kg]
+                        if q == 4:
+                            _axpy4(dst, gp[0] + g * Kg, gp[1] + g * Kg, gp[2] + g * Kg,
+                                   gp[3] + g * Kg, xp[0][g * Cg + cc], xp[1][g * Cg + cc],
+                                   xp[2][g * Cg + cc], xp[3][g * Cg + cc], Kg, 1)
+                        else:
+                            for k in range(q):
+                                _axpy1(dst, gp[k] + g * Kg, xp[k][g * Cg + cc], Kg, 1)
                 ow = ow + q
 
 
@@ -1908,7 +1910,7 @@ cdef void _grad_weight_nhwc_few_task(const floating[:, :, :, ::1] grad_output,
     cdef Py_ssize_t oH = grad_output.shape[1], oW = grad_output.shape[2], K = grad_output.shape[3]
     cdef Py_ssize_t Wp = (oW - 1) * p.sw + (kw - 1) * p.dw + 1
     cdef Py_ssize_t T = kw * C, nch = _ceil_div(kw * C, 4)
-    cdef Py_ssize_t n, oh, i, ih0, i_lo, i_hi, h, q, q0, q1, k
+    cdef Py_ssize_t n, oh, i, ih0, h, q, q0, q1, k
     cdef floating *rs[4]
     cdef const floating *xs[4]
     for q in range(kh * T * K):
@@ -1916,10 +1918,8 @@ cdef void _grad_weight_nhwc_few_task(const floating[:, :, :, ::1] grad_output,
     for n in range(n0, n1):
         for oh in range(oH):
             ih0 = oh * p.sh - p.pt
-            _valid_range(kh, H, p.dh, ih0, &i_lo, &i_hi)
-            for i in range(i_lo, i_hi):
-                _fill_padded_row(stage + i * Wp * C, &x[n, ih0 + i * p.dh, 0, 0], Wp * C,
-                                 p.pl * C, W * C)
+            for i in range(kh):
+                _stage_nhwc_row(stage + i * Wp * C, x, n, ih0 + i * p.dh, Wp, p.pl)
                 for h in range(nch):  # taps (j, c) of this row in nch chunks of <= 4
                     q0 = T * h // nch
                     q1 = T * (h + 1) // nch
@@ -2010,8 +2010,6 @@ def grad_weight_nhwc(const floating[:, :, :, ::1] grad_output, const floating[:,
     cbs = _ceil_div(Cg, ncb)
     ncb = _ceil_div(Cg, cbs)
     gbs = _ceil_div(groups, ngb)
-    if Cg == 1 and Kg == 1 and gbs < groups:
-        gbs = min(groups, _ceil_div(gbs, 16) * 16)  # whole vectors of channels
     ngb = _ceil_div(groups, gbs)
     ntasks = kh * kw * ncb * ngb
     jr = <Py_ssize_t *> malloc(2 * kw * sizeof(Py_ssize_t))
