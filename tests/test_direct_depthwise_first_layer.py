@@ -41,7 +41,8 @@ CASES = DEPTHWISE + FIRST_LAYER
 
 def _ids(case):
     n, c, h, w, k, kernel, kwargs = case
-    return f"n{n}c{c}h{h}w{w}k{k}_{kernel[0]}x{kernel[1]}_" + "_".join(f"{a}{b}" for a, b in kwargs.items())
+    options = "_".join(f"{a}{b}" for a, b in kwargs.items())
+    return f"n{n}c{c}h{h}w{w}k{k}_{kernel[0]}x{kernel[1]}_{options}"
 
 
 def _unaligned(array, offset):

@@ -415,48 +415,54 @@ cdef extern from *:
     void fastconv_dw_sd(double *d, const double **xs, const double **ws, Py_ssize_t nt,
                               const double *bias, Py_ssize_t C, Py_ssize_t sx, Py_ssize_t xo,
                               int full, Py_ssize_t c) noexcept nogil
-    void fastconv_dwdot_vf(float **r, const float **xs, Py_ssize_t nt, const float *g, Py_ssize_t C,
-                           Py_ssize_t sx, Py_ssize_t npix, Py_ssize_t c, Py_ssize_t l0,
-                           Py_ssize_t l1) noexcept nogil
-    void fastconv_dwdot_sf(float **r, const float **xs, Py_ssize_t nt, const float *g, Py_ssize_t C,
-                           Py_ssize_t sx, Py_ssize_t npix, Py_ssize_t c, Py_ssize_t l0,
-                           Py_ssize_t l1) noexcept nogil
-    void fastconv_dwdot_vd(double **r, const double **xs, Py_ssize_t nt, const double *g, Py_ssize_t C,
-                           Py_ssize_t sx, Py_ssize_t npix, Py_ssize_t c, Py_ssize_t l0,
-                           Py_ssize_t l1) noexcept nogil
-    void fastconv_dwdot_sd(double **r, const double **xs, Py_ssize_t nt, const double *g, Py_ssize_t C,
-                           Py_ssize_t sx, Py_ssize_t npix, Py_ssize_t c, Py_ssize_t l0,
-                           Py_ssize_t l1) noexcept nogil
-    void fastconv_bcast_vf2(float *d, const float **xs, const float **ws, Py_ssize_t nt, const float *bias,
-                            Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo, int full,
-                            Py_ssize_t k) noexcept nogil
-    void fastconv_bcast_vf1(float *d, const float **xs, const float **ws, Py_ssize_t nt, const float *bias,
-                            Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo, int full,
-                            Py_ssize_t k) noexcept nogil
-    void fastconv_bcast_sf1(float *d, const float **xs, const float **ws, Py_ssize_t nt, const float *bias,
-                            Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo, int full,
-                            Py_ssize_t k) noexcept nogil
-    void fastconv_bcast_vd2(double *d, const double **xs, const double **ws, Py_ssize_t nt, const double *bias,
-                            Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo, int full,
-                            Py_ssize_t k) noexcept nogil
-    void fastconv_bcast_vd1(double *d, const double **xs, const double **ws, Py_ssize_t nt, const double *bias,
-                            Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo, int full,
-                            Py_ssize_t k) noexcept nogil
-    void fastconv_bcast_sd1(double *d, const double **xs, const double **ws, Py_ssize_t nt, const double *bias,
-                            Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo, int full,
-                            Py_ssize_t k) noexcept nogil
-    void fastconv_bdot_vf2(float **r, const float **xs, Py_ssize_t nt, const float *g, Py_ssize_t K,
-                           Py_ssize_t sx, Py_ssize_t npix, Py_ssize_t k) noexcept nogil
-    void fastconv_bdot_vf1(float **r, const float **xs, Py_ssize_t nt, const float *g, Py_ssize_t K,
-                           Py_ssize_t sx, Py_ssize_t npix, Py_ssize_t k) noexcept nogil
-    void fastconv_bdot_sf1(float **r, const float **xs, Py_ssize_t nt, const float *g, Py_ssize_t K,
-                           Py_ssize_t sx, Py_ssize_t npix, Py_ssize_t k) noexcept nogil
-    void fastconv_bdot_vd2(double **r, const double **xs, Py_ssize_t nt, const double *g, Py_ssize_t K,
-                           Py_ssize_t sx, Py_ssize_t npix, Py_ssize_t k) noexcept nogil
-    void fastconv_bdot_vd1(double **r, const double **xs, Py_ssize_t nt, const double *g, Py_ssize_t K,
-                           Py_ssize_t sx, Py_ssize_t npix, Py_ssize_t k) noexcept nogil
-    void fastconv_bdot_sd1(double **r, const double **xs, Py_ssize_t nt, const double *g, Py_ssize_t K,
-                           Py_ssize_t sx, Py_ssize_t npix, Py_ssize_t k) noexcept nogil
+    void fastconv_dwdot_vf(float **r, const float **xs, Py_ssize_t nt, const float *g,
+                           Py_ssize_t C, Py_ssize_t sx, Py_ssize_t npix, Py_ssize_t c,
+                           Py_ssize_t l0, Py_ssize_t l1) noexcept nogil
+    void fastconv_dwdot_sf(float **r, const float **xs, Py_ssize_t nt, const float *g,
+                           Py_ssize_t C, Py_ssize_t sx, Py_ssize_t npix, Py_ssize_t c,
+                           Py_ssize_t l0, Py_ssize_t l1) noexcept nogil
+    void fastconv_dwdot_vd(double **r, const double **xs, Py_ssize_t nt, const double *g,
+                           Py_ssize_t C, Py_ssize_t sx, Py_ssize_t npix, Py_ssize_t c,
+                           Py_ssize_t l0, Py_ssize_t l1) noexcept nogil
+    void fastconv_dwdot_sd(double **r, const double **xs, Py_ssize_t nt, const double *g,
+                           Py_ssize_t C, Py_ssize_t sx, Py_ssize_t npix, Py_ssize_t c,
+                           Py_ssize_t l0, Py_ssize_t l1) noexcept nogil
+    void fastconv_bcast_vf2(float *d, const float **xs, const float **ws, Py_ssize_t nt,
+                            const float *bias, Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo,
+                            int full, Py_ssize_t k) noexcept nogil
+    void fastconv_bcast_vf1(float *d, const float **xs, const float **ws, Py_ssize_t nt,
+                            const float *bias, Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo,
+                            int full, Py_ssize_t k) noexcept nogil
+    void fastconv_bcast_sf1(float *d, const float **xs, const float **ws, Py_ssize_t nt,
+                            const float *bias, Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo,
+                            int full, Py_ssize_t k) noexcept nogil
+    void fastconv_bcast_vd2(double *d, const double **xs, const double **ws, Py_ssize_t nt,
+                            const double *bias, Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo,
+                            int full, Py_ssize_t k) noexcept nogil
+    void fastconv_bcast_vd1(double *d, const double **xs, const double **ws, Py_ssize_t nt,
+                            const double *bias, Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo,
+                            int full, Py_ssize_t k) noexcept nogil
+    void fastconv_bcast_sd1(double *d, const double **xs, const double **ws, Py_ssize_t nt,
+                            const double *bias, Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo,
+                            int full, Py_ssize_t k) noexcept nogil
+    void fastconv_bdot_vf2(float **r, const float **xs, Py_ssize_t nt, const float *g,
+                           Py_ssize_t K, Py_ssize_t sx, Py_ssize_t npix,
+                           Py_ssize_t k) noexcept nogil
+    void fastconv_bdot_vf1(float **r, const float **xs, Py_ssize_t nt, const float *g,
+                           Py_ssize_t K, Py_ssize_t sx, Py_ssize_t npix,
+                           Py_ssize_t k) noexcept nogil
+    void fastconv_bdot_sf1(float **r, const float **xs, Py_ssize_t nt, const float *g,
+                           Py_ssize_t K, Py_ssize_t sx, Py_ssize_t npix,
+                           Py_ssize_t k) noexcept nogil
+    void fastconv_bdot_vd2(double **r, const double **xs, Py_ssize_t nt, const double *g,
+                           Py_ssize_t K, Py_ssize_t sx, Py_ssize_t npix,
+                           Py_ssize_t k) noexcept nogil
+    void fastconv_bdot_vd1(double **r, const double **xs, Py_ssize_t nt, const double *g,
+                           Py_ssize_t K, Py_ssize_t sx, Py_ssize_t npix,
+                           Py_ssize_t k) noexcept nogil
+    void fastconv_bdot_sd1(double **r, const double **xs, Py_ssize_t nt, const double *g,
+                           Py_ssize_t K, Py_ssize_t sx, Py_ssize_t npix,
+                           Py_ssize_t k) noexcept nogil
 
 ctypedef fused floating:
     float
@@ -641,6 +647,13 @@ cdef inline Py_ssize_t _ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return (a + b - 1) // b
 
 
+cdef inline Py_ssize_t _chunk_size(Py_ssize_t N, Py_ssize_t chunks) noexcept nogil:
+    """Samples per chunk to split N samples into at most `chunks` equal chunks (the caller
+    takes ceil(N / size) chunks).  Depends on the shape only, so partial sums added in chunk
+    order are bitwise the same for any thread count."""
+    return _ceil_div(N, max(1, min(N, chunks)))
+
+
 # --------------------------------------------------------------------------- depthwise helpers
 
 cdef inline void _taps_flat(floating *d, Py_ssize_t ld, const floating *s, const Py_ssize_t *off,
@@ -651,7 +664,8 @@ cdef inline void _taps_flat(floating *d, Py_ssize_t ld, const floating *s, const
     if floating is float:
         if nk == 4:
             t = fastconv_taps_vf44(d, ld, s, off, w, nt, b, 0, m)
-            fastconv_taps_sf41(d, ld, s, off, w, nt, b, fastconv_taps_vf41(d, ld, s, off, w, nt, b, t, m), m)
+            t = fastconv_taps_vf41(d, ld, s, off, w, nt, b, t, m)
+            fastconv_taps_sf41(d, ld, s, off, w, nt, b, t, m)
             return
         for k in range(nk):
             t = fastconv_taps_vf14(d + k * ld, ld, s, off, w + k * nt, nt, b + k, 0, m)
@@ -660,7 +674,8 @@ cdef inline void _taps_flat(floating *d, Py_ssize_t ld, const floating *s, const
     else:
         if nk == 4:
             t = fastconv_taps_vd44(d, ld, s, off, w, nt, b, 0, m)
-            fastconv_taps_sd41(d, ld, s, off, w, nt, b, fastconv_taps_vd41(d, ld, s, off, w, nt, b, t, m), m)
+            t = fastconv_taps_vd41(d, ld, s, off, w, nt, b, t, m)
+            fastconv_taps_sd41(d, ld, s, off, w, nt, b, t, m)
             return
         for k in range(nk):
             t = fastconv_taps_vd14(d + k * ld, ld, s, off, w + k * nt, nt, b + k, 0, m)
@@ -1096,7 +1111,7 @@ cdef void _forward_nchw_plane(const floating[:, :, :, ::1] x, const floating[:, 
                               Py_ssize_t n, Py_ssize_t k0, Py_ssize_t nk, Geom p,
                               const Py_ssize_t *off, floating *P, floating *D,
                               Py_ssize_t Wp) noexcept nogil:
-    """out[n, k] := bias[k] + sum_{c, i, j} w[k, c, i, j] * x[n, g*Cg + c, oh + i*dh - pt, ow + j*dw - pl]
+    """out[n, k] := bias[k] + sum_{c, i, j} w[k, c, i, j] * x[n, g*Cg + c, ih, iw]
 
     For the nk <= 4 output channels k0 <= k < k0 + nk of one group g; stride 1, few C/G.
     The group's input planes are staged zero padded in P (Hp rows of Wp each), so that output
@@ -1413,7 +1428,7 @@ cdef void _grad_weight_nchw_plane(const floating[:, :, :, ::1] grad_output,
                                   Py_ssize_t kh, Py_ssize_t kw, const Py_ssize_t *off,
                                   floating *P, floating *G, floating *acc,
                                   Py_ssize_t Wp) noexcept nogil:
-    """part[(k - k0)*kh*kw + i*kw + j] := sum_{n0 <= n < n1, oh, ow} grad_output[n, k, oh, ow] * x[n, c, ih, iw]
+    """part[(k - k0)*kh*kw + i*kw + j] := sum_{n0 <= n < n1, oh, ow} go[n,k,oh,ow] x[n,c,ih,iw]
 
     C/G == 1, stride 1, c = k // (K/G), for the nk output channels k0 <= k < k0 + nk of one
     group.  The input plane is staged as in _forward_nchw_plane and the grad_output planes at
@@ -1484,8 +1499,7 @@ def grad_weight_nchw(const floating[:, :, :, ::1] grad_output, const floating[:,
         # channels of a group) fixed by the shape, summed in order after the parallel region
         # (bitwise thread independent).
         nkb = _ceil_div(Kg, 4)
-        nsb = min(N, _ceil_div(64, groups * nkb))
-        nbs = _ceil_div(N, nsb)
+        nbs = _chunk_size(N, _ceil_div(64, groups * nkb))
         nsb = _ceil_div(N, nbs)
         Wp = oW + (kw - 1) * dilation_w
         VL = FASTCONV_VBYTES() // sizeof(floating)
@@ -1593,7 +1607,8 @@ cdef inline void _stage_nhwc_row(floating *row, const floating[:, :, :, ::1] x, 
     """row[u, c] := x[n, ih, u - left, c] inside the image, else 0  (Wp pixels)"""
     cdef Py_ssize_t H = x.shape[1], W = x.shape[2], C = x.shape[3]
     cdef bint inside = 0 <= ih < H
-    _fill_padded_row(row, &x[n, ih if inside else 0, 0, 0], Wp * C, left * C, W * C if inside else 0)
+    _fill_padded_row(row, &x[n, ih if inside else 0, 0, 0], Wp * C, left * C,
+                     W * C if inside else 0)
 
 
 cdef void _forward_nhwc_taps_row(const floating[:, :, :, ::1] x,
@@ -1661,7 +1676,8 @@ def forward_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
     cdef Py_ssize_t *jr
     cdef const floating **ptrs = NULL
     cdef floating *stage = NULL
-    cdef Py_ssize_t stage_size = kh * ((out.shape[2] - 1) * stride_w + (kw - 1) * dilation_w + 1) * x.shape[3]
+    cdef Py_ssize_t stage_size = (kh * ((out.shape[2] - 1) * stride_w + (kw - 1) * dilation_w + 1)
+                                  * x.shape[3])
     if N == 0:
         return
     jr = <Py_ssize_t *> malloc(2 * kw * sizeof(Py_ssize_t))
@@ -1859,7 +1875,7 @@ cdef void _grad_weight_nhwc_dw_task(const floating[:, :, :, ::1] grad_output,
                                     Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t n0, Py_ssize_t n1,
                                     Py_ssize_t c0, Py_ssize_t c1, Geom p,
                                     const Py_ssize_t *jlo, const Py_ssize_t *jhi) noexcept nogil:
-    """part[(i*kw + j)*C + c] := sum_{n0 <= n < n1, oh, ow} x[n, ih, iw, c] * grad_output[n, oh, ow, c]
+    """part[(i*kw + j)*C + c] := sum_{n0 <= n < n1, oh, ow} x[n, ih, iw, c] * go[n, oh, ow, c]
 
     Depthwise, channels [c0, c1).  Up to 4 taps of a kernel row share each grad_output load
     over the columns where all of them are valid; the columns left over go tap by tap."""
@@ -1901,7 +1917,7 @@ cdef void _grad_weight_nhwc_few_task(const floating[:, :, :, ::1] grad_output,
                                      const floating[:, :, :, ::1] x, floating *part,
                                      Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t n0, Py_ssize_t n1,
                                      Geom p, floating *stage) noexcept nogil:
-    """part[((i*kw + j)*C + c)*K + k] := sum_{n0 <= n < n1, oh, ow} x[n, ih, iw, c] * go[n, oh, ow, k]
+    """part[((i*kw + j)*C + c)*K + k] := sum_{n0 <= n < n1, oh, ow} x[n, ih, iw, c] go[n, oh, ow, k]
 
     G == 1, few input channels.  The input rows of each output row are staged zero padded
     as in the forward, so every tap covers the whole row; up to 4 taps of a kernel row share
@@ -1951,10 +1967,9 @@ def grad_weight_nhwc(const floating[:, :, :, ::1] grad_output, const floating[:,
         # Depthwise: tasks (sample chunk, channel block) fixed by the shape alone, each
         # summing into its own slice of `part`; the chunks are then added in order.  Whole
         # pixels (all channels) per task unless there are too few samples to share out.
-        nsb = min(N, 16)
         cbs = groups if N >= 4 else max(32, _ceil_div(_ceil_div(groups, _ceil_div(16, N)), 32) * 32)
         ncb = _ceil_div(groups, cbs)
-        nbs = _ceil_div(N, nsb)
+        nbs = _chunk_size(N, 16)
         nsb = _ceil_div(N, nbs)
         part = np.empty((nsb, kh * kw, groups), dtype=np.asarray(x).dtype)
         pp = part
@@ -1979,8 +1994,7 @@ def grad_weight_nhwc(const floating[:, :, :, ::1] grad_output, const floating[:,
     if groups == 1 and Cg <= 4 and N > 0:
         # First layers: tasks are sample chunks fixed by the shape, each summing into its
         # own slice of `part`; the chunks are then added in order.
-        nsb = min(N, 16)
-        nbs = _ceil_div(N, nsb)
+        nbs = _chunk_size(N, 16)
         nsb = _ceil_div(N, nbs)
         per_thread = kh * ((grad_output.shape[2] - 1) * stride_w + (kw - 1) * dilation_w + 1) * Cg
         part = np.empty((nsb, kh * kw * Cg * K), dtype=np.asarray(x).dtype)
