@@ -10,15 +10,19 @@ def builtin_choice(op, geom):
     Winograd wins every op of 3x3 and 5x5 stride-1 layers with 8 or more channels per
     group: 1.2-2.3x im2col on the 3x3 layers (1.2-1.8x on resnet_res4's 256 channels),
     1.1-2.6x on fmnist_conv2's 5x5.
-    im2col + BLAS wins the other wide layers in every op, and first layers too (fmnist_conv1
-    forward 2-3x direct): its tiles run on all cores with the columns in cache. Direct
-    convolution wins where each group's GEMM would be a sliver (depthwise and other
-    narrow groups: 3-40x), and in NCHW where both sides are narrow: forward and input
-    gradient with at most 16 channels per group in and out (cifar_res20 1.2-1.3x).
+    Direct convolution wins the forward and weight gradient of first layers (C <= 4:
+    fmnist_conv1 1.3-1.9x im2col) and wherever each group's GEMM would be a sliver
+    (depthwise and other narrow groups: 3-40x), and in NCHW where both sides are narrow.
+    The input gradient of a first layer is a wide transposed convolution (Winograd's,
+    1.1-1.4x). im2col + BLAS wins the other wide layers in every op: its tiles run on
+    all cores with the columns in cache.
     """
     cg, kg = geom.in_channels // geom.groups, geom.out_channels // geom.groups
-    if (geom.kernel_h, geom.kernel_w) in ((3, 3), (5, 5)) and geom.stride == (1, 1) \
-            and geom.dilation == (1, 1) and min(cg, kg) >= 8:
+    if geom.groups == 1 and cg <= 4 and op != "grad_input":
+        return "direct"     # first layers
+    winograd = ((geom.kernel_h, geom.kernel_w) in ((3, 3), (5, 5)) and geom.stride == (1, 1)
+                and geom.dilation == (1, 1))
+    if winograd and (min(cg, kg) >= 8 or (op == "grad_input" and kg >= 8)):
         return "winograd"
     if geom.groups > 1 and min(cg, kg) <= 4:
         return "direct"
