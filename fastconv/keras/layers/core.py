@@ -3,6 +3,7 @@ import math
 
 import numpy as np
 
+from ..._matmul import matmul
 from .. import backend, constraints, initializers, regularizers
 from . import _activation
 from .base import KerasTensor, Layer, Node, shape_to_str
@@ -139,7 +140,8 @@ class Dense(Layer):
         return tuple(input_shape[:-1]) + (self.units,)
 
     def call(self, inputs, training=False):
-        z = inputs @ self.kernel.value
+        z = matmul(inputs.reshape(-1, inputs.shape[-1]), self.kernel.value)
+        z = z.reshape(inputs.shape[:-1] + (self.units,))
         if self.use_bias:
             z += self.bias.value
         y = _activation.forward(self.activation, self._act_name, z)
@@ -154,10 +156,13 @@ class Dense(Layer):
         if self.trainable:
             x2 = x.reshape(-1, x.shape[-1])
             g2 = g.reshape(-1, self.units)
-            self._accumulate(self.kernel, x2.T @ g2)
+            self._accumulate(self.kernel, matmul(x2, g2, trans_a=True))
             if self.use_bias:
                 self._accumulate(self.bias, g2.sum(axis=0))
-        return g @ self.kernel.value.T if needs_input else None
+        if not needs_input:
+            return None
+        gin = matmul(g.reshape(-1, self.units), self.kernel.value, trans_b=True)
+        return gin.reshape(g.shape[:-1] + (self.kernel.shape[0],))
 
     def get_config(self):
         config = super().get_config()
