@@ -12,12 +12,15 @@ Every pass lowers the convolution of one tile and one group to one BLAS GEMM:
     NHWC  col (T, R) row-major, columns ordered (i, j, c):   out[tile, g] = col @ W_g (R, Kg)
     NCHW  col (R, T) row-major, rows ordered (c, i, j):      out[n, g, tile] = W_g (Kg, R) @ col
     grad_input = col2im(grad_output @ W^T);  grad_weight = sum over tiles of grad_output @ col^T.
-Tiles are runs of global output rows r = n*oH + oh sized to fit the caller's workspace.
+Tiles are runs of global output rows r = n*oH + oh (in NCHW within one sample, or several
+whole samples through a staging block), sized so that each thread's columns fit in L2.
 1x1 kernels with stride 1 and no padding skip im2col (GEMM directly on the arrays).
 
-Threads: one level at a time. im2col/col2im run in an OpenMP prange (num_threads) over
-independent rows/planes; the GEMM is called outside any parallel region and uses OpenBLAS's
-own threads. col2im is a gather per input row / channel plane: race-free and deterministic.
+Threads: forward and grad_weight run their tiles in an OpenMP prange; each thread gathers its
+own columns and calls BLAS itself, which the Python caller limits to one thread meanwhile
+(fastconv._config.kernel_blas_threads). grad_weight sums per-thread accumulators under a
+static schedule, so the bits do not depend on timing. grad_input's col2im scatters into
+input rows shared by neighbouring tiles, so each thread takes whole samples.
 """
 from cython.parallel cimport parallel, prange, threadid
 
@@ -27,8 +30,7 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 from fastconv._ext._blas cimport floating, gemm as _gemm
 
-# Workspace wanted by default (elements), below the caller's max: columns of ~16 MB (float32)
-# stay mostly in L3 between im2col and the GEMM; larger tiles measured no faster.
+# grad_input's workspace (elements, all threads), below the caller's max.
 cdef Py_ssize_t _TILE_ELEMENTS = 4 << 20
 
 # Columns per thread in the parallel forward and grad_weight: a 1 MB L2 in float32 (measured

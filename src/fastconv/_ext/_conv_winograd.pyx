@@ -1,4 +1,6 @@
-"""Winograd F(2x2, 3x3) convolution: the forward pass of 3x3, stride-1, undilated layers.
+"""Winograd F(2x2, 3x3) convolution of stride-1, undilated layers with 3x3 or 5x5 kernels:
+the forward pass (the Python side runs grad_input as the forward of the transposed
+convolution) and the weight gradient, F(3x3, 2x2) (below).
 
 Legend as in _conv_im2col: N, C, H, W input; K outputs; oH, oW output size; G groups,
 Cg = C/G, Kg = K/G. Tiles are 2x2 blocks of outputs: tH = ceil(oH/2) by tW = ceil(oW/2)
@@ -10,10 +12,13 @@ Each tile's outputs come from the 4x4 input patch d under it (zeros in the paddi
     G   = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]
     A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
 Summed over input channels the elementwise products become 16 independent GEMMs, one per xi:
-    NHWC  M[xi] (tiles, Kg) = V[xi] (tiles, Cg) @ U[xi] (Cg, Kg)
-    NCHW  M[xi] (Kg, tiles) = U[xi] (Kg, Cg) @ V[xi] (Cg, tiles)
+    NHWC  M[xi] (tiles, Kg) = V[xi] (tiles, R) @ U[xi] (R, Kg)
+    NCHW  M[xi] (Kg, tiles) = U[xi]^T (Kg, R) @ V[xi] (R, tiles)
 That is 16 multiplies per 4 outputs and channel pair where direct convolution needs 36 (2.25x
 fewer). The transforms only add, subtract and halve, so rounding stays close to a direct sum.
+A 5x5 kernel, zero-padded to 6x6, is S = 4 sub-kernels of 3x3 at offsets (3si, 3sj); each
+reads the input moved by its offset, and their transformed patches stack along the reduction:
+R = S*Cg (R = Cg for 3x3 kernels). U is kept (16, R, K) for both layouts.
 
 Threads: blocks of tile rows run in an OpenMP prange; each thread transforms its block into its
 own V, multiplies with single-threaded BLAS (the Python caller limits BLAS to one thread) and
