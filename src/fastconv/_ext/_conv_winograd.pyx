@@ -240,6 +240,7 @@ cdef struct Plan:
     Py_ssize_t rows              # tile rows per block
     Py_ssize_t blocks
     Py_ssize_t tiles             # tiles in a full block (rows * tW): the leading dimension of V, M
+    Py_ssize_t vstride, mstride  # elements from V[xi] to V[xi + 1], M[xi] to M[xi + 1]
     Py_ssize_t per_thread        # scratch elements per thread: V, M and row buffers
     Py_ssize_t weights           # elements of U
     int threads
@@ -261,6 +262,17 @@ cdef inline Py_ssize_t _max(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return a if a > b else b
 
 
+cdef inline Py_ssize_t _stream_stride(Py_ssize_t n) noexcept nogil:
+    """n rounded up to an odd number of 16-element lines.
+
+    The transforms read or write the 16 matrices V[xi] (or M[xi]) side by side. A stride that
+    is a multiple of 4 KB puts all 16 streams in one L1 set, which holds 8 lines: each access
+    then misses (10x slower on narrow NCHW layers). An odd multiple of 64 bytes spreads them.
+    """
+    cdef Py_ssize_t lines = (n + 15) // 16
+    return 16 * (lines | 1)
+
+
 cdef Plan _plan(Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t K,
                 Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t oH, Py_ssize_t oW, Py_ssize_t pt,
                 Py_ssize_t pl, Py_ssize_t G, int nt) noexcept nogil:
@@ -280,8 +292,10 @@ cdef Plan _plan(Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize
         p.rows = _max(1, _min(p.rows, total // (2 * nt)))
     p.blocks = (total + p.rows - 1) // p.rows
     p.tiles = p.rows * p.tW
+    p.vstride = _stream_stride(p.tiles * p.R)
+    p.mstride = _stream_stride(p.tiles * p.Kg)
     # NCHW also keeps the 4 input rows of a tile row, zero-padded to 2*tW + 2
-    p.per_thread = 16 * p.tiles * (p.R + p.Kg) + 4 * (2 * p.tW + 2)
+    p.per_thread = 16 * (p.vstride + p.mstride) + 4 * (2 * p.tW + 2)
     p.weights = 16 * p.R * K
     p.threads = <int>_max(1, _min(nt, p.blocks))
     return p
@@ -327,7 +341,7 @@ cdef void _input_nhwc(const floating *x, floating *v, const floating *zeros, con
                       Py_ssize_t c0, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
     """v[xi, t, s*Cg + c] = (B^T d B)[xi] of tile t of tile rows [q0, q1) under sub-kernel s
     (the patch moved by (3si, 3sj)), channels c0 + [0, Cg)."""
-    cdef Py_ssize_t Cg = p.Cg, C = p.C, ld = p.tiles * p.R
+    cdef Py_ssize_t Cg = p.Cg, C = p.C, ld = p.vstride
     cdef Py_ssize_t q, n, th, tw, t, a, b, ih, iw, s
     cdef const floating *d[16]
     for q in range(q0, q1):
@@ -356,7 +370,7 @@ cdef bint _output_nhwc(const floating *m, const floating *bias, floating *out, c
 
     Returns whether an output is not finite.
     """
-    cdef Py_ssize_t Kg = p.Kg, K = p.K, ld = p.tiles * p.Kg
+    cdef Py_ssize_t Kg = p.Kg, K = p.K, ld = p.mstride
     cdef Py_ssize_t q, n, th, tw, k, oh, ow
     cdef const floating *s
     cdef floating *o0
@@ -417,13 +431,13 @@ cdef bint _block_nhwc(const floating *x, const floating *u, const floating *bias
     cdef Py_ssize_t q0 = blk * p.rows, q1 = _min(q0 + p.rows, p.N * p.tH)
     cdef Py_ssize_t T = (q1 - q0) * p.tW, xi, gi
     cdef floating *v = scratch
-    cdef floating *m = scratch + 16 * p.tiles * p.R
+    cdef floating *m = scratch + 16 * p.vstride
     cdef bint nonfinite = False
     for gi in range(p.G):
         _input_nhwc(x, v, zeros, p, gi * p.Cg, q0, q1)
         for xi in range(16):
-            gemm(False, False, T, p.Kg, p.R, v + xi * p.tiles * p.R, p.R,
-                 u + xi * p.R * p.K + gi * p.Kg, p.K, 0, m + xi * p.tiles * p.Kg, p.Kg)
+            gemm(False, False, T, p.Kg, p.R, v + xi * p.vstride, p.R,
+                 u + xi * p.R * p.K + gi * p.Kg, p.K, 0, m + xi * p.mstride, p.Kg)
         nonfinite |= _output_nhwc(m, bias, out, p, gi * p.Kg, q0, q1)
     return nonfinite
 
@@ -436,7 +450,7 @@ cdef void _input_nchw(const floating *x, floating *v, floating *rows, const Plan
                       Py_ssize_t c0, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
     """v[xi, s*Cg + c, t] for sub-kernel s (as in _input_nhwc), channels c0 + [0, Cg) and the
     tiles of tile rows [q0, q1)."""
-    cdef Py_ssize_t Wp = 2 * p.tW + 2, ld = p.R * p.tiles
+    cdef Py_ssize_t Wp = 2 * p.tW + 2, ld = p.vstride
     cdef Py_ssize_t q, n, th, c, a, ih, iw, lo, hi, t0, s, pt, pl
     cdef floating *row
     cdef floating *o
@@ -496,7 +510,7 @@ cdef bint _output_nchw(const floating *m, const floating *bias, floating *out, c
 
     Returns whether an output is not finite.
     """
-    cdef Py_ssize_t ld = p.Kg * p.tiles, full = p.oW // 2
+    cdef Py_ssize_t ld = p.mstride, full = p.oW // 2
     cdef Py_ssize_t q, n, th, k, tw, t0, oh
     cdef const floating *s
     cdef floating *o0
@@ -541,14 +555,14 @@ cdef bint _block_nchw(const floating *x, const floating *u, const floating *bias
     cdef Py_ssize_t q0 = blk * p.rows, q1 = _min(q0 + p.rows, p.N * p.tH)
     cdef Py_ssize_t T = (q1 - q0) * p.tW, xi, gi
     cdef floating *v = scratch
-    cdef floating *m = scratch + 16 * p.tiles * p.R
-    cdef floating *rows = m + 16 * p.tiles * p.Kg
+    cdef floating *m = scratch + 16 * p.vstride
+    cdef floating *rows = m + 16 * p.mstride
     cdef bint nonfinite = False
     for gi in range(p.G):
         _input_nchw(x, v, rows, p, gi * p.Cg, q0, q1)
         for xi in range(16):
             gemm(True, False, p.Kg, T, p.R, u + xi * p.R * p.K + gi * p.Kg, p.K,
-                 v + xi * p.R * p.tiles, p.tiles, 0, m + xi * p.Kg * p.tiles, p.tiles)
+                 v + xi * p.vstride, p.tiles, 0, m + xi * p.mstride, p.tiles)
         nonfinite |= _output_nchw(m, bias, out, p, gi * p.Kg, q0, q1)
     return nonfinite
 
@@ -670,7 +684,7 @@ cdef void _grad_tiles_nhwc(const floating *gout, floating *qb, const floating *z
                            const Plan *p, Py_ssize_t k0, Py_ssize_t q0,
                            Py_ssize_t q1) noexcept nogil:
     """qb[xi, t, k] = (A g A^T)[xi] of tile t's grad_output, channels k0 + [0, Kg)."""
-    cdef Py_ssize_t K = p.K, ld = p.tiles * p.Kg
+    cdef Py_ssize_t K = p.K, ld = p.mstride
     cdef Py_ssize_t q, n, th, tw, oh, ow, t
     cdef const floating *g00
     cdef const floating *g01
@@ -696,7 +710,7 @@ cdef void _grad_tiles_nhwc(const floating *gout, floating *qb, const floating *z
 cdef void _grad_tiles_nchw(const floating *gout, floating *qb, floating *rows, const Plan *p,
                            Py_ssize_t k0, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
     """qb[xi, k, t] for channels k0 + [0, Kg): two output rows at a time, zero-padded to 2*tW."""
-    cdef Py_ssize_t Wq = 2 * p.tW, ld = p.Kg * p.tiles
+    cdef Py_ssize_t Wq = 2 * p.tW, ld = p.mstride
     cdef Py_ssize_t q, n, th, oh, t0, k, a, w
     cdef const floating *src
     cdef floating *row
@@ -728,21 +742,21 @@ cdef void _gw_block(const floating *gout, const floating *x, floating *acc, floa
     cdef Py_ssize_t q0 = blk * p.rows, q1 = _min(q0 + p.rows, p.N * p.tH)
     cdef Py_ssize_t T = (q1 - q0) * p.tW, xi, gi, R = p.R, Kg = p.Kg, K = p.K
     cdef floating *v = scratch
-    cdef floating *qb = scratch + 16 * p.tiles * R
-    cdef floating *rows = qb + 16 * p.tiles * Kg
+    cdef floating *qb = scratch + 16 * p.vstride
+    cdef floating *rows = qb + 16 * p.mstride
     for gi in range(p.G):
         if nhwc:
             _input_nhwc(x, v, zeros, p, gi * p.Cg, q0, q1)
             _grad_tiles_nhwc(gout, qb, zeros, p, gi * Kg, q0, q1)
             for xi in range(16):
-                gemm(True, False, R, Kg, T, v + xi * p.tiles * R, R,
-                     qb + xi * p.tiles * Kg, Kg, 1, acc + xi * R * K + gi * Kg, K)
+                gemm(True, False, R, Kg, T, v + xi * p.vstride, R,
+                     qb + xi * p.mstride, Kg, 1, acc + xi * R * K + gi * Kg, K)
         else:
             _input_nchw(x, v, rows, p, gi * p.Cg, q0, q1)
             _grad_tiles_nchw(gout, qb, rows, p, gi * Kg, q0, q1)
             for xi in range(16):
-                gemm(False, True, Kg, R, T, qb + xi * Kg * p.tiles, p.tiles,
-                     v + xi * R * p.tiles, p.tiles, 1, acc + (xi * K + gi * Kg) * R, R)
+                gemm(False, True, Kg, R, T, qb + xi * p.mstride, p.tiles,
+                     v + xi * p.vstride, p.tiles, 1, acc + (xi * K + gi * Kg) * R, R)
 
 
 cdef inline void _kernel_gradient(const floating *m, Py_ssize_t step, floating *gw,
