@@ -81,9 +81,12 @@ def test_builtin_rule(op, data_format):
     assert choose(op, _geom(wide, data_format)) == "winograd"     # 3x3 stride 1
     strided = dataclasses.replace(wide, stride=2)
     assert choose(op, _geom(strided, data_format)) == "im2col"
-    # a first layer: direct, but for the input gradient in NHWC
-    expected = "im2col" if data_format == "NHWC" and op == "grad_input" else "direct"
+    # a first layer: direct, but for the input gradient (col2im)
+    expected = "im2col" if op == "grad_input" else "direct"
     assert choose(op, _geom(narrow, data_format)) == expected
+    # and strided first layers in NCHW
+    expected = "direct" if data_format == "NHWC" and op != "grad_input" else "im2col"
+    assert choose(op, _geom(dataclasses.replace(narrow, stride=2), data_format)) == expected
 
 
 def test_winograd_takes_only_3x3_and_5x5_stride_1_undilated():

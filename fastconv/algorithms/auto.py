@@ -11,15 +11,18 @@ def builtin_choice(op, geom):
     group: 1.2-2.3x im2col on the 3x3 layers (1.2-1.8x on resnet_res4's 256 channels),
     1.1-2.6x on fmnist_conv2's 5x5.
     Direct convolution wins the forward and weight gradient of first layers (C <= 4:
-    fmnist_conv1 1.3-1.9x im2col) and wherever each group's GEMM would be a sliver
+    fmnist_conv1 1.3-1.9x im2col), but for strided ones in NCHW (a 7x7 stride-2 stem, a
+    3x3 stride-2 layer: im2col 2-3.5x); and wherever each group's GEMM would be a sliver
     (depthwise and other narrow groups: 3-40x), and in NCHW where both sides are narrow.
-    The input gradient of a first layer is a wide transposed convolution (Winograd's,
-    1.1-1.4x). im2col + BLAS wins the other wide layers in every op: its tiles run on
-    all cores with the columns in cache.
+    The input gradient of a first layer is im2col's col2im (2-8x the transposed forward,
+    whose GEMM has only C <= 4 rows). im2col + BLAS wins the other wide layers in every
+    op: its tiles run on all cores with the columns in cache.
     """
     cg, kg = geom.in_channels // geom.groups, geom.out_channels // geom.groups
-    if geom.groups == 1 and cg <= 4 and op != "grad_input":
-        return "direct"     # first layers
+    if geom.groups == 1 and cg <= 4:    # first layers
+        if op == "grad_input" or not (geom.channels_last or geom.stride == (1, 1)):
+            return "im2col"
+        return "direct"
     winograd = ((geom.kernel_h, geom.kernel_w) in ((3, 3), (5, 5)) and geom.stride == (1, 1)
                 and geom.dilation == (1, 1))
     if winograd and (min(cg, kg) >= 8 or (op == "grad_input" and kg >= 8)):
