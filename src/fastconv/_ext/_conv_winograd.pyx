@@ -12,13 +12,17 @@ Each tile's outputs come from the 4x4 input patch d under it (zeros in the paddi
     G   = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]
     A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
 Summed over input channels the elementwise products become 16 independent GEMMs, one per xi:
-    NHWC  M[xi] (tiles, Kg) = V[xi] (tiles, R) @ U[xi] (R, Kg)
-    NCHW  M[xi] (Kg, tiles) = U[xi]^T (Kg, R) @ V[xi] (R, tiles)
+    M[xi] (tiles, Kg) = V[xi] (tiles, R) @ U[xi] (R, Kg)
 That is 16 multiplies per 4 outputs and channel pair where direct convolution needs 36 (2.25x
 fewer). The transforms only add, subtract and halve, so rounding stays close to a direct sum.
 A 5x5 kernel, zero-padded to 6x6, is S = 4 sub-kernels of 3x3 at offsets (3si, 3sj); each
 reads the input moved by its offset, and their transformed patches stack along the reduction:
 R = S*Cg (R = Cg for 3x3 kernels). U is kept (16, R, K) for both layouts.
+
+The transforms run along channels (long vectors), one 4x4 patch or 2x2 tile at a time. NCHW
+samples get there through a channels-last copy of the rows each block needs: transforming
+along a narrow plane's rows instead (7 tiles across a 14-pixel row) ran scalar and took most
+of the time.
 
 Threads: blocks of tile rows run in an OpenMP prange; each thread transforms its block into its
 own V, multiplies with single-threaded BLAS (the Python caller limits BLAS to one thread) and
@@ -99,27 +103,6 @@ cdef extern from *:
         fastconv_wino_in_pixels_##S(d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], \\
                                     d[10], d[11], d[12], d[13], d[14], d[15], FASTCONV_A16(o, ld), n); \\
     } \\
-    static inline void fastconv_wino_in_rows_##S(const T *restrict a0, const T *restrict a1, \\
-                                                 const T *restrict a2, const T *restrict a3, \\
-                                                 FASTCONV_P16(, T, o), ptrdiff_t n) { \\
-        for (ptrdiff_t t = 0; t < n; t++) { \\
-            const ptrdiff_t j = 2 * t; \\
-            const T r00 = a0[j] - a2[j], r01 = a0[j + 1] - a2[j + 1]; \\
-            const T r02 = a0[j + 2] - a2[j + 2], r03 = a0[j + 3] - a2[j + 3]; \\
-            const T r10 = a1[j] + a2[j], r11 = a1[j + 1] + a2[j + 1]; \\
-            const T r12 = a1[j + 2] + a2[j + 2], r13 = a1[j + 3] + a2[j + 3]; \\
-            const T r20 = a2[j] - a1[j], r21 = a2[j + 1] - a1[j + 1]; \\
-            const T r22 = a2[j + 2] - a1[j + 2], r23 = a2[j + 3] - a1[j + 3]; \\
-            const T r30 = a1[j] - a3[j], r31 = a1[j + 1] - a3[j + 1]; \\
-            const T r32 = a1[j + 2] - a3[j + 2], r33 = a1[j + 3] - a3[j + 3]; \\
-            FASTCONV_WINO_COLUMNS(t) \\
-        } \\
-    } \\
-    /* NCHW input: o[xi*ld + t] for tiles t in [0, n); x0..x3: the 4 input rows, tile t at 2t */ \\
-    static inline void fastconv_wino_input_rows_##S(const T *x0, const T *x1, const T *x2, \\
-                                                    const T *x3, T *o, ptrdiff_t ld, ptrdiff_t n) { \\
-        fastconv_wino_in_rows_##S(x0, x1, x2, x3, FASTCONV_A16(o, ld), n); \\
-    } \\
     static inline void fastconv_wino_w_##S(const T *restrict g00, const T *restrict g01, \\
                                            const T *restrict g02, const T *restrict g10, \\
                                            const T *restrict g11, const T *restrict g12, \\
@@ -159,18 +142,6 @@ cdef extern from *:
                                                    const T *g11, T *o, ptrdiff_t ld, ptrdiff_t n) { \\
         fastconv_wino_gr_pixels_##S(g00, g01, g10, g11, FASTCONV_A16(o, ld), n); \\
     } \\
-    static inline void fastconv_wino_gr_rows_##S(const T *restrict y0, const T *restrict y1, \\
-                                                 FASTCONV_P16(, T, o), ptrdiff_t n) { \\
-        for (ptrdiff_t t = 0; t < n; t++) { \\
-            const T g00 = y0[2 * t], g01 = y0[2 * t + 1], g10 = y1[2 * t], g11 = y1[2 * t + 1]; \\
-            FASTCONV_WINO_GRAD(T, t) \\
-        } \\
-    } \\
-    /* NCHW gradient tiles: o[xi*ld + t] for tiles t in [0, n) of the output rows y0, y1 */ \\
-    static inline void fastconv_wino_grad_rows_##S(const T *y0, const T *y1, T *o, ptrdiff_t ld, \\
-                                                   ptrdiff_t n) { \\
-        fastconv_wino_gr_rows_##S(y0, y1, FASTCONV_A16(o, ld), n); \\
-    } \\
     static inline int fastconv_wino_out_pixels_##S(FASTCONV_P16(const, T, m), \\
                                                  const T *restrict bias, T *restrict q00, \\
                                                  T *restrict q01, T *restrict q10, \\
@@ -190,24 +161,6 @@ cdef extern from *:
     static inline int fastconv_wino_output_nhwc_##S(const T *s, ptrdiff_t ld, const T *bias, \\
                                                   T *y00, T *y01, T *y10, T *y11, ptrdiff_t n) { \\
         return fastconv_wino_out_pixels_##S(FASTCONV_A16(s, ld), bias, y00, y01, y10, y11, n); \\
-    } \\
-    static inline int fastconv_wino_out_rows_##S(FASTCONV_P16(const, T, m), T b, \\
-                                               T *restrict q0, T *restrict q1, ptrdiff_t n) { \\
-        int nonfinite = 0; \\
-        for (ptrdiff_t t = 0; t < n; t++) { \\
-            FASTCONV_WINO_ROWS(T, t) \\
-            const T y00 = u0 + u1 + u2 + b, y01 = u1 - u2 - u3 + b; \\
-            const T y10 = v0 + v1 + v2 + b, y11 = v1 - v2 - v3 + b; \\
-            q0[2 * t] = y00; q0[2 * t + 1] = y01; q1[2 * t] = y10; q1[2 * t + 1] = y11; \\
-            FASTCONV_WINO_CHECK(nonfinite, MAX) \\
-        } \\
-        return nonfinite; \\
-    } \\
-    /* NCHW output, n whole tiles of a tile row: rows y0, y1 [2t, 2t + 1], M[xi] at s[xi*ld + t]. \\
-       Returns whether an output is not finite. */ \\
-    static inline int fastconv_wino_output_rows_##S(const T *s, ptrdiff_t ld, T b, T *y0, T *y1, \\
-                                                  ptrdiff_t n) { \\
-        return fastconv_wino_out_rows_##S(FASTCONV_A16(s, ld), b, y0, y1, n); \\
     }
 
     FASTCONV_WINOGRAD_LOOPS(float, f, FLT_MAX)
@@ -215,18 +168,12 @@ cdef extern from *:
     """
     void wino_input_nhwc_f "fastconv_wino_input_nhwc_f"(const float **d, float *o, Py_ssize_t ld, Py_ssize_t n) noexcept nogil
     void wino_input_nhwc_d "fastconv_wino_input_nhwc_d"(const double **d, double *o, Py_ssize_t ld, Py_ssize_t n) noexcept nogil
-    void wino_input_rows_f "fastconv_wino_input_rows_f"(const float *x0, const float *x1, const float *x2, const float *x3, float *o, Py_ssize_t ld, Py_ssize_t n) noexcept nogil
-    void wino_input_rows_d "fastconv_wino_input_rows_d"(const double *x0, const double *x1, const double *x2, const double *x3, double *o, Py_ssize_t ld, Py_ssize_t n) noexcept nogil
     void wino_weights_f "fastconv_wino_weights_f"(const float **g, float *o, Py_ssize_t ld, Py_ssize_t n) noexcept nogil
     void wino_weights_d "fastconv_wino_weights_d"(const double **g, double *o, Py_ssize_t ld, Py_ssize_t n) noexcept nogil
     void wino_grad_nhwc_f "fastconv_wino_grad_nhwc_f"(const float *g00, const float *g01, const float *g10, const float *g11, float *o, Py_ssize_t ld, Py_ssize_t n) noexcept nogil
     void wino_grad_nhwc_d "fastconv_wino_grad_nhwc_d"(const double *g00, const double *g01, const double *g10, const double *g11, double *o, Py_ssize_t ld, Py_ssize_t n) noexcept nogil
-    void wino_grad_rows_f "fastconv_wino_grad_rows_f"(const float *y0, const float *y1, float *o, Py_ssize_t ld, Py_ssize_t n) noexcept nogil
-    void wino_grad_rows_d "fastconv_wino_grad_rows_d"(const double *y0, const double *y1, double *o, Py_ssize_t ld, Py_ssize_t n) noexcept nogil
     int wino_output_nhwc_f "fastconv_wino_output_nhwc_f"(const float *s, Py_ssize_t ld, const float *bias, float *y00, float *y01, float *y10, float *y11, Py_ssize_t n) noexcept nogil
     int wino_output_nhwc_d "fastconv_wino_output_nhwc_d"(const double *s, Py_ssize_t ld, const double *bias, double *y00, double *y01, double *y10, double *y11, Py_ssize_t n) noexcept nogil
-    int wino_output_rows_f "fastconv_wino_output_rows_f"(const float *s, Py_ssize_t ld, float b, float *y0, float *y1, Py_ssize_t n) noexcept nogil
-    int wino_output_rows_d "fastconv_wino_output_rows_d"(const double *s, Py_ssize_t ld, double b, double *y0, double *y1, Py_ssize_t n) noexcept nogil
 
 
 # V and M of one block (elements): 1 MB of float32, an L2 cache.
@@ -241,6 +188,8 @@ cdef struct Plan:
     Py_ssize_t blocks
     Py_ssize_t tiles             # tiles in a full block (rows * tW): the leading dimension of V, M
     Py_ssize_t vstride, mstride  # elements from V[xi] to V[xi + 1], M[xi] to M[xi + 1]
+    Py_ssize_t span              # input rows one tile row reads (4 for 3x3, 7 for 5x5)
+    Py_ssize_t stage             # NCHW: a block's rows of one sample, channels last
     Py_ssize_t per_thread        # scratch elements per thread: V, M and row buffers
     Py_ssize_t weights           # elements of U
     int threads
@@ -294,8 +243,9 @@ cdef Plan _plan(Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize
     p.tiles = p.rows * p.tW
     p.vstride = _stream_stride(p.tiles * p.R)
     p.mstride = _stream_stride(p.tiles * p.Kg)
-    # NCHW also keeps the 4 input rows of a tile row, zero-padded to 2*tW + 2
-    p.per_thread = 16 * (p.vstride + p.mstride) + 4 * (2 * p.tW + 2)
+    p.span = 3 * ((kh + 2) // 3) + 1
+    p.stage = _max(_min(H, 2 * p.rows - 2 + p.span) * W * p.Cg, _min(oH, 2 * p.rows) * oW * p.Kg)
+    p.per_thread = 16 * (p.vstride + p.mstride) + p.stage
     p.weights = 16 * p.R * K
     p.threads = <int>_max(1, _min(nt, p.blocks))
     return p
@@ -334,250 +284,237 @@ cdef void _weights(const floating *w, floating *u, const floating *zeros, const 
 
 
 # ----------------------------------------------------------------------------------------------
-# NHWC: vectorised over channels
+# Transforms of one tile row, vectorised over channels
 # ----------------------------------------------------------------------------------------------
+# An image is a pointer and two strides: channel c of pixel (h, w) lies at
+# img[(h - h0)*rs + w*ps + c]. NHWC arrays are images as they are; NCHW samples become images
+# through a channels-last copy of the rows a block needs (its cost is a small part of a
+# transform that runs along long channel vectors instead of a few tiles of a narrow row).
 
-cdef void _input_nhwc(const floating *x, floating *v, const floating *zeros, const Plan *p,
-                      Py_ssize_t c0, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
-    """v[xi, t, s*Cg + c] = (B^T d B)[xi] of tile t of tile rows [q0, q1) under sub-kernel s
-    (the patch moved by (3si, 3sj)), channels c0 + [0, Cg)."""
-    cdef Py_ssize_t Cg = p.Cg, C = p.C, ld = p.vstride
-    cdef Py_ssize_t q, n, th, tw, t, a, b, ih, iw, s
+cdef void _input_row(const floating *img, Py_ssize_t rs, Py_ssize_t ps, Py_ssize_t h0,
+                     floating *v, const floating *zeros, const Plan *p, Py_ssize_t th,
+                     Py_ssize_t t0) noexcept nogil:
+    """v[xi, t0 + tw, s*Cg + c] = (B^T d B)[xi] of tile tw of tile row th under sub-kernel s
+    (the patch moved by (3si, 3sj)); zeros outside the input."""
+    cdef Py_ssize_t Cg = p.Cg, tw, a, b, ih, iw, s
     cdef const floating *d[16]
-    for q in range(q0, q1):
-        n = q // p.tH
-        th = q - n * p.tH
-        for tw in range(p.tW):
-            t = (q - q0) * p.tW + tw
-            for s in range(p.S):
-                for a in range(4):
-                    ih = 2 * th - p.pt + 3 * (s // p.Sw) + a
-                    for b in range(4):
-                        iw = 2 * tw - p.pl + 3 * (s % p.Sw) + b
-                        if ih < 0 or ih >= p.H or iw < 0 or iw >= p.W:
-                            d[a * 4 + b] = zeros
-                        else:
-                            d[a * 4 + b] = x + ((n * p.H + ih) * p.W + iw) * C + c0
-                if floating is float:
-                    wino_input_nhwc_f(d, v + t * p.R + s * Cg, ld, Cg)
-                else:
-                    wino_input_nhwc_d(d, v + t * p.R + s * Cg, ld, Cg)
+    for tw in range(p.tW):
+        for s in range(p.S):
+            for a in range(4):
+                ih = 2 * th - p.pt + 3 * (s // p.Sw) + a
+                for b in range(4):
+                    iw = 2 * tw - p.pl + 3 * (s % p.Sw) + b
+                    if ih < 0 or ih >= p.H or iw < 0 or iw >= p.W:
+                        d[a * 4 + b] = zeros
+                    else:
+                        d[a * 4 + b] = img + (ih - h0) * rs + iw * ps
+            if floating is float:
+                wino_input_nhwc_f(d, v + (t0 + tw) * p.R + s * Cg, p.vstride, Cg)
+            else:
+                wino_input_nhwc_d(d, v + (t0 + tw) * p.R + s * Cg, p.vstride, Cg)
 
 
-cdef bint _output_nhwc(const floating *m, const floating *bias, floating *out, const Plan *p,
-                           Py_ssize_t k0, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
-    """out[n, 2th + i, 2tw + j, k0 + k] = bias + (A^T M A)[i, j] of each tile (inside oH, oW).
+cdef bint _output_row(const floating *m, const floating *bias, floating *img, Py_ssize_t rs,
+                      Py_ssize_t ps, const Plan *p, Py_ssize_t th) noexcept nogil:
+    """Outputs (2th + i, 2tw + j) of tile row th into img (its row 2th at img):
+    bias + (A^T M A)[i, j], M[xi] of tile tw at m[xi*mstride + tw*Kg]; inside oH, oW.
 
     Returns whether an output is not finite.
     """
-    cdef Py_ssize_t Kg = p.Kg, K = p.K, ld = p.mstride
-    cdef Py_ssize_t q, n, th, tw, k, oh, ow
+    cdef Py_ssize_t Kg = p.Kg, ld = p.mstride, tw, k, ow
     cdef const floating *s
     cdef floating *o0
     cdef floating *o1
     cdef floating c0, c1, c2, c3, d0, d1, d2, d3, b, y
     cdef bint nonfinite = False
-    cdef bint two_rows, two_cols
-    for q in range(q0, q1):
-        n = q // p.tH
-        th = q - n * p.tH
-        oh = 2 * th
-        two_rows = oh + 1 < p.oH
-        for tw in range(p.tW):
-            ow = 2 * tw
-            two_cols = ow + 1 < p.oW
-            s = m + ((q - q0) * p.tW + tw) * Kg
-            o0 = out + ((n * p.oH + oh) * p.oW + ow) * K + k0
-            o1 = o0 + p.oW * K
-            if two_rows and two_cols:
-                if floating is float:
-                    nonfinite |= wino_output_nhwc_f(s, ld, bias + k0, o0, o0 + K, o1, o1 + K, Kg)
-                else:
-                    nonfinite |= wino_output_nhwc_d(s, ld, bias + k0, o0, o0 + K, o1, o1 + K, Kg)
-                continue
-            for k in range(Kg):     # a tile on the bottom or right edge
-                # A^T M: c_b, d_b = rows 0 and 1 of column b; then (A^T M) A along the row
-                c0 = s[k] + s[4 * ld + k] + s[8 * ld + k]
-                c1 = s[ld + k] + s[5 * ld + k] + s[9 * ld + k]
-                c2 = s[2 * ld + k] + s[6 * ld + k] + s[10 * ld + k]
-                c3 = s[3 * ld + k] + s[7 * ld + k] + s[11 * ld + k]
-                d0 = s[4 * ld + k] - s[8 * ld + k] - s[12 * ld + k]
-                d1 = s[5 * ld + k] - s[9 * ld + k] - s[13 * ld + k]
-                d2 = s[6 * ld + k] - s[10 * ld + k] - s[14 * ld + k]
-                d3 = s[7 * ld + k] - s[11 * ld + k] - s[15 * ld + k]
-                b = bias[k0 + k]
-                y = c0 + c1 + c2 + b
-                o0[k] = y
+    cdef bint two_rows = 2 * th + 1 < p.oH, two_cols
+    for tw in range(p.tW):
+        ow = 2 * tw
+        two_cols = ow + 1 < p.oW
+        s = m + tw * Kg
+        o0 = img + ow * ps
+        o1 = o0 + rs
+        if two_rows and two_cols:
+            if floating is float:
+                nonfinite |= wino_output_nhwc_f(s, ld, bias, o0, o0 + ps, o1, o1 + ps, Kg)
+            else:
+                nonfinite |= wino_output_nhwc_d(s, ld, bias, o0, o0 + ps, o1, o1 + ps, Kg)
+            continue
+        for k in range(Kg):     # a tile on the bottom or right edge
+            # A^T M: c_b, d_b = rows 0 and 1 of column b; then (A^T M) A along the row
+            c0 = s[k] + s[4 * ld + k] + s[8 * ld + k]
+            c1 = s[ld + k] + s[5 * ld + k] + s[9 * ld + k]
+            c2 = s[2 * ld + k] + s[6 * ld + k] + s[10 * ld + k]
+            c3 = s[3 * ld + k] + s[7 * ld + k] + s[11 * ld + k]
+            d0 = s[4 * ld + k] - s[8 * ld + k] - s[12 * ld + k]
+            d1 = s[5 * ld + k] - s[9 * ld + k] - s[13 * ld + k]
+            d2 = s[6 * ld + k] - s[10 * ld + k] - s[14 * ld + k]
+            d3 = s[7 * ld + k] - s[11 * ld + k] - s[15 * ld + k]
+            b = bias[k]
+            y = c0 + c1 + c2 + b
+            o0[k] = y
+            nonfinite |= _not_finite(y)
+            if two_cols:
+                y = c1 - c2 - c3 + b
+                o0[ps + k] = y
+                nonfinite |= _not_finite(y)
+            if two_rows:
+                y = d0 + d1 + d2 + b
+                o1[k] = y
                 nonfinite |= _not_finite(y)
                 if two_cols:
-                    y = c1 - c2 - c3 + b
-                    o0[K + k] = y
+                    y = d1 - d2 - d3 + b
+                    o1[ps + k] = y
                     nonfinite |= _not_finite(y)
-                if two_rows:
-                    y = d0 + d1 + d2 + b
-                    o1[k] = y
-                    nonfinite |= _not_finite(y)
-                    if two_cols:
-                        y = d1 - d2 - d3 + b
-                        o1[K + k] = y
-                        nonfinite |= _not_finite(y)
     return nonfinite
 
 
-cdef bint _block_nhwc(const floating *x, const floating *u, const floating *bias, floating *out,
-                      floating *scratch, const floating *zeros, const Plan *p,
-                      Py_ssize_t blk) noexcept nogil:
-    """Block blk of tile rows; True if an output is not finite."""
-    cdef Py_ssize_t q0 = blk * p.rows, q1 = _min(q0 + p.rows, p.N * p.tH)
-    cdef Py_ssize_t T = (q1 - q0) * p.tW, xi, gi
-    cdef floating *v = scratch
-    cdef floating *m = scratch + 16 * p.vstride
-    cdef bint nonfinite = False
-    for gi in range(p.G):
-        _input_nhwc(x, v, zeros, p, gi * p.Cg, q0, q1)
-        for xi in range(16):
-            gemm(False, False, T, p.Kg, p.R, v + xi * p.vstride, p.R,
-                 u + xi * p.R * p.K + gi * p.Kg, p.K, 0, m + xi * p.mstride, p.Kg)
-        nonfinite |= _output_nhwc(m, bias, out, p, gi * p.Kg, q0, q1)
-    return nonfinite
+cdef void _grad_row(const floating *img, Py_ssize_t rs, Py_ssize_t ps, Py_ssize_t h0,
+                    floating *qb, const floating *zeros, const Plan *p, Py_ssize_t th,
+                    Py_ssize_t t0) noexcept nogil:
+    """qb[xi, t0 + tw, k] = (A g A^T)[xi] of the 2x2 grad_output tile tw of tile row th
+    (zeros past the edge)."""
+    cdef Py_ssize_t tw, oh = 2 * th, ow
+    cdef const floating *g00
+    cdef const floating *g01
+    cdef const floating *g10
+    cdef const floating *g11
+    for tw in range(p.tW):
+        ow = 2 * tw
+        g00 = img + (oh - h0) * rs + ow * ps
+        g01 = g00 + ps if ow + 1 < p.oW else zeros
+        g10 = g00 + rs if oh + 1 < p.oH else zeros
+        g11 = g10 + ps if (oh + 1 < p.oH and ow + 1 < p.oW) else zeros
+        if floating is float:
+            wino_grad_nhwc_f(g00, g01, g10, g11, qb + (t0 + tw) * p.Kg, p.mstride, p.Kg)
+        else:
+            wino_grad_nhwc_d(g00, g01, g10, g11, qb + (t0 + tw) * p.Kg, p.mstride, p.Kg)
 
 
 # ----------------------------------------------------------------------------------------------
-# NCHW: vectorised along rows
+# NCHW samples as channels-last images
 # ----------------------------------------------------------------------------------------------
 
-cdef void _input_nchw(const floating *x, floating *v, floating *rows, const Plan *p,
-                      Py_ssize_t c0, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
-    """v[xi, s*Cg + c, t] for sub-kernel s (as in _input_nhwc), channels c0 + [0, Cg) and the
-    tiles of tile rows [q0, q1)."""
-    cdef Py_ssize_t Wp = 2 * p.tW + 2, ld = p.vstride
-    cdef Py_ssize_t q, n, th, c, a, ih, iw, lo, hi, t0, s, pt, pl
-    cdef floating *row
-    cdef floating *o
-    cdef const floating *src
-    for s in range(p.S):
-      pt = p.pt - 3 * (s // p.Sw)
-      pl = p.pl - 3 * (s % p.Sw)
-      # input columns iw = j - pl for padded column j in [0, Wp); valid for j in [lo, hi)
-      lo = _min(_max(pl, 0), Wp)
-      hi = _max(lo, _min(Wp, p.W + pl))
-      for q in range(q0, q1):
+cdef void _to_channels_last(const floating *src, Py_ssize_t plane, Py_ssize_t channels,
+                            Py_ssize_t n, floating *dst) noexcept nogil:
+    """dst[e*channels + c] = src[c*plane + e] for e in [0, n): n pixels of NCHW planes."""
+    cdef Py_ssize_t c, e
+    cdef const floating *s
+    for c in range(channels):
+        s = src + c * plane
+        for e in range(n):
+            dst[e * channels + c] = s[e]
+
+
+cdef void _from_channels_last(const floating *src, Py_ssize_t plane, Py_ssize_t channels,
+                              Py_ssize_t n, floating *dst) noexcept nogil:
+    """dst[c*plane + e] = src[e*channels + c] for e in [0, n)."""
+    cdef Py_ssize_t c, e
+    cdef floating *d
+    for c in range(channels):
+        d = dst + c * plane
+        for e in range(n):
+            d[e] = src[e * channels + c]
+
+
+cdef inline Py_ssize_t _sample_end(const Plan *p, Py_ssize_t q, Py_ssize_t q1) noexcept nogil:
+    """End of the tile rows [q, end) of q's sample within [q, q1)."""
+    return _min(q1, (q // p.tH + 1) * p.tH)
+
+
+cdef void _input_nchw(const floating *x, floating *v, floating *stage, const floating *zeros,
+                      const Plan *p, Py_ssize_t c0, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
+    """As _input_nhwc, from NCHW x through a channels-last copy of each sample's rows."""
+    cdef Py_ssize_t q = q0, end, n, th0, h0, h1, HW = p.H * p.W, th
+    while q < q1:
+        end = _sample_end(p, q, q1)
         n = q // p.tH
-        th = q - n * p.tH
-        t0 = (q - q0) * p.tW
-        for c in range(p.Cg):
-            for a in range(4):
-                row = rows + a * Wp
-                ih = 2 * th - pt + a
-                if ih < 0 or ih >= p.H:
-                    memset(row, 0, Wp * sizeof(floating))
-                    continue
-                src = x + ((n * p.C + c0 + c) * p.H + ih) * p.W - pl
-                for iw in range(lo):
-                    row[iw] = 0
-                for iw in range(lo, hi):
-                    row[iw] = src[iw]
-                for iw in range(hi, Wp):
-                    row[iw] = 0
-            o = v + (s * p.Cg + c) * p.tiles + t0
-            if floating is float:
-                wino_input_rows_f(rows, rows + Wp, rows + 2 * Wp, rows + 3 * Wp, o, ld, p.tW)
-            else:
-                wino_input_rows_d(rows, rows + Wp, rows + 2 * Wp, rows + 3 * Wp, o, ld, p.tW)
+        th0 = q - n * p.tH
+        h0 = _max(0, 2 * th0 - p.pt)
+        h1 = _min(p.H, 2 * (end - 1 - n * p.tH) - p.pt + p.span)
+        if h1 > h0:
+            _to_channels_last(x + (n * p.C + c0) * HW + h0 * p.W, HW, p.Cg, (h1 - h0) * p.W,
+                              stage)
+        for th in range(th0, th0 + end - q):
+            _input_row(stage, p.W * p.Cg, p.Cg, h0, v, zeros, p, th, (q - q0 + th - th0) * p.tW)
+        q = end
 
 
-cdef inline void _output_pair(const floating *s, Py_ssize_t ld, Py_ssize_t tw, floating b,
-                              floating *y) noexcept nogil:
-    """y = the tile's outputs (Y00, Y01, Y10, Y11) + b, from M at s[xi * ld + tw]."""
-    # A^T M: c_b, d_b = rows 0 and 1 of column b; then (A^T M) A along each row
-    cdef floating c0 = s[tw] + s[4 * ld + tw] + s[8 * ld + tw]
-    cdef floating c1 = s[ld + tw] + s[5 * ld + tw] + s[9 * ld + tw]
-    cdef floating c2 = s[2 * ld + tw] + s[6 * ld + tw] + s[10 * ld + tw]
-    cdef floating c3 = s[3 * ld + tw] + s[7 * ld + tw] + s[11 * ld + tw]
-    cdef floating d0 = s[4 * ld + tw] - s[8 * ld + tw] - s[12 * ld + tw]
-    cdef floating d1 = s[5 * ld + tw] - s[9 * ld + tw] - s[13 * ld + tw]
-    cdef floating d2 = s[6 * ld + tw] - s[10 * ld + tw] - s[14 * ld + tw]
-    cdef floating d3 = s[7 * ld + tw] - s[11 * ld + tw] - s[15 * ld + tw]
-    y[0] = c0 + c1 + c2 + b
-    y[1] = c1 - c2 - c3 + b
-    y[2] = d0 + d1 + d2 + b
-    y[3] = d1 - d2 - d3 + b
+cdef void _input_nhwc(const floating *x, floating *v, const floating *zeros, const Plan *p,
+                      Py_ssize_t c0, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
+    """v[xi, t, s*Cg + c] for the tiles t of tile rows [q0, q1), channels c0 + [0, Cg)."""
+    cdef Py_ssize_t q, n
+    for q in range(q0, q1):
+        n = q // p.tH
+        _input_row(x + n * p.H * p.W * p.C + c0, p.W * p.C, p.C, 0, v, zeros, p,
+                   q - n * p.tH, (q - q0) * p.tW)
 
 
-cdef bint _output_nchw(const floating *m, const floating *bias, floating *out, const Plan *p,
-                           Py_ssize_t k0, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
-    """out[n, k0 + k, 2th + i, 2tw + j] = bias + (A^T M A)[i, j] (inside oH, oW).
+cdef bint _output_nchw(const floating *m, const floating *bias, floating *out, floating *stage,
+                       const Plan *p, Py_ssize_t k0, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
+    """As _output_nhwc, into NCHW out: each sample's rows channels-last in stage, then moved."""
+    cdef Py_ssize_t q = q0, end, n, th0, th, rows, P = p.oH * p.oW
+    cdef bint nonfinite = False
+    while q < q1:
+        end = _sample_end(p, q, q1)
+        n = q // p.tH
+        th0 = q - n * p.tH
+        for th in range(th0, th0 + end - q):
+            nonfinite |= _output_row(m + (q - q0 + th - th0) * p.tW * p.Kg, bias + k0,
+                                     stage + 2 * (th - th0) * p.oW * p.Kg, p.oW * p.Kg, p.Kg,
+                                     p, th)
+        rows = _min(p.oH, 2 * (th0 + end - q)) - 2 * th0
+        _from_channels_last(stage, P, p.Kg, rows * p.oW,
+                            out + (n * p.K + k0) * P + 2 * th0 * p.oW)
+        q = end
+    return nonfinite
+
+
+cdef bint _output_nhwc(const floating *m, const floating *bias, floating *out, const Plan *p,
+                       Py_ssize_t k0, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
+    """out[n, 2th + i, 2tw + j, k0 + k] = bias + (A^T M A)[i, j] of each tile (inside oH, oW).
 
     Returns whether an output is not finite.
     """
-    cdef Py_ssize_t ld = p.mstride, full = p.oW // 2
-    cdef Py_ssize_t q, n, th, k, tw, t0, oh
-    cdef const floating *s
-    cdef floating *o0
-    cdef floating *o1
-    cdef floating y[4]
-    cdef floating b
+    cdef Py_ssize_t q, n, th
     cdef bint nonfinite = False
     for q in range(q0, q1):
         n = q // p.tH
         th = q - n * p.tH
-        oh = 2 * th
-        t0 = (q - q0) * p.tW
-        for k in range(p.Kg):
-            s = m + k * p.tiles + t0
-            b = bias[k0 + k]
-            o0 = out + ((n * p.K + k0 + k) * p.oH + oh) * p.oW
-            o1 = o0 + p.oW
-            if oh + 1 < p.oH:
-                if floating is float:
-                    nonfinite |= wino_output_rows_f(s, ld, b, o0, o1, full)
-                else:
-                    nonfinite |= wino_output_rows_d(s, ld, b, o0, o1, full)
-                if full < p.tW:     # odd oW: the last tile has one column
-                    _output_pair(s, ld, full, b, y)
-                    o0[2 * full] = y[0]
-                    o1[2 * full] = y[2]
-                    nonfinite |= _not_finite(y[0]) | _not_finite(y[2])
-            else:                   # odd oH: the last tile row has one row
-                for tw in range(p.tW):
-                    _output_pair(s, ld, tw, b, y)
-                    o0[2 * tw] = y[0]
-                    nonfinite |= _not_finite(y[0])
-                    if tw < full:
-                        o0[2 * tw + 1] = y[1]
-                        nonfinite |= _not_finite(y[1])
+        nonfinite |= _output_row(m + (q - q0) * p.tW * p.Kg, bias + k0,
+                                 out + ((n * p.oH + 2 * th) * p.oW) * p.K + k0, p.oW * p.K, p.K,
+                                 p, th)
     return nonfinite
 
 
-cdef bint _block_nchw(const floating *x, const floating *u, const floating *bias, floating *out,
-                      floating *scratch, const Plan *p, Py_ssize_t blk) noexcept nogil:
+cdef bint _block(const floating *x, const floating *u, const floating *bias, floating *out,
+                 floating *scratch, const floating *zeros, const Plan *p, bint nhwc,
+                 Py_ssize_t blk) noexcept nogil:
     """Block blk of tile rows; True if an output is not finite."""
     cdef Py_ssize_t q0 = blk * p.rows, q1 = _min(q0 + p.rows, p.N * p.tH)
     cdef Py_ssize_t T = (q1 - q0) * p.tW, xi, gi
     cdef floating *v = scratch
-    cdef floating *m = scratch + 16 * p.vstride
-    cdef floating *rows = m + 16 * p.mstride
+    cdef floating *m = v + 16 * p.vstride
+    cdef floating *stage = m + 16 * p.mstride
     cdef bint nonfinite = False
     for gi in range(p.G):
-        _input_nchw(x, v, rows, p, gi * p.Cg, q0, q1)
-        for xi in range(16):
-            gemm(True, False, p.Kg, T, p.R, u + xi * p.R * p.K + gi * p.Kg, p.K,
-                 v + xi * p.vstride, p.tiles, 0, m + xi * p.mstride, p.tiles)
-        nonfinite |= _output_nchw(m, bias, out, p, gi * p.Kg, q0, q1)
+        if nhwc:
+            _input_nhwc(x, v, zeros, p, gi * p.Cg, q0, q1)
+        else:
+            _input_nchw(x, v, stage, zeros, p, gi * p.Cg, q0, q1)
+        for xi in range(16):    # M[xi] (T, Kg) = V[xi] (T, R) @ U[xi] (R, Kg)
+            gemm(False, False, T, p.Kg, p.R, v + xi * p.vstride, p.R,
+                 u + xi * p.R * p.K + gi * p.Kg, p.K, 0, m + xi * p.mstride, p.Kg)
+        if nhwc:
+            nonfinite |= _output_nhwc(m, bias, out, p, gi * p.Kg, q0, q1)
+        else:
+            nonfinite |= _output_nchw(m, bias, out, stage, p, gi * p.Kg, q0, q1)
     return nonfinite
 
 
 # ----------------------------------------------------------------------------------------------
 # Python boundary
 # ----------------------------------------------------------------------------------------------
-
-cdef inline bint _block(const floating *x, const floating *u, const floating *bias,
-                        floating *out, floating *scratch, const floating *zeros, const Plan *p,
-                        bint nhwc, Py_ssize_t blk) noexcept nogil:
-    if nhwc:
-        return _block_nhwc(x, u, bias, out, scratch, zeros, p, blk)
-    return _block_nchw(x, u, bias, out, scratch, p, blk)
-
 
 cdef Py_ssize_t _forward(const floating *x, const floating *w, const floating *bias,
                          floating *out, floating *ws, const Plan *p, bint nhwc) noexcept nogil:
@@ -684,56 +621,28 @@ cdef void _grad_tiles_nhwc(const floating *gout, floating *qb, const floating *z
                            const Plan *p, Py_ssize_t k0, Py_ssize_t q0,
                            Py_ssize_t q1) noexcept nogil:
     """qb[xi, t, k] = (A g A^T)[xi] of tile t's grad_output, channels k0 + [0, Kg)."""
-    cdef Py_ssize_t K = p.K, ld = p.mstride
-    cdef Py_ssize_t q, n, th, tw, oh, ow, t
-    cdef const floating *g00
-    cdef const floating *g01
-    cdef const floating *g10
-    cdef const floating *g11
+    cdef Py_ssize_t q, n
     for q in range(q0, q1):
         n = q // p.tH
-        th = q - n * p.tH
-        oh = 2 * th
-        for tw in range(p.tW):
-            ow = 2 * tw
-            t = (q - q0) * p.tW + tw
-            g00 = gout + ((n * p.oH + oh) * p.oW + ow) * K + k0
-            g01 = g00 + K if ow + 1 < p.oW else zeros
-            g10 = g00 + p.oW * K if oh + 1 < p.oH else zeros
-            g11 = g10 + K if (oh + 1 < p.oH and ow + 1 < p.oW) else zeros
-            if floating is float:
-                wino_grad_nhwc_f(g00, g01, g10, g11, qb + t * p.Kg, ld, p.Kg)
-            else:
-                wino_grad_nhwc_d(g00, g01, g10, g11, qb + t * p.Kg, ld, p.Kg)
+        _grad_row(gout + n * p.oH * p.oW * p.K + k0, p.oW * p.K, p.K, 0, qb, zeros, p,
+                  q - n * p.tH, (q - q0) * p.tW)
 
 
-cdef void _grad_tiles_nchw(const floating *gout, floating *qb, floating *rows, const Plan *p,
-                           Py_ssize_t k0, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
-    """qb[xi, k, t] for channels k0 + [0, Kg): two output rows at a time, zero-padded to 2*tW."""
-    cdef Py_ssize_t Wq = 2 * p.tW, ld = p.mstride
-    cdef Py_ssize_t q, n, th, oh, t0, k, a, w
-    cdef const floating *src
-    cdef floating *row
-    for q in range(q0, q1):
+cdef void _grad_tiles_nchw(const floating *gout, floating *qb, floating *stage,
+                           const floating *zeros, const Plan *p, Py_ssize_t k0, Py_ssize_t q0,
+                           Py_ssize_t q1) noexcept nogil:
+    """As _grad_tiles_nhwc, from NCHW grad_output through a channels-last copy of its rows."""
+    cdef Py_ssize_t q = q0, end, n, th0, th, h0, h1, P = p.oH * p.oW
+    while q < q1:
+        end = _sample_end(p, q, q1)
         n = q // p.tH
-        th = q - n * p.tH
-        oh = 2 * th
-        t0 = (q - q0) * p.tW
-        for k in range(p.Kg):
-            for a in range(2):
-                row = rows + a * Wq
-                if oh + a >= p.oH:
-                    memset(row, 0, Wq * sizeof(floating))
-                    continue
-                src = gout + ((n * p.K + k0 + k) * p.oH + oh + a) * p.oW
-                for w in range(p.oW):
-                    row[w] = src[w]
-                for w in range(p.oW, Wq):
-                    row[w] = 0
-            if floating is float:
-                wino_grad_rows_f(rows, rows + Wq, qb + k * p.tiles + t0, ld, p.tW)
-            else:
-                wino_grad_rows_d(rows, rows + Wq, qb + k * p.tiles + t0, ld, p.tW)
+        th0 = q - n * p.tH
+        h0 = 2 * th0
+        h1 = _min(p.oH, 2 * (th0 + end - q))
+        _to_channels_last(gout + (n * p.K + k0) * P + h0 * p.oW, P, p.Kg, (h1 - h0) * p.oW, stage)
+        for th in range(th0, th0 + end - q):
+            _grad_row(stage, p.oW * p.Kg, p.Kg, h0, qb, zeros, p, th, (q - q0 + th - th0) * p.tW)
+        q = end
 
 
 cdef void _gw_block(const floating *gout, const floating *x, floating *acc, floating *scratch,
@@ -742,21 +651,21 @@ cdef void _gw_block(const floating *gout, const floating *x, floating *acc, floa
     cdef Py_ssize_t q0 = blk * p.rows, q1 = _min(q0 + p.rows, p.N * p.tH)
     cdef Py_ssize_t T = (q1 - q0) * p.tW, xi, gi, R = p.R, Kg = p.Kg, K = p.K
     cdef floating *v = scratch
-    cdef floating *qb = scratch + 16 * p.vstride
-    cdef floating *rows = qb + 16 * p.mstride
+    cdef floating *qb = v + 16 * p.vstride
+    cdef floating *stage = qb + 16 * p.mstride
     for gi in range(p.G):
         if nhwc:
             _input_nhwc(x, v, zeros, p, gi * p.Cg, q0, q1)
             _grad_tiles_nhwc(gout, qb, zeros, p, gi * Kg, q0, q1)
-            for xi in range(16):
+            for xi in range(16):    # (R, Kg) += V[xi]^T (R, T) @ Q[xi] (T, Kg)
                 gemm(True, False, R, Kg, T, v + xi * p.vstride, R,
                      qb + xi * p.mstride, Kg, 1, acc + xi * R * K + gi * Kg, K)
         else:
-            _input_nchw(x, v, rows, p, gi * p.Cg, q0, q1)
-            _grad_tiles_nchw(gout, qb, rows, p, gi * Kg, q0, q1)
-            for xi in range(16):
-                gemm(False, True, Kg, R, T, qb + xi * p.mstride, p.tiles,
-                     v + xi * p.vstride, p.tiles, 1, acc + (xi * K + gi * Kg) * R, R)
+            _input_nchw(x, v, stage, zeros, p, gi * p.Cg, q0, q1)
+            _grad_tiles_nchw(gout, qb, stage, zeros, p, gi * Kg, q0, q1)
+            for xi in range(16):    # (Kg, R) += Q[xi]^T (Kg, T) @ V[xi] (T, R)
+                gemm(True, False, Kg, R, T, qb + xi * p.mstride, Kg,
+                     v + xi * p.vstride, R, 1, acc + (xi * K + gi * Kg) * R, R)
 
 
 cdef inline void _kernel_gradient(const floating *m, Py_ssize_t step, floating *gw,
