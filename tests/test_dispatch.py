@@ -72,13 +72,16 @@ def test_im2col_declines_gemm_sizes_beyond_32_bits():
 
 @pytest.mark.parametrize("op", algorithms.OPS)
 @pytest.mark.parametrize("data_format", ["NCHW", "NHWC"])
-def test_builtin_rule(op, data_format):
+def test_builtin_rule(op, data_format, monkeypatch):
+    monkeypatch.setattr(algorithms.auto._config, "get_num_threads", lambda: 2)
     choose = algorithms.auto.builtin_choice
     depthwise = next(c for c in CONV_CASES if c.id == "depthwise")
-    wide = next(c for c in CONV_CASES if c.id == "wide_channels")
+    wide = dataclasses.replace(next(c for c in CONV_CASES if c.id == "wide_channels"), batch=8)
     narrow = next(c for c in CONV_CASES if c.id == "single_channel_5x5")
     assert choose(op, _geom(depthwise, data_format)) == "direct"
     assert choose(op, _geom(wide, data_format)) == "winograd"     # 3x3 stride 1
+    # but fewer pixels (here 25) than threads x output channels: one GEMM on all cores
+    assert choose(op, _geom(dataclasses.replace(wide, batch=1), data_format)) == "im2col"
     strided = dataclasses.replace(wide, stride=2)
     assert choose(op, _geom(strided, data_format)) == "im2col"
     # a first layer: direct, but for the input gradient (col2im)

@@ -1,4 +1,5 @@
 """One thread count for OpenMP, Numba and BLAS; results independent of it within rounding."""
+import dataclasses
 import os
 import subprocess
 import sys
@@ -9,6 +10,8 @@ import pytest
 from threadpoolctl import threadpool_info
 
 import fastconv
+from fastconv import algorithms
+from fastconv._geometry import conv2d_geometry
 from fastconv.testing import CONV_CASES, conv_inputs
 
 
@@ -52,6 +55,27 @@ def test_results_depend_on_threads_only_within_rounding(algorithm):
     for n in (2, 3):
         for got, want in zip(results[n], results[1]):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("data_format", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("algorithm", ["im2col", "winograd"])
+def test_few_pixels_many_channels_run_one_gemm_on_all_cores(algorithm, data_format):
+    # 32 output pixels < 2 threads x 128 channels: the tiles run in turn, BLAS on both cores
+    case = dataclasses.replace(next(c for c in CONV_CASES if c.id == "wide_channels"),
+                               batch=2, in_channels=128, height=4, width=4, out_channels=128)
+    x, w, b = conv_inputs(case, np.float64, data_format)
+    geom = conv2d_geometry(x.shape, w.shape, data_format=data_format, **case.kwargs)
+    chosen = algorithms._REGISTRY[algorithm]
+    assert chosen._thread_split("forward", geom, 2) == (1, 2)
+    kw = dict(case.kwargs, data_format=data_format)
+    gy = np.random.default_rng(3).standard_normal(geom.output_shape)
+    with fastconv.num_threads(2):
+        got = [fastconv.conv2d(x, w, b, algorithm=algorithm, **kw),
+               *fastconv.conv2d_backward(gy, x, w, algorithm=algorithm, **kw)[:2]]
+    want = [fastconv.conv2d(x, w, b, algorithm="reference", **kw),
+            *fastconv.conv2d_backward(gy, x, w, algorithm="reference", **kw)[:2]]
+    for g, r in zip(got, want):
+        np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-10)
 
 
 SCRIPT = textwrap.dedent("""

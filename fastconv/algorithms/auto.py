@@ -9,7 +9,9 @@ def builtin_choice(op, geom):
 
     Winograd wins every op of 3x3 and 5x5 stride-1 layers with 8 or more channels per
     group: 1.2-2.3x im2col on the 3x3 layers (1.2-1.8x on resnet_res4's 256 channels),
-    1.1-2.6x on fmnist_conv2's 5x5.
+    1.1-2.6x on fmnist_conv2's 5x5; but not where the batch has fewer output pixels than
+    threads x output channels (512 channels at 7x7, batch 8): its weight transform is not
+    amortised there, and im2col's single GEMM on all cores is 1.3-1.8x faster.
     Direct convolution wins the forward and weight gradient of first layers (C <= 4:
     fmnist_conv1 1.3-1.9x im2col), but for strided ones in NCHW (a 7x7 stride-2 stem, a
     3x3 stride-2 layer: im2col 2-3.5x); and wherever each group's GEMM would be a sliver
@@ -23,8 +25,9 @@ def builtin_choice(op, geom):
         if op == "grad_input" or not (geom.channels_last or geom.stride == (1, 1)):
             return "im2col"
         return "direct"
+    few_pixels = geom.batch * geom.out_h * geom.out_w < _config.get_num_threads() * kg
     winograd = ((geom.kernel_h, geom.kernel_w) in ((3, 3), (5, 5)) and geom.stride == (1, 1)
-                and geom.dilation == (1, 1))
+                and geom.dilation == (1, 1) and not few_pixels)
     if winograd and (min(cg, kg) >= 8 or (op == "grad_input" and kg >= 8)):
         return "winograd"
     if geom.groups > 1 and min(cg, kg) <= 4:

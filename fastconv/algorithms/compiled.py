@@ -41,16 +41,21 @@ class DirectConv:
     def _extra(self, geom, dtype, op, threads):
         return ()
 
-    def _threading(self, op, threads):
-        """Context the kernel runs in (im2col's parallel tiles want one BLAS thread each)."""
+    def _threading(self, op, blas_threads):
+        """Context the kernel runs in: BLAS limited to blas_threads for its duration."""
         return contextlib.nullcontext()
+
+    def _thread_split(self, op, geom, threads):
+        """(threads of the kernel's own loops, BLAS threads) for a call on `threads` cores."""
+        return threads, threads
 
     def _call(self, op, geom, dtype, *arrays):
         kernel = getattr(self._kernels, f"{op}_{self._suffix(geom)}")
         threads = _config.threads_for(geom.flops, _config.SERIAL_FLOPS)
-        extra = self._extra(geom, dtype, op, threads)
-        with self._threading(op, threads):
-            kernel(*arrays, *extra, *geom.kernel_args, threads)
+        kernel_threads, blas_threads = self._thread_split(op, geom, threads)
+        extra = self._extra(geom, dtype, op, kernel_threads)
+        with self._threading(op, blas_threads):
+            kernel(*arrays, *extra, *geom.kernel_args, kernel_threads)
 
     def forward(self, x, weight, bias, geom):
         out = np.empty(geom.output_shape, dtype=x.dtype)
@@ -91,9 +96,18 @@ class Im2colConv(DirectConv):
             geom.kernel_h, geom.kernel_w, geom.out_h, geom.out_w, geom.groups,
             max_elements, geom.channels_last, op, threads)
 
-    def _threading(self, op, threads):
-        # tiles (or samples) run on OpenMP threads, each calling BLAS itself
-        return _config.kernel_blas_threads(1)
+    def _threading(self, op, blas_threads):
+        return _config.kernel_blas_threads(blas_threads)
+
+    def _thread_split(self, op, geom, threads):
+        # Tiles (or samples) run on OpenMP threads, each calling single-threaded BLAS. But
+        # where a thread's share of the columns is smaller than the weights (few pixels, many
+        # channels: 512 at 7x7), each tile's GEMM would mostly repack the weights; there the
+        # tiles run in turn, each GEMM on all cores.
+        pixels = geom.batch * geom.out_h * geom.out_w
+        if threads > 1 and pixels < threads * geom.out_channels // geom.groups:
+            return 1, threads
+        return threads, 1
 
     def grad_input(self, grad_output, weight, geom):
         # col2im runs a sample per thread: one GEMM (R, P) = W^T (R, Kg) @ grad_output (Kg, P)
@@ -157,16 +171,17 @@ class WinogradConv(Im2colConv):
     def _run(self, op, geom, dtype, result, *arrays):
         """Run the kernel for op with a workspace of the size the module asks for."""
         threads = _config.threads_for(geom.flops, _config.SERIAL_FLOPS)
+        kernel_threads, blas_threads = self._thread_split(op, geom, threads)
         sizes = (self._kernels.workspace_elements if op == "forward"
                  else self._kernels.grad_weight_workspace_elements)
         workspace = np.empty(sizes(
             geom.batch, geom.in_channels, geom.in_h, geom.in_w, geom.out_channels,
             geom.kernel_h, geom.kernel_w, geom.out_h, geom.out_w, geom.padding[0][0],
-            geom.padding[1][0], geom.groups, threads), dtype=dtype)
+            geom.padding[1][0], geom.groups, kernel_threads), dtype=dtype)
         kernel = getattr(self._kernels, f"{op}_{self._suffix(geom)}")
-        with self._threading(op, threads):
+        with self._threading(op, blas_threads):
             return kernel(*arrays, result, workspace, geom.padding[0][0], geom.padding[1][0],
-                          geom.groups, threads)
+                          geom.groups, kernel_threads)
 
     def forward(self, x, weight, bias, geom):
         out = np.empty(geom.output_shape, dtype=x.dtype)
@@ -217,9 +232,9 @@ class NumbaIm2colConv(Im2colConv):
             geom.kernel_h, geom.kernel_w, geom.out_h, geom.out_w, geom.groups,
             max_elements, geom.channels_last)
 
-    def _threading(self, op, threads):
+    def _thread_split(self, op, geom, threads):
         # its GEMMs run between parallel loops, on all of BLAS's threads
-        return _config.kernel_blas_threads(threads)
+        return threads, threads
 
     def grad_input(self, grad_output, weight, geom):
         return DirectConv.grad_input(self, grad_output, weight, geom)
