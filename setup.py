@@ -23,13 +23,15 @@ from setuptools import Extension, setup
 
 # name -> (source, needs_openmp, reassociate_floats)
 # Convolution kernels may reassociate float sums so the compiler can vectorise
-# reductions; pooling must not (NaN handling and exact comparisons).
+# reductions; pooling and the trainer's elementwise passes must not (NaN handling, exact
+# comparisons, the same bits as NumPy), nor contract a*b + c into one rounding (FMA).
 EXTENSIONS = {
     "fastconv._ext._build_info": ("src/fastconv/_ext/_build_info.pyx", True, False),
     "fastconv._ext._conv_direct": ("src/fastconv/_ext/_conv_direct.pyx", True, True),
     "fastconv._ext._conv_im2col": ("src/fastconv/_ext/_conv_im2col.pyx", True, True),
     "fastconv._ext._conv_winograd": ("src/fastconv/_ext/_conv_winograd.pyx", True, True),
     "fastconv._ext._pooling": ("src/fastconv/_ext/_pooling.pyx", True, False),
+    "fastconv._ext._elementwise": ("src/fastconv/_ext/_elementwise.pyx", True, False),
 }
 
 # Each kernel module is also built for newer x86-64 levels; fastconv._ext loads the
@@ -150,6 +152,8 @@ def build_extensions():
             link_args = list(base_link)
             if reassociate and not debug:
                 compile_args += REASSOCIATE_FLAGS
+            elif not reassociate:
+                compile_args.append("-ffp-contract=off")    # no FMA either: NumPy's bits
             if needs_openmp and use_openmp:
                 compile_args.append("-fopenmp")
                 link_args.append("-fopenmp")

@@ -57,6 +57,7 @@ try:
     # The chosen variants, under names the import system never rebinds.
     conv_direct, conv_im2col, conv_winograd, pooling = (
         _import(name, VARIANT) for name in KERNEL_MODULES)
+    from . import _elementwise as elementwise   # memory-bound: the baseline build only
 except ImportError as exc:  # pragma: no cover - exercised only on a broken install
     raise ImportError(
         "fastconv's compiled extensions are missing or failed to load "

@@ -17,7 +17,7 @@ import warnings
 
 import numpy as np
 
-from fastconv.keras import backend
+from fastconv.keras import _elementwise, backend
 from fastconv.keras.utils.naming import check_config, lookup
 
 
@@ -465,6 +465,13 @@ class Adam(Optimizer):
         beta_2_power = dt(self.beta_2) ** step
         alpha = learning_rate * np.sqrt(1 - beta_2_power) / (1 - beta_1_power)
         m, v = slots["momentum"], slots["velocity"]
+        if _elementwise.fusable(value, gradient, m, v):   # the same bits in one pass
+            v_hat = slots["velocity_hat"] if self.amsgrad else v
+            _elementwise.kernels().adam(
+                value.reshape(-1), gradient.reshape(-1), m.reshape(-1), v.reshape(-1),
+                v_hat.reshape(-1), alpha, dt(1 - self.beta_1), dt(1 - self.beta_2),
+                dt(self.epsilon), self.amsgrad, _elementwise.threads(value))
+            return
         m += (gradient - m) * dt(1 - self.beta_1)
         v += (np.square(gradient) - v) * dt(1 - self.beta_2)
         if self.amsgrad:

@@ -6,7 +6,7 @@ pre-activation as well.
 """
 import numpy as np
 
-from .. import activations
+from .. import _elementwise, activations
 
 _FROM_OUTPUT = ("linear", "relu", "softmax", "sigmoid", "tanh")
 
@@ -39,6 +39,11 @@ def backward(fn, name, z, y, grad_y):
     if name == "linear":
         return grad_y
     if name == "relu":
+        if _elementwise.fusable(y, grad_y):     # the same bits as below, in one pass
+            g = np.empty_like(grad_y)
+            _elementwise.kernels().relu_gradient(y.reshape(-1), grad_y.reshape(-1),
+                                                 g.reshape(-1), _elementwise.threads(y))
+            return g
         # grad_y where y > 0, else +0. A multiply by the mask is ~10x faster than np.where on
         # a large array; adding 0 turns its -0.0 into +0.0, and NaN gradients of dead units
         # (NaN * 0) are put back to 0, so the result equals np.where's.
