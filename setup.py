@@ -30,6 +30,7 @@ EXTENSIONS = {
     "fastconv._ext._conv_direct": ("src/fastconv/_ext/_conv_direct.pyx", True, True),
     "fastconv._ext._conv_im2col": ("src/fastconv/_ext/_conv_im2col.pyx", True, True),
     "fastconv._ext._conv_winograd": ("src/fastconv/_ext/_conv_winograd.pyx", True, True),
+    "fastconv._ext._conv_grouped": ("src/fastconv/_ext/_conv_grouped.pyx", True, True),
     "fastconv._ext._pooling": ("src/fastconv/_ext/_pooling.pyx", True, False),
     "fastconv._ext._elementwise": ("src/fastconv/_ext/_elementwise.pyx", True, False),
 }
@@ -37,7 +38,7 @@ EXTENSIONS = {
 # Each kernel module is also built for newer x86-64 levels; fastconv._ext loads the
 # best one the CPU runs (as NumPy dispatches its own loops). The portable build
 # stays the baseline, so one install works on any x86-64 CPU.
-KERNEL_MODULES = ("_conv_direct", "_conv_im2col", "_conv_winograd", "_pooling")
+KERNEL_MODULES = ("_conv_direct", "_conv_im2col", "_conv_winograd", "_conv_grouped", "_pooling")
 CPU_VARIANTS = {"x86_64_v3": ["-march=x86-64-v3"], "x86_64_v4": ["-march=x86-64-v4"]}
 
 REASSOCIATE_FLAGS = ["-fno-math-errno", "-fassociative-math", "-fno-signed-zeros", "-fno-trapping-math"]

@@ -8,7 +8,7 @@ fast. FASTCONV_CPU_VARIANT=baseline|x86_64_v3|x86_64_v4 chooses one explicitly.
 import importlib
 import os
 
-KERNEL_MODULES = ("_conv_direct", "_conv_im2col", "_conv_winograd", "_pooling")
+KERNEL_MODULES = ("_conv_direct", "_conv_im2col", "_conv_winograd", "_conv_grouped", "_pooling")
 VARIANTS = ("x86_64_v4", "x86_64_v3", "baseline")  # best first
 
 
@@ -55,7 +55,7 @@ try:
     AVAILABLE = tuple(v for v in VARIANTS if _built(v))
     VARIANT = _choose()
     # The chosen variants, under names the import system never rebinds.
-    conv_direct, conv_im2col, conv_winograd, pooling = (
+    conv_direct, conv_im2col, conv_winograd, conv_grouped, pooling = (
         _import(name, VARIANT) for name in KERNEL_MODULES)
     from . import _elementwise as elementwise   # memory-bound: the baseline build only
 except ImportError as exc:  # pragma: no cover - exercised only on a broken install

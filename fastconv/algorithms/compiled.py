@@ -23,6 +23,7 @@ class DirectConv:
 
     name = "direct"
     _module = "conv_direct"
+    _narrow_groups = True   # NHWC float32 groups of 2-16 channels: _conv_grouped's kernels
 
     @property
     def _kernels(self):
@@ -49,8 +50,17 @@ class DirectConv:
         """(threads of the kernel's own loops, BLAS threads) for a call on `threads` cores."""
         return threads, threads
 
+    def _grouped(self, op, geom, dtype):
+        return (self._narrow_groups and geom.channels_last and dtype == np.float32
+                and _ext.conv_grouped.supports(geom.in_channels, geom.out_channels,
+                                               geom.groups, op))
+
+    def _kernel(self, op, geom, dtype):
+        module = _ext.conv_grouped if self._grouped(op, geom, dtype) else self._kernels
+        return getattr(module, f"{op}_{self._suffix(geom)}")
+
     def _call(self, op, geom, dtype, *arrays):
-        kernel = getattr(self._kernels, f"{op}_{self._suffix(geom)}")
+        kernel = self._kernel(op, geom, dtype)
         threads = _config.threads_for(geom.flops, _config.SERIAL_FLOPS)
         kernel_threads, blas_threads = self._thread_split(op, geom, threads)
         extra = self._extra(geom, dtype, op, kernel_threads)
@@ -63,6 +73,10 @@ class DirectConv:
         return out
 
     def grad_input(self, grad_output, weight, geom):
+        transposed = _transposed_geometry(geom)
+        if transposed is not None and self._grouped("forward", transposed, grad_output.dtype):
+            # stride 1, narrow groups: the forward of the transposed convolution
+            return self.forward(grad_output, _transposed_weight(weight, geom), None, transposed)
         grad_input = np.empty(geom.input_shape, dtype=grad_output.dtype)
         self._call("grad_input", geom, grad_output.dtype, grad_output, weight, grad_input)
         return grad_input
@@ -78,6 +92,7 @@ class Im2colConv(DirectConv):
 
     name = "im2col"
     _module = "conv_im2col"
+    _narrow_groups = False
 
     def supports(self, geom, dtype):
         # BLAS takes 32-bit dimensions: the GEMM sizes must fit.
@@ -227,6 +242,7 @@ class WinogradConv(Im2colConv):
 class NumbaDirectConv(DirectConv):
     name = "numba_direct"
     _module = "fastconv.algorithms.numba_direct"
+    _narrow_groups = False
 
     def supports(self, geom, dtype):
         # Its forward copies zero-padded input rows into a per-task buffer of at least
