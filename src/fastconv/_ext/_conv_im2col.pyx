@@ -229,6 +229,9 @@ cdef void _im2col_nchw_row(const floating *x, floating *col, const Geom *g, Py_s
         if sw == 1:
             for ow in range(lo, hi):
                 d[ow] = s[ow + off]
+        elif sw == 2:   # a constant stride: the compiler vectorises it with permutes
+            for ow in range(lo, hi):
+                d[ow] = s[2 * ow + off]
         else:
             for ow in range(lo, hi):
                 d[ow] = s[ow * sw + off]
@@ -270,6 +273,9 @@ cdef void _col2im_nchw_plane(const floating *col, floating *gin, const Geom *g, 
                 if sw == 1:
                     for ow in range(lo, hi):
                         d[ow + off] += s[ow]
+                elif sw == 2:   # a constant stride, as in _im2col_nchw_row
+                    for ow in range(lo, hi):
+                        d[2 * ow + off] += s[ow]
                 else:
                     for ow in range(lo, hi):
                         d[ow * sw + off] += s[ow]
