@@ -87,6 +87,12 @@ def test_builtin_rule(op, data_format, monkeypatch):
     # a first layer: direct, but for the input gradient (col2im)
     expected = "im2col" if op == "grad_input" else "direct"
     assert choose(op, _geom(narrow, data_format)) == expected
+    # LeNet's 6 -> 16 5x5: Winograd but for the input gradient (whose GEMM has 6 rows)
+    lenet = dataclasses.replace(narrow, batch=64, in_channels=6, out_channels=16, padding=0)
+    assert choose(op, _geom(lenet, data_format)) == ("im2col" if op == "grad_input" else "winograd")
+    # narrow layers Winograd does not take: im2col in either layout
+    pointwise = dataclasses.replace(lenet, in_channels=8, kernel=(1, 1))
+    assert choose(op, _geom(pointwise, data_format)) == "im2col"
     # and strided first layers in NCHW
     expected = "direct" if data_format == "NHWC" and op != "grad_input" else "im2col"
     assert choose(op, _geom(dataclasses.replace(narrow, stride=2), data_format)) == expected

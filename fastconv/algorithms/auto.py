@@ -9,16 +9,18 @@ def builtin_choice(op, geom):
 
     Winograd wins every op of 3x3 and 5x5 stride-1 layers with 8 or more channels per
     group: 1.2-2.3x im2col on the 3x3 layers (1.2-1.8x on resnet_res4's 256 channels),
-    1.1-2.6x on fmnist_conv2's 5x5; but not where the batch has fewer output pixels than
-    threads x output channels (512 channels at 7x7, batch 8): its weight transform is not
-    amortised there, and im2col's single GEMM on all cores is 1.3-1.8x faster.
+    1.1-2.6x on fmnist_conv2's 5x5; and the forward and weight gradient of LeNet's 6 -> 16
+    5x5 layer (1.25-1.45x); but not where the batch has fewer output pixels than threads x
+    output channels (512 channels at 7x7, batch 8): its weight transform is not amortised
+    there, and im2col's single GEMM on all cores is 1.3-1.8x faster.
     Direct convolution wins the forward and weight gradient of first layers (C <= 4:
     fmnist_conv1 1.3-1.9x im2col), but for strided ones in NCHW (a 7x7 stride-2 stem, a
     3x3 stride-2 layer: im2col 2-3.5x); and wherever each group's GEMM would be a sliver
-    (depthwise and other narrow groups: 3-40x), and in NCHW where both sides are narrow.
+    (depthwise and other narrow groups: 3-40x).
     The input gradient of a first layer is im2col's col2im (2-8x the transposed forward,
-    whose GEMM has only C <= 4 rows). im2col + BLAS wins the other wide layers in every
-    op: its tiles run on all cores with the columns in cache.
+    whose GEMM has only C <= 4 rows). im2col + BLAS wins all other layers in every op,
+    narrow NCHW ones too (8-16 channels, 1x1 or strided: 1.5-4.7x direct): its tiles run on
+    all cores with the columns in cache.
     """
     cg, kg = geom.in_channels // geom.groups, geom.out_channels // geom.groups
     if geom.groups == 1 and cg <= 4:    # first layers
@@ -28,13 +30,10 @@ def builtin_choice(op, geom):
     few_pixels = geom.batch * geom.out_h * geom.out_w < _config.get_num_threads() * kg
     winograd = ((geom.kernel_h, geom.kernel_w) in ((3, 3), (5, 5)) and geom.stride == (1, 1)
                 and geom.dilation == (1, 1) and not few_pixels)
-    if winograd and (min(cg, kg) >= 8 or (op == "grad_input" and kg >= 8)):
+    if winograd and (min(cg, kg) >= 8 or (cg >= 5 and kg >= 8 and op != "grad_input")):
         return "winograd"
     if geom.groups > 1 and min(cg, kg) <= 4:
         return "direct"
-    if not geom.channels_last:
-        if op in ("forward", "grad_input") and max(cg, kg) <= 16:
-            return "direct"
     return "im2col"
 
 
