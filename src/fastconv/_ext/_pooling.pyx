@@ -631,9 +631,12 @@ cdef void _avg_bwd_plane(const floating* go, floating* gi, floating* g,
     cdef Py_ssize_t oh, ow, h0, h1, ih, j, off, lo, hi, d, flo = 0, fhi = 0, c0, c1
     cdef floating* girow
     cdef floating dv = <floating>(divisor_override if divisor_override != 0 else kh * kw)
-    memset(gi, 0, H * W * sizeof(floating))
+    cdef bint tiled = (kh == 2 and kw == 2 and sh == 2 and sw == 2 and pt == 0 and pl == 0
+                       and H == 2 * oH and W == 2 * oW)   # the windows cover the plane
     if kh == 2 and kw == 2 and sh == 2 and sw == 2:
         _s2_interior(W, oW, 2, pl, &flo, &fhi)
+    if not tiled:
+        memset(gi, 0, H * W * sizeof(floating))     # tiled: every element is written below
     for oh in range(oH):
         h0 = oh * sh - pt
         h1 = _imin(_imin(h0 + kh, H + pb), H)
