@@ -74,3 +74,16 @@ def test_non_contiguous_or_mixed_arrays_take_the_numpy_path():
     slots = {k: np.full((6, 4), v, np.float32) for k, v in opt._initial_slots().items()}
     opt.update_step(np.ones((4, 6), np.float32).T, value, slots, np.float32(0.1))
     np.testing.assert_allclose(value, 1 - 0.1, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_in_place_equals_numpy(dtype, monkeypatch):
+    rng = np.random.default_rng(2)
+    z = _awkward(rng, 100_002, dtype).reshape(6, -1)
+    z.reshape(-1)[::101] = -np.nan      # a NaN with its sign bit set keeps it
+    want = np.maximum(z, 0, dtype=dtype)
+    calls = []
+    kernels = _elementwise.kernels
+    monkeypatch.setattr(_elementwise, "kernels", lambda: calls.append(1) or kernels())
+    got = _activation.forward(None, "relu", z, in_place=True)
+    assert calls and got is z and _same_bits(got, want)

@@ -26,11 +26,18 @@ def needs_pre_activation(name):
     return name not in _FROM_OUTPUT
 
 
-def forward(fn, name, z):
+def forward(fn, name, z, in_place=False):
+    """fn(z); in_place lets relu overwrite z (when the caller keeps no pre-activation)."""
     if name == "linear":
         return z
     if name == "relu":
-        return np.maximum(z, 0, dtype=z.dtype)
+        if not in_place:
+            return np.maximum(z, 0, dtype=z.dtype)
+        if _elementwise.fusable(z):     # np.maximum(z, 0, out=z)'s bits, on all threads
+            flat = z.reshape(-1)
+            _elementwise.kernels().relu(flat, flat, _elementwise.threads(z))
+            return z
+        return np.maximum(z, 0, out=z)
     return np.asarray(fn(z), dtype=z.dtype)
 
 

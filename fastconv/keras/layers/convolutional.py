@@ -149,8 +149,8 @@ class Conv2D(Layer):
         z = fastconv.conv2d(inputs, self._weight(), bias, **self._conv_args())
         if self.use_bias and bias is None:
             z += self.bias.value.reshape(-1, 1, 1)
-        if self._act_name == "relu":
-            y = np.maximum(z, 0, out=z)
+        if self._act_name == "relu":    # the pre-activation is not needed: overwrite it
+            y = _activation.forward(self.activation, "relu", z, in_place=True)
             z = None
         else:
             y = _activation.forward(self.activation, self._act_name, z)

@@ -144,9 +144,9 @@ class Dense(Layer):
         z = z.reshape(inputs.shape[:-1] + (self.units,))
         if self.use_bias:
             z += self.bias.value
-        y = _activation.forward(self.activation, self._act_name, z)
+        keep_z = _activation.needs_pre_activation(self._act_name)
+        y = _activation.forward(self.activation, self._act_name, z, in_place=not keep_z)
         if training:
-            keep_z = _activation.needs_pre_activation(self._act_name)
             self._cache = (inputs, z if keep_z else None, y)
         return y
 

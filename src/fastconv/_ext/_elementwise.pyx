@@ -57,3 +57,14 @@ def relu_gradient(const floating[::1] y, const floating[::1] grad_y, floating[::
         raise ValueError("relu_gradient: y, grad_y and out must have the same size")
     for i in prange(n, nogil=True, schedule="static", num_threads=max(num_threads, 1)):
         out[i] = grad_y[i] + 0 if y[i] > 0 else 0
+
+
+def relu(const floating[::1] z, floating[::1] out, int num_threads):
+    """out = np.maximum(z, 0): z where z > 0 or z is NaN (its sign kept), else +0. out may be z."""
+    cdef Py_ssize_t i, n = z.shape[0]
+    cdef floating v
+    if out.shape[0] != n:
+        raise ValueError("relu: z and out must have the same size")
+    for i in prange(n, nogil=True, schedule="static", num_threads=max(num_threads, 1)):
+        v = z[i]
+        out[i] = v if (v > 0 or v != v) else 0
