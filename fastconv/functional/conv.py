@@ -1,7 +1,7 @@
 """conv2d and conv2d_backward: validation, shapes and dispatch to an algorithm."""
 import numpy as np
 
-from .. import _args, algorithms
+from .. import _args, _config, _ext, algorithms
 from .._geometry import conv2d_geometry
 
 _GRADIENTS = ("input", "weight", "bias")
@@ -117,5 +117,17 @@ def _backward(grad_output, x, weight, geom, needs, algorithm):
         chosen = algorithms.select("grad_weight", geom, x.dtype, algorithm)
         grad_weight = np.zeros_like(weight) if empty else chosen.grad_weight(grad_output, x, geom)
     if "bias" in needs:
-        grad_bias = grad_output.sum(axis=(0, 1, 2) if geom.channels_last else (0, 2, 3))
+        grad_bias = _bias_gradient(grad_output, geom)
     return grad_input, grad_weight, grad_bias
+
+
+def _bias_gradient(grad_output, geom):
+    """grad_output summed over all but the channel axis: one pass on all threads, in double."""
+    grad_bias = np.empty(geom.out_channels, dtype=grad_output.dtype)
+    threads = _config.threads_for(grad_output.nbytes, _config.SERIAL_BYTES)
+    if geom.channels_last:
+        _ext.elementwise.sum_rows(grad_output.reshape(-1, geom.out_channels), grad_bias, threads)
+    else:
+        planes = grad_output.reshape(geom.batch, geom.out_channels, geom.out_h * geom.out_w)
+        _ext.elementwise.sum_planes(planes, grad_bias, threads)
+    return grad_bias

@@ -1,4 +1,4 @@
-"""Fused elementwise passes of fastconv.keras's training step.
+"""Fused elementwise passes of the training step, and the bias gradient's channel sums.
 
 NumPy evaluates `m += (g - m) * c` as three passes over memory on one core; Adam's update is
 a dozen such passes (6 ms for the 3.2M weights of the Fashion-MNIST net's Dense layer). Here
@@ -6,12 +6,14 @@ each update is one pass on all threads.
 
 Every element is computed by the operations of the NumPy expression it replaces, in the same
 order and precision; the module is built without float reassociation, and for the baseline
-x86-64 only (no FMA to contract into), so the results are the same bits.
+x86-64 only (no FMA to contract into), so the results are the same bits. The bias gradient's
+channel sums are not NumPy's: they accumulate in double, in a fixed order, on all threads.
 """
 from cython.parallel cimport prange
 
 from fastconv._ext._blas cimport floating
 from libc.math cimport sqrt, sqrtf
+from libc.stdlib cimport calloc, free
 
 
 cdef inline floating _sqrt(floating x) noexcept nogil:
@@ -68,3 +70,67 @@ def relu(const floating[::1] z, floating[::1] out, int num_threads):
     for i in prange(n, nogil=True, schedule="static", num_threads=max(num_threads, 1)):
         v = z[i]
         out[i] = v if (v > 0 or v != v) else 0
+
+
+
+cdef Py_ssize_t _CHUNKS = 64    # row chunks of sum_rows: fixed, so results do not depend on threads
+
+
+def sum_rows(const floating[:, ::1] a, floating[::1] out, int num_threads):
+    """out[k] = sum over p of a[p, k]: an NHWC bias gradient, a = grad_output as (N*H*W, K).
+
+    Up to 64 fixed chunks of rows are summed in double on the threads, then the chunks in
+    order: the same bits on any thread count."""
+    cdef Py_ssize_t P = a.shape[0], K = a.shape[1], chunks = min(_CHUNKS, max(P, 1))
+    cdef Py_ssize_t c, p, k, p0, p1
+    cdef double *partial
+    cdef double total
+    if out.shape[0] != K:
+        raise ValueError("sum_rows: out must have a.shape[1] elements")
+    partial = <double *> calloc(chunks * K, sizeof(double))
+    if partial == NULL:
+        raise MemoryError()
+    for c in prange(chunks, nogil=True, schedule="static", num_threads=max(num_threads, 1)):
+        p0 = P * c // chunks
+        p1 = P * (c + 1) // chunks
+        for p in range(p0, p1):
+            for k in range(K):
+                partial[c * K + k] += a[p, k]
+    for k in range(K):
+        total = 0
+        for c in range(chunks):
+            total = total + partial[c * K + k]
+        out[k] = <floating> total
+    free(partial)
+
+
+def sum_planes(const floating[:, :, ::1] a, floating[::1] out, int num_threads):
+    """out[k] = sum over n, p of a[n, k, p]: an NCHW bias gradient, a as (N, K, H*W).
+
+    Each k is summed in double by one thread, in 8 interleaved partial sums (independent
+    adds, so they vectorise) combined in order: the same bits on any thread count."""
+    cdef Py_ssize_t N = a.shape[0], K = a.shape[1], P = a.shape[2], n, k
+    if out.shape[0] != K:
+        raise ValueError("sum_planes: out must have a.shape[1] elements")
+    for k in prange(K, nogil=True, schedule="static", num_threads=max(num_threads, 1)):
+        out[k] = <floating> _plane_sums(a, N, k, P)
+
+
+cdef double _plane_sums(const floating[:, :, ::1] a, Py_ssize_t N, Py_ssize_t k,
+                        Py_ssize_t P) noexcept nogil:
+    cdef double lanes[8]
+    cdef Py_ssize_t n, p, l, P8 = P - P % 8
+    cdef double total = 0
+    cdef const floating *row
+    for l in range(8):
+        lanes[l] = 0
+    for n in range(N):
+        row = &a[n, k, 0]
+        for p in range(0, P8, 8):
+            for l in range(8):
+                lanes[l] += row[p + l]
+        for p in range(P8, P):
+            lanes[p - P8] += row[p]
+    for l in range(8):
+        total = total + lanes[l]
+    return total
