@@ -24,7 +24,10 @@ and vectorise; up to four taps are fused per pass to cut loads/stores of the des
 Depthwise (C/G == 1) and first layers (G == 1, C <= 4) have their own kernels in C with
 GCC vector extensions (the C block below), each tap a pointer (NHWC) or a flat offset into a
 zero-padded staged plane (NCHW, stride 1), all taps of an output vector fused in registers:
-    _taps_flat   d_k[t] = b_k + sum_q w_kq * P[t + off_q]       NCHW forward, whole planes
+    _taps_rows   d_k[i] = b_k + sum_q w_kq * P[sp_i + off_q]    NCHW forward, output rows in
+                                                                place, a vector at a time
+    _taps_flat   d_k[t] = b_k + sum_q w_kq * P[t + off_q]       the same, rows narrower than
+                                                                a vector: whole planes
     _dots        r_kq  += sum_t G_k[t] * P[t + off_q]           NCHW grad_weight, whole planes
     _dw_pixels   d[p, c] = b[c] + sum_q x_q[p, c] * w_q[c]      NHWC depthwise forward
     _dw_dots     r_q[c] += sum_p g[p, c] * x_q[p, c]            NHWC depthwise grad_weight
@@ -163,6 +166,44 @@ cdef extern from *:
     FASTCONV_TAPS(fastconv_taps_vd41, double, fastconv_vd, 4, 1)
     FASTCONV_TAPS(fastconv_taps_sd41, double, double, 4, 1)
 
+    /* d[k*ld + dp[i]] := b[k] + sum_q w[k*nt + q] * s[sp[i] + off[q]]  for k < KB and the
+       vectors i < np of a position list (sp: a vector's start in the staged planes, dp: in
+       the output plane), NV at a time (np a multiple of NV).  Output rows are written in
+       place: a row's last vector overlaps the one before when L does not divide the width. */
+    #define FASTCONV_TAPROWS(NAME, T, V, KB, NV)                                             \
+    static inline void NAME(T *restrict d, Py_ssize_t ld, const T *restrict s,              \
+                            const Py_ssize_t *restrict off, const T *restrict w,            \
+                            Py_ssize_t nt, const T *restrict b, const Py_ssize_t *sp,       \
+                            const Py_ssize_t *dp, Py_ssize_t np) {                          \
+        Py_ssize_t i, q;                                                                    \
+        int k, v;                                                                           \
+        for (i = 0; i + NV <= np; i += NV) {                                                \
+            V a[KB][NV];                                                                    \
+            const T *x[NV];                                                                 \
+            for (v = 0; v < NV; v++)                                                        \
+                x[v] = s + sp[i + v];                                                       \
+            for (k = 0; k < KB; k++)                                                        \
+                for (v = 0; v < NV; v++)                                                    \
+                    a[k][v] = (V){0} + b[k];                                                \
+            for (q = 0; q < nt; q++) {                                                      \
+                const Py_ssize_t o = off[q];                                                \
+                V xv[NV];                                                                   \
+                for (v = 0; v < NV; v++)                                                    \
+                    xv[v] = FASTCONV_LD(V, x[v] + o);                                       \
+                for (k = 0; k < KB; k++)                                                    \
+                    for (v = 0; v < NV; v++)                                                \
+                        a[k][v] += w[k * nt + q] * xv[v];                                   \
+            }                                                                               \
+            for (k = 0; k < KB; k++)                                                        \
+                for (v = 0; v < NV; v++)                                                    \
+                    FASTCONV_ST(V, d + k * ld + dp[i + v], a[k][v]);                        \
+        }                                                                                   \
+    }
+    FASTCONV_TAPROWS(fastconv_taprows_f44, float, fastconv_vf, 4, 4)
+    FASTCONV_TAPROWS(fastconv_taprows_f18, float, fastconv_vf, 1, 8)
+    FASTCONV_TAPROWS(fastconv_taprows_d44, double, fastconv_vd, 4, 4)
+    FASTCONV_TAPROWS(fastconv_taprows_d18, double, fastconv_vd, 1, 8)
+
     /* r[(4*k + q)*L + l] += lane l of sum_t g[k*ld + t] * s[t + off[q]]  for k < KB,
        q < nt <= 4, t < m (the sum over l is left to the caller; leftover t < L go to lane 0):
        KB planes g against 4 taps of s, every load shared by 4 (or KB) products; U vectors per
@@ -287,39 +328,44 @@ cdef extern from *:
     FASTCONV_DWDOT(fastconv_dwdot_vd, double, fastconv_vd)
     FASTCONV_DWDOT(fastconv_dwdot_sd, double, double)
     /* NHWC with few input channels (first layers), output channels [k, k + NV*L):
-       d[p*K + k] := bias[k] + sum_q xs[q][xo + p*sx] * ws[q][k]  for 8 pixels (full) or 1.
-       Each tap q is one input value per pixel, broadcast against NV vectors of weights. */
+       d[p*K + k] := bias[k] + sum_q xs[q][xo + p*sx] * ws[q][k]  for FASTCONV_BP pixels
+       (full) or 1.  Each tap q is one input value per pixel, broadcast against NV vectors
+       of weights; BP*NV accumulators (28 of the 32 AVX-512 registers for NV = 2) and
+       pixel counts known at compile time, so the sums never leave the registers. */
+    #define FASTCONV_BP 14
+    #define FASTCONV_BCAST_BODY(T, V, NP, NV, SX)                                            \
+        do {                                                                                \
+            V a[NP][NV], wv[NV];                                                            \
+            Py_ssize_t q;                                                                   \
+            int p, v;                                                                       \
+            for (p = 0; p < NP; p++)                                                        \
+                for (v = 0; v < NV; v++)                                                    \
+                    a[p][v] = FASTCONV_LD(V, bias + k + v * L);                             \
+            for (q = 0; q < nt; q++) {                                                      \
+                const T *x = xs[q] + xo;                                                    \
+                for (v = 0; v < NV; v++)                                                    \
+                    wv[v] = FASTCONV_LD(V, ws[q] + k + v * L);                              \
+                for (p = 0; p < NP; p++) {                                                  \
+                    const T xp = x[p * (SX)];                                               \
+                    for (v = 0; v < NV; v++)                                                \
+                        a[p][v] += xp * wv[v];                                              \
+                }                                                                           \
+            }                                                                               \
+            for (p = 0; p < NP; p++)                                                        \
+                for (v = 0; v < NV; v++)                                                    \
+                    FASTCONV_ST(V, d + p * K + k + v * L, a[p][v]);                         \
+        } while (0)
     #define FASTCONV_BCAST(NAME, T, V, NV)                                                   \
     static inline void NAME(T *restrict d, const T **xs, const T **ws, Py_ssize_t nt,       \
                             const T *restrict bias, Py_ssize_t K, Py_ssize_t sx,            \
                             Py_ssize_t xo, int full, Py_ssize_t k) {                        \
         enum { L = sizeof(V) / sizeof(T) };                                                 \
-        const int np_ = full ? 8 : 1;                                                       \
-        V a[8][NV], wv[NV];                                                                 \
-        Py_ssize_t q;                                                                       \
-        int p, v;                                                                           \
-        for (p = 0; p < 8; p++)                                                             \
-            for (v = 0; v < NV; v++)                                                        \
-                a[p][v] = FASTCONV_LD(V, bias + k + v * L);                                 \
-        if (full) {                                                                         \
-            for (v = 0; v < NV; v++)                                                        \
-                __builtin_prefetch(d + FASTCONV_PF * K + k + v * L, 1);                     \
-            for (q = 0; q < nt; q++) {                                                      \
-                const T *x = xs[q] + xo;                                                    \
-                for (v = 0; v < NV; v++)                                                    \
-                    wv[v] = FASTCONV_LD(V, ws[q] + k + v * L);                              \
-                for (p = 0; p < 8; p++)                                                     \
-                    for (v = 0; v < NV; v++)                                                \
-                        a[p][v] += x[p * sx] * wv[v];                                       \
-            }                                                                               \
-        } else {                                                                            \
-            for (q = 0; q < nt; q++)                                                        \
-                for (v = 0; v < NV; v++)                                                    \
-                    a[0][v] += xs[q][xo] * FASTCONV_LD(V, ws[q] + k + v * L);               \
-        }                                                                                   \
-        for (p = 0; p < np_; p++)                                                           \
-            for (v = 0; v < NV; v++)                                                        \
-                FASTCONV_ST(V, d + p * K + k + v * L, a[p][v]);                             \
+        if (full && sx == 1) /* stride 1, one channel: the pixel offsets are constants */   \
+            FASTCONV_BCAST_BODY(T, V, FASTCONV_BP, NV, 1);                                  \
+        else if (full)                                                                      \
+            FASTCONV_BCAST_BODY(T, V, FASTCONV_BP, NV, sx);                                 \
+        else                                                                                \
+            FASTCONV_BCAST_BODY(T, V, 1, NV, sx);                                           \
     }
     FASTCONV_BCAST(fastconv_bcast_vf2, float, fastconv_vf, 2)
     FASTCONV_BCAST(fastconv_bcast_vf1, float, fastconv_vf, 1)
@@ -358,6 +404,7 @@ cdef extern from *:
     FASTCONV_BDOT(fastconv_bdot_sd1, double, double, 1)
     """
     Py_ssize_t FASTCONV_VBYTES() noexcept nogil  # bytes in one vector V
+    enum: FASTCONV_BP  # pixels per block of the NHWC first-layer forward
     void __builtin_prefetch(const void *p) noexcept nogil
     Py_ssize_t fastconv_taps_vf14(float *d, Py_ssize_t ld, const float *s, const Py_ssize_t *off,
                                    const float *w, Py_ssize_t nt, const float *b, Py_ssize_t t,
@@ -395,6 +442,22 @@ cdef extern from *:
     Py_ssize_t fastconv_taps_sd41(double *d, Py_ssize_t ld, const double *s, const Py_ssize_t *off,
                                    const double *w, Py_ssize_t nt, const double *b, Py_ssize_t t,
                                    Py_ssize_t m) noexcept nogil
+    void fastconv_taprows_f44(float *d, Py_ssize_t ld, const float *s, const Py_ssize_t *off,
+                              const float *w, Py_ssize_t nt, const float *b,
+                              const Py_ssize_t *sp, const Py_ssize_t *dp,
+                              Py_ssize_t npos) noexcept nogil
+    void fastconv_taprows_f18(float *d, Py_ssize_t ld, const float *s, const Py_ssize_t *off,
+                              const float *w, Py_ssize_t nt, const float *b,
+                              const Py_ssize_t *sp, const Py_ssize_t *dp,
+                              Py_ssize_t npos) noexcept nogil
+    void fastconv_taprows_d44(double *d, Py_ssize_t ld, const double *s, const Py_ssize_t *off,
+                              const double *w, Py_ssize_t nt, const double *b,
+                              const Py_ssize_t *sp, const Py_ssize_t *dp,
+                              Py_ssize_t npos) noexcept nogil
+    void fastconv_taprows_d18(double *d, Py_ssize_t ld, const double *s, const Py_ssize_t *off,
+                              const double *w, Py_ssize_t nt, const double *b,
+                              const Py_ssize_t *sp, const Py_ssize_t *dp,
+                              Py_ssize_t npos) noexcept nogil
     void fastconv_dots12_f(const float *g, Py_ssize_t ld, const float *s, const Py_ssize_t *off,
                            Py_ssize_t nt, Py_ssize_t m, float *r) noexcept nogil
     void fastconv_dots41_f(const float *g, Py_ssize_t ld, const float *s, const Py_ssize_t *off,
@@ -683,6 +746,27 @@ cdef inline void _taps_flat(floating *d, Py_ssize_t ld, const floating *s, const
             fastconv_taps_sd11(d + k * ld, ld, s, off, w + k * nt, nt, b + k, t, m)
 
 
+cdef inline void _taps_rows(floating *d, Py_ssize_t ld, const floating *s, const Py_ssize_t *off,
+                            const floating *w, Py_ssize_t nt, const floating *b, Py_ssize_t nk,
+                            const Py_ssize_t *sp, const Py_ssize_t *dp,
+                            Py_ssize_t npos) noexcept nogil:
+    """d[k*ld + dp[i] + l] := b[k] + sum_q w[k*nt + q] * s[sp[i] + off[q] + l]  for k < nk,
+    i < npos (a multiple of 8), l < VL: output rows in place, from a _row_positions list"""
+    cdef Py_ssize_t k
+    if floating is float:
+        if nk == 4:
+            fastconv_taprows_f44(d, ld, s, off, w, nt, b, sp, dp, npos)
+            return
+        for k in range(nk):
+            fastconv_taprows_f18(d + k * ld, ld, s, off, w + k * nt, nt, b + k, sp, dp, npos)
+    else:
+        if nk == 4:
+            fastconv_taprows_d44(d, ld, s, off, w, nt, b, sp, dp, npos)
+            return
+        for k in range(nk):
+            fastconv_taprows_d18(d + k * ld, ld, s, off, w + k * nt, nt, b + k, sp, dp, npos)
+
+
 cdef inline void _dots(const floating *g, Py_ssize_t ld, const floating *s, const Py_ssize_t *off,
                        Py_ssize_t nt, Py_ssize_t nk, Py_ssize_t m, floating *r) noexcept nogil:
     """sum_l r[(4*k + q)*VL + l] += sum_t g[k*ld + t] * s[t + off[q]]  for k < nk (1 or 4),
@@ -782,16 +866,16 @@ cdef inline void _bcast_pixels(floating *d, const floating **xs, const floating 
                                Py_ssize_t npix) noexcept nogil:
     """d[p*K + k] := bias[k] + sum_q xs[q][p*sx] * ws[q][k]  for p < npix, k < K
 
-    8 pixels x two vectors of output channels per pass (one broadcast input value feeds
-    both); the last pixel block and the last vector overlap their neighbours when npix and
-    K are not multiples of the block sizes."""
+    FASTCONV_BP pixels x two vectors of output channels per pass (one broadcast input value
+    feeds both); the last pixel block and the last vector overlap their neighbours when npix
+    and K are not multiples of the block sizes."""
     cdef Py_ssize_t VL = FASTCONV_VBYTES() // sizeof(floating)
     cdef Py_ssize_t p = 0, k
     cdef int full
     while p < npix:
-        full = npix >= 8
-        if full and p + 8 > npix:
-            p = npix - 8  # the last block overlaps the one before (same values written twice)
+        full = npix >= FASTCONV_BP
+        if full and p + FASTCONV_BP > npix:
+            p = npix - FASTCONV_BP  # the last block overlaps the one before (same values)
         k = 0
         while k + 2 * VL <= K:
             _bcast_vec(d + p * K, xs, ws, nt, bias, K, sx, p * sx, full, k, 2)
@@ -804,7 +888,7 @@ cdef inline void _bcast_pixels(floating *d, const floating **xs, const floating 
         elif k < K:
             for k in range(k, K):
                 _bcast_vec(d + p * K, xs, ws, nt, bias, K, sx, p * sx, full, k, 0)
-        p = p + (8 if full else 1)
+        p = p + (FASTCONV_BP if full else 1)
 
 
 cdef inline void _bcast_dots(floating **r, const floating **xs, Py_ssize_t nt,
@@ -1110,14 +1194,16 @@ cdef void _forward_nchw_plane(const floating[:, :, :, ::1] x, const floating[:, 
                               const floating[::1] bias, floating[:, :, :, ::1] out,
                               Py_ssize_t n, Py_ssize_t k0, Py_ssize_t nk, Geom p,
                               const Py_ssize_t *off, floating *P, floating *D,
-                              Py_ssize_t Wp) noexcept nogil:
+                              Py_ssize_t Wp, const Py_ssize_t *pos, Py_ssize_t npos) noexcept nogil:
     """out[n, k] := bias[k] + sum_{c, i, j} w[k, c, i, j] * x[n, g*Cg + c, ih, iw]
 
     For the nk <= 4 output channels k0 <= k < k0 + nk of one group g; stride 1, few C/G.
     The group's input planes are staged zero padded in P (Hp rows of Wp each), so that output
     (oh, ow) at flat index t = oh*Wp + ow reads tap (c, i, j) at P[t + off[(c*kh + i)*kw + j]],
     off = c*Hp*Wp + i*dh*Wp + j*dw: every tap is one flat run over the plane, shared by the
-    nk channels.  D gets their rows at pitch Wp (columns >= oW are scratch), then compacted."""
+    nk channels.  With a _row_positions list (pos, npos) the output rows are written in
+    place, a vector at a time; otherwise D gets the rows at pitch Wp (columns >= oW are
+    scratch), then compacted."""
     cdef Py_ssize_t H = x.shape[2], W = x.shape[3], K = out.shape[1]
     cdef Py_ssize_t oH = out.shape[2], oW = out.shape[3]
     cdef Py_ssize_t Cg = weight.shape[1], kh = weight.shape[2], kw = weight.shape[3]
@@ -1127,6 +1213,10 @@ cdef void _forward_nchw_plane(const floating[:, :, :, ::1] x, const floating[:, 
     for c in range(Cg):
         _stage_plane(P + c * Hp * Wp, &x[n, c0 + c, 0, 0], H, W, Hp, Wp, p.pt, p.pl,
                      &x[n, c0 + c + 1, 0, 0] if c0 + c + 1 < x.shape[1] else NULL)
+    if pos != NULL:
+        _taps_rows(&out[n, k0, 0, 0], oH * oW, P, off, &weight[k0, 0, 0, 0], Cg * kh * kw,
+                   &bias[k0], nk, pos, pos + npos, npos)
+        return
     _taps_flat(D, L, P, off, &weight[k0, 0, 0, 0], Cg * kh * kw, &bias[k0], nk, L)
     for k in range(nk):
         for oh in range(oH):
@@ -1150,6 +1240,30 @@ cdef Py_ssize_t *_plane_offsets(Py_ssize_t Cg, Py_ssize_t kh, Py_ssize_t kw, Py_
     return off
 
 
+cdef Py_ssize_t *_row_positions(Py_ssize_t oH, Py_ssize_t oW, Py_ssize_t Wp, Py_ssize_t VL,
+                                Py_ssize_t *npos) except NULL:
+    """Vectors of VL outputs covering the oH rows of width oW >= VL: starting at ow = 0, VL,
+    2*VL, ... and, when VL does not divide oW, oW - VL (overlapping the one before).
+    sp[i] = oh*Wp + ow (in the staged planes), dp[i] = oh*oW + ow (in the output plane),
+    dp = sp + npos; npos is rounded up to a multiple of 8 by repeating the last vector."""
+    cdef Py_ssize_t per_row = _ceil_div(oW, VL), n = oH * per_row, m = _ceil_div(n, 8) * 8
+    cdef Py_ssize_t oh, v, ow, i = 0
+    cdef Py_ssize_t *sp = <Py_ssize_t *> malloc(2 * m * sizeof(Py_ssize_t))
+    if sp == NULL:
+        raise MemoryError()
+    for oh in range(oH):
+        for v in range(per_row):
+            ow = min(v * VL, oW - VL)
+            sp[i] = oh * Wp + ow
+            sp[m + i] = oh * oW + ow
+            i = i + 1
+    for i in range(n, m):
+        sp[i] = sp[n - 1]
+        sp[m + i] = sp[m + n - 1]
+    npos[0] = m
+    return sp
+
+
 def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
                  const floating[::1] bias, floating[:, :, :, ::1] out,
                  Py_ssize_t stride_h, Py_ssize_t stride_w, Py_ssize_t pad_top,
@@ -1163,9 +1277,10 @@ def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
     cdef Py_ssize_t Wp = (oW - 1) * stride_w + (kw - 1) * dilation_w + 1
     cdef Py_ssize_t per_thread = Cg * kh * Wp
     cdef Py_ssize_t Kg = out.shape[1] // groups
-    cdef Py_ssize_t t, R, nrb, L, Hp, nkb, k0
+    cdef Py_ssize_t t, R, nrb, L, Hp, nkb, k0, npos
     cdef floating *buf
     cdef Py_ssize_t *jr
+    cdef Py_ssize_t *pos
     if N == 0:
         return
     Hp = oH + (kh - 1) * dilation_h
@@ -1180,8 +1295,12 @@ def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
         if buf == NULL:
             raise MemoryError()
         jr = NULL
+        pos = NULL
+        npos = 0
         try:
             jr = _plane_offsets(Cg, kh, kw, dilation_h, dilation_w, Hp, Wp)
+            if oW * sizeof(floating) >= FASTCONV_VBYTES():
+                pos = _row_positions(oH, oW, Wp, FASTCONV_VBYTES() // sizeof(floating), &npos)
             with nogil, parallel(num_threads=nthreads):
                 flush_denormals_enter()
                 for t in prange(N * groups * nkb, schedule="static"):
@@ -1189,9 +1308,11 @@ def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
                     _forward_nchw_plane(x, weight, bias, out, t // (groups * nkb), k0,
                                         min(4, Kg - (t % nkb) * 4), p, jr,
                                         buf + threadid() * per_thread,
-                                        buf + threadid() * per_thread + Cg * Hp * Wp, Wp)
+                                        buf + threadid() * per_thread + Cg * Hp * Wp, Wp,
+                                        pos, npos)
                 flush_denormals_exit()
         finally:
+            free(pos)
             free(jr)
             free(buf)
         return
