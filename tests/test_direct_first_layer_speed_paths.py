@@ -7,7 +7,9 @@ overlapping the one before; narrower rows keep the flat path that
 tests/test_direct_depthwise_first_layer.py covers.  So the widths here sit at, just above
 and between multiples of the vector widths, with channel counts that give blocks of 4 output
 channels and leftover single channels, and the stride-1 grad_input (a forward with the
-flipped kernel) goes through the same code.
+flipped kernel) goes through the same code.  Planes are staged by whole-vector row copies
+into zeroed scratch when they fit inside it, element by element otherwise (padding larger
+than the kernel makes the grad_input's padding negative): both are here.
 """
 import numpy as np
 import pytest
@@ -32,6 +34,8 @@ WIDE = [
     (1, 8, 4, 57, 16, (3, 3), dict(padding=1, groups=8)),         # 2 channels a group
     (1, 5, 6, 18, 5, (5, 5), dict(padding=2, dilation=(1, 2), groups=5)),
     (2, 2, 5, 23, 8, (3, 3), dict(stride=2, padding=1)),          # strided: other paths
+    (1, 1, 5, 20, 4, (3, 3), dict(padding=3)),                    # grad_input: padding -1
+    (2, 4, 6, 17, 4, (3, 3), dict(padding=(0, 4), groups=4)),     # wider than the plane
 ]
 
 

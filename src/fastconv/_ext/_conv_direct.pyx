@@ -28,7 +28,8 @@ zero-padded staged plane (NCHW, stride 1), all taps of an output vector fused in
                                                                 place, a vector at a time
     _taps_flat   d_k[t] = b_k + sum_q w_kq * P[t + off_q]       the same, rows narrower than
                                                                 a vector: whole planes
-    _dots        r_kq  += sum_t G_k[t] * P[t + off_q]           NCHW grad_weight, whole planes
+    _dots        r_kq  += sum_t G_k[t] * P[t + off_q]           NCHW grad_weight, whole planes,
+                                                                a kernel row of taps a pass
     _dw_pixels   d[p, c] = b[c] + sum_q x_q[p, c] * w_q[c]      NHWC depthwise forward
     _dw_dots     r_q[c] += sum_p g[p, c] * x_q[p, c]            NHWC depthwise grad_weight
     _bcast_pixels d[p, k] = b[k] + sum_q x_q[p] * w_q[k]        NHWC first-layer forward
@@ -56,7 +57,7 @@ bitwise reproducible and do not depend on the number of threads):
 Sample chunks and channel blocks depend on the shape only, never on the thread count.
 """
 from cython.parallel cimport parallel, prange, threadid
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport calloc, free, malloc
 
 from fastconv._ext._fpenv cimport flush_denormals_enter, flush_denormals_exit
 
@@ -204,38 +205,62 @@ cdef extern from *:
     FASTCONV_TAPROWS(fastconv_taprows_d44, double, fastconv_vd, 4, 4)
     FASTCONV_TAPROWS(fastconv_taprows_d18, double, fastconv_vd, 1, 8)
 
-    /* r[(4*k + q)*L + l] += lane l of sum_t g[k*ld + t] * s[t + off[q]]  for k < KB,
-       q < nt <= 4, t < m (the sum over l is left to the caller; leftover t < L go to lane 0):
-       KB planes g against 4 taps of s, every load shared by 4 (or KB) products; U vectors per
-       step give KB*4*U independent sums to hide the FMA latency. */
-    #define FASTCONV_DOTS(NAME, T, V, KB, U)                                                 \
+    /* d[r*dp + u] := s[r*sp + u]  for r < rows, u < w (w >= L): whole vectors, the last
+       one of a row overlapping the one before; the rows of nxt (laid out as s, if not NULL)
+       are prefetched meanwhile. */
+    #define FASTCONV_COPY_ROWS(NAME, T, V)                                                   \
+    static inline void NAME(T *restrict d, Py_ssize_t dp, const T *restrict s,              \
+                            Py_ssize_t sp, Py_ssize_t rows, Py_ssize_t w, const T *nxt) {   \
+        enum { L = sizeof(V) / sizeof(T), LINE = 64 / sizeof(T) };                          \
+        Py_ssize_t r, u;                                                                    \
+        for (r = 0; r < rows; r++) {                                                        \
+            const T *a = s + r * sp;                                                        \
+            T *b = d + r * dp;                                                              \
+            for (u = 0; u + L <= w; u += L)                                                 \
+                FASTCONV_ST(V, b + u, FASTCONV_LD(V, a + u));                               \
+            if (u < w)                                                                      \
+                FASTCONV_ST(V, b + w - L, FASTCONV_LD(V, a + w - L));                       \
+            for (u = 0; nxt != NULL && u < w; u += LINE)                                    \
+                __builtin_prefetch(nxt + r * sp + u);                                       \
+        }                                                                                   \
+    }
+    FASTCONV_COPY_ROWS(fastconv_copy_rows_f, float, fastconv_vf)
+    FASTCONV_COPY_ROWS(fastconv_copy_rows_d, double, fastconv_vd)
+
+    /* r[(NQ*k + q)*L + l] += lane l of sum_t g[k*ld + t] * s[t + off[q]]  for k < KB,
+       q < nt <= NQ, t < m (the sum over l is left to the caller; leftover t < L go to lane 0):
+       KB planes g against NQ taps of s, every load shared by NQ (or KB) products; U vectors
+       per step give KB*NQ*U independent sums to hide the FMA latency.  NQ = 5 (3) takes a
+       5x5 (3x3) kernel a row at a time, every slot used. */
+    #define FASTCONV_DOTS(NAME, T, V, KB, NQ, U)                                             \
     static inline void NAME(const T *restrict g, Py_ssize_t ld, const T *restrict s,        \
                             const Py_ssize_t *restrict off, Py_ssize_t nt, Py_ssize_t m,    \
                             T *restrict r) {                                                \
         enum { L = sizeof(V) / sizeof(T) };                                                 \
-        const T *sq[4] = {s + off[0], s + off[nt > 1], s + off[nt > 2 ? 2 : 0],             \
-                          s + off[nt > 3 ? 3 : 0]};  /* missing taps repeat tap 0 */        \
-        V a[U][KB][4], gv[KB], x;                                                           \
+        const T *sq[NQ];                                                                    \
+        V a[U][KB][NQ], gv[KB], x;                                                          \
         Py_ssize_t t = 0, l;                                                                \
         int k, q, u;                                                                        \
+        for (q = 0; q < NQ; q++)                                                            \
+            sq[q] = s + off[q < nt ? q : 0];  /* missing taps repeat tap 0, unused */       \
         __builtin_memset(a, 0, sizeof(a));                                                  \
         for (; t + U * L <= m; t += U * L)                                                  \
             for (u = 0; u < U; u++) {                                                       \
                 for (k = 0; k < KB; k++)                                                    \
                     gv[k] = FASTCONV_LD(V, g + k * ld + t + u * L);                         \
-                for (q = 0; q < 4; q++) {                                                   \
+                for (q = 0; q < NQ; q++) {                                                  \
                     x = FASTCONV_LD(V, sq[q] + t + u * L);                                  \
                     for (k = 0; k < KB; k++)                                                \
                         a[u][k][q] += gv[k] * x;                                            \
                 }                                                                           \
             }                                                                               \
         for (; t + L <= m; t += L)                                                          \
-            for (q = 0; q < 4; q++)                                                         \
+            for (q = 0; q < NQ; q++)                                                        \
                 for (k = 0; k < KB; k++)                                                    \
                     a[0][k][q] += FASTCONV_LD(V, g + k * ld + t) * FASTCONV_LD(V, sq[q] + t); \
         for (k = 0; k < KB; k++)                                                            \
             for (q = 0; q < nt; q++) {                                                      \
-                T *rq = r + (4 * k + q) * L;                                                \
+                T *rq = r + (NQ * k + q) * L;                                               \
                 for (u = 1; u < U; u++)                                                     \
                     a[0][k][q] += a[u][k][q];                                               \
                 FASTCONV_ST(V, rq, FASTCONV_LD(V, rq) + a[0][k][q]);                        \
@@ -243,10 +268,15 @@ cdef extern from *:
                     rq[0] += g[k * ld + l] * sq[q][l];                                      \
             }                                                                               \
     }
-    FASTCONV_DOTS(fastconv_dots12_f, float, fastconv_vf, 1, 2)
-    FASTCONV_DOTS(fastconv_dots41_f, float, fastconv_vf, 4, 1)
-    FASTCONV_DOTS(fastconv_dots12_d, double, fastconv_vd, 1, 2)
-    FASTCONV_DOTS(fastconv_dots41_d, double, fastconv_vd, 4, 1)
+    #define FASTCONV_DOTS_ALL(SUFFIX, T, V)                                                  \
+        FASTCONV_DOTS(fastconv_dots_##SUFFIX##13, T, V, 1, 3, 3)                             \
+        FASTCONV_DOTS(fastconv_dots_##SUFFIX##14, T, V, 1, 4, 2)                             \
+        FASTCONV_DOTS(fastconv_dots_##SUFFIX##15, T, V, 1, 5, 2)                             \
+        FASTCONV_DOTS(fastconv_dots_##SUFFIX##43, T, V, 4, 3, 1)                             \
+        FASTCONV_DOTS(fastconv_dots_##SUFFIX##44, T, V, 4, 4, 1)                             \
+        FASTCONV_DOTS(fastconv_dots_##SUFFIX##45, T, V, 4, 5, 1)
+    FASTCONV_DOTS_ALL(f, float, fastconv_vf)
+    FASTCONV_DOTS_ALL(d, double, fastconv_vd)
 
     /* NHWC depthwise, one V of channels at c, for 8 pixels (full) or 1:
        d[p*C + c] := bias[c] + sum_q x_q[xo + p*sx + c] * w_q[c]  over the nt taps q.
@@ -442,6 +472,10 @@ cdef extern from *:
     Py_ssize_t fastconv_taps_sd41(double *d, Py_ssize_t ld, const double *s, const Py_ssize_t *off,
                                    const double *w, Py_ssize_t nt, const double *b, Py_ssize_t t,
                                    Py_ssize_t m) noexcept nogil
+    void fastconv_copy_rows_f(float *d, Py_ssize_t dp, const float *s, Py_ssize_t sp,
+                              Py_ssize_t rows, Py_ssize_t w, const float *nxt) noexcept nogil
+    void fastconv_copy_rows_d(double *d, Py_ssize_t dp, const double *s, Py_ssize_t sp,
+                              Py_ssize_t rows, Py_ssize_t w, const double *nxt) noexcept nogil
     void fastconv_taprows_f44(float *d, Py_ssize_t ld, const float *s, const Py_ssize_t *off,
                               const float *w, Py_ssize_t nt, const float *b,
                               const Py_ssize_t *sp, const Py_ssize_t *dp,
@@ -458,13 +492,29 @@ cdef extern from *:
                               const double *w, Py_ssize_t nt, const double *b,
                               const Py_ssize_t *sp, const Py_ssize_t *dp,
                               Py_ssize_t npos) noexcept nogil
-    void fastconv_dots12_f(const float *g, Py_ssize_t ld, const float *s, const Py_ssize_t *off,
+    void fastconv_dots_f13(const float *g, Py_ssize_t ld, const float *s, const Py_ssize_t *off,
                            Py_ssize_t nt, Py_ssize_t m, float *r) noexcept nogil
-    void fastconv_dots41_f(const float *g, Py_ssize_t ld, const float *s, const Py_ssize_t *off,
+    void fastconv_dots_f14(const float *g, Py_ssize_t ld, const float *s, const Py_ssize_t *off,
                            Py_ssize_t nt, Py_ssize_t m, float *r) noexcept nogil
-    void fastconv_dots12_d(const double *g, Py_ssize_t ld, const double *s, const Py_ssize_t *off,
+    void fastconv_dots_f15(const float *g, Py_ssize_t ld, const float *s, const Py_ssize_t *off,
+                           Py_ssize_t nt, Py_ssize_t m, float *r) noexcept nogil
+    void fastconv_dots_f43(const float *g, Py_ssize_t ld, const float *s, const Py_ssize_t *off,
+                           Py_ssize_t nt, Py_ssize_t m, float *r) noexcept nogil
+    void fastconv_dots_f44(const float *g, Py_ssize_t ld, const float *s, const Py_ssize_t *off,
+                           Py_ssize_t nt, Py_ssize_t m, float *r) noexcept nogil
+    void fastconv_dots_f45(const float *g, Py_ssize_t ld, const float *s, const Py_ssize_t *off,
+                           Py_ssize_t nt, Py_ssize_t m, float *r) noexcept nogil
+    void fastconv_dots_d13(const double *g, Py_ssize_t ld, const double *s, const Py_ssize_t *off,
                            Py_ssize_t nt, Py_ssize_t m, double *r) noexcept nogil
-    void fastconv_dots41_d(const double *g, Py_ssize_t ld, const double *s, const Py_ssize_t *off,
+    void fastconv_dots_d14(const double *g, Py_ssize_t ld, const double *s, const Py_ssize_t *off,
+                           Py_ssize_t nt, Py_ssize_t m, double *r) noexcept nogil
+    void fastconv_dots_d15(const double *g, Py_ssize_t ld, const double *s, const Py_ssize_t *off,
+                           Py_ssize_t nt, Py_ssize_t m, double *r) noexcept nogil
+    void fastconv_dots_d43(const double *g, Py_ssize_t ld, const double *s, const Py_ssize_t *off,
+                           Py_ssize_t nt, Py_ssize_t m, double *r) noexcept nogil
+    void fastconv_dots_d44(const double *g, Py_ssize_t ld, const double *s, const Py_ssize_t *off,
+                           Py_ssize_t nt, Py_ssize_t m, double *r) noexcept nogil
+    void fastconv_dots_d45(const double *g, Py_ssize_t ld, const double *s, const Py_ssize_t *off,
                            Py_ssize_t nt, Py_ssize_t m, double *r) noexcept nogil
     void fastconv_dw_vf(float *d, const float **xs, const float **ws, Py_ssize_t nt,
                               const float *bias, Py_ssize_t C, Py_ssize_t sx, Py_ssize_t xo,
@@ -767,20 +817,44 @@ cdef inline void _taps_rows(floating *d, Py_ssize_t ld, const floating *s, const
             fastconv_taprows_d18(d + k * ld, ld, s, off, w + k * nt, nt, b + k, sp, dp, npos)
 
 
+cdef inline Py_ssize_t _dot_taps(Py_ssize_t T) noexcept nogil:
+    """Taps per _dots call for T taps in all: a 5x5 or 3x3 kernel a row at a time, else 4."""
+    return 5 if T % 5 == 0 else (3 if T % 3 == 0 else 4)
+
+
 cdef inline void _dots(const floating *g, Py_ssize_t ld, const floating *s, const Py_ssize_t *off,
-                       Py_ssize_t nt, Py_ssize_t nk, Py_ssize_t m, floating *r) noexcept nogil:
-    """sum_l r[(4*k + q)*VL + l] += sum_t g[k*ld + t] * s[t + off[q]]  for k < nk (1 or 4),
-    q < nt <= 4, t < m: lanes of vector sums, VL to a vector"""
+                       Py_ssize_t nt, Py_ssize_t nk, Py_ssize_t nq, Py_ssize_t m,
+                       floating *r) noexcept nogil:
+    """sum_l r[(nq*k + q)*VL + l] += sum_t g[k*ld + t] * s[t + off[q]]  for k < nk (1 or 4),
+    q < nt <= nq (3, 4 or 5), t < m: lanes of vector sums, VL to a vector"""
     if floating is float:
         if nk == 4:
-            fastconv_dots41_f(g, ld, s, off, nt, m, r)
+            if nq == 5:
+                fastconv_dots_f45(g, ld, s, off, nt, m, r)
+            elif nq == 3:
+                fastconv_dots_f43(g, ld, s, off, nt, m, r)
+            else:
+                fastconv_dots_f44(g, ld, s, off, nt, m, r)
+        elif nq == 5:
+            fastconv_dots_f15(g, ld, s, off, nt, m, r)
+        elif nq == 3:
+            fastconv_dots_f13(g, ld, s, off, nt, m, r)
         else:
-            fastconv_dots12_f(g, ld, s, off, nt, m, r)
+            fastconv_dots_f14(g, ld, s, off, nt, m, r)
     else:
         if nk == 4:
-            fastconv_dots41_d(g, ld, s, off, nt, m, r)
+            if nq == 5:
+                fastconv_dots_d45(g, ld, s, off, nt, m, r)
+            elif nq == 3:
+                fastconv_dots_d43(g, ld, s, off, nt, m, r)
+            else:
+                fastconv_dots_d44(g, ld, s, off, nt, m, r)
+        elif nq == 5:
+            fastconv_dots_d15(g, ld, s, off, nt, m, r)
+        elif nq == 3:
+            fastconv_dots_d13(g, ld, s, off, nt, m, r)
         else:
-            fastconv_dots12_d(g, ld, s, off, nt, m, r)
+            fastconv_dots_d14(g, ld, s, off, nt, m, r)
 
 
 cdef inline Py_ssize_t _align_skip(const void *ptr, Py_ssize_t itemsize) noexcept nogil:
@@ -964,12 +1038,22 @@ cdef inline void _dw_dots(floating **r, const floating **xs, Py_ssize_t nt, cons
 
 cdef inline void _stage_plane(floating *P, const floating *src, Py_ssize_t H, Py_ssize_t W,
                               Py_ssize_t Hp, Py_ssize_t Wp, Py_ssize_t top, Py_ssize_t left,
-                              const floating *nxt) noexcept nogil:
+                              const floating *nxt, bint clean) noexcept nogil:
     """P[r, u] := src[r - top, u - left] inside the H x W plane, else 0  (Hp rows of Wp)
 
     The plane at nxt (the caller's next one, if not NULL) is prefetched meanwhile: planes are
-    short streams the hardware prefetcher has barely locked on to when they end."""
+    short streams the hardware prefetcher has barely locked on to when they end.  clean: P is
+    zero, or holds a plane staged with the same geometry, so when the H x W plane lies inside
+    and a row holds a vector, only its rows are copied, in whole vectors (row by row element
+    loops cost as much as the taps of a 28x28 first layer)."""
     cdef Py_ssize_t r, u, step = 64 // sizeof(floating)
+    if (clean and W * sizeof(floating) >= FASTCONV_VBYTES() and 0 <= top and top + H <= Hp
+            and 0 <= left and left + W <= Wp):
+        if floating is float:
+            fastconv_copy_rows_f(P + top * Wp + left, Wp, src, W, H, W, nxt)
+        else:
+            fastconv_copy_rows_d(P + top * Wp + left, Wp, src, W, H, W, nxt)
+        return
     for r in range(Hp):
         if 0 <= r - top < H:
             _fill_padded_row(P + r * Wp, src + (r - top) * W, Wp, left, W)
@@ -1212,7 +1296,7 @@ cdef void _forward_nchw_plane(const floating[:, :, :, ::1] x, const floating[:, 
     cdef floating *row
     for c in range(Cg):
         _stage_plane(P + c * Hp * Wp, &x[n, c0 + c, 0, 0], H, W, Hp, Wp, p.pt, p.pl,
-                     &x[n, c0 + c + 1, 0, 0] if c0 + c + 1 < x.shape[1] else NULL)
+                     &x[n, c0 + c + 1, 0, 0] if c0 + c + 1 < x.shape[1] else NULL, True)
     if pos != NULL:
         _taps_rows(&out[n, k0, 0, 0], oH * oW, P, off, &weight[k0, 0, 0, 0], Cg * kh * kw,
                    &bias[k0], nk, pos, pos + npos, npos)
@@ -1291,7 +1375,7 @@ def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
         # whole planes, every tap one flat run over the staged input planes.
         nkb = _ceil_div(Kg, 4)
         per_thread = Cg * Hp * Wp + min(Kg, 4) * L
-        buf = <floating *> malloc(nthreads * per_thread * sizeof(floating))
+        buf = <floating *> calloc(nthreads * per_thread, sizeof(floating))  # staged clean
         if buf == NULL:
             raise MemoryError()
         jr = NULL
@@ -1554,19 +1638,20 @@ cdef void _grad_weight_nchw_plane(const floating[:, :, :, ::1] grad_output,
     C/G == 1, stride 1, c = k // (K/G), for the nk output channels k0 <= k < k0 + nk of one
     group.  The input plane is staged as in _forward_nchw_plane and the grad_output planes at
     the same pitch Wp, zero beyond oW, so every tap is one flat dot product over the plane;
-    4 taps share each grad_output load, and 4 channels (nk == 4) each input load.  Each plane
-    is followed by VL zeros, so the dots run in whole vectors; they add vectors into acc
-    (16 entries of VL lanes per (channel block, tap chunk)), summed once at the end."""
+    nq taps (a kernel row of 5x5 or 3x3) share each grad_output load, and 4 channels
+    (nk == 4) each input load.  Each plane is followed by VL zeros, so the dots run in whole
+    vectors; they add vectors into acc (4*nq entries of VL lanes per (channel block, tap
+    chunk)), summed once at the end."""
     cdef Py_ssize_t H = x.shape[2], W = x.shape[3], oH = grad_output.shape[2]
     cdef Py_ssize_t oW = grad_output.shape[3], Kg = grad_output.shape[1] // p.G
     cdef Py_ssize_t VL = FASTCONV_VBYTES() // sizeof(floating)
     cdef Py_ssize_t Hp = oH + (kh - 1) * p.dh, Gs = oH * Wp + VL
-    cdef Py_ssize_t T = kh * kw, nch = _ceil_div(kh * kw, 4)
+    cdef Py_ssize_t T = kh * kw, nq = _dot_taps(T), nch = _ceil_div(T, nq), slot = 4 * nq * VL
     cdef Py_ssize_t m = _ceil_div((oH - 1) * Wp + oW, VL) * VL
     cdef Py_ssize_t n, q, q0, q1, h, k, kb, l, nb = 1 if nk == 4 else nk
     cdef floating s
     cdef floating *a
-    for q in range(nb * nch * 16 * VL):
+    for q in range(nb * nch * slot):
         acc[q] = 0
     for l in range(VL):
         P[Hp * Wp + l] = 0
@@ -1575,23 +1660,23 @@ cdef void _grad_weight_nchw_plane(const floating[:, :, :, ::1] grad_output,
             G[k * Gs + oH * Wp + l] = 0
     for n in range(n0, n1):
         _stage_plane(P, &x[n, k0 // Kg, 0, 0], H, W, Hp, Wp, p.pt, p.pl,
-                     &x[n + 1, k0 // Kg, 0, 0] if n + 1 < n1 else NULL)
+                     &x[n + 1, k0 // Kg, 0, 0] if n + 1 < n1 else NULL, True)
         for k in range(nk):
             _stage_plane(G + k * Gs, &grad_output[n, k0 + k, 0, 0], oH, oW, oH, Wp, 0, 0,
-                         &grad_output[n + 1, k0 + k, 0, 0] if n + 1 < n1 else NULL)
+                         &grad_output[n + 1, k0 + k, 0, 0] if n + 1 < n1 else NULL, True)
         for kb in range(nb):  # one block of 4 channels, or the channels one by one
-            for h in range(nch):  # nch chunks of <= 4 taps, as equal as possible
+            for h in range(nch):  # nch chunks of <= nq taps, as equal as possible
                 q0 = T * h // nch
                 q1 = T * (h + 1) // nch
-                _dots(G + kb * Gs, Gs, P, off + q0, q1 - q0, 4 if nk == 4 else 1, m,
-                      acc + (kb * nch + h) * 16 * VL)
+                _dots(G + kb * Gs, Gs, P, off + q0, q1 - q0, 4 if nk == 4 else 1, nq, m,
+                      acc + (kb * nch + h) * slot)
     for kb in range(nb):
         for h in range(nch):
             q0 = T * h // nch
             q1 = T * (h + 1) // nch
             for k in range(4 if nk == 4 else 1):
                 for q in range(q0, q1):
-                    a = acc + ((kb * nch + h) * 16 + 4 * k + q - q0) * VL
+                    a = acc + (kb * nch + h) * slot + (nq * k + q - q0) * VL
                     s = 0
                     for l in range(VL):
                         s = s + a[l]
@@ -1625,11 +1710,11 @@ def grad_weight_nchw(const floating[:, :, :, ::1] grad_output, const floating[:,
         Wp = oW + (kw - 1) * dilation_w
         VL = FASTCONV_VBYTES() // sizeof(floating)
         # input plane, <= 4 grad_output planes (each with VL zeros after), vector sums
-        nacc = min(Kg, 4) * _ceil_div(kh * kw, 4) * 16 * VL
+        nacc = 4 * _ceil_div(kh * kw, _dot_taps(kh * kw)) * 4 * _dot_taps(kh * kw) * VL
         per_thread = (oH + (kh - 1) * dilation_h) * Wp + VL + min(Kg, 4) * (oH * Wp + VL) + nacc
         part = np.empty((nsb, K * kh * kw), dtype=np.asarray(x).dtype)
         pq = part
-        buf = <floating *> malloc(nthreads * per_thread * sizeof(floating))
+        buf = <floating *> calloc(nthreads * per_thread, sizeof(floating))  # staged clean
         if buf == NULL:
             raise MemoryError()
         jr = NULL
