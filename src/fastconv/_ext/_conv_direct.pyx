@@ -43,7 +43,9 @@ bitwise reproducible and do not depend on the number of threads):
                       per-thread scratch so every tap is one flat AXPY over the R rows, 4
                       output channels x 4 taps per pass.  stride > 1: (n, oh) rows, same
                       staging.  K/G < 4: (n, oh) rows read in place.
-    forward_nhwc      (n, oh) output rows
+    forward_nhwc      first layers: (n, block of output rows), whole images unless there are
+                      too few for the threads, the block's input rows staged once.
+                      Otherwise (n, oh) output rows
     grad_input_nchw   stride 1: forward_nchw of grad_output with the flipped, transposed kernel
                       (a small copy made here).  Otherwise (n, ih) rows, all C per row.
     grad_input_nhwc   depthwise, stride 1: forward_nhwc with the flipped kernel.  Otherwise
@@ -385,24 +387,28 @@ cdef extern from *:
                 for (v = 0; v < NV; v++)                                                    \
                     FASTCONV_ST(V, d + p * K + k + v * L, a[p][v]);                         \
         } while (0)
-    #define FASTCONV_BCAST(NAME, T, V, NV)                                                   \
+    #define FASTCONV_BCAST(NAME, T, V, NV, UNIT)                                             \
     static inline void NAME(T *restrict d, const T **xs, const T **ws, Py_ssize_t nt,       \
                             const T *restrict bias, Py_ssize_t K, Py_ssize_t sx,            \
                             Py_ssize_t xo, int full, Py_ssize_t k) {                        \
         enum { L = sizeof(V) / sizeof(T) };                                                 \
-        if (full && sx == 1) /* stride 1, one channel: the pixel offsets are constants */   \
+        if (UNIT)  /* full, sx == 1: the pixel offsets are constants */                     \
             FASTCONV_BCAST_BODY(T, V, FASTCONV_BP, NV, 1);                                  \
         else if (full)                                                                      \
             FASTCONV_BCAST_BODY(T, V, FASTCONV_BP, NV, sx);                                 \
         else                                                                                \
             FASTCONV_BCAST_BODY(T, V, 1, NV, sx);                                           \
     }
-    FASTCONV_BCAST(fastconv_bcast_vf2, float, fastconv_vf, 2)
-    FASTCONV_BCAST(fastconv_bcast_vf1, float, fastconv_vf, 1)
-    FASTCONV_BCAST(fastconv_bcast_sf1, float, float, 1)
-    FASTCONV_BCAST(fastconv_bcast_vd2, double, fastconv_vd, 2)
-    FASTCONV_BCAST(fastconv_bcast_vd1, double, fastconv_vd, 1)
-    FASTCONV_BCAST(fastconv_bcast_sd1, double, double, 1)
+    FASTCONV_BCAST(fastconv_bcast_vf2, float, fastconv_vf, 2, 0)
+    FASTCONV_BCAST(fastconv_bcast_vf1, float, fastconv_vf, 1, 0)
+    FASTCONV_BCAST(fastconv_bcast_sf1, float, float, 1, 0)
+    FASTCONV_BCAST(fastconv_bcast_uf2, float, fastconv_vf, 2, 1)
+    FASTCONV_BCAST(fastconv_bcast_uf1, float, fastconv_vf, 1, 1)
+    FASTCONV_BCAST(fastconv_bcast_vd2, double, fastconv_vd, 2, 0)
+    FASTCONV_BCAST(fastconv_bcast_vd1, double, fastconv_vd, 1, 0)
+    FASTCONV_BCAST(fastconv_bcast_sd1, double, double, 1, 0)
+    FASTCONV_BCAST(fastconv_bcast_ud2, double, fastconv_vd, 2, 1)
+    FASTCONV_BCAST(fastconv_bcast_ud1, double, fastconv_vd, 1, 1)
     /* NHWC weight gradient with few input channels, output channels [k, k + NV*L):
        r_q[k] += sum_{p < npix} xs[q][p*sx] * g[p*K + k]  for the nt <= 4 taps q;
        each grad_output vector load serves the 4 taps (broadcast input values). */
@@ -540,6 +546,18 @@ cdef extern from *:
     void fastconv_dwdot_sd(double **r, const double **xs, Py_ssize_t nt, const double *g,
                            Py_ssize_t C, Py_ssize_t sx, Py_ssize_t npix, Py_ssize_t c,
                            Py_ssize_t l0, Py_ssize_t l1) noexcept nogil
+    void fastconv_bcast_uf2(float *d, const float **xs, const float **ws, Py_ssize_t nt,
+                            const float *bias, Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo,
+                            int full, Py_ssize_t k) noexcept nogil
+    void fastconv_bcast_uf1(float *d, const float **xs, const float **ws, Py_ssize_t nt,
+                            const float *bias, Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo,
+                            int full, Py_ssize_t k) noexcept nogil
+    void fastconv_bcast_ud2(double *d, const double **xs, const double **ws, Py_ssize_t nt,
+                            const double *bias, Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo,
+                            int full, Py_ssize_t k) noexcept nogil
+    void fastconv_bcast_ud1(double *d, const double **xs, const double **ws, Py_ssize_t nt,
+                            const double *bias, Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo,
+                            int full, Py_ssize_t k) noexcept nogil
     void fastconv_bcast_vf2(float *d, const float **xs, const float **ws, Py_ssize_t nt,
                             const float *bias, Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo,
                             int full, Py_ssize_t k) noexcept nogil
@@ -919,26 +937,39 @@ cdef inline void _bcast_vec(floating *d, const floating **xs, const floating **w
                             const floating *bias, Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo,
                             int full, Py_ssize_t k, int nv) noexcept nogil:
     """nv = 2, 1: that many vectors of output channels at k; nv = 0: the one channel k"""
+    cdef bint unit = full and sx == 1
     if floating is float:
         if nv == 2:
-            fastconv_bcast_vf2(d, xs, ws, nt, bias, K, sx, xo, full, k)
+            if unit:
+                fastconv_bcast_uf2(d, xs, ws, nt, bias, K, sx, xo, full, k)
+            else:
+                fastconv_bcast_vf2(d, xs, ws, nt, bias, K, sx, xo, full, k)
         elif nv == 1:
-            fastconv_bcast_vf1(d, xs, ws, nt, bias, K, sx, xo, full, k)
+            if unit:
+                fastconv_bcast_uf1(d, xs, ws, nt, bias, K, sx, xo, full, k)
+            else:
+                fastconv_bcast_vf1(d, xs, ws, nt, bias, K, sx, xo, full, k)
         else:
             fastconv_bcast_sf1(d, xs, ws, nt, bias, K, sx, xo, full, k)
     else:
         if nv == 2:
-            fastconv_bcast_vd2(d, xs, ws, nt, bias, K, sx, xo, full, k)
+            if unit:
+                fastconv_bcast_ud2(d, xs, ws, nt, bias, K, sx, xo, full, k)
+            else:
+                fastconv_bcast_vd2(d, xs, ws, nt, bias, K, sx, xo, full, k)
         elif nv == 1:
-            fastconv_bcast_vd1(d, xs, ws, nt, bias, K, sx, xo, full, k)
+            if unit:
+                fastconv_bcast_ud1(d, xs, ws, nt, bias, K, sx, xo, full, k)
+            else:
+                fastconv_bcast_vd1(d, xs, ws, nt, bias, K, sx, xo, full, k)
         else:
             fastconv_bcast_sd1(d, xs, ws, nt, bias, K, sx, xo, full, k)
 
 
 cdef inline void _bcast_pixels(floating *d, const floating **xs, const floating **ws,
                                Py_ssize_t nt, const floating *bias, Py_ssize_t K, Py_ssize_t sx,
-                               Py_ssize_t npix) noexcept nogil:
-    """d[p*K + k] := bias[k] + sum_q xs[q][p*sx] * ws[q][k]  for p < npix, k < K
+                               Py_ssize_t xo, Py_ssize_t npix) noexcept nogil:
+    """d[p*K + k] := bias[k] + sum_q xs[q][xo + p*sx] * ws[q][k]  for p < npix, k < K
 
     FASTCONV_BP pixels x two vectors of output channels per pass (one broadcast input value
     feeds both); the last pixel block and the last vector overlap their neighbours when npix
@@ -952,16 +983,16 @@ cdef inline void _bcast_pixels(floating *d, const floating **xs, const floating 
             p = npix - FASTCONV_BP  # the last block overlaps the one before (same values)
         k = 0
         while k + 2 * VL <= K:
-            _bcast_vec(d + p * K, xs, ws, nt, bias, K, sx, p * sx, full, k, 2)
+            _bcast_vec(d + p * K, xs, ws, nt, bias, K, sx, xo + p * sx, full, k, 2)
             k = k + 2 * VL
         if k + VL <= K:
-            _bcast_vec(d + p * K, xs, ws, nt, bias, K, sx, p * sx, full, k, 1)
+            _bcast_vec(d + p * K, xs, ws, nt, bias, K, sx, xo + p * sx, full, k, 1)
             k = k + VL
         if k < K and K >= VL:
-            _bcast_vec(d + p * K, xs, ws, nt, bias, K, sx, p * sx, full, K - VL, 1)
+            _bcast_vec(d + p * K, xs, ws, nt, bias, K, sx, xo + p * sx, full, K - VL, 1)
         elif k < K:
             for k in range(k, K):
-                _bcast_vec(d + p * K, xs, ws, nt, bias, K, sx, p * sx, full, k, 0)
+                _bcast_vec(d + p * K, xs, ws, nt, bias, K, sx, xo + p * sx, full, k, 0)
         p = p + (FASTCONV_BP if full else 1)
 
 
@@ -1817,38 +1848,74 @@ cdef inline void _stage_nhwc_row(floating *row, const floating[:, :, :, ::1] x, 
                      W * C if inside else 0)
 
 
+cdef void _stage_nhwc_rows(floating *stage, const floating[:, :, :, ::1] x, Py_ssize_t n,
+                           Py_ssize_t ih0, Py_ssize_t rows, Py_ssize_t Wp,
+                           Py_ssize_t left) noexcept nogil:
+    """stage[r, u, c] := x[n, ih0 + r, u - left, c] inside the image, else 0  (rows of Wp pixels)
+
+    stage must be zero or hold rows staged with the same Wp and left: an image row that fits
+    inside, at least a vector long, is copied in whole vectors and its padding (zero) kept."""
+    cdef Py_ssize_t H = x.shape[1], W = x.shape[2], C = x.shape[3], r, ih
+    cdef bint fits = (0 <= left and left + W <= Wp
+                      and W * C * <Py_ssize_t> sizeof(floating) >= FASTCONV_VBYTES())
+    for r in range(rows):
+        ih = ih0 + r
+        if fits and 0 <= ih < H:
+            if floating is float:
+                fastconv_copy_rows_f(stage + (r * Wp + left) * C, 0, &x[n, ih, 0, 0], 0, 1,
+                                     W * C, NULL)
+            else:
+                fastconv_copy_rows_d(stage + (r * Wp + left) * C, 0, &x[n, ih, 0, 0], 0, 1,
+                                     W * C, NULL)
+        else:
+            _stage_nhwc_row(stage + r * Wp * C, x, n, ih, Wp, left)
+
+
+cdef void _forward_nhwc_few_block(const floating[:, :, :, ::1] x,
+                                  const floating[:, :, :, ::1] weight, const floating[::1] bias,
+                                  floating[:, :, :, ::1] out, Py_ssize_t n, Py_ssize_t oh0,
+                                  Py_ssize_t R, Geom p, const floating **xs, const floating **ws,
+                                  floating *stage) noexcept nogil:
+    """out[n, oh0:oh0+R, :, :] := bias + conv  for G == 1 with few input channels
+
+    out[.., k] = bias[k] + sum_{i, j, c} x[n, ih, iw, c] * w[i, j, c, k], one broadcast input
+    value per tap, vectorised over k.  The input rows of the R output rows are staged zero
+    padded once (Wp pixels each), so every column has every tap (the zero padding takes part
+    in the products, as in the NCHW plane kernels: 0 * Inf is NaN there too)."""
+    cdef Py_ssize_t C = x.shape[3], oW = out.shape[2], K = out.shape[3]
+    cdef Py_ssize_t kh = weight.shape[0], kw = weight.shape[1], Cg = weight.shape[2]
+    cdef Py_ssize_t Wp = (oW - 1) * p.sw + (kw - 1) * p.dw + 1
+    cdef Py_ssize_t oh, i, j, c, nt
+    _stage_nhwc_rows(stage, x, n, oh0 * p.sh - p.pt, (R - 1) * p.sh + (kh - 1) * p.dh + 1, Wp,
+                     p.pl)
+    nt = 0
+    for i in range(kh):  # the taps of row oh0; row oh's are (oh - oh0)*sh staged rows on
+        for j in range(kw):
+            for c in range(Cg):
+                xs[nt] = stage + (i * p.dh * Wp + j * p.dw) * C + c
+                ws[nt] = &weight[i, j, c, 0]
+                nt = nt + 1
+    for oh in range(oh0, oh0 + R):
+        _bcast_pixels(&out[n, oh, 0, 0], xs, ws, nt, &bias[0], K, p.sw * C,
+                      (oh - oh0) * p.sh * Wp * C, oW)
+
+
 cdef void _forward_nhwc_taps_row(const floating[:, :, :, ::1] x,
                                  const floating[:, :, :, ::1] weight, const floating[::1] bias,
                                  floating[:, :, :, ::1] out, Py_ssize_t n, Py_ssize_t oh, Geom p,
                                  const Py_ssize_t *jlo, const Py_ssize_t *jhi,
-                                 const floating **xs, const floating **ws,
-                                 floating *stage) noexcept nogil:
-    """out[n, oh, :, :] := bias + conv  for depthwise (C/G == K/G == 1) or G == 1 with few C
+                                 const floating **xs, const floating **ws) noexcept nogil:
+    """out[n, oh, :, :] := bias + conv  for depthwise (C/G == K/G == 1)
 
-    Depthwise: out[.., c] = bias[c] + sum_{i, j} x[n, ih, iw, c] * w[i, j, 0, c], vectorised
-    over the contiguous channels; in the interior columns [lo, hi) every tap is valid, so
-    one call covers them all, and each edge column gets a call with its valid taps.
-    Few input channels: out[.., k] = bias[k] + sum_{i, j, c} x[n, ih, iw, c] * w[i, j, c, k],
-    one broadcast input value per tap, vectorised over k; the kh input rows are staged zero
-    padded (Wp pixels each), so every column has every tap (the zero padding takes part in
-    the products, as in the NCHW plane kernels: 0 * Inf is NaN there too)."""
-    cdef Py_ssize_t H = x.shape[1], W = x.shape[2], C = x.shape[3]
-    cdef Py_ssize_t oW = out.shape[2], K = out.shape[3]
-    cdef Py_ssize_t kh = weight.shape[0], kw = weight.shape[1], Cg = weight.shape[2]
-    cdef Py_ssize_t Wp = (oW - 1) * p.sw + (kw - 1) * p.dw + 1
+    out[.., c] = bias[c] + sum_{i, j} x[n, ih, iw, c] * w[i, j, 0, c], vectorised over the
+    contiguous channels; in the interior columns [lo, hi) every tap is valid, so one call
+    covers them all, and each edge column gets a call with its valid taps."""
+    cdef Py_ssize_t H = x.shape[1], C = x.shape[3]
+    cdef Py_ssize_t oW = out.shape[2]
+    cdef Py_ssize_t kh = weight.shape[0], kw = weight.shape[1]
     cdef Py_ssize_t ih0 = oh * p.sh - p.pt
-    cdef Py_ssize_t i_lo, i_hi, lo = 0, hi = oW, ow, run, i, j, c, nt = 0
+    cdef Py_ssize_t i_lo, i_hi, lo = 0, hi = oW, ow, run, i, j, nt = 0
     _valid_range(kh, H, p.dh, ih0, &i_lo, &i_hi)
-    if not (Cg == 1 and K == p.G):
-        for i in range(kh):
-            _stage_nhwc_row(stage + i * Wp * C, x, n, ih0 + i * p.dh, Wp, p.pl)
-            for j in range(kw):
-                for c in range(Cg):
-                    xs[nt] = stage + (i * Wp + j * p.dw) * C + c
-                    ws[nt] = &weight[i, j, c, 0]
-                    nt = nt + 1
-        _bcast_pixels(&out[n, oh, 0, 0], xs, ws, nt, &bias[0], K, p.sw * C, oW)
-        return
     for j in range(kw):
         if jlo[j] < jhi[j]:
             lo = max(lo, jlo[j])
@@ -1876,21 +1943,27 @@ def forward_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
     cdef Geom p = Geom(stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, groups)
     cdef Py_ssize_t N = out.shape[0], oH = out.shape[1], kh = weight.shape[0], kw = weight.shape[1]
     cdef Py_ssize_t Cg = weight.shape[2], nthreads = max(num_threads, 1), taps = kh * kw * Cg
-    # Depthwise, or first layers (few input channels): whole rows of tap lists.
-    cdef bint by_taps = (Cg == 1 and out.shape[3] == groups) or (groups == 1 and Cg <= 4)
-    cdef Py_ssize_t t
+    cdef bint depthwise = Cg == 1 and out.shape[3] == groups
+    cdef bint few = not depthwise and groups == 1 and Cg <= 4   # first layers
+    cdef Py_ssize_t t, R = 1, nrb = oH, stage_size = 0
     cdef Py_ssize_t *jr
     cdef const floating **ptrs = NULL
     cdef floating *stage = NULL
-    cdef Py_ssize_t stage_size = (kh * ((out.shape[2] - 1) * stride_w + (kw - 1) * dilation_w + 1)
-                                  * x.shape[3])
     if N == 0:
         return
+    if few:
+        # Blocks of R output rows, whole images unless too few for the threads: the input
+        # rows are staged once per block, not kh times.
+        nrb = min(oH, _ceil_div(4 * nthreads, N))
+        R = _ceil_div(oH, nrb)
+        nrb = _ceil_div(oH, R)
+        stage_size = (((R - 1) * stride_h + (kh - 1) * dilation_h + 1) * x.shape[3]
+                      * ((out.shape[2] - 1) * stride_w + (kw - 1) * dilation_w + 1))
     jr = <Py_ssize_t *> malloc(2 * kw * sizeof(Py_ssize_t))
-    if by_taps:
+    if depthwise or few:
         ptrs = <const floating **> malloc(nthreads * 2 * taps * sizeof(floating *))
-        stage = <floating *> malloc(nthreads * stage_size * sizeof(floating) + 1)
-    if jr == NULL or (by_taps and (ptrs == NULL or stage == NULL)):
+        stage = <floating *> calloc(nthreads * stage_size + 1, sizeof(floating))  # staged clean
+    if jr == NULL or ((depthwise or few) and (ptrs == NULL or stage == NULL)):
         free(jr)
         free(ptrs)
         free(stage)
@@ -1899,12 +1972,17 @@ def forward_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
         _fill_ranges(jr, jr + kw, kw, out.shape[2], x.shape[2], stride_w, pad_left, dilation_w)
         with nogil, parallel(num_threads=nthreads):
             flush_denormals_enter()
-            for t in prange(N * oH, schedule="static"):
-                if by_taps:
+            for t in prange(N * nrb, schedule="static"):
+                if few:
+                    _forward_nhwc_few_block(x, weight, bias, out, t // nrb, (t % nrb) * R,
+                                            min(R, oH - (t % nrb) * R), p,
+                                            ptrs + threadid() * 2 * taps,
+                                            ptrs + threadid() * 2 * taps + taps,
+                                            stage + threadid() * stage_size)
+                elif depthwise:
                     _forward_nhwc_taps_row(x, weight, bias, out, t // oH, t % oH, p, jr, jr + kw,
                                            ptrs + threadid() * 2 * taps,
-                                           ptrs + threadid() * 2 * taps + taps,
-                                           stage + threadid() * stage_size)
+                                           ptrs + threadid() * 2 * taps + taps)
                 else:
                     _forward_nhwc_row(x, weight, bias, out, t // oH, t % oH, p, jr, jr + kw)
             flush_denormals_exit()
