@@ -9,7 +9,9 @@ and between multiples of the vector widths, with channel counts that give blocks
 channels and leftover single channels, and the stride-1 grad_input (a forward with the
 flipped kernel) goes through the same code.  Planes are staged by whole-vector row copies
 into zeroed scratch when they fit inside it, element by element otherwise (padding larger
-than the kernel makes the grad_input's padding negative): both are here.
+than the kernel makes the grad_input's padding negative): both are here.  The NHWC
+first-layer grad_weight sums whole images in registers, a kernel row's taps in runs of 3 to
+6, for vectors of output channels and the channels left over.
 """
 import numpy as np
 import pytest
@@ -34,6 +36,9 @@ WIDE = [
     (1, 8, 4, 57, 16, (3, 3), dict(padding=1, groups=8)),         # 2 channels a group
     (1, 5, 6, 18, 5, (5, 5), dict(padding=2, dilation=(1, 2), groups=5)),
     (2, 2, 5, 23, 8, (3, 3), dict(stride=2, padding=1)),          # strided: other paths
+    (1, 1, 6, 18, 40, (3, 3), dict(padding=1)),                   # K: 2 vectors + 8
+    (1, 2, 5, 19, 24, (2, 3), dict(padding=1)),                   # K: 1 vector + 8
+    (1, 3, 9, 20, 8, (7, 7), dict(stride=2, padding=3)),          # 21 taps a kernel row
     (1, 1, 5, 20, 4, (3, 3), dict(padding=3)),                    # grad_input: padding -1
     (2, 4, 6, 17, 4, (3, 3), dict(padding=(0, 4), groups=4)),     # wider than the plane
 ]

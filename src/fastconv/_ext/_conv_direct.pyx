@@ -34,6 +34,8 @@ zero-padded staged plane (NCHW, stride 1), all taps of an output vector fused in
     _dw_dots     r_q[c] += sum_p g[p, c] * x_q[p, c]            NHWC depthwise grad_weight
     _bcast_pixels d[p, k] = b[k] + sum_q x_q[p] * w_q[k]        NHWC first-layer forward
     _bcast_dots  r_q[k] += sum_p x_q[p] * g[p, k]               NHWC first-layer grad_weight
+    _brow_dots   r_t[k] += sum_p x[p + t] * g[p, k]             the same, whole images, a run
+                                                                of taps of a kernel row
 
 Parallelism (OpenMP, static schedules, each task owns its output region, so results are
 bitwise reproducible and do not depend on the number of threads):
@@ -438,8 +440,80 @@ cdef extern from *:
     FASTCONV_BDOT(fastconv_bdot_vd2, double, fastconv_vd, 2)
     FASTCONV_BDOT(fastconv_bdot_vd1, double, fastconv_vd, 1)
     FASTCONV_BDOT(fastconv_bdot_sd1, double, double, 1)
+    /* NHWC weight gradient with few input channels, whole images, channels [k, k + NV*L):
+       r[t*K + k] += sum_{y < rows, p < npix} x[y*xr + p*sx + t] * g[(y*npix + p)*K + k]
+       for the NJ taps t: NJ consecutive taps (j, c) of a kernel row, which lie at consecutive
+       offsets of a staged input row when the width dilation is 1.  The sums stay in
+       registers over the image, each grad_output load serves the NJ taps (broadcast input
+       values), and the tap offsets are constants. */
+    #define FASTCONV_BROW(NAME, T, V, NV, NJ)                                                \
+    static inline void NAME(T *restrict r, const T *restrict x, const T *restrict g,        \
+                            Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xr, Py_ssize_t npix,    \
+                            Py_ssize_t rows, Py_ssize_t k) {                                \
+        enum { L = sizeof(V) / sizeof(T) };                                                 \
+        V a[NJ][NV], gv[NV];                                                                \
+        Py_ssize_t y, p;                                                                    \
+        int t, v;                                                                           \
+        __builtin_memset(a, 0, sizeof(a));                                                  \
+        g += k;                                                                             \
+        for (y = 0; y < rows; y++)                                                          \
+            for (p = 0; p < npix; p++) {                                                    \
+                const T *xp = x + y * xr + p * sx;                                          \
+                for (v = 0; v < NV; v++)                                                    \
+                    gv[v] = FASTCONV_LD(V, g + (y * npix + p) * K + v * L);                 \
+                for (t = 0; t < NJ; t++) {                                                  \
+                    const T b = xp[t];                                                      \
+                    for (v = 0; v < NV; v++)                                                \
+                        a[t][v] += b * gv[v];                                               \
+                }                                                                           \
+            }                                                                               \
+        for (t = 0; t < NJ; t++)                                                            \
+            for (v = 0; v < NV; v++)                                                        \
+                FASTCONV_ST(V, r + t * K + k + v * L,                                       \
+                            FASTCONV_LD(V, r + t * K + k + v * L) + a[t][v]);               \
+    }
+    /* the same for nj in [3, 6] taps */
+    #define FASTCONV_BROW_ANY(NAME, T, V, NV)                                                \
+        FASTCONV_BROW(NAME##_3, T, V, NV, 3)                                                 \
+        FASTCONV_BROW(NAME##_4, T, V, NV, 4)                                                 \
+        FASTCONV_BROW(NAME##_5, T, V, NV, 5)                                                 \
+        FASTCONV_BROW(NAME##_6, T, V, NV, 6)                                                 \
+        static inline void NAME(int nj, T *r, const T *x, const T *g, Py_ssize_t K,          \
+                                Py_ssize_t sx, Py_ssize_t xr, Py_ssize_t npix,              \
+                                Py_ssize_t rows, Py_ssize_t k) {                            \
+            switch (nj) {                                                                   \
+            case 3: NAME##_3(r, x, g, K, sx, xr, npix, rows, k); break;                     \
+            case 4: NAME##_4(r, x, g, K, sx, xr, npix, rows, k); break;                     \
+            case 5: NAME##_5(r, x, g, K, sx, xr, npix, rows, k); break;                     \
+            default: NAME##_6(r, x, g, K, sx, xr, npix, rows, k); break;                    \
+            }                                                                               \
+        }
+    FASTCONV_BROW_ANY(fastconv_brow_vf2, float, fastconv_vf, 2)
+    FASTCONV_BROW_ANY(fastconv_brow_vf1, float, fastconv_vf, 1)
+    FASTCONV_BROW_ANY(fastconv_brow_sf1, float, float, 1)
+    FASTCONV_BROW_ANY(fastconv_brow_vd2, double, fastconv_vd, 2)
+    FASTCONV_BROW_ANY(fastconv_brow_vd1, double, fastconv_vd, 1)
+    FASTCONV_BROW_ANY(fastconv_brow_sd1, double, double, 1)
     """
     Py_ssize_t FASTCONV_VBYTES() noexcept nogil  # bytes in one vector V
+    void fastconv_brow_vf2(int nj, float *r, const float *x, const float *g, Py_ssize_t K,
+                           Py_ssize_t sx, Py_ssize_t xr, Py_ssize_t npix, Py_ssize_t rows,
+                           Py_ssize_t k) noexcept nogil
+    void fastconv_brow_vf1(int nj, float *r, const float *x, const float *g, Py_ssize_t K,
+                           Py_ssize_t sx, Py_ssize_t xr, Py_ssize_t npix, Py_ssize_t rows,
+                           Py_ssize_t k) noexcept nogil
+    void fastconv_brow_sf1(int nj, float *r, const float *x, const float *g, Py_ssize_t K,
+                           Py_ssize_t sx, Py_ssize_t xr, Py_ssize_t npix, Py_ssize_t rows,
+                           Py_ssize_t k) noexcept nogil
+    void fastconv_brow_vd2(int nj, double *r, const double *x, const double *g, Py_ssize_t K,
+                           Py_ssize_t sx, Py_ssize_t xr, Py_ssize_t npix, Py_ssize_t rows,
+                           Py_ssize_t k) noexcept nogil
+    void fastconv_brow_vd1(int nj, double *r, const double *x, const double *g, Py_ssize_t K,
+                           Py_ssize_t sx, Py_ssize_t xr, Py_ssize_t npix, Py_ssize_t rows,
+                           Py_ssize_t k) noexcept nogil
+    void fastconv_brow_sd1(int nj, double *r, const double *x, const double *g, Py_ssize_t K,
+                           Py_ssize_t sx, Py_ssize_t xr, Py_ssize_t npix, Py_ssize_t rows,
+                           Py_ssize_t k) noexcept nogil
     enum: FASTCONV_BP  # pixels per block of the NHWC first-layer forward
     void __builtin_prefetch(const void *p) noexcept nogil
     Py_ssize_t fastconv_taps_vf14(float *d, Py_ssize_t ld, const float *s, const Py_ssize_t *off,
@@ -1020,6 +1094,33 @@ cdef inline void _bcast_dots(floating **r, const floating **xs, Py_ssize_t nt,
             k = k + VL
         for k in range(k, K):
             fastconv_bdot_sd1(r, xs, nt, g, K, sx, npix, k)
+
+
+cdef inline void _brow_dots(floating *r, const floating *x, int nj, const floating *g,
+                            Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xr, Py_ssize_t npix,
+                            Py_ssize_t rows) noexcept nogil:
+    """r[t*K + k] += sum_{y < rows, p < npix} x[y*xr + p*sx + t] * g[(y*npix + p)*K + k]
+    for t < nj (3 to 6), k < K"""
+    cdef Py_ssize_t VL = FASTCONV_VBYTES() // sizeof(floating)
+    cdef Py_ssize_t k = 0
+    if floating is float:
+        while k + 2 * VL <= K:
+            fastconv_brow_vf2(nj, r, x, g, K, sx, xr, npix, rows, k)
+            k = k + 2 * VL
+        if k + VL <= K:
+            fastconv_brow_vf1(nj, r, x, g, K, sx, xr, npix, rows, k)
+            k = k + VL
+        for k in range(k, K):
+            fastconv_brow_sf1(nj, r, x, g, K, sx, xr, npix, rows, k)
+    else:
+        while k + 2 * VL <= K:
+            fastconv_brow_vd2(nj, r, x, g, K, sx, xr, npix, rows, k)
+            k = k + 2 * VL
+        if k + VL <= K:
+            fastconv_brow_vd1(nj, r, x, g, K, sx, xr, npix, rows, k)
+            k = k + VL
+        for k in range(k, K):
+            fastconv_brow_sd1(nj, r, x, g, K, sx, xr, npix, rows, k)
 
 
 cdef inline void _dw_dot_vec(floating **r, const floating **xs, Py_ssize_t nt,
@@ -2203,18 +2304,31 @@ cdef void _grad_weight_nhwc_few_task(const floating[:, :, :, ::1] grad_output,
                                      Geom p, floating *stage) noexcept nogil:
     """part[((i*kw + j)*C + c)*K + k] := sum_{n0 <= n < n1, oh, ow} x[n, ih, iw, c] go[n, oh, ow, k]
 
-    G == 1, few input channels.  The input rows of each output row are staged zero padded
-    as in the forward, so every tap covers the whole row; up to 4 taps of a kernel row share
-    each grad_output load."""
+    G == 1, few input channels.  The input is staged zero padded as in the forward, so every
+    tap covers the whole row: whole images when the width dilation is 1 and a kernel row has
+    at least 3 taps (j, c) (see _brow_dots), else the kh input rows of each output row, up to
+    4 taps of a kernel row sharing each grad_output load.  stage must start zeroed."""
     cdef Py_ssize_t H = x.shape[1], W = x.shape[2], C = x.shape[3]
     cdef Py_ssize_t oH = grad_output.shape[1], oW = grad_output.shape[2], K = grad_output.shape[3]
     cdef Py_ssize_t Wp = (oW - 1) * p.sw + (kw - 1) * p.dw + 1
     cdef Py_ssize_t T = kw * C, nch = _ceil_div(kw * C, 4)
-    cdef Py_ssize_t n, oh, i, ih0, h, q, q0, q1, k
+    cdef Py_ssize_t n, oh, i, ih0, h, q, q0, q1, k, nrow = _ceil_div(T, 6)
     cdef floating *rs[4]
     cdef const floating *xs[4]
     for q in range(kh * T * K):
         part[q] = 0
+    if p.dw == 1 and T >= 3:
+        # Whole images: staged once per sample, a kernel row's taps in nrow runs of 3 to 6
+        # consecutive offsets, each summed over the image in registers.
+        for n in range(n0, n1):
+            _stage_nhwc_rows(stage, x, n, -p.pt, (oH - 1) * p.sh + (kh - 1) * p.dh + 1, Wp, p.pl)
+            for i in range(kh):
+                for h in range(nrow):
+                    q0 = T * h // nrow
+                    q1 = T * (h + 1) // nrow
+                    _brow_dots(part + (i * T + q0) * K, stage + i * p.dh * Wp * C + q0, q1 - q0,
+                               &grad_output[n, 0, 0, 0], K, p.sw * C, p.sh * Wp * C, oW, oH)
+        return
     for n in range(n0, n1):
         for oh in range(oH):
             ih0 = oh * p.sh - p.pt
@@ -2280,10 +2394,11 @@ def grad_weight_nhwc(const floating[:, :, :, ::1] grad_output, const floating[:,
         # own slice of `part`; the chunks are then added in order.
         nbs = _chunk_size(N, 16)
         nsb = _ceil_div(N, nbs)
-        per_thread = kh * ((grad_output.shape[2] - 1) * stride_w + (kw - 1) * dilation_w + 1) * Cg
+        per_thread = (max(kh, (grad_output.shape[1] - 1) * stride_h + (kh - 1) * dilation_h + 1)
+                      * ((grad_output.shape[2] - 1) * stride_w + (kw - 1) * dilation_w + 1) * Cg)
         part = np.empty((nsb, kh * kw * Cg * K), dtype=np.asarray(x).dtype)
         pq = part
-        stage = <floating *> malloc(nthreads * per_thread * sizeof(floating))
+        stage = <floating *> calloc(nthreads * per_thread, sizeof(floating))  # staged clean
         if stage == NULL:
             raise MemoryError()
         try:
