@@ -211,7 +211,8 @@ cdef extern from *:
 
     /* d[r*dp + u] := s[r*sp + u]  for r < rows, u < w (w >= L): whole vectors, the last
        one of a row overlapping the one before; the rows of nxt (laid out as s, if not NULL)
-       are prefetched meanwhile. */
+       are prefetched meanwhile.  Rows are short (often two vectors): the empty asm keeps gcc
+       from turning the loop into memmove calls. */
     #define FASTCONV_COPY_ROWS(NAME, T, V)                                                   \
     static inline void NAME(T *restrict d, Py_ssize_t dp, const T *restrict s,              \
                             Py_ssize_t sp, Py_ssize_t rows, Py_ssize_t w, const T *nxt) {   \
@@ -220,8 +221,11 @@ cdef extern from *:
         for (r = 0; r < rows; r++) {                                                        \
             const T *a = s + r * sp;                                                        \
             T *b = d + r * dp;                                                              \
-            for (u = 0; u + L <= w; u += L)                                                 \
-                FASTCONV_ST(V, b + u, FASTCONV_LD(V, a + u));                               \
+            for (u = 0; u + L <= w; u += L) {                                               \
+                const T *a_ = a + u;                                                        \
+                __asm__("" : "+r"(a_));                                                     \
+                FASTCONV_ST(V, b + u, FASTCONV_LD(V, a_));                                  \
+            }                                                                               \
             if (u < w)                                                                      \
                 FASTCONV_ST(V, b + w - L, FASTCONV_LD(V, a + w - L));                       \
             for (u = 0; nxt != NULL && u < w; u += LINE)                                    \
