@@ -1773,7 +1773,8 @@ cdef void _grad_weight_nchw_plane(const floating[:, :, :, ::1] grad_output,
 
     C/G == 1, stride 1, c = k // (K/G), for the nk output channels k0 <= k < k0 + nk of one
     group.  The input plane is staged as in _forward_nchw_plane and the grad_output planes at
-    the same pitch Wp, zero beyond oW, so every tap is one flat dot product over the plane;
+    the same pitch Wp, zero beyond oW, so every tap is one flat dot product over the plane
+    (G and its planes vector aligned: the grad_output loads never straddle cache lines);
     nq taps (a kernel row of 5x5 or 3x3) share each grad_output load, and 4 channels
     (nk == 4) each input load.  Each plane is followed by VL zeros, so the dots run in whole
     vectors; they add vectors into acc (4*nq entries of VL lanes per (channel block, tap
@@ -1781,7 +1782,7 @@ cdef void _grad_weight_nchw_plane(const floating[:, :, :, ::1] grad_output,
     cdef Py_ssize_t H = x.shape[2], W = x.shape[3], oH = grad_output.shape[2]
     cdef Py_ssize_t oW = grad_output.shape[3], Kg = grad_output.shape[1] // p.G
     cdef Py_ssize_t VL = FASTCONV_VBYTES() // sizeof(floating)
-    cdef Py_ssize_t Hp = oH + (kh - 1) * p.dh, Gs = oH * Wp + VL
+    cdef Py_ssize_t Hp = oH + (kh - 1) * p.dh, Gs = _ceil_div(oH * Wp + VL, VL) * VL
     cdef Py_ssize_t T = kh * kw, nq = _dot_taps(T), nch = _ceil_div(T, nq), slot = 4 * nq * VL
     cdef Py_ssize_t m = _ceil_div((oH - 1) * Wp + oW, VL) * VL
     cdef Py_ssize_t n, q, q0, q1, h, k, kb, l, nb = 1 if nk == 4 else nk
@@ -1835,6 +1836,8 @@ def grad_weight_nchw(const floating[:, :, :, ::1] grad_output, const floating[:,
     cdef Py_ssize_t kh = grad_weight.shape[2], Wp, per_thread, nbs, nsb, VL, nacc
     cdef Py_ssize_t *jr
     cdef floating *buf
+    cdef Py_ssize_t gof
+    cdef void *raw
     cdef floating[:, ::1] pq
     if Cg == 1 and stride_h == 1 and stride_w == 1 and N > 0:
         # C/G == 1 (depthwise, first layers): tasks (sample chunk, block of <= 4 output
@@ -1845,14 +1848,17 @@ def grad_weight_nchw(const floating[:, :, :, ::1] grad_output, const floating[:,
         nsb = _ceil_div(N, nbs)
         Wp = oW + (kw - 1) * dilation_w
         VL = FASTCONV_VBYTES() // sizeof(floating)
-        # input plane, <= 4 grad_output planes (each with VL zeros after), vector sums
+        # input plane, <= 4 grad_output planes (each with VL zeros after), vector sums; each
+        # part vector aligned
         nacc = 4 * _ceil_div(kh * kw, _dot_taps(kh * kw)) * 4 * _dot_taps(kh * kw) * VL
-        per_thread = (oH + (kh - 1) * dilation_h) * Wp + VL + min(Kg, 4) * (oH * Wp + VL) + nacc
+        gof = _ceil_div((oH + (kh - 1) * dilation_h) * Wp + VL, VL) * VL
+        per_thread = gof + min(Kg, 4) * _ceil_div(oH * Wp + VL, VL) * VL + nacc
         part = np.empty((nsb, K * kh * kw), dtype=np.asarray(x).dtype)
         pq = part
-        buf = <floating *> calloc(nthreads * per_thread, sizeof(floating))  # staged clean
-        if buf == NULL:
+        raw = calloc(nthreads * per_thread + VL, sizeof(floating))  # staged clean
+        if raw == NULL:
             raise MemoryError()
+        buf = <floating *> raw + _align_skip(raw, sizeof(floating))
         jr = NULL
         try:
             jr = _plane_offsets(1, kh, kw, dilation_h, dilation_w, 0, Wp)
@@ -1865,13 +1871,12 @@ def grad_weight_nchw(const floating[:, :, :, ::1] grad_output, const floating[:,
                                             (t // (groups * nkb)) * nbs,
                                             min(N, (t // (groups * nkb) + 1) * nbs), p, kh, kw,
                                             jr, buf + threadid() * per_thread,
-                                            buf + threadid() * per_thread
-                                            + (oH + (kh - 1) * dilation_h) * Wp + VL,
+                                            buf + threadid() * per_thread + gof,
                                             buf + (threadid() + 1) * per_thread - nacc, Wp)
                 flush_denormals_exit()
         finally:
             free(jr)
-            free(buf)
+            free(raw)
         np.asarray(grad_weight).reshape(-1)[...] = part.sum(axis=0)
         return
     # Split input channels too when there are few (group, k-block) tasks.  The sum order of
