@@ -290,7 +290,7 @@ cdef extern from *:
        d[p*C + c] := bias[c] + sum_q x_q[xo + p*sx + c] * w_q[c]  over the nt taps q.
        The 8 pixels share each weight load; the last tap's row (the one not read by the
        previous output row) and the output are prefetched FASTCONV_PF pixels ahead. */
-    #define FASTCONV_PF 8
+    #define FASTCONV_PF 16
     #define FASTCONV_DW(NAME, T, V)                                                          \
     static inline void NAME(T *restrict d, const T **xs, const T **ws, Py_ssize_t nt,       \
                             const T *restrict bias, Py_ssize_t C, Py_ssize_t sx,            \
