@@ -86,3 +86,20 @@ def test_wide_direct_is_bitwise_repeatable(case, data_format):
     for other in results[1:]:
         for got, want in zip(other, results[0]):
             np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("data_format", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("case", [WIDE[0], WIDE[3], WIDE[8]], ids=_ids)
+def test_wide_direct_accepts_strided_views(case, data_format):
+    """Inputs that are views with gaps (every other sample, a crop of a wider image) give
+    the same bits as their contiguous copies."""
+    x, weight, bias, kwargs = _inputs(case, np.float32, data_format, 0)
+    wide = np.zeros((2 * x.shape[0],) + x.shape[1:-1] + (x.shape[-1] + 5,), x.dtype)
+    wide[::2, ..., 2:x.shape[-1] + 2] = x
+    view = wide[::2, ..., 2:x.shape[-1] + 2]
+    assert not view.flags.c_contiguous
+    want = fastconv.conv2d(x, weight, bias, data_format=data_format, algorithm="direct",
+                           **kwargs)
+    got = fastconv.conv2d(view, weight, bias, data_format=data_format, algorithm="direct",
+                          **kwargs)
+    np.testing.assert_array_equal(got, want)
