@@ -55,9 +55,9 @@ bitwise reproducible and do not depend on the number of threads):
     grad_weight_nchw  C/G == 1, stride 1: (sample chunk, block of <= 4 output channels), the
                       chunks' partial sums added in order afterwards.  Otherwise (group, block
                       of 4 output channels, block of input channels)
-    grad_weight_nhwc  depthwise: (sample chunk, channel block); first layers: sample chunks;
-                      partial sums added in order afterwards.  Otherwise (i, j, block of
-                      input channels, block of groups)
+    grad_weight_nhwc  depthwise: (sample chunk, channel block); first layers: sample chunks
+                      (each image staged once); partial sums added in order afterwards.
+                      Otherwise (i, j, block of input channels, block of groups)
 Sample chunks and channel blocks depend on the shape only, never on the thread count.
 """
 from cython.parallel cimport parallel, prange, threadid
