@@ -24,12 +24,18 @@ and vectorise; up to four taps are fused per pass to cut loads/stores of the des
 Depthwise (C/G == 1) and first layers (G == 1, C <= 4) have their own kernels in C with
 GCC vector extensions (the C block below), each tap a pointer (NHWC) or a flat offset into a
 zero-padded staged plane (NCHW, stride 1), all taps of an output vector fused in registers:
-    _taps_flat   d_k[t] = b_k + sum_q w_kq * P[t + off_q]       NCHW forward, whole planes
-    _dots        r_kq  += sum_t G_k[t] * P[t + off_q]           NCHW grad_weight, whole planes
+    _taps_rows   d_k[i] = b_k + sum_q w_kq * P[sp_i + off_q]    NCHW forward, output rows in
+                                                                place, a vector at a time
+    _taps_flat   d_k[t] = b_k + sum_q w_kq * P[t + off_q]       the same, rows narrower than
+                                                                a vector: whole planes
+    _dots        r_kq  += sum_t G_k[t] * P[t + off_q]           NCHW grad_weight, whole planes,
+                                                                a kernel row of taps a pass
     _dw_pixels   d[p, c] = b[c] + sum_q x_q[p, c] * w_q[c]      NHWC depthwise forward
     _dw_dots     r_q[c] += sum_p g[p, c] * x_q[p, c]            NHWC depthwise grad_weight
     _bcast_pixels d[p, k] = b[k] + sum_q x_q[p] * w_q[k]        NHWC first-layer forward
     _bcast_dots  r_q[k] += sum_p x_q[p] * g[p, k]               NHWC first-layer grad_weight
+    _brow_dots   r_t[k] += sum_p x[p + t] * g[p, k]             the same, whole images, a run
+                                                                of taps of a kernel row
 
 Parallelism (OpenMP, static schedules, each task owns its output region, so results are
 bitwise reproducible and do not depend on the number of threads):
@@ -39,7 +45,9 @@ bitwise reproducible and do not depend on the number of threads):
                       per-thread scratch so every tap is one flat AXPY over the R rows, 4
                       output channels x 4 taps per pass.  stride > 1: (n, oh) rows, same
                       staging.  K/G < 4: (n, oh) rows read in place.
-    forward_nhwc      (n, oh) output rows
+    forward_nhwc      first layers: (n, block of output rows), whole images unless there are
+                      too few for the threads, the block's input rows staged once.
+                      Otherwise (n, oh) output rows
     grad_input_nchw   stride 1: forward_nchw of grad_output with the flipped, transposed kernel
                       (a small copy made here).  Otherwise (n, ih) rows, all C per row.
     grad_input_nhwc   depthwise, stride 1: forward_nhwc with the flipped kernel.  Otherwise
@@ -47,13 +55,13 @@ bitwise reproducible and do not depend on the number of threads):
     grad_weight_nchw  C/G == 1, stride 1: (sample chunk, block of <= 4 output channels), the
                       chunks' partial sums added in order afterwards.  Otherwise (group, block
                       of 4 output channels, block of input channels)
-    grad_weight_nhwc  depthwise: (sample chunk, channel block); first layers: sample chunks;
-                      partial sums added in order afterwards.  Otherwise (i, j, block of
-                      input channels, block of groups)
+    grad_weight_nhwc  depthwise: (sample chunk, channel block); first layers: sample chunks
+                      (each image staged once); partial sums added in order afterwards.
+                      Otherwise (i, j, block of input channels, block of groups)
 Sample chunks and channel blocks depend on the shape only, never on the thread count.
 """
 from cython.parallel cimport parallel, prange, threadid
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport calloc, free, malloc
 
 from fastconv._ext._fpenv cimport flush_denormals_enter, flush_denormals_exit
 
@@ -163,38 +171,104 @@ cdef extern from *:
     FASTCONV_TAPS(fastconv_taps_vd41, double, fastconv_vd, 4, 1)
     FASTCONV_TAPS(fastconv_taps_sd41, double, double, 4, 1)
 
-    /* r[(4*k + q)*L + l] += lane l of sum_t g[k*ld + t] * s[t + off[q]]  for k < KB,
-       q < nt <= 4, t < m (the sum over l is left to the caller; leftover t < L go to lane 0):
-       KB planes g against 4 taps of s, every load shared by 4 (or KB) products; U vectors per
-       step give KB*4*U independent sums to hide the FMA latency. */
-    #define FASTCONV_DOTS(NAME, T, V, KB, U)                                                 \
+    /* d[k*ld + dp[i]] := b[k] + sum_q w[k*nt + q] * s[sp[i] + off[q]]  for k < KB and the
+       vectors i < np of a position list (sp: a vector's start in the staged planes, dp: in
+       the output plane), NV at a time (np a multiple of NV).  Output rows are written in
+       place: a row's last vector overlaps the one before when L does not divide the width. */
+    #define FASTCONV_TAPROWS(NAME, T, V, KB, NV)                                             \
+    static inline void NAME(T *restrict d, Py_ssize_t ld, const T *restrict s,              \
+                            const Py_ssize_t *restrict off, const T *restrict w,            \
+                            Py_ssize_t nt, const T *restrict b, const Py_ssize_t *sp,       \
+                            const Py_ssize_t *dp, Py_ssize_t np) {                          \
+        Py_ssize_t i, q;                                                                    \
+        int k, v;                                                                           \
+        for (i = 0; i + NV <= np; i += NV) {                                                \
+            V a[KB][NV];                                                                    \
+            const T *x[NV];                                                                 \
+            for (v = 0; v < NV; v++)                                                        \
+                x[v] = s + sp[i + v];                                                       \
+            for (k = 0; k < KB; k++)                                                        \
+                for (v = 0; v < NV; v++)                                                    \
+                    a[k][v] = (V){0} + b[k];                                                \
+            for (q = 0; q < nt; q++) {                                                      \
+                const Py_ssize_t o = off[q];                                                \
+                V xv[NV];                                                                   \
+                for (v = 0; v < NV; v++)                                                    \
+                    xv[v] = FASTCONV_LD(V, x[v] + o);                                       \
+                for (k = 0; k < KB; k++)                                                    \
+                    for (v = 0; v < NV; v++)                                                \
+                        a[k][v] += w[k * nt + q] * xv[v];                                   \
+            }                                                                               \
+            for (k = 0; k < KB; k++)                                                        \
+                for (v = 0; v < NV; v++)                                                    \
+                    FASTCONV_ST(V, d + k * ld + dp[i + v], a[k][v]);                        \
+        }                                                                                   \
+    }
+    FASTCONV_TAPROWS(fastconv_taprows_f44, float, fastconv_vf, 4, 4)
+    FASTCONV_TAPROWS(fastconv_taprows_f18, float, fastconv_vf, 1, 8)
+    FASTCONV_TAPROWS(fastconv_taprows_d44, double, fastconv_vd, 4, 4)
+    FASTCONV_TAPROWS(fastconv_taprows_d18, double, fastconv_vd, 1, 8)
+
+    /* d[r*dp + u] := s[r*sp + u]  for r < rows, u < w (w >= L): whole vectors, the last
+       one of a row overlapping the one before; the rows of nxt (laid out as s, if not NULL)
+       are prefetched meanwhile.  Rows are short (often two vectors): the empty asm keeps gcc
+       from turning the loop into memmove calls. */
+    #define FASTCONV_COPY_ROWS(NAME, T, V)                                                   \
+    static inline void NAME(T *restrict d, Py_ssize_t dp, const T *restrict s,              \
+                            Py_ssize_t sp, Py_ssize_t rows, Py_ssize_t w, const T *nxt) {   \
+        enum { L = sizeof(V) / sizeof(T), LINE = 64 / sizeof(T) };                          \
+        Py_ssize_t r, u;                                                                    \
+        for (r = 0; r < rows; r++) {                                                        \
+            const T *a = s + r * sp;                                                        \
+            T *b = d + r * dp;                                                              \
+            for (u = 0; u + L <= w; u += L) {                                               \
+                const T *a_ = a + u;                                                        \
+                __asm__("" : "+r"(a_));                                                     \
+                FASTCONV_ST(V, b + u, FASTCONV_LD(V, a_));                                  \
+            }                                                                               \
+            if (u < w)                                                                      \
+                FASTCONV_ST(V, b + w - L, FASTCONV_LD(V, a + w - L));                       \
+            for (u = 0; nxt != NULL && u < w; u += LINE)                                    \
+                __builtin_prefetch(nxt + r * sp + u);                                       \
+        }                                                                                   \
+    }
+    FASTCONV_COPY_ROWS(fastconv_copy_rows_f, float, fastconv_vf)
+    FASTCONV_COPY_ROWS(fastconv_copy_rows_d, double, fastconv_vd)
+
+    /* r[(NQ*k + q)*L + l] += lane l of sum_t g[k*ld + t] * s[t + off[q]]  for k < KB,
+       q < nt <= NQ, t < m (the sum over l is left to the caller; leftover t < L go to lane 0):
+       KB planes g against NQ taps of s, every load shared by NQ (or KB) products; U vectors
+       per step give KB*NQ*U independent sums to hide the FMA latency.  NQ = 5 (3) takes a
+       5x5 (3x3) kernel a row at a time, every slot used. */
+    #define FASTCONV_DOTS(NAME, T, V, KB, NQ, U)                                             \
     static inline void NAME(const T *restrict g, Py_ssize_t ld, const T *restrict s,        \
                             const Py_ssize_t *restrict off, Py_ssize_t nt, Py_ssize_t m,    \
                             T *restrict r) {                                                \
         enum { L = sizeof(V) / sizeof(T) };                                                 \
-        const T *sq[4] = {s + off[0], s + off[nt > 1], s + off[nt > 2 ? 2 : 0],             \
-                          s + off[nt > 3 ? 3 : 0]};  /* missing taps repeat tap 0 */        \
-        V a[U][KB][4], gv[KB], x;                                                           \
+        const T *sq[NQ];                                                                    \
+        V a[U][KB][NQ], gv[KB], x;                                                          \
         Py_ssize_t t = 0, l;                                                                \
         int k, q, u;                                                                        \
+        for (q = 0; q < NQ; q++)                                                            \
+            sq[q] = s + off[q < nt ? q : 0];  /* missing taps repeat tap 0, unused */       \
         __builtin_memset(a, 0, sizeof(a));                                                  \
         for (; t + U * L <= m; t += U * L)                                                  \
             for (u = 0; u < U; u++) {                                                       \
                 for (k = 0; k < KB; k++)                                                    \
                     gv[k] = FASTCONV_LD(V, g + k * ld + t + u * L);                         \
-                for (q = 0; q < 4; q++) {                                                   \
+                for (q = 0; q < NQ; q++) {                                                  \
                     x = FASTCONV_LD(V, sq[q] + t + u * L);                                  \
                     for (k = 0; k < KB; k++)                                                \
                         a[u][k][q] += gv[k] * x;                                            \
                 }                                                                           \
             }                                                                               \
         for (; t + L <= m; t += L)                                                          \
-            for (q = 0; q < 4; q++)                                                         \
+            for (q = 0; q < NQ; q++)                                                        \
                 for (k = 0; k < KB; k++)                                                    \
                     a[0][k][q] += FASTCONV_LD(V, g + k * ld + t) * FASTCONV_LD(V, sq[q] + t); \
         for (k = 0; k < KB; k++)                                                            \
             for (q = 0; q < nt; q++) {                                                      \
-                T *rq = r + (4 * k + q) * L;                                                \
+                T *rq = r + (NQ * k + q) * L;                                               \
                 for (u = 1; u < U; u++)                                                     \
                     a[0][k][q] += a[u][k][q];                                               \
                 FASTCONV_ST(V, rq, FASTCONV_LD(V, rq) + a[0][k][q]);                        \
@@ -202,16 +276,21 @@ cdef extern from *:
                     rq[0] += g[k * ld + l] * sq[q][l];                                      \
             }                                                                               \
     }
-    FASTCONV_DOTS(fastconv_dots12_f, float, fastconv_vf, 1, 2)
-    FASTCONV_DOTS(fastconv_dots41_f, float, fastconv_vf, 4, 1)
-    FASTCONV_DOTS(fastconv_dots12_d, double, fastconv_vd, 1, 2)
-    FASTCONV_DOTS(fastconv_dots41_d, double, fastconv_vd, 4, 1)
+    #define FASTCONV_DOTS_ALL(SUFFIX, T, V)                                                  \
+        FASTCONV_DOTS(fastconv_dots_##SUFFIX##13, T, V, 1, 3, 3)                             \
+        FASTCONV_DOTS(fastconv_dots_##SUFFIX##14, T, V, 1, 4, 2)                             \
+        FASTCONV_DOTS(fastconv_dots_##SUFFIX##15, T, V, 1, 5, 2)                             \
+        FASTCONV_DOTS(fastconv_dots_##SUFFIX##43, T, V, 4, 3, 1)                             \
+        FASTCONV_DOTS(fastconv_dots_##SUFFIX##44, T, V, 4, 4, 1)                             \
+        FASTCONV_DOTS(fastconv_dots_##SUFFIX##45, T, V, 4, 5, 1)
+    FASTCONV_DOTS_ALL(f, float, fastconv_vf)
+    FASTCONV_DOTS_ALL(d, double, fastconv_vd)
 
     /* NHWC depthwise, one V of channels at c, for 8 pixels (full) or 1:
        d[p*C + c] := bias[c] + sum_q x_q[xo + p*sx + c] * w_q[c]  over the nt taps q.
        The 8 pixels share each weight load; the last tap's row (the one not read by the
        previous output row) and the output are prefetched FASTCONV_PF pixels ahead. */
-    #define FASTCONV_PF 8
+    #define FASTCONV_PF 16
     #define FASTCONV_DW(NAME, T, V)                                                          \
     static inline void NAME(T *restrict d, const T **xs, const T **ws, Py_ssize_t nt,       \
                             const T *restrict bias, Py_ssize_t C, Py_ssize_t sx,            \
@@ -287,46 +366,55 @@ cdef extern from *:
     FASTCONV_DWDOT(fastconv_dwdot_vd, double, fastconv_vd)
     FASTCONV_DWDOT(fastconv_dwdot_sd, double, double)
     /* NHWC with few input channels (first layers), output channels [k, k + NV*L):
-       d[p*K + k] := bias[k] + sum_q xs[q][xo + p*sx] * ws[q][k]  for 8 pixels (full) or 1.
-       Each tap q is one input value per pixel, broadcast against NV vectors of weights. */
-    #define FASTCONV_BCAST(NAME, T, V, NV)                                                   \
-    static inline void NAME(T *restrict d, const T **xs, const T **ws, Py_ssize_t nt,       \
-                            const T *restrict bias, Py_ssize_t K, Py_ssize_t sx,            \
-                            Py_ssize_t xo, int full, Py_ssize_t k) {                        \
-        enum { L = sizeof(V) / sizeof(T) };                                                 \
-        const int np_ = full ? 8 : 1;                                                       \
-        V a[8][NV], wv[NV];                                                                 \
-        Py_ssize_t q;                                                                       \
-        int p, v;                                                                           \
-        for (p = 0; p < 8; p++)                                                             \
-            for (v = 0; v < NV; v++)                                                        \
-                a[p][v] = FASTCONV_LD(V, bias + k + v * L);                                 \
-        if (full) {                                                                         \
-            for (v = 0; v < NV; v++)                                                        \
-                __builtin_prefetch(d + FASTCONV_PF * K + k + v * L, 1);                     \
+       d[p*K + k] := bias[k] + sum_q xs[q][xo + p*sx] * ws[q][k]  for FASTCONV_BP pixels
+       (full) or 1.  Each tap q is one input value per pixel, broadcast against NV vectors
+       of weights; BP*NV accumulators (28 of the 32 AVX-512 registers for NV = 2) and
+       pixel counts known at compile time, so the sums never leave the registers. */
+    #define FASTCONV_BP 14
+    #define FASTCONV_BCAST_BODY(T, V, NP, NV, SX)                                            \
+        do {                                                                                \
+            V a[NP][NV], wv[NV];                                                            \
+            Py_ssize_t q;                                                                   \
+            int p, v;                                                                       \
+            for (p = 0; p < NP; p++)                                                        \
+                for (v = 0; v < NV; v++)                                                    \
+                    a[p][v] = FASTCONV_LD(V, bias + k + v * L);                             \
             for (q = 0; q < nt; q++) {                                                      \
                 const T *x = xs[q] + xo;                                                    \
                 for (v = 0; v < NV; v++)                                                    \
                     wv[v] = FASTCONV_LD(V, ws[q] + k + v * L);                              \
-                for (p = 0; p < 8; p++)                                                     \
+                for (p = 0; p < NP; p++) {                                                  \
+                    const T xp = x[p * (SX)];                                               \
                     for (v = 0; v < NV; v++)                                                \
-                        a[p][v] += x[p * sx] * wv[v];                                       \
+                        a[p][v] += xp * wv[v];                                              \
+                }                                                                           \
             }                                                                               \
-        } else {                                                                            \
-            for (q = 0; q < nt; q++)                                                        \
+            for (p = 0; p < NP; p++)                                                        \
                 for (v = 0; v < NV; v++)                                                    \
-                    a[0][v] += xs[q][xo] * FASTCONV_LD(V, ws[q] + k + v * L);               \
-        }                                                                                   \
-        for (p = 0; p < np_; p++)                                                           \
-            for (v = 0; v < NV; v++)                                                        \
-                FASTCONV_ST(V, d + p * K + k + v * L, a[p][v]);                             \
+                    FASTCONV_ST(V, d + p * K + k + v * L, a[p][v]);                         \
+        } while (0)
+    #define FASTCONV_BCAST(NAME, T, V, NV, UNIT)                                             \
+    static inline void NAME(T *restrict d, const T **xs, const T **ws, Py_ssize_t nt,       \
+                            const T *restrict bias, Py_ssize_t K, Py_ssize_t sx,            \
+                            Py_ssize_t xo, int full, Py_ssize_t k) {                        \
+        enum { L = sizeof(V) / sizeof(T) };                                                 \
+        if (UNIT)  /* full, sx == 1: the pixel offsets are constants */                     \
+            FASTCONV_BCAST_BODY(T, V, FASTCONV_BP, NV, 1);                                  \
+        else if (full)                                                                      \
+            FASTCONV_BCAST_BODY(T, V, FASTCONV_BP, NV, sx);                                 \
+        else                                                                                \
+            FASTCONV_BCAST_BODY(T, V, 1, NV, sx);                                           \
     }
-    FASTCONV_BCAST(fastconv_bcast_vf2, float, fastconv_vf, 2)
-    FASTCONV_BCAST(fastconv_bcast_vf1, float, fastconv_vf, 1)
-    FASTCONV_BCAST(fastconv_bcast_sf1, float, float, 1)
-    FASTCONV_BCAST(fastconv_bcast_vd2, double, fastconv_vd, 2)
-    FASTCONV_BCAST(fastconv_bcast_vd1, double, fastconv_vd, 1)
-    FASTCONV_BCAST(fastconv_bcast_sd1, double, double, 1)
+    FASTCONV_BCAST(fastconv_bcast_vf2, float, fastconv_vf, 2, 0)
+    FASTCONV_BCAST(fastconv_bcast_vf1, float, fastconv_vf, 1, 0)
+    FASTCONV_BCAST(fastconv_bcast_sf1, float, float, 1, 0)
+    FASTCONV_BCAST(fastconv_bcast_uf2, float, fastconv_vf, 2, 1)
+    FASTCONV_BCAST(fastconv_bcast_uf1, float, fastconv_vf, 1, 1)
+    FASTCONV_BCAST(fastconv_bcast_vd2, double, fastconv_vd, 2, 0)
+    FASTCONV_BCAST(fastconv_bcast_vd1, double, fastconv_vd, 1, 0)
+    FASTCONV_BCAST(fastconv_bcast_sd1, double, double, 1, 0)
+    FASTCONV_BCAST(fastconv_bcast_ud2, double, fastconv_vd, 2, 1)
+    FASTCONV_BCAST(fastconv_bcast_ud1, double, fastconv_vd, 1, 1)
     /* NHWC weight gradient with few input channels, output channels [k, k + NV*L):
        r_q[k] += sum_{p < npix} xs[q][p*sx] * g[p*K + k]  for the nt <= 4 taps q;
        each grad_output vector load serves the 4 taps (broadcast input values). */
@@ -356,8 +444,81 @@ cdef extern from *:
     FASTCONV_BDOT(fastconv_bdot_vd2, double, fastconv_vd, 2)
     FASTCONV_BDOT(fastconv_bdot_vd1, double, fastconv_vd, 1)
     FASTCONV_BDOT(fastconv_bdot_sd1, double, double, 1)
+    /* NHWC weight gradient with few input channels, whole images, channels [k, k + NV*L):
+       r[t*K + k] += sum_{y < rows, p < npix} x[y*xr + p*sx + t] * g[(y*npix + p)*K + k]
+       for the NJ taps t: NJ consecutive taps (j, c) of a kernel row, which lie at consecutive
+       offsets of a staged input row when the width dilation is 1.  The sums stay in
+       registers over the image, each grad_output load serves the NJ taps (broadcast input
+       values), and the tap offsets are constants. */
+    #define FASTCONV_BROW(NAME, T, V, NV, NJ)                                                \
+    static inline void NAME(T *restrict r, const T *restrict x, const T *restrict g,        \
+                            Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xr, Py_ssize_t npix,    \
+                            Py_ssize_t rows, Py_ssize_t k) {                                \
+        enum { L = sizeof(V) / sizeof(T) };                                                 \
+        V a[NJ][NV], gv[NV];                                                                \
+        Py_ssize_t y, p;                                                                    \
+        int t, v;                                                                           \
+        __builtin_memset(a, 0, sizeof(a));                                                  \
+        g += k;                                                                             \
+        for (y = 0; y < rows; y++)                                                          \
+            for (p = 0; p < npix; p++) {                                                    \
+                const T *xp = x + y * xr + p * sx;                                          \
+                for (v = 0; v < NV; v++)                                                    \
+                    gv[v] = FASTCONV_LD(V, g + (y * npix + p) * K + v * L);                 \
+                for (t = 0; t < NJ; t++) {                                                  \
+                    const T b = xp[t];                                                      \
+                    for (v = 0; v < NV; v++)                                                \
+                        a[t][v] += b * gv[v];                                               \
+                }                                                                           \
+            }                                                                               \
+        for (t = 0; t < NJ; t++)                                                            \
+            for (v = 0; v < NV; v++)                                                        \
+                FASTCONV_ST(V, r + t * K + k + v * L,                                       \
+                            FASTCONV_LD(V, r + t * K + k + v * L) + a[t][v]);               \
+    }
+    /* the same for nj in [3, 6] taps */
+    #define FASTCONV_BROW_ANY(NAME, T, V, NV)                                                \
+        FASTCONV_BROW(NAME##_3, T, V, NV, 3)                                                 \
+        FASTCONV_BROW(NAME##_4, T, V, NV, 4)                                                 \
+        FASTCONV_BROW(NAME##_5, T, V, NV, 5)                                                 \
+        FASTCONV_BROW(NAME##_6, T, V, NV, 6)                                                 \
+        static inline void NAME(int nj, T *r, const T *x, const T *g, Py_ssize_t K,          \
+                                Py_ssize_t sx, Py_ssize_t xr, Py_ssize_t npix,              \
+                                Py_ssize_t rows, Py_ssize_t k) {                            \
+            switch (nj) {                                                                   \
+            case 3: NAME##_3(r, x, g, K, sx, xr, npix, rows, k); break;                     \
+            case 4: NAME##_4(r, x, g, K, sx, xr, npix, rows, k); break;                     \
+            case 5: NAME##_5(r, x, g, K, sx, xr, npix, rows, k); break;                     \
+            default: NAME##_6(r, x, g, K, sx, xr, npix, rows, k); break;                    \
+            }                                                                               \
+        }
+    FASTCONV_BROW_ANY(fastconv_brow_vf2, float, fastconv_vf, 2)
+    FASTCONV_BROW_ANY(fastconv_brow_vf1, float, fastconv_vf, 1)
+    FASTCONV_BROW_ANY(fastconv_brow_sf1, float, float, 1)
+    FASTCONV_BROW_ANY(fastconv_brow_vd2, double, fastconv_vd, 2)
+    FASTCONV_BROW_ANY(fastconv_brow_vd1, double, fastconv_vd, 1)
+    FASTCONV_BROW_ANY(fastconv_brow_sd1, double, double, 1)
     """
     Py_ssize_t FASTCONV_VBYTES() noexcept nogil  # bytes in one vector V
+    void fastconv_brow_vf2(int nj, float *r, const float *x, const float *g, Py_ssize_t K,
+                           Py_ssize_t sx, Py_ssize_t xr, Py_ssize_t npix, Py_ssize_t rows,
+                           Py_ssize_t k) noexcept nogil
+    void fastconv_brow_vf1(int nj, float *r, const float *x, const float *g, Py_ssize_t K,
+                           Py_ssize_t sx, Py_ssize_t xr, Py_ssize_t npix, Py_ssize_t rows,
+                           Py_ssize_t k) noexcept nogil
+    void fastconv_brow_sf1(int nj, float *r, const float *x, const float *g, Py_ssize_t K,
+                           Py_ssize_t sx, Py_ssize_t xr, Py_ssize_t npix, Py_ssize_t rows,
+                           Py_ssize_t k) noexcept nogil
+    void fastconv_brow_vd2(int nj, double *r, const double *x, const double *g, Py_ssize_t K,
+                           Py_ssize_t sx, Py_ssize_t xr, Py_ssize_t npix, Py_ssize_t rows,
+                           Py_ssize_t k) noexcept nogil
+    void fastconv_brow_vd1(int nj, double *r, const double *x, const double *g, Py_ssize_t K,
+                           Py_ssize_t sx, Py_ssize_t xr, Py_ssize_t npix, Py_ssize_t rows,
+                           Py_ssize_t k) noexcept nogil
+    void fastconv_brow_sd1(int nj, double *r, const double *x, const double *g, Py_ssize_t K,
+                           Py_ssize_t sx, Py_ssize_t xr, Py_ssize_t npix, Py_ssize_t rows,
+                           Py_ssize_t k) noexcept nogil
+    enum: FASTCONV_BP  # pixels per block of the NHWC first-layer forward
     void __builtin_prefetch(const void *p) noexcept nogil
     Py_ssize_t fastconv_taps_vf14(float *d, Py_ssize_t ld, const float *s, const Py_ssize_t *off,
                                    const float *w, Py_ssize_t nt, const float *b, Py_ssize_t t,
@@ -395,13 +556,49 @@ cdef extern from *:
     Py_ssize_t fastconv_taps_sd41(double *d, Py_ssize_t ld, const double *s, const Py_ssize_t *off,
                                    const double *w, Py_ssize_t nt, const double *b, Py_ssize_t t,
                                    Py_ssize_t m) noexcept nogil
-    void fastconv_dots12_f(const float *g, Py_ssize_t ld, const float *s, const Py_ssize_t *off,
+    void fastconv_copy_rows_f(float *d, Py_ssize_t dp, const float *s, Py_ssize_t sp,
+                              Py_ssize_t rows, Py_ssize_t w, const float *nxt) noexcept nogil
+    void fastconv_copy_rows_d(double *d, Py_ssize_t dp, const double *s, Py_ssize_t sp,
+                              Py_ssize_t rows, Py_ssize_t w, const double *nxt) noexcept nogil
+    void fastconv_taprows_f44(float *d, Py_ssize_t ld, const float *s, const Py_ssize_t *off,
+                              const float *w, Py_ssize_t nt, const float *b,
+                              const Py_ssize_t *sp, const Py_ssize_t *dp,
+                              Py_ssize_t npos) noexcept nogil
+    void fastconv_taprows_f18(float *d, Py_ssize_t ld, const float *s, const Py_ssize_t *off,
+                              const float *w, Py_ssize_t nt, const float *b,
+                              const Py_ssize_t *sp, const Py_ssize_t *dp,
+                              Py_ssize_t npos) noexcept nogil
+    void fastconv_taprows_d44(double *d, Py_ssize_t ld, const double *s, const Py_ssize_t *off,
+                              const double *w, Py_ssize_t nt, const double *b,
+                              const Py_ssize_t *sp, const Py_ssize_t *dp,
+                              Py_ssize_t npos) noexcept nogil
+    void fastconv_taprows_d18(double *d, Py_ssize_t ld, const double *s, const Py_ssize_t *off,
+                              const double *w, Py_ssize_t nt, const double *b,
+                              const Py_ssize_t *sp, const Py_ssize_t *dp,
+                              Py_ssize_t npos) noexcept nogil
+    void fastconv_dots_f13(const float *g, Py_ssize_t ld, const float *s, const Py_ssize_t *off,
                            Py_ssize_t nt, Py_ssize_t m, float *r) noexcept nogil
-    void fastconv_dots41_f(const float *g, Py_ssize_t ld, const float *s, const Py_ssize_t *off,
+    void fastconv_dots_f14(const float *g, Py_ssize_t ld, const float *s, const Py_ssize_t *off,
                            Py_ssize_t nt, Py_ssize_t m, float *r) noexcept nogil
-    void fastconv_dots12_d(const double *g, Py_ssize_t ld, const double *s, const Py_ssize_t *off,
+    void fastconv_dots_f15(const float *g, Py_ssize_t ld, const float *s, const Py_ssize_t *off,
+                           Py_ssize_t nt, Py_ssize_t m, float *r) noexcept nogil
+    void fastconv_dots_f43(const float *g, Py_ssize_t ld, const float *s, const Py_ssize_t *off,
+                           Py_ssize_t nt, Py_ssize_t m, float *r) noexcept nogil
+    void fastconv_dots_f44(const float *g, Py_ssize_t ld, const float *s, const Py_ssize_t *off,
+                           Py_ssize_t nt, Py_ssize_t m, float *r) noexcept nogil
+    void fastconv_dots_f45(const float *g, Py_ssize_t ld, const float *s, const Py_ssize_t *off,
+                           Py_ssize_t nt, Py_ssize_t m, float *r) noexcept nogil
+    void fastconv_dots_d13(const double *g, Py_ssize_t ld, const double *s, const Py_ssize_t *off,
                            Py_ssize_t nt, Py_ssize_t m, double *r) noexcept nogil
-    void fastconv_dots41_d(const double *g, Py_ssize_t ld, const double *s, const Py_ssize_t *off,
+    void fastconv_dots_d14(const double *g, Py_ssize_t ld, const double *s, const Py_ssize_t *off,
+                           Py_ssize_t nt, Py_ssize_t m, double *r) noexcept nogil
+    void fastconv_dots_d15(const double *g, Py_ssize_t ld, const double *s, const Py_ssize_t *off,
+                           Py_ssize_t nt, Py_ssize_t m, double *r) noexcept nogil
+    void fastconv_dots_d43(const double *g, Py_ssize_t ld, const double *s, const Py_ssize_t *off,
+                           Py_ssize_t nt, Py_ssize_t m, double *r) noexcept nogil
+    void fastconv_dots_d44(const double *g, Py_ssize_t ld, const double *s, const Py_ssize_t *off,
+                           Py_ssize_t nt, Py_ssize_t m, double *r) noexcept nogil
+    void fastconv_dots_d45(const double *g, Py_ssize_t ld, const double *s, const Py_ssize_t *off,
                            Py_ssize_t nt, Py_ssize_t m, double *r) noexcept nogil
     void fastconv_dw_vf(float *d, const float **xs, const float **ws, Py_ssize_t nt,
                               const float *bias, Py_ssize_t C, Py_ssize_t sx, Py_ssize_t xo,
@@ -427,6 +624,18 @@ cdef extern from *:
     void fastconv_dwdot_sd(double **r, const double **xs, Py_ssize_t nt, const double *g,
                            Py_ssize_t C, Py_ssize_t sx, Py_ssize_t npix, Py_ssize_t c,
                            Py_ssize_t l0, Py_ssize_t l1) noexcept nogil
+    void fastconv_bcast_uf2(float *d, const float **xs, const float **ws, Py_ssize_t nt,
+                            const float *bias, Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo,
+                            int full, Py_ssize_t k) noexcept nogil
+    void fastconv_bcast_uf1(float *d, const float **xs, const float **ws, Py_ssize_t nt,
+                            const float *bias, Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo,
+                            int full, Py_ssize_t k) noexcept nogil
+    void fastconv_bcast_ud2(double *d, const double **xs, const double **ws, Py_ssize_t nt,
+                            const double *bias, Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo,
+                            int full, Py_ssize_t k) noexcept nogil
+    void fastconv_bcast_ud1(double *d, const double **xs, const double **ws, Py_ssize_t nt,
+                            const double *bias, Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo,
+                            int full, Py_ssize_t k) noexcept nogil
     void fastconv_bcast_vf2(float *d, const float **xs, const float **ws, Py_ssize_t nt,
                             const float *bias, Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo,
                             int full, Py_ssize_t k) noexcept nogil
@@ -683,20 +892,65 @@ cdef inline void _taps_flat(floating *d, Py_ssize_t ld, const floating *s, const
             fastconv_taps_sd11(d + k * ld, ld, s, off, w + k * nt, nt, b + k, t, m)
 
 
-cdef inline void _dots(const floating *g, Py_ssize_t ld, const floating *s, const Py_ssize_t *off,
-                       Py_ssize_t nt, Py_ssize_t nk, Py_ssize_t m, floating *r) noexcept nogil:
-    """sum_l r[(4*k + q)*VL + l] += sum_t g[k*ld + t] * s[t + off[q]]  for k < nk (1 or 4),
-    q < nt <= 4, t < m: lanes of vector sums, VL to a vector"""
+cdef inline void _taps_rows(floating *d, Py_ssize_t ld, const floating *s, const Py_ssize_t *off,
+                            const floating *w, Py_ssize_t nt, const floating *b, Py_ssize_t nk,
+                            const Py_ssize_t *sp, const Py_ssize_t *dp,
+                            Py_ssize_t npos) noexcept nogil:
+    """d[k*ld + dp[i] + l] := b[k] + sum_q w[k*nt + q] * s[sp[i] + off[q] + l]  for k < nk,
+    i < npos (a multiple of 8), l < VL: output rows in place, from a _row_positions list"""
+    cdef Py_ssize_t k
     if floating is float:
         if nk == 4:
-            fastconv_dots41_f(g, ld, s, off, nt, m, r)
-        else:
-            fastconv_dots12_f(g, ld, s, off, nt, m, r)
+            fastconv_taprows_f44(d, ld, s, off, w, nt, b, sp, dp, npos)
+            return
+        for k in range(nk):
+            fastconv_taprows_f18(d + k * ld, ld, s, off, w + k * nt, nt, b + k, sp, dp, npos)
     else:
         if nk == 4:
-            fastconv_dots41_d(g, ld, s, off, nt, m, r)
+            fastconv_taprows_d44(d, ld, s, off, w, nt, b, sp, dp, npos)
+            return
+        for k in range(nk):
+            fastconv_taprows_d18(d + k * ld, ld, s, off, w + k * nt, nt, b + k, sp, dp, npos)
+
+
+cdef inline Py_ssize_t _dot_taps(Py_ssize_t T) noexcept nogil:
+    """Taps per _dots call for T taps in all: a 5x5 or 3x3 kernel a row at a time, else 4."""
+    return 5 if T % 5 == 0 else (3 if T % 3 == 0 else 4)
+
+
+cdef inline void _dots(const floating *g, Py_ssize_t ld, const floating *s, const Py_ssize_t *off,
+                       Py_ssize_t nt, Py_ssize_t nk, Py_ssize_t nq, Py_ssize_t m,
+                       floating *r) noexcept nogil:
+    """sum_l r[(nq*k + q)*VL + l] += sum_t g[k*ld + t] * s[t + off[q]]  for k < nk (1 or 4),
+    q < nt <= nq (3, 4 or 5), t < m: lanes of vector sums, VL to a vector"""
+    if floating is float:
+        if nk == 4:
+            if nq == 5:
+                fastconv_dots_f45(g, ld, s, off, nt, m, r)
+            elif nq == 3:
+                fastconv_dots_f43(g, ld, s, off, nt, m, r)
+            else:
+                fastconv_dots_f44(g, ld, s, off, nt, m, r)
+        elif nq == 5:
+            fastconv_dots_f15(g, ld, s, off, nt, m, r)
+        elif nq == 3:
+            fastconv_dots_f13(g, ld, s, off, nt, m, r)
         else:
-            fastconv_dots12_d(g, ld, s, off, nt, m, r)
+            fastconv_dots_f14(g, ld, s, off, nt, m, r)
+    else:
+        if nk == 4:
+            if nq == 5:
+                fastconv_dots_d45(g, ld, s, off, nt, m, r)
+            elif nq == 3:
+                fastconv_dots_d43(g, ld, s, off, nt, m, r)
+            else:
+                fastconv_dots_d44(g, ld, s, off, nt, m, r)
+        elif nq == 5:
+            fastconv_dots_d15(g, ld, s, off, nt, m, r)
+        elif nq == 3:
+            fastconv_dots_d13(g, ld, s, off, nt, m, r)
+        else:
+            fastconv_dots_d14(g, ld, s, off, nt, m, r)
 
 
 cdef inline Py_ssize_t _align_skip(const void *ptr, Py_ssize_t itemsize) noexcept nogil:
@@ -761,50 +1015,63 @@ cdef inline void _bcast_vec(floating *d, const floating **xs, const floating **w
                             const floating *bias, Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo,
                             int full, Py_ssize_t k, int nv) noexcept nogil:
     """nv = 2, 1: that many vectors of output channels at k; nv = 0: the one channel k"""
+    cdef bint unit = full and sx == 1
     if floating is float:
         if nv == 2:
-            fastconv_bcast_vf2(d, xs, ws, nt, bias, K, sx, xo, full, k)
+            if unit:
+                fastconv_bcast_uf2(d, xs, ws, nt, bias, K, sx, xo, full, k)
+            else:
+                fastconv_bcast_vf2(d, xs, ws, nt, bias, K, sx, xo, full, k)
         elif nv == 1:
-            fastconv_bcast_vf1(d, xs, ws, nt, bias, K, sx, xo, full, k)
+            if unit:
+                fastconv_bcast_uf1(d, xs, ws, nt, bias, K, sx, xo, full, k)
+            else:
+                fastconv_bcast_vf1(d, xs, ws, nt, bias, K, sx, xo, full, k)
         else:
             fastconv_bcast_sf1(d, xs, ws, nt, bias, K, sx, xo, full, k)
     else:
         if nv == 2:
-            fastconv_bcast_vd2(d, xs, ws, nt, bias, K, sx, xo, full, k)
+            if unit:
+                fastconv_bcast_ud2(d, xs, ws, nt, bias, K, sx, xo, full, k)
+            else:
+                fastconv_bcast_vd2(d, xs, ws, nt, bias, K, sx, xo, full, k)
         elif nv == 1:
-            fastconv_bcast_vd1(d, xs, ws, nt, bias, K, sx, xo, full, k)
+            if unit:
+                fastconv_bcast_ud1(d, xs, ws, nt, bias, K, sx, xo, full, k)
+            else:
+                fastconv_bcast_vd1(d, xs, ws, nt, bias, K, sx, xo, full, k)
         else:
             fastconv_bcast_sd1(d, xs, ws, nt, bias, K, sx, xo, full, k)
 
 
 cdef inline void _bcast_pixels(floating *d, const floating **xs, const floating **ws,
                                Py_ssize_t nt, const floating *bias, Py_ssize_t K, Py_ssize_t sx,
-                               Py_ssize_t npix) noexcept nogil:
-    """d[p*K + k] := bias[k] + sum_q xs[q][p*sx] * ws[q][k]  for p < npix, k < K
+                               Py_ssize_t xo, Py_ssize_t npix) noexcept nogil:
+    """d[p*K + k] := bias[k] + sum_q xs[q][xo + p*sx] * ws[q][k]  for p < npix, k < K
 
-    8 pixels x two vectors of output channels per pass (one broadcast input value feeds
-    both); the last pixel block and the last vector overlap their neighbours when npix and
-    K are not multiples of the block sizes."""
+    FASTCONV_BP pixels x two vectors of output channels per pass (one broadcast input value
+    feeds both); the last pixel block and the last vector overlap their neighbours when npix
+    and K are not multiples of the block sizes."""
     cdef Py_ssize_t VL = FASTCONV_VBYTES() // sizeof(floating)
     cdef Py_ssize_t p = 0, k
     cdef int full
     while p < npix:
-        full = npix >= 8
-        if full and p + 8 > npix:
-            p = npix - 8  # the last block overlaps the one before (same values written twice)
+        full = npix >= FASTCONV_BP
+        if full and p + FASTCONV_BP > npix:
+            p = npix - FASTCONV_BP  # the last block overlaps the one before (same values)
         k = 0
         while k + 2 * VL <= K:
-            _bcast_vec(d + p * K, xs, ws, nt, bias, K, sx, p * sx, full, k, 2)
+            _bcast_vec(d + p * K, xs, ws, nt, bias, K, sx, xo + p * sx, full, k, 2)
             k = k + 2 * VL
         if k + VL <= K:
-            _bcast_vec(d + p * K, xs, ws, nt, bias, K, sx, p * sx, full, k, 1)
+            _bcast_vec(d + p * K, xs, ws, nt, bias, K, sx, xo + p * sx, full, k, 1)
             k = k + VL
         if k < K and K >= VL:
-            _bcast_vec(d + p * K, xs, ws, nt, bias, K, sx, p * sx, full, K - VL, 1)
+            _bcast_vec(d + p * K, xs, ws, nt, bias, K, sx, xo + p * sx, full, K - VL, 1)
         elif k < K:
             for k in range(k, K):
-                _bcast_vec(d + p * K, xs, ws, nt, bias, K, sx, p * sx, full, k, 0)
-        p = p + (8 if full else 1)
+                _bcast_vec(d + p * K, xs, ws, nt, bias, K, sx, xo + p * sx, full, k, 0)
+        p = p + (FASTCONV_BP if full else 1)
 
 
 cdef inline void _bcast_dots(floating **r, const floating **xs, Py_ssize_t nt,
@@ -831,6 +1098,33 @@ cdef inline void _bcast_dots(floating **r, const floating **xs, Py_ssize_t nt,
             k = k + VL
         for k in range(k, K):
             fastconv_bdot_sd1(r, xs, nt, g, K, sx, npix, k)
+
+
+cdef inline void _brow_dots(floating *r, const floating *x, int nj, const floating *g,
+                            Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xr, Py_ssize_t npix,
+                            Py_ssize_t rows) noexcept nogil:
+    """r[t*K + k] += sum_{y < rows, p < npix} x[y*xr + p*sx + t] * g[(y*npix + p)*K + k]
+    for t < nj (3 to 6), k < K"""
+    cdef Py_ssize_t VL = FASTCONV_VBYTES() // sizeof(floating)
+    cdef Py_ssize_t k = 0
+    if floating is float:
+        while k + 2 * VL <= K:
+            fastconv_brow_vf2(nj, r, x, g, K, sx, xr, npix, rows, k)
+            k = k + 2 * VL
+        if k + VL <= K:
+            fastconv_brow_vf1(nj, r, x, g, K, sx, xr, npix, rows, k)
+            k = k + VL
+        for k in range(k, K):
+            fastconv_brow_sf1(nj, r, x, g, K, sx, xr, npix, rows, k)
+    else:
+        while k + 2 * VL <= K:
+            fastconv_brow_vd2(nj, r, x, g, K, sx, xr, npix, rows, k)
+            k = k + 2 * VL
+        if k + VL <= K:
+            fastconv_brow_vd1(nj, r, x, g, K, sx, xr, npix, rows, k)
+            k = k + VL
+        for k in range(k, K):
+            fastconv_brow_sd1(nj, r, x, g, K, sx, xr, npix, rows, k)
 
 
 cdef inline void _dw_dot_vec(floating **r, const floating **xs, Py_ssize_t nt,
@@ -880,12 +1174,22 @@ cdef inline void _dw_dots(floating **r, const floating **xs, Py_ssize_t nt, cons
 
 cdef inline void _stage_plane(floating *P, const floating *src, Py_ssize_t H, Py_ssize_t W,
                               Py_ssize_t Hp, Py_ssize_t Wp, Py_ssize_t top, Py_ssize_t left,
-                              const floating *nxt) noexcept nogil:
+                              const floating *nxt, bint clean) noexcept nogil:
     """P[r, u] := src[r - top, u - left] inside the H x W plane, else 0  (Hp rows of Wp)
 
     The plane at nxt (the caller's next one, if not NULL) is prefetched meanwhile: planes are
-    short streams the hardware prefetcher has barely locked on to when they end."""
+    short streams the hardware prefetcher has barely locked on to when they end.  clean: P is
+    zero, or holds a plane staged with the same geometry, so when the H x W plane lies inside
+    and a row holds a vector, only its rows are copied, in whole vectors (row by row element
+    loops cost as much as the taps of a 28x28 first layer)."""
     cdef Py_ssize_t r, u, step = 64 // sizeof(floating)
+    if (clean and W * sizeof(floating) >= FASTCONV_VBYTES() and 0 <= top and top + H <= Hp
+            and 0 <= left and left + W <= Wp):
+        if floating is float:
+            fastconv_copy_rows_f(P + top * Wp + left, Wp, src, W, H, W, nxt)
+        else:
+            fastconv_copy_rows_d(P + top * Wp + left, Wp, src, W, H, W, nxt)
+        return
     for r in range(Hp):
         if 0 <= r - top < H:
             _fill_padded_row(P + r * Wp, src + (r - top) * W, Wp, left, W)
@@ -1110,14 +1414,16 @@ cdef void _forward_nchw_plane(const floating[:, :, :, ::1] x, const floating[:, 
                               const floating[::1] bias, floating[:, :, :, ::1] out,
                               Py_ssize_t n, Py_ssize_t k0, Py_ssize_t nk, Geom p,
                               const Py_ssize_t *off, floating *P, floating *D,
-                              Py_ssize_t Wp) noexcept nogil:
+                              Py_ssize_t Wp, const Py_ssize_t *pos, Py_ssize_t npos) noexcept nogil:
     """out[n, k] := bias[k] + sum_{c, i, j} w[k, c, i, j] * x[n, g*Cg + c, ih, iw]
 
     For the nk <= 4 output channels k0 <= k < k0 + nk of one group g; stride 1, few C/G.
     The group's input planes are staged zero padded in P (Hp rows of Wp each), so that output
     (oh, ow) at flat index t = oh*Wp + ow reads tap (c, i, j) at P[t + off[(c*kh + i)*kw + j]],
     off = c*Hp*Wp + i*dh*Wp + j*dw: every tap is one flat run over the plane, shared by the
-    nk channels.  D gets their rows at pitch Wp (columns >= oW are scratch), then compacted."""
+    nk channels.  With a _row_positions list (pos, npos) the output rows are written in
+    place, a vector at a time; otherwise D gets the rows at pitch Wp (columns >= oW are
+    scratch), then compacted."""
     cdef Py_ssize_t H = x.shape[2], W = x.shape[3], K = out.shape[1]
     cdef Py_ssize_t oH = out.shape[2], oW = out.shape[3]
     cdef Py_ssize_t Cg = weight.shape[1], kh = weight.shape[2], kw = weight.shape[3]
@@ -1126,7 +1432,11 @@ cdef void _forward_nchw_plane(const floating[:, :, :, ::1] x, const floating[:, 
     cdef floating *row
     for c in range(Cg):
         _stage_plane(P + c * Hp * Wp, &x[n, c0 + c, 0, 0], H, W, Hp, Wp, p.pt, p.pl,
-                     &x[n, c0 + c + 1, 0, 0] if c0 + c + 1 < x.shape[1] else NULL)
+                     &x[n, c0 + c + 1, 0, 0] if c0 + c + 1 < x.shape[1] else NULL, True)
+    if pos != NULL:
+        _taps_rows(&out[n, k0, 0, 0], oH * oW, P, off, &weight[k0, 0, 0, 0], Cg * kh * kw,
+                   &bias[k0], nk, pos, pos + npos, npos)
+        return
     _taps_flat(D, L, P, off, &weight[k0, 0, 0, 0], Cg * kh * kw, &bias[k0], nk, L)
     for k in range(nk):
         for oh in range(oH):
@@ -1150,6 +1460,30 @@ cdef Py_ssize_t *_plane_offsets(Py_ssize_t Cg, Py_ssize_t kh, Py_ssize_t kw, Py_
     return off
 
 
+cdef Py_ssize_t *_row_positions(Py_ssize_t oH, Py_ssize_t oW, Py_ssize_t Wp, Py_ssize_t VL,
+                                Py_ssize_t *npos) except NULL:
+    """Vectors of VL outputs covering the oH rows of width oW >= VL: starting at ow = 0, VL,
+    2*VL, ... and, when VL does not divide oW, oW - VL (overlapping the one before).
+    sp[i] = oh*Wp + ow (in the staged planes), dp[i] = oh*oW + ow (in the output plane),
+    dp = sp + npos; npos is rounded up to a multiple of 8 by repeating the last vector."""
+    cdef Py_ssize_t per_row = _ceil_div(oW, VL), n = oH * per_row, m = _ceil_div(n, 8) * 8
+    cdef Py_ssize_t oh, v, ow, i = 0
+    cdef Py_ssize_t *sp = <Py_ssize_t *> malloc(2 * m * sizeof(Py_ssize_t))
+    if sp == NULL:
+        raise MemoryError()
+    for oh in range(oH):
+        for v in range(per_row):
+            ow = min(v * VL, oW - VL)
+            sp[i] = oh * Wp + ow
+            sp[m + i] = oh * oW + ow
+            i = i + 1
+    for i in range(n, m):
+        sp[i] = sp[n - 1]
+        sp[m + i] = sp[m + n - 1]
+    npos[0] = m
+    return sp
+
+
 def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
                  const floating[::1] bias, floating[:, :, :, ::1] out,
                  Py_ssize_t stride_h, Py_ssize_t stride_w, Py_ssize_t pad_top,
@@ -1163,9 +1497,10 @@ def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
     cdef Py_ssize_t Wp = (oW - 1) * stride_w + (kw - 1) * dilation_w + 1
     cdef Py_ssize_t per_thread = Cg * kh * Wp
     cdef Py_ssize_t Kg = out.shape[1] // groups
-    cdef Py_ssize_t t, R, nrb, L, Hp, nkb, k0
+    cdef Py_ssize_t t, R, nrb, L, Hp, nkb, k0, npos
     cdef floating *buf
     cdef Py_ssize_t *jr
+    cdef Py_ssize_t *pos
     if N == 0:
         return
     Hp = oH + (kh - 1) * dilation_h
@@ -1176,12 +1511,16 @@ def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
         # whole planes, every tap one flat run over the staged input planes.
         nkb = _ceil_div(Kg, 4)
         per_thread = Cg * Hp * Wp + min(Kg, 4) * L
-        buf = <floating *> malloc(nthreads * per_thread * sizeof(floating))
+        buf = <floating *> calloc(nthreads * per_thread, sizeof(floating))  # staged clean
         if buf == NULL:
             raise MemoryError()
         jr = NULL
+        pos = NULL
+        npos = 0
         try:
             jr = _plane_offsets(Cg, kh, kw, dilation_h, dilation_w, Hp, Wp)
+            if oW * sizeof(floating) >= FASTCONV_VBYTES():
+                pos = _row_positions(oH, oW, Wp, FASTCONV_VBYTES() // sizeof(floating), &npos)
             with nogil, parallel(num_threads=nthreads):
                 flush_denormals_enter()
                 for t in prange(N * groups * nkb, schedule="static"):
@@ -1189,9 +1528,11 @@ def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
                     _forward_nchw_plane(x, weight, bias, out, t // (groups * nkb), k0,
                                         min(4, Kg - (t % nkb) * 4), p, jr,
                                         buf + threadid() * per_thread,
-                                        buf + threadid() * per_thread + Cg * Hp * Wp, Wp)
+                                        buf + threadid() * per_thread + Cg * Hp * Wp, Wp,
+                                        pos, npos)
                 flush_denormals_exit()
         finally:
+            free(pos)
             free(jr)
             free(buf)
         return
@@ -1432,20 +1773,22 @@ cdef void _grad_weight_nchw_plane(const floating[:, :, :, ::1] grad_output,
 
     C/G == 1, stride 1, c = k // (K/G), for the nk output channels k0 <= k < k0 + nk of one
     group.  The input plane is staged as in _forward_nchw_plane and the grad_output planes at
-    the same pitch Wp, zero beyond oW, so every tap is one flat dot product over the plane;
-    4 taps share each grad_output load, and 4 channels (nk == 4) each input load.  Each plane
-    is followed by VL zeros, so the dots run in whole vectors; they add vectors into acc
-    (16 entries of VL lanes per (channel block, tap chunk)), summed once at the end."""
+    the same pitch Wp, zero beyond oW, so every tap is one flat dot product over the plane
+    (G and its planes vector aligned: the grad_output loads never straddle cache lines);
+    nq taps (a kernel row of 5x5 or 3x3) share each grad_output load, and 4 channels
+    (nk == 4) each input load.  Each plane is followed by VL zeros, so the dots run in whole
+    vectors; they add vectors into acc (4*nq entries of VL lanes per (channel block, tap
+    chunk)), summed once at the end."""
     cdef Py_ssize_t H = x.shape[2], W = x.shape[3], oH = grad_output.shape[2]
     cdef Py_ssize_t oW = grad_output.shape[3], Kg = grad_output.shape[1] // p.G
     cdef Py_ssize_t VL = FASTCONV_VBYTES() // sizeof(floating)
-    cdef Py_ssize_t Hp = oH + (kh - 1) * p.dh, Gs = oH * Wp + VL
-    cdef Py_ssize_t T = kh * kw, nch = _ceil_div(kh * kw, 4)
+    cdef Py_ssize_t Hp = oH + (kh - 1) * p.dh, Gs = _ceil_div(oH * Wp + VL, VL) * VL
+    cdef Py_ssize_t T = kh * kw, nq = _dot_taps(T), nch = _ceil_div(T, nq), slot = 4 * nq * VL
     cdef Py_ssize_t m = _ceil_div((oH - 1) * Wp + oW, VL) * VL
     cdef Py_ssize_t n, q, q0, q1, h, k, kb, l, nb = 1 if nk == 4 else nk
     cdef floating s
     cdef floating *a
-    for q in range(nb * nch * 16 * VL):
+    for q in range(nb * nch * slot):
         acc[q] = 0
     for l in range(VL):
         P[Hp * Wp + l] = 0
@@ -1454,23 +1797,23 @@ cdef void _grad_weight_nchw_plane(const floating[:, :, :, ::1] grad_output,
             G[k * Gs + oH * Wp + l] = 0
     for n in range(n0, n1):
         _stage_plane(P, &x[n, k0 // Kg, 0, 0], H, W, Hp, Wp, p.pt, p.pl,
-                     &x[n + 1, k0 // Kg, 0, 0] if n + 1 < n1 else NULL)
+                     &x[n + 1, k0 // Kg, 0, 0] if n + 1 < n1 else NULL, True)
         for k in range(nk):
             _stage_plane(G + k * Gs, &grad_output[n, k0 + k, 0, 0], oH, oW, oH, Wp, 0, 0,
-                         &grad_output[n + 1, k0 + k, 0, 0] if n + 1 < n1 else NULL)
+                         &grad_output[n + 1, k0 + k, 0, 0] if n + 1 < n1 else NULL, True)
         for kb in range(nb):  # one block of 4 channels, or the channels one by one
-            for h in range(nch):  # nch chunks of <= 4 taps, as equal as possible
+            for h in range(nch):  # nch chunks of <= nq taps, as equal as possible
                 q0 = T * h // nch
                 q1 = T * (h + 1) // nch
-                _dots(G + kb * Gs, Gs, P, off + q0, q1 - q0, 4 if nk == 4 else 1, m,
-                      acc + (kb * nch + h) * 16 * VL)
+                _dots(G + kb * Gs, Gs, P, off + q0, q1 - q0, 4 if nk == 4 else 1, nq, m,
+                      acc + (kb * nch + h) * slot)
     for kb in range(nb):
         for h in range(nch):
             q0 = T * h // nch
             q1 = T * (h + 1) // nch
             for k in range(4 if nk == 4 else 1):
                 for q in range(q0, q1):
-                    a = acc + ((kb * nch + h) * 16 + 4 * k + q - q0) * VL
+                    a = acc + (kb * nch + h) * slot + (nq * k + q - q0) * VL
                     s = 0
                     for l in range(VL):
                         s = s + a[l]
@@ -1493,6 +1836,8 @@ def grad_weight_nchw(const floating[:, :, :, ::1] grad_output, const floating[:,
     cdef Py_ssize_t kh = grad_weight.shape[2], Wp, per_thread, nbs, nsb, VL, nacc
     cdef Py_ssize_t *jr
     cdef floating *buf
+    cdef Py_ssize_t gof
+    cdef void *raw
     cdef floating[:, ::1] pq
     if Cg == 1 and stride_h == 1 and stride_w == 1 and N > 0:
         # C/G == 1 (depthwise, first layers): tasks (sample chunk, block of <= 4 output
@@ -1503,14 +1848,17 @@ def grad_weight_nchw(const floating[:, :, :, ::1] grad_output, const floating[:,
         nsb = _ceil_div(N, nbs)
         Wp = oW + (kw - 1) * dilation_w
         VL = FASTCONV_VBYTES() // sizeof(floating)
-        # input plane, <= 4 grad_output planes (each with VL zeros after), vector sums
-        nacc = min(Kg, 4) * _ceil_div(kh * kw, 4) * 16 * VL
-        per_thread = (oH + (kh - 1) * dilation_h) * Wp + VL + min(Kg, 4) * (oH * Wp + VL) + nacc
+        # input plane, <= 4 grad_output planes (each with VL zeros after), vector sums; each
+        # part vector aligned
+        nacc = 4 * _ceil_div(kh * kw, _dot_taps(kh * kw)) * 4 * _dot_taps(kh * kw) * VL
+        gof = _ceil_div((oH + (kh - 1) * dilation_h) * Wp + VL, VL) * VL
+        per_thread = gof + min(Kg, 4) * _ceil_div(oH * Wp + VL, VL) * VL + nacc
         part = np.empty((nsb, K * kh * kw), dtype=np.asarray(x).dtype)
         pq = part
-        buf = <floating *> malloc(nthreads * per_thread * sizeof(floating))
-        if buf == NULL:
+        raw = calloc(nthreads * per_thread + VL, sizeof(floating))  # staged clean
+        if raw == NULL:
             raise MemoryError()
+        buf = <floating *> raw + _align_skip(raw, sizeof(floating))
         jr = NULL
         try:
             jr = _plane_offsets(1, kh, kw, dilation_h, dilation_w, 0, Wp)
@@ -1523,13 +1871,12 @@ def grad_weight_nchw(const floating[:, :, :, ::1] grad_output, const floating[:,
                                             (t // (groups * nkb)) * nbs,
                                             min(N, (t // (groups * nkb) + 1) * nbs), p, kh, kw,
                                             jr, buf + threadid() * per_thread,
-                                            buf + threadid() * per_thread
-                                            + (oH + (kh - 1) * dilation_h) * Wp + VL,
+                                            buf + threadid() * per_thread + gof,
                                             buf + (threadid() + 1) * per_thread - nacc, Wp)
                 flush_denormals_exit()
         finally:
             free(jr)
-            free(buf)
+            free(raw)
         np.asarray(grad_weight).reshape(-1)[...] = part.sum(axis=0)
         return
     # Split input channels too when there are few (group, k-block) tasks.  The sum order of
@@ -1611,38 +1958,74 @@ cdef inline void _stage_nhwc_row(floating *row, const floating[:, :, :, ::1] x, 
                      W * C if inside else 0)
 
 
+cdef void _stage_nhwc_rows(floating *stage, const floating[:, :, :, ::1] x, Py_ssize_t n,
+                           Py_ssize_t ih0, Py_ssize_t rows, Py_ssize_t Wp,
+                           Py_ssize_t left) noexcept nogil:
+    """stage[r, u, c] := x[n, ih0 + r, u - left, c] inside the image, else 0  (rows of Wp pixels)
+
+    stage must be zero or hold rows staged with the same Wp and left: an image row that fits
+    inside, at least a vector long, is copied in whole vectors and its padding (zero) kept."""
+    cdef Py_ssize_t H = x.shape[1], W = x.shape[2], C = x.shape[3], r, ih
+    cdef bint fits = (0 <= left and left + W <= Wp
+                      and W * C * <Py_ssize_t> sizeof(floating) >= FASTCONV_VBYTES())
+    for r in range(rows):
+        ih = ih0 + r
+        if fits and 0 <= ih < H:
+            if floating is float:
+                fastconv_copy_rows_f(stage + (r * Wp + left) * C, 0, &x[n, ih, 0, 0], 0, 1,
+                                     W * C, NULL)
+            else:
+                fastconv_copy_rows_d(stage + (r * Wp + left) * C, 0, &x[n, ih, 0, 0], 0, 1,
+                                     W * C, NULL)
+        else:
+            _stage_nhwc_row(stage + r * Wp * C, x, n, ih, Wp, left)
+
+
+cdef void _forward_nhwc_few_block(const floating[:, :, :, ::1] x,
+                                  const floating[:, :, :, ::1] weight, const floating[::1] bias,
+                                  floating[:, :, :, ::1] out, Py_ssize_t n, Py_ssize_t oh0,
+                                  Py_ssize_t R, Geom p, const floating **xs, const floating **ws,
+                                  floating *stage) noexcept nogil:
+    """out[n, oh0:oh0+R, :, :] := bias + conv  for G == 1 with few input channels
+
+    out[.., k] = bias[k] + sum_{i, j, c} x[n, ih, iw, c] * w[i, j, c, k], one broadcast input
+    value per tap, vectorised over k.  The input rows of the R output rows are staged zero
+    padded once (Wp pixels each), so every column has every tap (the zero padding takes part
+    in the products, as in the NCHW plane kernels: 0 * Inf is NaN there too)."""
+    cdef Py_ssize_t C = x.shape[3], oW = out.shape[2], K = out.shape[3]
+    cdef Py_ssize_t kh = weight.shape[0], kw = weight.shape[1], Cg = weight.shape[2]
+    cdef Py_ssize_t Wp = (oW - 1) * p.sw + (kw - 1) * p.dw + 1
+    cdef Py_ssize_t oh, i, j, c, nt
+    _stage_nhwc_rows(stage, x, n, oh0 * p.sh - p.pt, (R - 1) * p.sh + (kh - 1) * p.dh + 1, Wp,
+                     p.pl)
+    nt = 0
+    for i in range(kh):  # the taps of row oh0; row oh's are (oh - oh0)*sh staged rows on
+        for j in range(kw):
+            for c in range(Cg):
+                xs[nt] = stage + (i * p.dh * Wp + j * p.dw) * C + c
+                ws[nt] = &weight[i, j, c, 0]
+                nt = nt + 1
+    for oh in range(oh0, oh0 + R):
+        _bcast_pixels(&out[n, oh, 0, 0], xs, ws, nt, &bias[0], K, p.sw * C,
+                      (oh - oh0) * p.sh * Wp * C, oW)
+
+
 cdef void _forward_nhwc_taps_row(const floating[:, :, :, ::1] x,
                                  const floating[:, :, :, ::1] weight, const floating[::1] bias,
                                  floating[:, :, :, ::1] out, Py_ssize_t n, Py_ssize_t oh, Geom p,
                                  const Py_ssize_t *jlo, const Py_ssize_t *jhi,
-                                 const floating **xs, const floating **ws,
-                                 floating *stage) noexcept nogil:
-    """out[n, oh, :, :] := bias + conv  for depthwise (C/G == K/G == 1) or G == 1 with few C
+                                 const floating **xs, const floating **ws) noexcept nogil:
+    """out[n, oh, :, :] := bias + conv  for depthwise (C/G == K/G == 1)
 
-    Depthwise: out[.., c] = bias[c] + sum_{i, j} x[n, ih, iw, c] * w[i, j, 0, c], vectorised
-    over the contiguous channels; in the interior columns [lo, hi) every tap is valid, so
-    one call covers them all, and each edge column gets a call with its valid taps.
-    Few input channels: out[.., k] = bias[k] + sum_{i, j, c} x[n, ih, iw, c] * w[i, j, c, k],
-    one broadcast input value per tap, vectorised over k; the kh input rows are staged zero
-    padded (Wp pixels each), so every column has every tap (the zero padding takes part in
-    the products, as in the NCHW plane kernels: 0 * Inf is NaN there too)."""
-    cdef Py_ssize_t H = x.shape[1], W = x.shape[2], C = x.shape[3]
-    cdef Py_ssize_t oW = out.shape[2], K = out.shape[3]
-    cdef Py_ssize_t kh = weight.shape[0], kw = weight.shape[1], Cg = weight.shape[2]
-    cdef Py_ssize_t Wp = (oW - 1) * p.sw + (kw - 1) * p.dw + 1
+    out[.., c] = bias[c] + sum_{i, j} x[n, ih, iw, c] * w[i, j, 0, c], vectorised over the
+    contiguous channels; in the interior columns [lo, hi) every tap is valid, so one call
+    covers them all, and each edge column gets a call with its valid taps."""
+    cdef Py_ssize_t H = x.shape[1], C = x.shape[3]
+    cdef Py_ssize_t oW = out.shape[2]
+    cdef Py_ssize_t kh = weight.shape[0], kw = weight.shape[1]
     cdef Py_ssize_t ih0 = oh * p.sh - p.pt
-    cdef Py_ssize_t i_lo, i_hi, lo = 0, hi = oW, ow, run, i, j, c, nt = 0
+    cdef Py_ssize_t i_lo, i_hi, lo = 0, hi = oW, ow, run, i, j, nt = 0
     _valid_range(kh, H, p.dh, ih0, &i_lo, &i_hi)
-    if not (Cg == 1 and K == p.G):
-        for i in range(kh):
-            _stage_nhwc_row(stage + i * Wp * C, x, n, ih0 + i * p.dh, Wp, p.pl)
-            for j in range(kw):
-                for c in range(Cg):
-                    xs[nt] = stage + (i * Wp + j * p.dw) * C + c
-                    ws[nt] = &weight[i, j, c, 0]
-                    nt = nt + 1
-        _bcast_pixels(&out[n, oh, 0, 0], xs, ws, nt, &bias[0], K, p.sw * C, oW)
-        return
     for j in range(kw):
         if jlo[j] < jhi[j]:
             lo = max(lo, jlo[j])
@@ -1670,21 +2053,27 @@ def forward_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
     cdef Geom p = Geom(stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, groups)
     cdef Py_ssize_t N = out.shape[0], oH = out.shape[1], kh = weight.shape[0], kw = weight.shape[1]
     cdef Py_ssize_t Cg = weight.shape[2], nthreads = max(num_threads, 1), taps = kh * kw * Cg
-    # Depthwise, or first layers (few input channels): whole rows of tap lists.
-    cdef bint by_taps = (Cg == 1 and out.shape[3] == groups) or (groups == 1 and Cg <= 4)
-    cdef Py_ssize_t t
+    cdef bint depthwise = Cg == 1 and out.shape[3] == groups
+    cdef bint few = not depthwise and groups == 1 and Cg <= 4   # first layers
+    cdef Py_ssize_t t, R = 1, nrb = oH, stage_size = 0
     cdef Py_ssize_t *jr
     cdef const floating **ptrs = NULL
     cdef floating *stage = NULL
-    cdef Py_ssize_t stage_size = (kh * ((out.shape[2] - 1) * stride_w + (kw - 1) * dilation_w + 1)
-                                  * x.shape[3])
     if N == 0:
         return
+    if few:
+        # Blocks of R output rows, whole images unless too few for the threads: the input
+        # rows are staged once per block, not kh times.
+        nrb = min(oH, _ceil_div(4 * nthreads, N))
+        R = _ceil_div(oH, nrb)
+        nrb = _ceil_div(oH, R)
+        stage_size = (((R - 1) * stride_h + (kh - 1) * dilation_h + 1) * x.shape[3]
+                      * ((out.shape[2] - 1) * stride_w + (kw - 1) * dilation_w + 1))
     jr = <Py_ssize_t *> malloc(2 * kw * sizeof(Py_ssize_t))
-    if by_taps:
+    if depthwise or few:
         ptrs = <const floating **> malloc(nthreads * 2 * taps * sizeof(floating *))
-        stage = <floating *> malloc(nthreads * stage_size * sizeof(floating) + 1)
-    if jr == NULL or (by_taps and (ptrs == NULL or stage == NULL)):
+        stage = <floating *> calloc(nthreads * stage_size + 1, sizeof(floating))  # staged clean
+    if jr == NULL or ((depthwise or few) and (ptrs == NULL or stage == NULL)):
         free(jr)
         free(ptrs)
         free(stage)
@@ -1693,12 +2082,17 @@ def forward_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
         _fill_ranges(jr, jr + kw, kw, out.shape[2], x.shape[2], stride_w, pad_left, dilation_w)
         with nogil, parallel(num_threads=nthreads):
             flush_denormals_enter()
-            for t in prange(N * oH, schedule="static"):
-                if by_taps:
+            for t in prange(N * nrb, schedule="static"):
+                if few:
+                    _forward_nhwc_few_block(x, weight, bias, out, t // nrb, (t % nrb) * R,
+                                            min(R, oH - (t % nrb) * R), p,
+                                            ptrs + threadid() * 2 * taps,
+                                            ptrs + threadid() * 2 * taps + taps,
+                                            stage + threadid() * stage_size)
+                elif depthwise:
                     _forward_nhwc_taps_row(x, weight, bias, out, t // oH, t % oH, p, jr, jr + kw,
                                            ptrs + threadid() * 2 * taps,
-                                           ptrs + threadid() * 2 * taps + taps,
-                                           stage + threadid() * stage_size)
+                                           ptrs + threadid() * 2 * taps + taps)
                 else:
                     _forward_nhwc_row(x, weight, bias, out, t // oH, t % oH, p, jr, jr + kw)
             flush_denormals_exit()
@@ -1919,18 +2313,31 @@ cdef void _grad_weight_nhwc_few_task(const floating[:, :, :, ::1] grad_output,
                                      Geom p, floating *stage) noexcept nogil:
     """part[((i*kw + j)*C + c)*K + k] := sum_{n0 <= n < n1, oh, ow} x[n, ih, iw, c] go[n, oh, ow, k]
 
-    G == 1, few input channels.  The input rows of each output row are staged zero padded
-    as in the forward, so every tap covers the whole row; up to 4 taps of a kernel row share
-    each grad_output load."""
+    G == 1, few input channels.  The input is staged zero padded as in the forward, so every
+    tap covers the whole row: whole images when the width dilation is 1 and a kernel row has
+    at least 3 taps (j, c) (see _brow_dots), else the kh input rows of each output row, up to
+    4 taps of a kernel row sharing each grad_output load.  stage must start zeroed."""
     cdef Py_ssize_t H = x.shape[1], W = x.shape[2], C = x.shape[3]
     cdef Py_ssize_t oH = grad_output.shape[1], oW = grad_output.shape[2], K = grad_output.shape[3]
     cdef Py_ssize_t Wp = (oW - 1) * p.sw + (kw - 1) * p.dw + 1
     cdef Py_ssize_t T = kw * C, nch = _ceil_div(kw * C, 4)
-    cdef Py_ssize_t n, oh, i, ih0, h, q, q0, q1, k
+    cdef Py_ssize_t n, oh, i, ih0, h, q, q0, q1, k, nrow = _ceil_div(T, 6)
     cdef floating *rs[4]
     cdef const floating *xs[4]
     for q in range(kh * T * K):
         part[q] = 0
+    if p.dw == 1 and T >= 3:
+        # Whole images: staged once per sample, a kernel row's taps in nrow runs of 3 to 6
+        # consecutive offsets, each summed over the image in registers.
+        for n in range(n0, n1):
+            _stage_nhwc_rows(stage, x, n, -p.pt, (oH - 1) * p.sh + (kh - 1) * p.dh + 1, Wp, p.pl)
+            for i in range(kh):
+                for h in range(nrow):
+                    q0 = T * h // nrow
+                    q1 = T * (h + 1) // nrow
+                    _brow_dots(part + (i * T + q0) * K, stage + i * p.dh * Wp * C + q0, q1 - q0,
+                               &grad_output[n, 0, 0, 0], K, p.sw * C, p.sh * Wp * C, oW, oH)
+        return
     for n in range(n0, n1):
         for oh in range(oH):
             ih0 = oh * p.sh - p.pt
@@ -1996,10 +2403,11 @@ def grad_weight_nhwc(const floating[:, :, :, ::1] grad_output, const floating[:,
         # own slice of `part`; the chunks are then added in order.
         nbs = _chunk_size(N, 16)
         nsb = _ceil_div(N, nbs)
-        per_thread = kh * ((grad_output.shape[2] - 1) * stride_w + (kw - 1) * dilation_w + 1) * Cg
+        per_thread = (max(kh, (grad_output.shape[1] - 1) * stride_h + (kh - 1) * dilation_h + 1)
+                      * ((grad_output.shape[2] - 1) * stride_w + (kw - 1) * dilation_w + 1) * Cg)
         part = np.empty((nsb, kh * kw * Cg * K), dtype=np.asarray(x).dtype)
         pq = part
-        stage = <floating *> malloc(nthreads * per_thread * sizeof(floating))
+        stage = <floating *> calloc(nthreads * per_thread, sizeof(floating))  # staged clean
         if stage == NULL:
             raise MemoryError()
         try:
