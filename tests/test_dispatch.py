@@ -87,10 +87,23 @@ def test_builtin_rule(op, data_format, monkeypatch):
     # a first layer: direct, but for the input gradient (col2im)
     expected = "im2col" if op == "grad_input" else "direct"
     assert choose(op, _geom(narrow, data_format)) == expected
-    # LeNet's 6 -> 16 5x5: Winograd but for the input gradient (whose GEMM has 6 rows)
+    # LeNet's 6 -> 16 5x5: Winograd, but col2im for the input gradient (whose GEMM has 6
+    # rows) and NHWC's narrow direct kernel for the weight gradient
     lenet = dataclasses.replace(narrow, batch=64, in_channels=6, out_channels=16, padding=0)
-    assert choose(op, _geom(lenet, data_format)) == ("im2col" if op == "grad_input" else "winograd")
-    # narrow layers Winograd does not take: im2col in either layout
+    expected = {"grad_input": "im2col",
+                "grad_weight": "direct" if data_format == "NHWC" else "winograd"}
+    assert choose(op, _geom(lenet, data_format)) == expected.get(op, "winograd")
+    # cifar_res20's 16 -> 16 3x3: NCHW's plane kernels but for the weight gradient
+    cifar = dataclasses.replace(lenet, in_channels=16, kernel=(3, 3), padding=1)
+    expected = "direct" if data_format == "NCHW" and op != "grad_weight" else "winograd"
+    assert choose(op, _geom(cifar, data_format)) == expected
+    # narrow and dilated: direct but for NHWC's input gradient
+    dilated = dataclasses.replace(cifar, dilation=2, padding=2)
+    expected = "im2col" if data_format == "NHWC" and op == "grad_input" else "direct"
+    if data_format == "NCHW" and op == "grad_weight":
+        expected = "im2col"
+    assert choose(op, _geom(dilated, data_format)) == expected
+    # narrow 1x1 layers: im2col in either layout
     pointwise = dataclasses.replace(lenet, in_channels=8, kernel=(1, 1))
     assert choose(op, _geom(pointwise, data_format)) == "im2col"
     # and strided first layers in NCHW

@@ -15,8 +15,12 @@ def builtin_choice(op, geom):
     there, and im2col's single GEMM on all cores is 1.3-1.8x faster.
     Direct convolution wins the forward and weight gradient of first layers (C <= 4:
     fmnist_conv1 1.3-1.9x im2col), but for strided ones in NCHW (a 7x7 stride-2 stem, a
-    3x3 stride-2 layer: im2col 2-3.5x); and wherever each group's GEMM would be a sliver
-    (depthwise and other narrow groups: 3-40x).
+    3x3 stride-2 layer: im2col 2-3.5x); wherever each group's GEMM would be a sliver
+    (depthwise and other narrow groups: 3-40x); and on narrow layers, where its first-layer
+    kernels run: NCHW stride-1 forward and input gradient with 8-16 channels on both sides
+    (cifar_res20 1.4-1.6x Winograd, 16 channels dilated or 7x7 2-3x), NHWC weight gradients
+    with up to 32 input channels (8 where Winograd runs: LeNet's 6 -> 16 3x, 16 channels
+    strided or dilated 2x im2col) and NHWC forwards with up to 16 that Winograd does not take.
     The input gradient of a first layer is im2col's col2im (2-8x the transposed forward,
     whose GEMM has only C <= 4 rows). im2col + BLAS wins all other layers in every op,
     narrow NCHW ones too (8-16 channels, 1x1 or strided: 1.5-4.7x direct): its tiles run on
@@ -30,6 +34,15 @@ def builtin_choice(op, geom):
     few_pixels = geom.batch * geom.out_h * geom.out_w < _config.get_num_threads() * kg
     winograd = ((geom.kernel_h, geom.kernel_w) in ((3, 3), (5, 5)) and geom.stride == (1, 1)
                 and geom.dilation == (1, 1) and not few_pixels)
+    pointwise = geom.kernel_h == geom.kernel_w == 1
+    if not geom.channels_last and op != "grad_weight" and geom.stride == (1, 1) and (
+            not pointwise and 8 <= min(cg, kg) and max(cg, kg) <= 16):
+        return "direct"     # narrow NCHW: whole staged planes, a flat run per tap
+    if geom.channels_last and geom.groups == 1 and not pointwise:
+        if op == "grad_weight" and cg <= (8 if winograd else 32):
+            return "direct"     # narrow NHWC: one broadcast input value per tap
+        if op == "forward" and cg <= 16 and not winograd:
+            return "direct"
     if winograd and (min(cg, kg) >= 8 or (cg >= 5 and kg >= 8 and op != "grad_input")):
         return "winograd"
     if geom.groups > 1 and min(cg, kg) <= 4:

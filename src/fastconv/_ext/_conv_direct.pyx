@@ -842,6 +842,12 @@ cdef inline void _flush_taps(floating *dst, const floating **src, const floating
         _axpy1(dst + lo[q], src[q], w[q], hi[q] - lo[q], s)
 
 
+# Input channels per group up to which a layer runs on the tap-list kernels of first layers
+# (one broadcast input value or one flat run per tap): 2-4x the row kernels on 6-32 channels
+# (LeNet's 6 -> 16, 16 -> 16 3x3 dilated or strided).
+cdef Py_ssize_t _NARROW = 32
+
+
 cdef int _fill_ranges(Py_ssize_t *lo, Py_ssize_t *hi, Py_ssize_t ksize, Py_ssize_t n_out,
                       Py_ssize_t n_in, Py_ssize_t stride, Py_ssize_t pad,
                       Py_ssize_t dilation) except -1 nogil:
@@ -1505,10 +1511,10 @@ def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
         return
     Hp = oH + (kh - 1) * dilation_h
     L = (oH - 1) * Wp + oW
-    if stride_h == 1 and stride_w == 1 and Cg <= 4 and (
+    if stride_h == 1 and stride_w == 1 and Cg <= _NARROW and (
             Cg == 1 and Kg < 4 or Cg * Hp * Wp + 4 * L <= 65536):
-        # Depthwise and first layers: tasks (n, group, block of <= 4 output channels) over
-        # whole planes, every tap one flat run over the staged input planes.
+        # Depthwise, first and other narrow layers: tasks (n, group, block of <= 4 output
+        # channels) over whole planes, every tap one flat run over the staged input planes.
         nkb = _ceil_div(Kg, 4)
         per_thread = Cg * Hp * Wp + min(Kg, 4) * L
         buf = <floating *> calloc(nthreads * per_thread, sizeof(floating))  # staged clean
@@ -2054,7 +2060,7 @@ def forward_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
     cdef Py_ssize_t N = out.shape[0], oH = out.shape[1], kh = weight.shape[0], kw = weight.shape[1]
     cdef Py_ssize_t Cg = weight.shape[2], nthreads = max(num_threads, 1), taps = kh * kw * Cg
     cdef bint depthwise = Cg == 1 and out.shape[3] == groups
-    cdef bint few = not depthwise and groups == 1 and Cg <= 4   # first layers
+    cdef bint few = not depthwise and groups == 1 and Cg <= _NARROW   # first, narrow layers
     cdef Py_ssize_t t, R = 1, nrb = oH, stage_size = 0
     cdef Py_ssize_t *jr
     cdef const floating **ptrs = NULL
@@ -2398,9 +2404,9 @@ def grad_weight_nhwc(const floating[:, :, :, ::1] grad_output, const floating[:,
             free(jr)
         np.asarray(grad_weight).reshape(kh * kw, groups)[...] = part.sum(axis=0)
         return
-    if groups == 1 and Cg <= 4 and N > 0:
-        # First layers: tasks are sample chunks fixed by the shape, each summing into its
-        # own slice of `part`; the chunks are then added in order.
+    if groups == 1 and Cg <= _NARROW and N > 0:
+        # First and narrow layers: tasks are sample chunks fixed by the shape, each summing
+        # into its own slice of `part`; the chunks are then added in order.
         nbs = _chunk_size(N, 16)
         nsb = _ceil_div(N, nbs)
         per_thread = (max(kh, (grad_output.shape[1] - 1) * stride_h + (kh - 1) * dilation_h + 1)
