@@ -26,13 +26,3 @@ def matmul(a, b, trans_a=False, trans_b=False):
     with _config.kernel_blas_threads(_config.apply_to_thread_pools()):
         return gemm(1.0, b.T, a.T, trans_a=int(trans_b), trans_b=int(trans_a)).T
 
-
-def matmul_add_bias(a, b, bias):
-    """a @ b + bias (bias added to every row) for C-ordered float 2-D arrays of one dtype:
-    one BLAS call on all of fastconv's threads, the bias preloaded as its C (beta = 1)."""
-    gemm = blas.sgemm if a.dtype == np.float32 else blas.dgemm
-    out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
-    out[...] = bias
-    # as in matmul: C^T = b^T a^T, all three read and written in place in Fortran order
-    with _config.kernel_blas_threads(_config.apply_to_thread_pools()):
-        return gemm(1.0, b.T, a.T, beta=1.0, c=out.T, overwrite_c=True).T

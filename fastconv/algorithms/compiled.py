@@ -10,7 +10,7 @@ import importlib
 
 import numpy as np
 
-from .. import _config, _ext, _matmul
+from .. import _config, _ext
 
 
 def _bias_or_zeros(bias, geom, dtype):
@@ -114,16 +114,6 @@ class Im2colConv(DirectConv):
     def _threading(self, op, blas_threads):
         return _config.kernel_blas_threads(blas_threads)
 
-    def forward(self, x, weight, bias, geom):
-        if geom.channels_last and geom.groups == 1 and _pointwise(geom) and x.size:
-            # (N*H*W, C) @ (C, K): one GEMM on all cores beats cache-sized tiles each on one
-            # (their reduction is only C long): 1.4-1.8x on 1x1 layers of 64-256 channels.
-            rows = x.reshape(-1, geom.in_channels)
-            out = _matmul.matmul_add_bias(rows, weight.reshape(geom.in_channels, -1),
-                                          _bias_or_zeros(bias, geom, x.dtype))
-            return out.reshape(geom.output_shape)
-        return super().forward(x, weight, bias, geom)
-
     def _thread_split(self, op, geom, threads):
         # Tiles (or samples) run on OpenMP threads, each calling single-threaded BLAS. But
         # where a thread's share of the columns is smaller than the weights (few pixels, many
@@ -148,12 +138,6 @@ class Im2colConv(DirectConv):
 
 
 _IM2COL = Im2colConv()
-
-
-def _pointwise(geom):
-    """A 1x1, stride-1, unpadded convolution: a matrix product over pixels."""
-    return (geom.kernel_h == geom.kernel_w == 1 and geom.stride == (1, 1)
-            and geom.padding == ((0, 0), (0, 0)))
 
 
 def _transposed_geometry(geom):
@@ -267,9 +251,6 @@ class NumbaIm2colConv(Im2colConv):
     def _thread_split(self, op, geom, threads):
         # its GEMMs run between parallel loops, on all of BLAS's threads
         return threads, threads
-
-    def forward(self, x, weight, bias, geom):
-        return DirectConv.forward(self, x, weight, bias, geom)
 
     def grad_input(self, grad_output, weight, geom):
         return DirectConv.grad_input(self, grad_output, weight, geom)
