@@ -103,6 +103,10 @@ def test_builtin_rule(op, data_format, monkeypatch):
     if data_format == "NCHW" and op == "grad_weight":
         expected = "im2col"
     assert choose(op, _geom(dilated, data_format)) == expected
+    # fmnist_conv2 (5x5, 32 -> 64): NHWC's forward runs direct
+    fmnist2 = dataclasses.replace(lenet, in_channels=32, out_channels=64, padding=2)
+    expected = "direct" if data_format == "NHWC" and op == "forward" else "winograd"
+    assert choose(op, _geom(fmnist2, data_format)) == expected
     # narrow 1x1 layers: im2col in either layout
     pointwise = dataclasses.replace(lenet, in_channels=8, kernel=(1, 1))
     assert choose(op, _geom(pointwise, data_format)) == "im2col"

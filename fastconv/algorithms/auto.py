@@ -20,7 +20,9 @@ def builtin_choice(op, geom):
     kernels run: NCHW stride-1 forward and input gradient with 8-16 channels on both sides
     (cifar_res20 1.4-1.6x Winograd, 16 channels dilated or 7x7 2-3x), NHWC weight gradients
     with up to 32 input channels (8 where Winograd runs: LeNet's 6 -> 16 3x, 16 channels
-    strided or dilated 2x im2col) and NHWC forwards with up to 16 that Winograd does not take.
+    strided or dilated 2x im2col), NHWC forwards with up to 16 that Winograd does not take,
+    and NHWC 5x5 forwards with up to 32 input and 32 or more output channels (fmnist_conv2:
+    6.8 ms at 376 GFLOP/s, Winograd 7.8: for 5x5 kernels it saves only 1.56x the multiplies).
     The input gradient of a first layer is im2col's col2im (2-8x the transposed forward,
     whose GEMM has only C <= 4 rows). im2col + BLAS wins all other layers in every op,
     narrow NCHW ones too (8-16 channels, 1x1 or strided: 1.5-4.7x direct): its tiles run on
@@ -41,7 +43,8 @@ def builtin_choice(op, geom):
     if geom.channels_last and geom.groups == 1 and not pointwise:
         if op == "grad_weight" and cg <= (8 if winograd else 32):
             return "direct"     # narrow NHWC: one broadcast input value per tap
-        if op == "forward" and cg <= 16 and not winograd:
+        wide_taps = geom.kernel_h * geom.kernel_w >= 25 and cg <= 32 and kg >= 32
+        if op == "forward" and (cg <= 16 and not winograd or wide_taps):
             return "direct"
     if winograd and (min(cg, kg) >= 8 or (cg >= 5 and kg >= 8 and op != "grad_input")):
         return "winograd"
