@@ -110,6 +110,11 @@ def test_builtin_rule(op, data_format, monkeypatch):
     # narrow 1x1 layers: im2col in either layout
     pointwise = dataclasses.replace(lenet, in_channels=8, kernel=(1, 1))
     assert choose(op, _geom(pointwise, data_format)) == "im2col"
+    # an RGB first layer's NCHW weight gradient: im2col
+    rgb = dataclasses.replace(narrow, in_channels=3)
+    nchw_weight = op == "grad_weight" and data_format == "NCHW"
+    expected = "im2col" if op == "grad_input" or nchw_weight else "direct"
+    assert choose(op, _geom(rgb, data_format)) == expected
     # and strided first layers in NCHW
     expected = "direct" if data_format == "NHWC" and op != "grad_input" else "im2col"
     assert choose(op, _geom(dataclasses.replace(narrow, stride=2), data_format)) == expected

@@ -15,7 +15,8 @@ def builtin_choice(op, geom):
     there, and im2col's single GEMM on all cores is 1.3-1.8x faster.
     Direct convolution wins the forward and weight gradient of first layers (C <= 4:
     fmnist_conv1 1.3-1.9x im2col), but for strided ones in NCHW (a 7x7 stride-2 stem, a
-    3x3 stride-2 layer: im2col 2-3.5x); wherever each group's GEMM would be a sliver
+    3x3 stride-2 layer: im2col 2-3.5x) and NCHW weight gradients of more than one input
+    channel (RGB: im2col 1.2-2.5x); wherever each group's GEMM would be a sliver
     (depthwise and other narrow groups: 3-40x); and on narrow layers, where its first-layer
     kernels run: NCHW stride-1 forward and input gradient with 8-16 channels on both sides
     (cifar_res20 1.4-1.6x Winograd, 16 channels dilated or 7x7 2-3x), NHWC weight gradients
@@ -31,6 +32,8 @@ def builtin_choice(op, geom):
     cg, kg = geom.in_channels // geom.groups, geom.out_channels // geom.groups
     if geom.groups == 1 and cg <= 4:    # first layers
         if op == "grad_input" or not (geom.channels_last or geom.stride == (1, 1)):
+            return "im2col"
+        if op == "grad_weight" and not geom.channels_last and cg > 1:
             return "im2col"
         return "direct"
     few_pixels = geom.batch * geom.out_h * geom.out_w < _config.get_num_threads() * kg
