@@ -9,12 +9,11 @@ round is the steadier figure. The last lines are geometric means of the ratios.
 """
 import argparse
 import statistics
-import time
 
 import numpy as np
 
 from fastconv.benchmarks.conv import OPS, _fastconv_ops, _torch_ops
-from fastconv.benchmarks.timing import torch_or_none
+from fastconv.benchmarks.timing import interleaved_samples, torch_or_none
 from fastconv.testing import ConvCase, conv_inputs
 
 C = ConvCase
@@ -47,19 +46,6 @@ SHAPES = [
 ]
 
 
-def time_rounds(contenders, rounds):
-    """{name: [seconds per round]}, every contender once per round after one warm-up each."""
-    for fn in contenders.values():
-        fn()
-    samples = {name: [] for name in contenders}
-    for _ in range(rounds):
-        for name, fn in contenders.items():
-            start = time.perf_counter()
-            fn()
-            samples[name].append(time.perf_counter() - start)
-    return samples
-
-
 def geometric_mean(values):
     return float(np.exp(np.mean(np.log(values))))
 
@@ -89,7 +75,7 @@ def main(argv=None):
             ours = _fastconv_ops(case, x, weight, bias, data_format, "auto")
             theirs = _torch_ops(torch, case, x, weight, bias, data_format)
             for op in OPS:
-                s = time_rounds({"auto": ours[op], "torch": theirs[op]}, args.rounds)
+                s = interleaved_samples({"auto": ours[op], "torch": theirs[op]}, args.rounds)
                 med = {k: statistics.median(v) for k, v in s.items()}
                 low = {k: min(v) for k, v in s.items()}
                 medians.append(med["torch"] / med["auto"])

@@ -12,8 +12,8 @@ def median_seconds(fn, repeats):
     return statistics.median(times)
 
 
-def interleaved(contenders, rounds):
-    """{name: median seconds} for {name: zero-argument callable}, after one warm-up each."""
+def interleaved_samples(contenders, rounds):
+    """{name: [seconds of each round]}: every contender once per round, after one warm-up each."""
     for fn in contenders.values():
         fn()  # first-call costs: compilation, allocation, thread start
     samples = {name: [] for name in contenders}
@@ -22,6 +22,12 @@ def interleaved(contenders, rounds):
             start = time.perf_counter()
             fn()
             samples[name].append(time.perf_counter() - start)
+    return samples
+
+
+def interleaved(contenders, rounds):
+    """{name: median seconds} for {name: zero-argument callable}, after one warm-up each."""
+    samples = interleaved_samples(contenders, rounds)
     return {name: statistics.median(times) for name, times in samples.items()}
 
 
