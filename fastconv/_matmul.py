@@ -25,4 +25,3 @@ def matmul(a, b, trans_a=False, trans_b=False):
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
     with _config.kernel_blas_threads(_config.apply_to_thread_pools()):
         return gemm(1.0, b.T, a.T, trans_a=int(trans_b), trans_b=int(trans_a)).T
-

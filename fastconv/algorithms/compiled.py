@@ -1,5 +1,6 @@
-"""The compiled algorithms behind the common interface: Cython's "direct" and
-"im2col", and the same two as Numba kernels, "numba_direct" and "numba_im2col".
+"""The compiled algorithms behind the common interface: Cython's "direct" (its NHWC
+narrow-group layers on _conv_grouped's kernels), "im2col" and "winograd", and Numba's
+"numba_direct" and "numba_im2col".
 
 The Numba modules share the Cython modules' function names and arguments, so one
 adapter serves both; they are imported on first use (importing numba takes ~0.4 s).

@@ -2,7 +2,7 @@
 (fastconv._ext.elementwise: the same bits as the NumPy expressions, in one pass)."""
 import numpy as np
 
-from .. import _config
+from .. import _config, _ext
 
 
 def fusable(*arrays):
@@ -14,7 +14,6 @@ def fusable(*arrays):
 
 
 def kernels():
-    from .. import _ext
     return _ext.elementwise
 
 
