@@ -190,7 +190,7 @@ cdef struct Plan:
     Py_ssize_t vstride, mstride  # elements from V[xi] to V[xi + 1], M[xi] to M[xi + 1]
     Py_ssize_t span              # input rows one tile row reads (4 for 3x3, 7 for 5x5)
     Py_ssize_t stage             # NCHW: a block's rows of one sample, channels last
-    Py_ssize_t per_thread        # scratch elements per thread: V, M and row buffers
+    Py_ssize_t per_thread        # scratch elements per thread: V, M and the NCHW staging
     Py_ssize_t weights           # elements of U
     int threads
 
