@@ -1,6 +1,6 @@
 """What "auto" runs: a winner measured on this machine, else a measured rule of thumb."""
 from .. import _config
-from . import tuning
+from . import compiled, tuning
 
 
 def builtin_choice(op, geom):
@@ -15,7 +15,7 @@ def builtin_choice(op, geom):
     cg, kg = geom.in_channels // geom.groups, geom.out_channels // geom.groups
     if geom.groups == 1 and cg <= 4:
         return _first_layer(op, geom)
-    winograd = _winograd_fits(geom, kg)
+    winograd = _winograd_fits(geom)
     if _narrow_direct(op, geom, cg, kg, winograd):
         return "direct"
     if winograd and (min(cg, kg) >= 8 or (cg >= 5 and kg >= 8 and op != "grad_input")):
@@ -38,15 +38,15 @@ def _first_layer(op, geom):
     return "direct"
 
 
-def _winograd_fits(geom, kg):
+def _winograd_fits(geom):
     """Winograd takes 3x3 and 5x5 stride-1 layers: 1.2-2.3x im2col on the 3x3 layers,
     1.1-2.6x on fmnist_conv2's 5x5 (with 8 or more channels per group; LeNet's 6 -> 16 5x5
     forward and weight gradient 1.25-1.45x). Not where the batch has fewer output pixels
     than threads x output channels (512 channels at 7x7, batch 8): the weight transform is
     not amortised there, and im2col's single GEMM on all cores is 1.3-1.8x faster."""
-    few_pixels = geom.batch * geom.out_h * geom.out_w < _config.get_num_threads() * kg
     return ((geom.kernel_h, geom.kernel_w) in ((3, 3), (5, 5)) and geom.stride == (1, 1)
-            and geom.dilation == (1, 1) and not few_pixels)
+            and geom.dilation == (1, 1)
+            and not compiled.weights_outweigh_columns(geom, _config.get_num_threads()))
 
 
 def _narrow_direct(op, geom, cg, kg, winograd):

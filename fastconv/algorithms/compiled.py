@@ -74,9 +74,11 @@ class DirectConv:
         return out
 
     def grad_input(self, grad_output, weight, geom):
-        transposed = _transposed_geometry(geom)
-        if transposed is not None and self._grouped("forward", transposed, grad_output.dtype):
-            # stride 1, narrow groups: the forward of the transposed convolution
+        # stride 1, narrow groups (C = K, so the transposed layer has the same groups): the
+        # forward of the transposed convolution
+        transposed = (_transposed_geometry(geom)
+                      if self._grouped("forward", geom, grad_output.dtype) else None)
+        if transposed is not None:
             return self.forward(grad_output, _transposed_weight(weight, geom), None, transposed)
         grad_input = np.empty(geom.input_shape, dtype=grad_output.dtype)
         self._call("grad_input", geom, grad_output.dtype, grad_output, weight, grad_input)
@@ -120,8 +122,7 @@ class Im2colConv(DirectConv):
         # where a thread's share of the columns is smaller than the weights (few pixels, many
         # channels: 512 at 7x7), each tile's GEMM would mostly repack the weights; there the
         # tiles run in turn, each GEMM on all cores.
-        pixels = geom.batch * geom.out_h * geom.out_w
-        if threads > 1 and pixels < threads * geom.out_channels // geom.groups:
+        if threads > 1 and weights_outweigh_columns(geom, threads):
             return 1, threads
         return threads, 1
 
@@ -130,8 +131,8 @@ class Im2colConv(DirectConv):
         # and a scatter per sample. Measured, it beats the transposed forward (whose GEMM has
         # only C_in/groups rows: 5-13x slower on first layers) wherever every thread gets a
         # sample. With fewer samples than threads, the forward's tiles keep all cores busy.
-        transposed = _transposed_geometry(geom)
-        if transposed is None or geom.batch >= _config.get_num_threads():
+        transposed = _transposed_geometry(geom) if geom.batch < _config.get_num_threads() else None
+        if transposed is None:
             return super().grad_input(grad_output, weight, geom)
         # Stride 1: grad_input is the forward convolution of grad_output with the weights
         # flipped in space and transposed in channels, padded by (k - 1)*d - pad.
@@ -139,6 +140,12 @@ class Im2colConv(DirectConv):
 
 
 _IM2COL = Im2colConv()
+
+
+def weights_outweigh_columns(geom, threads):
+    """Fewer output pixels than threads x output channels per group: a thread's share of
+    im2col's columns is smaller than the weights (512 channels at 7x7, batch 8)."""
+    return geom.batch * geom.out_h * geom.out_w < threads * (geom.out_channels // geom.groups)
 
 
 def _transposed_geometry(geom):
