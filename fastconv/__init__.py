@@ -5,6 +5,7 @@ pooling, forward and backward, with torch.nn.functional's semantics on NumPy arr
 """
 from . import _runtime_env  # noqa: F401, I001  (must run before NumPy and OpenMP load)
 from . import _ext  # noqa: F401  (fails early, with build instructions, if not compiled)
+from . import _heap
 from ._config import (
     get_num_threads,
     get_workspace_limit,
@@ -31,6 +32,8 @@ from .functional import (
 from .info import show_config
 
 __version__ = "0.1.0"
+
+_heap.keep_freed_memory()
 
 __all__ = [
     "conv2d", "conv2d_backward", "max_pool2d", "max_pool2d_backward", "avg_pool2d",

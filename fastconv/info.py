@@ -7,7 +7,7 @@ def config():
     """The configuration as a dict of plain values (what show_config prints)."""
     import numpy as np
 
-    from . import __version__, _config, _ext, algorithms
+    from . import __version__, _config, _ext, _heap, algorithms
     from ._ext import _build_info
     from .algorithms import tuning
 
@@ -24,6 +24,7 @@ def config():
         "threads": _config.get_num_threads(),
         "blas": _blas_description(),
         "numba": _numba_description(),
+        "memory": _heap.description(),
         "algorithms": ", ".join(algorithms.list_algorithms()),
         "default algorithm": algorithms.get_default_algorithm(),
         "autotune cache": tuning.cache_path(),
