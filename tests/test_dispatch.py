@@ -88,10 +88,11 @@ def test_builtin_rule(op, data_format, monkeypatch):
     expected = "im2col" if op == "grad_input" else "direct"
     assert choose(op, _geom(narrow, data_format)) == expected
     # LeNet's 6 -> 16 5x5: Winograd, but col2im for the input gradient (whose GEMM has 6
-    # rows) and NHWC's narrow direct kernel for the weight gradient
+    # rows), NHWC's narrow direct kernel for the weight gradient and im2col's NHWC forward
     lenet = dataclasses.replace(narrow, batch=64, in_channels=6, out_channels=16, padding=0)
     expected = {"grad_input": "im2col",
-                "grad_weight": "direct" if data_format == "NHWC" else "winograd"}
+                "grad_weight": "direct" if data_format == "NHWC" else "winograd",
+                "forward": "im2col" if data_format == "NHWC" else "winograd"}
     assert choose(op, _geom(lenet, data_format)) == expected.get(op, "winograd")
     # cifar_res20's 16 -> 16 3x3: NCHW's plane kernels but for the weight gradient
     cifar = dataclasses.replace(lenet, in_channels=16, kernel=(3, 3), padding=1)
@@ -103,10 +104,12 @@ def test_builtin_rule(op, data_format, monkeypatch):
     if data_format == "NCHW" and op == "grad_weight":
         expected = "im2col"
     assert choose(op, _geom(dilated, data_format)) == expected
-    # fmnist_conv2 (5x5, 32 -> 64): NHWC's forward runs direct
+    # fmnist_conv2 (5x5, 32 -> 64): Winograd F(2x2, 5x5); with 8 input channels (Winograd on
+    # 3x3 sub-kernels) NHWC's forward and weight gradient run direct
     fmnist2 = dataclasses.replace(lenet, in_channels=32, out_channels=64, padding=2)
-    expected = "direct" if data_format == "NHWC" and op == "forward" else "winograd"
-    assert choose(op, _geom(fmnist2, data_format)) == expected
+    assert choose(op, _geom(fmnist2, data_format)) == "winograd"
+    expected = "direct" if data_format == "NHWC" and op != "grad_input" else "winograd"
+    assert choose(op, _geom(dataclasses.replace(fmnist2, in_channels=8), data_format)) == expected
     # narrow 1x1 layers: im2col in either layout
     pointwise = dataclasses.replace(lenet, in_channels=8, kernel=(1, 1))
     assert choose(op, _geom(pointwise, data_format)) == "im2col"

@@ -18,7 +18,8 @@ def builtin_choice(op, geom):
     winograd = _winograd_fits(geom)
     if _narrow_direct(op, geom, cg, kg, winograd):
         return "direct"
-    if winograd and (min(cg, kg) >= 8 or (cg >= 5 and kg >= 8 and op != "grad_input")):
+    few_inputs = cg >= 5 and kg >= 8 and op != "grad_input" and not geom.channels_last
+    if winograd and (min(cg, kg) >= 8 or few_inputs):
         return "winograd"
     if geom.groups > 1 and min(cg, kg) <= 4:
         return "direct"
@@ -41,7 +42,8 @@ def _first_layer(op, geom):
 def _winograd_fits(geom):
     """Winograd takes 3x3 and 5x5 stride-1 layers: 1.2-2.3x im2col on the 3x3 layers,
     1.1-2.6x on fmnist_conv2's 5x5 (with 8 or more channels per group; LeNet's 6 -> 16 5x5
-    forward and weight gradient 1.25-1.45x). Not where the batch has fewer output pixels
+    forward and weight gradient in NCHW 1.25-1.45x, but im2col's NHWC forward is 1.3-1.5x
+    Winograd there). Not where the batch has fewer output pixels
     than threads x output channels (512 channels at 7x7, batch 8): the weight transform is
     not amortised there, and im2col's single GEMM on all cores is 1.3-1.8x faster."""
     return ((geom.kernel_h, geom.kernel_w) in ((3, 3), (5, 5)) and geom.stride == (1, 1)
@@ -56,9 +58,10 @@ def _narrow_direct(op, geom, cg, kg, winograd):
       1.4-1.6x Winograd, 16 channels dilated or 7x7 2-3x;
     - NHWC weight gradients, up to 32 input channels (8 where Winograd runs): LeNet's
       6 -> 16 3x, 16 channels strided or dilated 2x im2col;
-    - NHWC forwards, up to 16 channels where Winograd does not run, and 5x5 ones with up
-      to 32 input and 32 or more output channels (fmnist_conv2: 6.8 ms at 376 GFLOP/s
-      against Winograd's 7.8: for 5x5 kernels it saves only 1.56x the multiplies)."""
+    - NHWC forwards, up to 16 channels where Winograd does not run, and wide kernels (5x5
+      and up) with up to 32 input and 32 or more output channels, but where Winograd runs
+      F(2x2, 5x5) (16 or more channels per group): fmnist_conv2 direct 5.6-7.2 ms, Winograd
+      F(2x2, 5x5) 4.3 (on 3x3 sub-kernels it had saved only 1.56x the multiplies: 6.4)."""
     if geom.kernel_h == geom.kernel_w == 1:
         return False
     if not geom.channels_last:
@@ -68,7 +71,8 @@ def _narrow_direct(op, geom, cg, kg, winograd):
         return False
     if op == "grad_weight":
         return cg <= (8 if winograd else 32)
-    wide_taps = geom.kernel_h * geom.kernel_w >= 25 and cg <= 32 and kg >= 32
+    f25 = winograd and geom.kernel_h == geom.kernel_w == 5 and cg >= 16
+    wide_taps = geom.kernel_h * geom.kernel_w >= 25 and cg <= 32 and kg >= 32 and not f25
     return op == "forward" and (cg <= 16 and not winograd or wide_taps)
 
 
