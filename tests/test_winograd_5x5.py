@@ -1,5 +1,5 @@
-"""Winograd F(2x2, 5x5): the forward of 5x5 layers with 16 or more channels per group (and
-their input gradients, the forward of the transposed convolution)."""
+"""Winograd F(2x2, 5x5): 5x5 layers with 16 or more channels per group, the forward (and the
+input gradient, the forward of the transposed convolution) and the weight gradient."""
 import numpy as np
 import pytest
 
@@ -31,7 +31,7 @@ def _inputs(case, dtype, data_format, seed=0):
 @pytest.mark.parametrize("case", CASES, ids=str)
 @pytest.mark.parametrize("data_format", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_forward_and_input_gradient_match_the_reference(case, data_format, dtype):
+def test_forward_and_gradients_match_the_reference(case, data_format, dtype):
     x, w, b = _inputs(case, dtype, data_format)
     kwargs = dict(padding=case[6], groups=case[5], data_format=data_format)
     reduction = x.shape[1 if data_format == "NCHW" else 3] // case[5] * 25
@@ -45,6 +45,12 @@ def test_forward_and_input_gradient_match_the_reference(case, data_format, dtype
                                          w.astype(np.float64), needs=["input"],
                                          algorithm="reference", **kwargs)[0]
     assert_close(grad_input, expected, dtype, case[4] // case[5] * 25, "grad_input")
+    grad_weight = fastconv.conv2d_backward(g, x, w, needs=["weight"], algorithm="winograd",
+                                           **kwargs)[1]
+    expected = fastconv.conv2d_backward(g.astype(np.float64), x.astype(np.float64),
+                                        w.astype(np.float64), needs=["weight"],
+                                        algorithm="reference", **kwargs)[1]
+    assert_close(grad_weight, expected, dtype, g.size // case[4], "grad_weight")
 
 
 def test_float32_error_stays_near_a_direct_sums():

@@ -238,6 +238,22 @@ cdef extern from *:
                  & (y10 <= MAX) & (y10 >= -MAX) & (y11 <= MAX) & (y11 >= -MAX); \\
         } while (0)
 
+    /* The weight gradient's 2x2 tile g: o[xi*ld + c] = (A g A^T)[xi], A = (A^T)^T, i.e. along
+       each axis (g0, g1) -> (g0, g0 + g1, g0 - g1, g0 + 2g1, g0 - 2g1, g1) */
+    #define FASTCONV_W6_A(T, x0, x1, r) do { \\
+            r[0] = x0; r[1] = x0 + x1; r[2] = x0 - x1; \\
+            r[3] = x0 + (T)2 * x1; r[4] = x0 - (T)2 * x1; r[5] = x1; \\
+        } while (0)
+    #define FASTCONV_W6_GRAD_STEP(T, TT) do { \\
+            TT r0[6], r1[6], col[6]; \\
+            FASTCONV_W6_A(T, FASTCONV_W6_LD(TT, g00 + c), FASTCONV_W6_LD(TT, g01 + c), r0); \\
+            FASTCONV_W6_A(T, FASTCONV_W6_LD(TT, g10 + c), FASTCONV_W6_LD(TT, g11 + c), r1); \\
+            for (int b = 0; b < 6; b++) { \\
+                FASTCONV_W6_A(T, r0[b], r1[b], col); \\
+                for (int a = 0; a < 6; a++) FASTCONV_W6_ST(TT, o + (6 * a + b) * ld + c, col[a]); \\
+            } \\
+        } while (0)
+
     #define FASTCONV_WINOGRAD6(T, S, MAX, MASK) \\
     typedef T fastconv_w6v_##S __attribute__((vector_size(64))); \\
     typedef MASK fastconv_w6m_##S __attribute__((vector_size(64))); \\
@@ -255,6 +271,14 @@ cdef extern from *:
         for (; c + FASTCONV_W6L_##S <= n; c += FASTCONV_W6L_##S) \\
             FASTCONV_W6_WEIGHT_STEP(T, fastconv_w6v_##S); \\
         for (; c < n; c++) FASTCONV_W6_WEIGHT_STEP(T, T); \\
+    } \\
+    static inline void fastconv_w6_grad_##S(const T *g00, const T *g01, const T *g10, \\
+                                            const T *g11, T *restrict o, ptrdiff_t ld, \\
+                                            ptrdiff_t n) { \\
+        ptrdiff_t c = 0; \\
+        for (; c + FASTCONV_W6L_##S <= n; c += FASTCONV_W6L_##S) \\
+            FASTCONV_W6_GRAD_STEP(T, fastconv_w6v_##S); \\
+        for (; c < n; c++) FASTCONV_W6_GRAD_STEP(T, T); \\
     } \\
     /* A whole 2x2 tile (edge tiles point the outputs they lack at scratch); returns whether \\
        an output is not finite */ \\
@@ -295,6 +319,8 @@ cdef extern from *:
     void w6_weights_f "fastconv_w6_weights_f"(const float **g, float *o, Py_ssize_t ld, Py_ssize_t n) noexcept nogil
     void w6_weights_d "fastconv_w6_weights_d"(const double **g, double *o, Py_ssize_t ld, Py_ssize_t n) noexcept nogil
     int w6_output_f "fastconv_w6_output_f"(const float *s, Py_ssize_t ld, const float *bias, float *y00, float *y01, float *y10, float *y11, Py_ssize_t n) noexcept nogil
+    void w6_grad_f "fastconv_w6_grad_f"(const float *g00, const float *g01, const float *g10, const float *g11, float *o, Py_ssize_t ld, Py_ssize_t n) noexcept nogil
+    void w6_grad_d "fastconv_w6_grad_d"(const double *g00, const double *g01, const double *g10, const double *g11, double *o, Py_ssize_t ld, Py_ssize_t n) noexcept nogil
     int w6_output_d "fastconv_w6_output_d"(const double *s, Py_ssize_t ld, const double *bias, double *y00, double *y01, double *y10, double *y11, Py_ssize_t n) noexcept nogil
 
 
@@ -349,17 +375,18 @@ cdef inline Py_ssize_t _stream_stride(Py_ssize_t n) noexcept nogil:
 
 cdef Plan _plan(Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t K,
                 Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t oH, Py_ssize_t oW, Py_ssize_t pt,
-                Py_ssize_t pl, Py_ssize_t G, int nt, bint f25) noexcept nogil:
-    """f25: a 5x5 kernel with 16 or more channels per group by F(2x2, 5x5) (the forward); else
-    F(2x2, 3x3) on 3x3 sub-kernels. F(2x2, 5x5) multiplies 36 times per tile where the four
+                Py_ssize_t pl, Py_ssize_t G, int nt) noexcept nogil:
+    """A 5x5 kernel with 16 or more channels per group runs F(2x2, 5x5); others F(2x2, 3x3),
+    a 5x5 kernel on 3x3 sub-kernels. F(2x2, 5x5) multiplies 36 times per tile where the four
     sub-kernels take 64, but its GEMMs reduce over Cg instead of 4*Cg: measured, 1.3-1.5x
     faster from 32 channels (fmnist_conv2 NHWC 6.4 -> 4.3 ms), even at 16, slower at 6 (LeNet)."""
     cdef Plan p
     cdef Py_ssize_t total, want
+    cdef bint f25
     p.N = N; p.C = C; p.H = H; p.W = W; p.K = K; p.oH = oH; p.oW = oW; p.G = G
     p.Cg = C // G; p.Kg = K // G; p.pt = pt; p.pl = pl
     p.kh = kh; p.kw = kw
-    f25 = f25 and kh == 5 and kw == 5 and p.Cg >= 16
+    f25 = kh == 5 and kw == 5 and p.Cg >= 16
     p.alpha = 6 if f25 else 4
     p.npos = p.alpha * p.alpha
     p.Sw = 1 if f25 else (kw + 2) // 3
@@ -573,7 +600,12 @@ cdef void _grad_row(const floating *img, Py_ssize_t rs, Py_ssize_t ps, Py_ssize_
         g01 = g00 + ps if ow + 1 < p.oW else zeros
         g10 = g00 + rs if oh + 1 < p.oH else zeros
         g11 = g10 + ps if (oh + 1 < p.oH and ow + 1 < p.oW) else zeros
-        if floating is float:
+        if p.alpha == 6:
+            if floating is float:
+                w6_grad_f(g00, g01, g10, g11, qb + (t0 + tw) * p.Kg, p.mstride, p.Kg)
+            else:
+                w6_grad_d(g00, g01, g10, g11, qb + (t0 + tw) * p.Kg, p.mstride, p.Kg)
+        elif floating is float:
             wino_grad_nhwc_f(g00, g01, g10, g11, qb + (t0 + tw) * p.Kg, p.mstride, p.Kg)
         else:
             wino_grad_nhwc_d(g00, g01, g10, g11, qb + (t0 + tw) * p.Kg, p.mstride, p.Kg)
@@ -741,8 +773,7 @@ def workspace_elements(Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, P
                        Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t groups,
                        int num_threads):
     """Scratch elements the forward needs: U, each thread's V and M, and a zero vector."""
-    cdef Plan p = _plan(N, C, H, W, K, kh, kw, oH, oW, pad_top, pad_left, groups, num_threads,
-                        True)
+    cdef Plan p = _plan(N, C, H, W, K, kh, kw, oH, oW, pad_top, pad_left, groups, num_threads)
     return p.weights + p.threads * p.per_thread + _max(p.Cg, p.K)
 
 
@@ -750,8 +781,7 @@ cdef Plan _checked_plan(Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, 
                         Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t oH, Py_ssize_t oW,
                         Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t groups,
                         int num_threads, Py_ssize_t have) except *:
-    cdef Plan p = _plan(N, C, H, W, K, kh, kw, oH, oW, pad_top, pad_left, groups, num_threads,
-                        True)
+    cdef Plan p = _plan(N, C, H, W, K, kh, kw, oH, oW, pad_top, pad_left, groups, num_threads)
     cdef Py_ssize_t need = p.weights + p.threads * p.per_thread + _max(p.Cg, p.K)
     if have < need:
         raise ValueError(f"workspace too small: {have} elements, need {need}")
@@ -843,19 +873,19 @@ cdef void _gw_block(const floating *gout, const floating *x, floating *acc, floa
     cdef Py_ssize_t q0 = blk * p.rows, q1 = _min(q0 + p.rows, p.N * p.tH)
     cdef Py_ssize_t T = (q1 - q0) * p.tW, xi, gi, R = p.R, Kg = p.Kg, K = p.K
     cdef floating *v = scratch
-    cdef floating *qb = v + 16 * p.vstride
-    cdef floating *stage = qb + 16 * p.mstride
+    cdef floating *qb = v + p.npos * p.vstride
+    cdef floating *stage = qb + p.npos * p.mstride
     for gi in range(p.G):
         if nhwc:
             _input_nhwc(x, v, zeros, p, gi * p.Cg, q0, q1)
             _grad_tiles_nhwc(gout, qb, zeros, p, gi * Kg, q0, q1)
-            for xi in range(16):    # (R, Kg) += V[xi]^T (R, T) @ Q[xi] (T, Kg)
+            for xi in range(p.npos):    # (R, Kg) += V[xi]^T (R, T) @ Q[xi] (T, Kg)
                 gemm(True, False, R, Kg, T, v + xi * p.vstride, R,
                      qb + xi * p.mstride, Kg, 1, acc + xi * R * K + gi * Kg, K)
         else:
             _input_nchw(x, v, stage, zeros, p, gi * p.Cg, q0, q1)
             _grad_tiles_nchw(gout, qb, stage, zeros, p, gi * Kg, q0, q1)
-            for xi in range(16):    # (Kg, R) += Q[xi]^T (Kg, T) @ V[xi] (T, R)
+            for xi in range(p.npos):    # (Kg, R) += Q[xi]^T (Kg, T) @ V[xi] (T, R)
                 gemm(True, False, Kg, R, T, qb + xi * p.mstride, Kg,
                      v + xi * p.vstride, R, 1, acc + (xi * K + gi * Kg) * R, R)
 
@@ -874,6 +904,35 @@ cdef inline void _kernel_gradient(const floating *m, Py_ssize_t step, floating *
         gw[(i * 3) * gw_step] = r[i * 4] + h * (r[i * 4 + 1] + r[i * 4 + 2])
         gw[(i * 3 + 1) * gw_step] = h * (r[i * 4 + 1] - r[i * 4 + 2])
         gw[(i * 3 + 2) * gw_step] = h * (r[i * 4 + 1] + r[i * 4 + 2]) + r[i * 4 + 3]
+
+
+# G of F(2x2, 5x5) (6 x 5): the kernel gradient is G^T M G
+cdef double[6][5] _G5 = [[0.25, 0, 0, 0, 0],
+                          [-1 / 6., -1 / 6., -1 / 6., -1 / 6., -1 / 6.],
+                          [-1 / 6., 1 / 6., -1 / 6., 1 / 6., -1 / 6.],
+                          [1 / 24., 1 / 12., 1 / 6., 1 / 3., 2 / 3.],
+                          [1 / 24., -1 / 12., 1 / 6., -1 / 3., 2 / 3.],
+                          [0, 0, 0, 0, 1]]
+
+
+cdef inline void _kernel_gradient_5x5(const floating *m, Py_ssize_t step,
+                                      floating *gw) noexcept nogil:
+    """gw[i*5 + j] = (G^T M G)[i, j] for M[xi] = m[xi * step] (6 x 6)."""
+    cdef floating r[30]     # G^T M: 5 x 6
+    cdef floating s
+    cdef int a, b, i, j
+    for i in range(5):
+        for b in range(6):
+            s = 0
+            for a in range(6):
+                s = s + <floating>_G5[a][i] * m[(a * 6 + b) * step]
+            r[i * 6 + b] = s
+    for i in range(5):
+        for j in range(5):
+            s = 0
+            for b in range(6):
+                s = s + r[i * 6 + b] * <floating>_G5[b][j]
+            gw[i * 5 + j] = s
 
 
 cdef void _grad_weight(const floating *gout, const floating *x, floating *gw, floating *ws,
@@ -920,10 +979,14 @@ cdef void _grad_weight(const floating *gout, const floating *x, floating *gw, fl
 
 cdef void _gradient_taps(const floating *ws, floating *gw, const Plan *p, bint nhwc,
                          Py_ssize_t e) noexcept nogil:
-    """The taps of gw that entry e of the 16 summed products gives (G^T M G, 3x3)."""
-    cdef Py_ssize_t sub, c, k, i, j, tap
-    cdef floating taps[9]
-    _kernel_gradient(ws + e, p.R * p.K, taps, 1)
+    """The taps of gw that entry e of the summed products gives (G^T M G: 3x3, or 5x5 for
+    F(2x2, 5x5))."""
+    cdef Py_ssize_t sub, c, k, i, j, tap, side = p.alpha - 1
+    cdef floating taps[25]
+    if p.alpha == 6:
+        _kernel_gradient_5x5(ws + e, p.R * p.K, taps)
+    else:
+        _kernel_gradient(ws + e, p.R * p.K, taps, 1)
     if nhwc:    # ws[xi, sub*Cg + c, k]
         sub = e // (p.Cg * p.K)
         c = (e // p.K) % p.Cg
@@ -932,9 +995,9 @@ cdef void _gradient_taps(const floating *ws, floating *gw, const Plan *p, bint n
         k = e // p.R
         sub = (e % p.R) // p.Cg
         c = e % p.Cg
-    for tap in range(9):
-        i = 3 * (sub // p.Sw) + tap // 3
-        j = 3 * (sub % p.Sw) + tap % 3
+    for tap in range(side * side):
+        i = 3 * (sub // p.Sw) + tap // side
+        j = 3 * (sub % p.Sw) + tap % side
         if i < p.kh and j < p.kw:
             if nhwc:
                 gw[((i * p.kw + j) * p.Cg + c) * p.K + k] = taps[tap]
@@ -948,8 +1011,7 @@ def grad_weight_workspace_elements(Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_
                                    Py_ssize_t groups, int num_threads):
     """Scratch elements grad_weight needs: one 16 x R x K accumulator per thread, each thread's
     V and transformed grad_output, and a zero vector."""
-    cdef Plan p = _plan(N, C, H, W, K, kh, kw, oH, oW, pad_top, pad_left, groups, num_threads,
-                        False)
+    cdef Plan p = _plan(N, C, H, W, K, kh, kw, oH, oW, pad_top, pad_left, groups, num_threads)
     return p.threads * p.weights + p.threads * p.per_thread + _max(p.Cg, p.K)
 
 
@@ -962,11 +1024,11 @@ def _grad_weight_checked(const floating[:, :, :, ::1] grad_output, const floatin
     if nhwc:
         p = _plan(x.shape[0], x.shape[3], x.shape[1], x.shape[2], grad_weight.shape[3],
                   grad_weight.shape[0], grad_weight.shape[1], grad_output.shape[1],
-                  grad_output.shape[2], pad_top, pad_left, groups, num_threads, False)
+                  grad_output.shape[2], pad_top, pad_left, groups, num_threads)
     else:
         p = _plan(x.shape[0], x.shape[1], x.shape[2], x.shape[3], grad_weight.shape[0],
                   grad_weight.shape[2], grad_weight.shape[3], grad_output.shape[2],
-                  grad_output.shape[3], pad_top, pad_left, groups, num_threads, False)
+                  grad_output.shape[3], pad_top, pad_left, groups, num_threads)
     need = p.threads * p.weights + p.threads * p.per_thread + _max(p.Cg, p.K)
     if workspace.shape[0] < need:
         raise ValueError(f"workspace too small: {workspace.shape[0]} elements, need {need}")
