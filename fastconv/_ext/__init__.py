@@ -58,6 +58,7 @@ try:
     conv_direct, conv_im2col, conv_winograd, conv_grouped, pooling = (
         _import(name, VARIANT) for name in KERNEL_MODULES)
     from . import _elementwise as elementwise   # memory-bound: the baseline build only
+    from . import _layout as layout             # the same
 except ImportError as exc:  # pragma: no cover - exercised only on a broken install
     raise ImportError(
         "fastconv's compiled extensions are missing or failed to load "
