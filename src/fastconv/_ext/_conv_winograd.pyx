@@ -1,6 +1,6 @@
-"""Winograd F(2x2, 3x3) convolution of stride-1, undilated layers with 3x3 or 5x5 kernels:
-the forward pass (the Python side runs grad_input as the forward of the transposed
-convolution) and the weight gradient, F(3x3, 2x2) (below).
+"""Winograd F(2x2, 3x3) and F(2x2, 5x5) convolution of stride-1, undilated layers with 3x3 or
+5x5 kernels: the forward pass (the Python side runs grad_input as the forward of the
+transposed convolution) and the weight gradient, F(3x3, 2x2) and F(5x5, 2x2) (below).
 
 Legend as in _conv_im2col: N, C, H, W input; K outputs; oH, oW output size; G groups,
 Cg = C/G, Kg = K/G. Tiles are 2x2 blocks of outputs: tH = ceil(oH/2) by tW = ceil(oW/2)
@@ -15,9 +15,13 @@ Summed over input channels the elementwise products become 16 independent GEMMs,
     M[xi] (tiles, Kg) = V[xi] (tiles, R) @ U[xi] (R, Kg)
 That is 16 multiplies per 4 outputs and channel pair where direct convolution needs 36 (2.25x
 fewer). The transforms only add, subtract and halve, so rounding stays close to a direct sum.
-A 5x5 kernel, zero-padded to 6x6, is S = 4 sub-kernels of 3x3 at offsets (3si, 3sj); each
-reads the input moved by its offset, and their transformed patches stack along the reduction:
-R = S*Cg (R = Cg for 3x3 kernels). U is kept (16, R, K) for both layouts.
+A 5x5 kernel with 16 or more channels per group runs F(2x2, 5x5): 6x6 patches, 36 positions
+(B^T, G and A^T on the points 0, +-1, +-2 and infinity, as F(4x4, 3x3) uses), 36 multiplies
+per tile where a direct sum takes 100; its weight gradient is F(5x5, 2x2) on the same
+transforms. With fewer channels, a 5x5 kernel, zero-padded to 6x6, is S = 4 sub-kernels of 3x3
+at offsets (3si, 3sj) (64 multiplies per tile, but GEMMs four times as deep); each reads the
+input moved by its offset, and their transformed patches stack along the reduction: R = S*Cg
+(R = Cg for 3x3 kernels and F(2x2, 5x5)). U is kept (positions, R, K) for both layouts.
 
 The transforms run along channels (long vectors), one 4x4 patch or 2x2 tile at a time. NCHW
 samples get there through a channels-last copy of the rows each block needs: transforming
@@ -254,31 +258,30 @@ cdef extern from *:
             } \\
         } while (0)
 
+    /* STEP for each vector of channels c, then for each remaining channel */
+    #define FASTCONV_W6_ALONG(STEP, T, S) do { \\
+            ptrdiff_t c = 0; \\
+            for (; c + FASTCONV_W6L_##S <= n; c += FASTCONV_W6L_##S) \\
+                STEP(T, fastconv_w6v_##S); \\
+            for (; c < n; c++) STEP(T, T); \\
+        } while (0)
+
     #define FASTCONV_WINOGRAD6(T, S, MAX, MASK) \\
     typedef T fastconv_w6v_##S __attribute__((vector_size(64))); \\
     typedef MASK fastconv_w6m_##S __attribute__((vector_size(64))); \\
     enum { FASTCONV_W6L_##S = 64 / sizeof(T) }; \\
     static inline void fastconv_w6_input_##S(const T *const *d, T *restrict o, ptrdiff_t ld, \\
                                              ptrdiff_t n) { \\
-        ptrdiff_t c = 0; \\
-        for (; c + FASTCONV_W6L_##S <= n; c += FASTCONV_W6L_##S) \\
-            FASTCONV_W6_INPUT_STEP(T, fastconv_w6v_##S); \\
-        for (; c < n; c++) FASTCONV_W6_INPUT_STEP(T, T); \\
+        FASTCONV_W6_ALONG(FASTCONV_W6_INPUT_STEP, T, S); \\
     } \\
     static inline void fastconv_w6_weights_##S(const T *const *g, T *restrict o, ptrdiff_t ld, \\
                                                ptrdiff_t n) { \\
-        ptrdiff_t c = 0; \\
-        for (; c + FASTCONV_W6L_##S <= n; c += FASTCONV_W6L_##S) \\
-            FASTCONV_W6_WEIGHT_STEP(T, fastconv_w6v_##S); \\
-        for (; c < n; c++) FASTCONV_W6_WEIGHT_STEP(T, T); \\
+        FASTCONV_W6_ALONG(FASTCONV_W6_WEIGHT_STEP, T, S); \\
     } \\
     static inline void fastconv_w6_grad_##S(const T *g00, const T *g01, const T *g10, \\
                                             const T *g11, T *restrict o, ptrdiff_t ld, \\
                                             ptrdiff_t n) { \\
-        ptrdiff_t c = 0; \\
-        for (; c + FASTCONV_W6L_##S <= n; c += FASTCONV_W6L_##S) \\
-            FASTCONV_W6_GRAD_STEP(T, fastconv_w6v_##S); \\
-        for (; c < n; c++) FASTCONV_W6_GRAD_STEP(T, T); \\
+        FASTCONV_W6_ALONG(FASTCONV_W6_GRAD_STEP, T, S); \\
     } \\
     /* A whole 2x2 tile (edge tiles point the outputs they lack at scratch); returns whether \\
        an output is not finite */ \\
@@ -506,24 +509,23 @@ cdef bint _output_row_5x5(const floating *m, const floating *bias, floating *img
                           Py_ssize_t ps, const Plan *p, Py_ssize_t th,
                           floating *junk) noexcept nogil:
     """As _output_row for F(2x2, 5x5); an edge tile's outputs past the edge go to junk."""
-    cdef Py_ssize_t tw, ow
+    cdef Py_ssize_t tw
     cdef floating *o0
-    cdef floating *o1
+    cdef floating *o01
+    cdef floating *o10
+    cdef floating *o11
     cdef bint nonfinite = False
     cdef bint two_rows = 2 * th + 1 < p.oH, two_cols
     for tw in range(p.tW):
-        ow = 2 * tw
-        two_cols = ow + 1 < p.oW
-        o0 = img + ow * ps
-        o1 = o0 + rs
+        two_cols = 2 * tw + 1 < p.oW
+        o0 = img + 2 * tw * ps
+        o01 = o0 + ps if two_cols else junk
+        o10 = o0 + rs if two_rows else junk
+        o11 = o0 + rs + ps if two_rows and two_cols else junk
         if floating is float:
-            nonfinite |= w6_output_f(m + tw * p.Kg, p.mstride, bias, o0,
-                                     o0 + ps if two_cols else junk, o1 if two_rows else junk,
-                                     o1 + ps if two_rows and two_cols else junk, p.Kg)
+            nonfinite |= w6_output_f(m + tw * p.Kg, p.mstride, bias, o0, o01, o10, o11, p.Kg)
         else:
-            nonfinite |= w6_output_d(m + tw * p.Kg, p.mstride, bias, o0,
-                                     o0 + ps if two_cols else junk, o1 if two_rows else junk,
-                                     o1 + ps if two_rows and two_cols else junk, p.Kg)
+            nonfinite |= w6_output_d(m + tw * p.Kg, p.mstride, bias, o0, o01, o10, o11, p.Kg)
     return nonfinite
 
 
@@ -837,7 +839,8 @@ def forward_nhwc(x, weight, bias, out, workspace, Py_ssize_t pad_top, Py_ssize_t
 # respect to the weights gives, for each tile with grad_output g (2x2, zeros past the edge),
 #     dW += G^T [ (A g A^T) (.) (B^T d B) ] G,      A = [[1, 0], [1, 1], [1, -1], [0, -1]]
 # so the 16 products summed over tiles are again 16 GEMMs (over the tiles), and one transform
-# by G^T . G at the end turns the 16 sums into the 3x3 kernel gradient.
+# by G^T . G at the end turns the 16 sums into the 3x3 kernel gradient. F(5x5, 2x2) is the
+# same with F(2x2, 5x5)'s 6x6 transforms: 36 GEMMs, and G^T M G is 5x5.
 
 cdef void _grad_tiles_nhwc(const floating *gout, floating *qb, const floating *zeros,
                            const Plan *p, Py_ssize_t k0, Py_ssize_t q0,
@@ -968,7 +971,7 @@ cdef void _grad_weight(const floating *gout, const floating *x, floating *gw, fl
             for a in range(p.threads - 1):
                 s = s + others[a * acc_n + e]
             ws[e] = s
-    # the 16 sums of each (sub-kernel, c, k) -> its 3x3 block of the kernel's gradient
+    # the sums of each (sub-kernel, c, k) -> its 3x3 (or 5x5) block of the kernel's gradient
     if p.threads <= 1:
         for e in range(RK):
             _gradient_taps(ws, gw, p, nhwc, e)
