@@ -92,18 +92,24 @@ def kernel_blas_threads(n):
     """
     global _blas_mode_threads, _blas_mode_users
     configured = apply_to_thread_pools()
-    with _blas_mode:
-        while _blas_mode_users and _blas_mode_threads != n:
-            _blas_mode.wait()
-        if _blas_mode_users == 0 and n != configured:
-            _set_kernel_blas_threads(n)
-        _blas_mode_threads = n
-        _blas_mode_users += 1
+    entered = False
     try:
+        # A Ctrl-C (KeyboardInterrupt) may land anywhere here; counting the user inside
+        # the try keeps the count right, or a later call needing another count would wait
+        # for this one forever.
+        with _blas_mode:
+            while _blas_mode_users and _blas_mode_threads != n:
+                _blas_mode.wait()
+            if _blas_mode_users == 0 and n != configured:
+                _set_kernel_blas_threads(n)
+            _blas_mode_threads = n
+            _blas_mode_users += 1
+            entered = True
         yield
     finally:
         with _blas_mode:
-            _blas_mode_users -= 1
+            if entered:
+                _blas_mode_users -= 1
             if _blas_mode_users == 0:
                 if n != _applied_to_pools:
                     _set_kernel_blas_threads(_applied_to_pools)

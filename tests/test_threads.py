@@ -104,3 +104,50 @@ def test_no_hang_with_conflicting_environment(omp, openblas, threads):
     result = subprocess.run([sys.executable, "-c", SCRIPT.format(threads=threads)], env=env,
                             capture_output=True, text=True, timeout=180)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def test_ctrl_c_just_after_counting_a_blas_user_does_not_block_later_calls(monkeypatch):
+    """A KeyboardInterrupt can land as kernel_blas_threads leaves its lock, just after it
+    counted the caller as a user of its BLAS thread count. The user must be uncounted again:
+    a later call needing another count would otherwise wait forever (a notebook that
+    interrupts a fit and trains again)."""
+    import threading
+
+    from fastconv import _config
+
+    class InterruptedOnce(threading.Condition):
+        armed = True
+
+        def __exit__(self, *exc):
+            released = super().__exit__(*exc)
+            if self.armed:
+                self.armed = False
+                raise KeyboardInterrupt
+            return released
+
+    with fastconv.num_threads(2):
+        monkeypatch.setattr(_config, "_blas_mode", InterruptedOnce())
+        with pytest.raises(KeyboardInterrupt):
+            with _config.kernel_blas_threads(1):
+                pass
+        assert _config._blas_mode_users == 0
+        done = threading.Event()
+
+        def other_count():
+            with _config.kernel_blas_threads(2):
+                done.set()
+
+        worker = threading.Thread(target=other_count, daemon=True)
+        worker.start()
+        worker.join(10)
+        assert done.is_set(), "a call needing 2 BLAS threads blocked after the interrupt"
+
+
+def test_ctrl_c_inside_a_kernel_releases_its_blas_threads():
+    from fastconv import _config
+
+    with fastconv.num_threads(2):
+        with pytest.raises(KeyboardInterrupt):
+            with _config.kernel_blas_threads(1):
+                raise KeyboardInterrupt
+        assert _config._blas_mode_users == 0
