@@ -50,6 +50,32 @@ def test_max_pool2d_fast_paths_bitwise(shape, data_format, dtype, nan):
     np.testing.assert_array_equal(idx, ref_idx)
 
 
+@pytest.mark.parametrize("shape", SHAPES + [(9, 11, 3, 1, 1, False), (12, 12, 3, 3, 0, False)],
+                         ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("data_format", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("backend", ["cython", "numba"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_max_pool2d_without_indices_gives_the_same_output(shape, data_format, backend, threads,
+                                                           monkeypatch):
+    """Without return_indices the kernels keep the indices in per-thread scratch: the
+    output must be the one the indices run gives, on every thread of a parallel call."""
+    from fastconv import _config
+    h, w, k, s, p, ceil_mode = shape
+    x = _input((3, 70, h, w), np.float32, h + w, True)
+    if data_format == "NHWC":
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    monkeypatch.setattr(_config, "SERIAL_BYTES", 0)    # a parallel region even for small arrays
+    kwargs = dict(ceil_mode=ceil_mode, data_format=data_format)
+    fastconv.set_pooling_backend(backend)
+    try:
+        with fastconv.num_threads(threads):
+            out = fastconv.max_pool2d(x, k, s, p, **kwargs)
+            with_indices, _ = fastconv.max_pool2d(x, k, s, p, return_indices=True, **kwargs)
+    finally:
+        fastconv.set_pooling_backend("cython")
+    np.testing.assert_array_equal(out, with_indices)
+
+
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_max_pool2d_fast_paths_match_torch(shape, dtype):

@@ -156,6 +156,8 @@ def max_pool2d_forward_nchw(x, out, indices, kernel_h, kernel_w, stride_h, strid
     if x.shape[0] * x.shape[1] == 0 or out.shape[2] * out.shape[3] == 0:
         return
     _use_threads(num_threads)
+    if indices is None:     # not kept: the kernel still writes them
+        indices = np.empty(out.shape, dtype=np.int64)
     _max_fwd_nchw(x, out, indices, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
                   dilation_h, dilation_w)
 
@@ -166,6 +168,8 @@ def max_pool2d_forward_nhwc(x, out, indices, kernel_h, kernel_w, stride_h, strid
     if x.shape[0] == 0 or x.shape[3] == 0 or out.shape[1] * out.shape[2] == 0:
         return
     _use_threads(num_threads)
+    if indices is None:     # not kept: the kernel still writes them
+        indices = np.empty(out.shape, dtype=np.int64)
     _max_fwd_nhwc(x, out, indices, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
                   dilation_h, dilation_w)
 

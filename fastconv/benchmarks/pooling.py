@@ -19,8 +19,9 @@ from .timing import interleaved, median_seconds, torch_or_none
 def _fastconv_ops(case, x, data_format):
     kw = dict(case.kwargs, data_format=data_format)
     if case.kind == "max":
+        # the forward without indices, as torch's forward of a tensor that needs no gradient
         out, idx = max_pool2d(x, return_indices=True, **kw)
-        return (lambda: max_pool2d(x, return_indices=True, **kw),
+        return (lambda: max_pool2d(x, **kw),
                 lambda: max_pool2d_backward(out, x, idx, **kw))
     if case.kind == "avg":
         grad = np.ones_like(avg_pool2d(x, **kw))
@@ -62,9 +63,9 @@ def _torch_ops(torch, case, x, data_format):
             lambda: torch.autograd.grad(out, xg, grad, retain_graph=True))
 
 
-def _bytes_moved(case, x, out_size):
-    """Bytes read plus written, either direction: input and output (and int64 indices for max)."""
-    index_bytes = 8 * out_size if case.kind == "max" else 0
+def _bytes_moved(case, x, out_size, direction):
+    """Bytes read plus written: input and output, and the int64 indices max's backward reads."""
+    index_bytes = 8 * out_size if case.kind == "max" and direction == "backward" else 0
     return x.nbytes + out_size * x.itemsize + index_bytes
 
 
@@ -87,7 +88,8 @@ def run_pool_suite(layers=None, data_formats=("NCHW", "NHWC"), rounds=5, threads
                 seconds = interleaved({name: ops[i] for name, ops in contenders.items()}, rounds)
                 seconds["reference"] = median_seconds(reference_ops[i], 1)
                 rows += [dict(layer=case.id, data_format=data_format, op=f"{case.kind}_{direction}",
-                              contender=name, seconds=s, bytes=_bytes_moved(case, x, out_size))
+                              contender=name, seconds=s,
+                              bytes=_bytes_moved(case, x, out_size, direction))
                          for name, s in seconds.items()]
             progress(f"  pool2d  {case.id:21s} {data_format}  done")
     return rows

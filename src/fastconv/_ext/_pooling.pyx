@@ -335,12 +335,42 @@ cdef void _max_fwd_row_nhwc(const floating* x, floating* out, int64_t* ind, idx_
                              w0, w1, dw)
 
 
+cdef struct _IndexRows:
+    int64_t* base      # the indices array, or NULL: then each thread's row of scratch
+    int64_t* scratch
+    Py_ssize_t size    # indices per task (a plane, or a row of an NHWC sample)
+
+
+cdef _IndexRows _index_rows(int64_t[:, :, :, ::1] indices, int nt, Py_ssize_t size) except *:
+    """Where each task's indices go: the array's rows, or (indices None) per-thread scratch."""
+    cdef _IndexRows rows
+    rows.size = size
+    rows.base = NULL
+    rows.scratch = NULL
+    if indices is not None:
+        rows.base = &indices[0, 0, 0, 0]
+        return rows
+    rows.scratch = <int64_t*> malloc(nt * size * sizeof(int64_t))
+    if rows.scratch == NULL:
+        raise MemoryError()
+    return rows
+
+
+cdef inline int64_t* _index_row(const _IndexRows* rows, Py_ssize_t task) noexcept nogil:
+    if rows.base != NULL:
+        return rows.base + task * rows.size
+    return rows.scratch + threadid() * rows.size
+
+
 def max_pool2d_forward_nchw(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
                             int64_t[:, :, :, ::1] indices,
                             Py_ssize_t kernel_h, Py_ssize_t kernel_w, Py_ssize_t stride_h, Py_ssize_t stride_w,
                             Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t dilation_h, Py_ssize_t dilation_w,
                             int num_threads):
-    """out[n, c] := max-pool(x[n, c]); indices[n, c] := flat ih*W + iw of each max."""
+    """out[n, c] := max-pool(x[n, c]); indices[n, c] := flat ih*W + iw of each max.
+
+    indices None: not kept (inference); each thread's plane of them goes to its scratch, which
+    stays in cache, instead of 8 bytes per output to memory."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t oH = out.shape[2], oW = out.shape[3]
     cdef Py_ssize_t p, P = N * C, HW = H * W, oHW = oH * oW
@@ -349,28 +379,32 @@ def max_pool2d_forward_nchw(const floating[:, :, :, ::1] x, floating[:, :, :, ::
         return
     cdef const floating* xp = &x[0, 0, 0, 0]
     cdef floating* op = &out[0, 0, 0, 0]
-    cdef int64_t* ip = &indices[0, 0, 0, 0]
     cdef int32_t* scratch = NULL
     cdef int64_t* no64 = NULL
     cdef Py_ssize_t nbuf = 6 * (oW + 1)
+    cdef _IndexRows rows = _index_rows(indices, nt, oHW)
     cdef floating* buf = <floating*> malloc(nt * nbuf * sizeof(floating))
     if buf == NULL:
+        free(rows.scratch)
         raise MemoryError()
     if floating is float and HW < INT32_MAX:
         scratch = <int32_t*> malloc(nt * oW * sizeof(int32_t))
         if scratch == NULL:
             free(buf)
+            free(rows.scratch)
             raise MemoryError()
         for p in prange(P, nogil=True, schedule="static", num_threads=nt):
-            _max_fwd_plane(xp + p * HW, op + p * oHW, ip + p * oHW, scratch + threadid() * oW,
+            _max_fwd_plane(xp + p * HW, op + p * oHW, _index_row(&rows, p), scratch + threadid() * oW,
                            buf + threadid() * nbuf, H, W, oH, oW,
                            kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w)
         free(scratch)
     else:
         for p in prange(P, nogil=True, schedule="static", num_threads=nt):
-            _max_fwd_plane(xp + p * HW, op + p * oHW, ip + p * oHW, no64, buf + threadid() * nbuf, H, W, oH, oW,
+            _max_fwd_plane(xp + p * HW, op + p * oHW, _index_row(&rows, p), no64, buf + threadid() * nbuf,
+                           H, W, oH, oW,
                            kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w)
     free(buf)
+    free(rows.scratch)
 
 
 def max_pool2d_forward_nhwc(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
@@ -378,7 +412,9 @@ def max_pool2d_forward_nhwc(const floating[:, :, :, ::1] x, floating[:, :, :, ::
                             Py_ssize_t kernel_h, Py_ssize_t kernel_w, Py_ssize_t stride_h, Py_ssize_t stride_w,
                             Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t dilation_h, Py_ssize_t dilation_w,
                             int num_threads):
-    """out[n, :, :, c] := max-pool(x[n, :, :, c]); indices[n, oh, ow, c] := flat ih*W + iw of each max."""
+    """out[n, :, :, c] := max-pool(x[n, :, :, c]); indices[n, oh, ow, c] := flat ih*W + iw of each max.
+
+    indices None: not kept, as in max_pool2d_forward_nchw."""
     cdef Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
     cdef Py_ssize_t oH = out.shape[1], oW = out.shape[2]
     cdef Py_ssize_t p, n, oh, P = N * oH
@@ -387,23 +423,24 @@ def max_pool2d_forward_nhwc(const floating[:, :, :, ::1] x, floating[:, :, :, ::
         return
     cdef const floating* xp = &x[0, 0, 0, 0]
     cdef floating* op = &out[0, 0, 0, 0]
-    cdef int64_t* ip = &indices[0, 0, 0, 0]
+    cdef _IndexRows rows = _index_rows(indices, nt, oW * C)
     cdef int32_t* as32 = NULL     # type tags for _max_fwd_row_nhwc's running indices
     cdef int64_t* as64 = NULL
     if floating is float and H * W < INT32_MAX:
         for p in prange(P, nogil=True, schedule="static", num_threads=nt):
             n = p // oH
             oh = p - n * oH
-            _max_fwd_row_nhwc(xp + n * H * W * C, op + p * oW * C, ip + p * oW * C, as32,
+            _max_fwd_row_nhwc(xp + n * H * W * C, op + p * oW * C, _index_row(&rows, p), as32,
                               oh, H, W, C, oW, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
                               dilation_h, dilation_w)
     else:
         for p in prange(P, nogil=True, schedule="static", num_threads=nt):
             n = p // oH
             oh = p - n * oH
-            _max_fwd_row_nhwc(xp + n * H * W * C, op + p * oW * C, ip + p * oW * C, as64,
+            _max_fwd_row_nhwc(xp + n * H * W * C, op + p * oW * C, _index_row(&rows, p), as64,
                               oh, H, W, C, oW, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
                               dilation_h, dilation_w)
+    free(rows.scratch)
 
 
 def max_pool2d_backward_nchw(const floating[:, :, :, ::1] grad_output, const int64_t[:, :, :, ::1] indices,
