@@ -7,7 +7,11 @@ import textwrap
 
 import pytest
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+pytestmark = [
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc"),
+    pytest.mark.skipif(os.environ.get("FASTCONV_SANITIZED") == "1",
+                       reason="AddressSanitizer replaces malloc: mallopt does nothing there"),
+]
 
 STEPS = """
     import json, resource

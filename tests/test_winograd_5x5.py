@@ -50,7 +50,9 @@ def test_forward_and_gradients_match_the_reference(case, data_format, dtype):
     expected = fastconv.conv2d_backward(g.astype(np.float64), x.astype(np.float64),
                                         w.astype(np.float64), needs=["weight"],
                                         algorithm="reference", **kwargs)[1]
-    assert_close(grad_weight, expected, dtype, g.size // case[4], "grad_weight")
+    # each element sums N*oH*oW products, and its 6x6 transforms add rounding of their own
+    # whatever that count (a single product in the last case)
+    assert_close(grad_weight, expected, dtype, max(g.size // case[4], 36), "grad_weight")
 
 
 def test_float32_error_stays_near_a_direct_sums():
