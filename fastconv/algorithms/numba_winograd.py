@@ -33,11 +33,11 @@ Vectorisation
 The transforms run along channels (long contiguous vectors), one 4x4 patch or 2x2 tile at a
 time. NCHW samples get there through a channels-last copy of the rows each block needs. A
 transform loop reads 16 (or 9, or 4) vectors and writes 16 others: far too many streams for
-LLVM's run-time overlap checks, so it would stay scalar. The Cython module declares its streams
-restrict; here the transforms compile with Numba's noalias flag (``_restrict``), which declares
-each array argument's memory apart from the others', and take their streams as tuples of views
-of the kernels' arguments (``_unowned``: views without reference counting). LLVM keeps the
-promise as alias scopes when it inlines a transform into its caller.
+LLVM's run-time overlap checks, so it would stay scalar. As in the Cython module, the streams
+are raw pointers (``_address``: no reference counts to pass views around, no bounds) declared
+restrict: the transforms compile with Numba's noalias flag (``_restrict``), and LLVM keeps the
+promise as alias scopes when it inlines them into their callers (``_pointers``, the helpers
+that gather the pointers, are inlined too).
 
 Threads
 Blocks of tile rows go round-robin to ``threads`` shares in a numba.prange; each share transforms
@@ -69,6 +69,7 @@ class _NoaliasCompiler(compiler.Compiler):
 
 
 _inner = njit(cache=True, fastmath=_FASTMATH)
+_pointers = njit(cache=True, forceinline=True)
 _restrict = njit(cache=True, fastmath=_FASTMATH, pipeline_class=_NoaliasCompiler)
 _parallel = njit(cache=True, fastmath=_FASTMATH, parallel=True)
 
@@ -190,10 +191,9 @@ def _input_transform(d, v, n):
 
 
 @_restrict
-def _weight_transform(g, u, n):
+def _weight_transform(g, u, n, half):
     """u[xi][k] = (G g G^T)[xi] for k in [0, n); g the taps (i, j) at i*4 + j (a 4x4 patch of
-    the kernel whose 3x3 corner is read)."""
-    half = u[0].dtype.type(0.5)
+    the kernel whose 3x3 corner is read); half is 1/2 in their type."""
     for k in range(n):
         c0 = _g(g[0][k], g[4][k], g[8][k], half)            # the columns of G g
         c1 = _g(g[1][k], g[5][k], g[9][k], half)
@@ -253,54 +253,50 @@ def _kernel_gradient(m, step, half):
 # they are; NCHW samples become images through a channels-last copy of the rows a block needs.
 
 @intrinsic
-def _unowned(typingctx, array):
-    """array without its reference to the memory's owner, so that passing it around counts no
-    references (views into the kernels' arguments, which the caller keeps alive)."""
+def _address(typingctx, array, index):
+    """A pointer to array[index] (no bounds check)."""
     def codegen(context, builder, signature, args):
-        view = context.make_array(array)(context, builder, value=args[0])
-        view.meminfo = context.get_constant_null(types.MemInfoPointer(types.voidptr))
-        return view._getvalue()
-    return array(array), codegen
+        return builder.gep(context.make_array(array)(context, builder, value=args[0]).data,
+                           [args[1]])
+    return types.CPointer(array.dtype)(array, types.intp), codegen
 
 
-@_inner
-def _flat(a):
-    """a as an unowned 1-D view."""
-    return _unowned(a.reshape(a.size))
-
-
-@_inner
+@_pointers
 def _streams(a, start, ld):
-    """The 16 views a[start + xi*ld:], one per transform position xi."""
-    return (a[start:], a[start + ld:], a[start + 2 * ld:], a[start + 3 * ld:],
-            a[start + 4 * ld:], a[start + 5 * ld:], a[start + 6 * ld:], a[start + 7 * ld:],
-            a[start + 8 * ld:], a[start + 9 * ld:], a[start + 10 * ld:], a[start + 11 * ld:],
-            a[start + 12 * ld:], a[start + 13 * ld:], a[start + 14 * ld:], a[start + 15 * ld:])
+    """Pointers to a[start + xi*ld], one per transform position xi."""
+    return (_address(a, start), _address(a, start + ld), _address(a, start + 2 * ld),
+            _address(a, start + 3 * ld), _address(a, start + 4 * ld), _address(a, start + 5 * ld),
+            _address(a, start + 6 * ld), _address(a, start + 7 * ld), _address(a, start + 8 * ld),
+            _address(a, start + 9 * ld), _address(a, start + 10 * ld),
+            _address(a, start + 11 * ld), _address(a, start + 12 * ld),
+            _address(a, start + 13 * ld), _address(a, start + 14 * ld),
+            _address(a, start + 15 * ld))
 
 
-@_inner
+@_pointers
 def _pixel(image, h, w, outside):
-    """The channels of pixel (h, w) of image; `outside` where the image has no such pixel."""
+    """A pointer to the channels of pixel (h, w) of image; `outside` where there is no such
+    pixel."""
     array, row_step, pixel_step, first_row, height, width = image
     if h < 0 or h >= height or w < 0 or w >= width:
         return outside
-    return array[(h - first_row) * row_step + w * pixel_step:]
+    return _address(array, (h - first_row) * row_step + w * pixel_step)
 
 
-@_inner
+@_pointers
 def _patch_row(image, h, w, zeros):
     return (_pixel(image, h, w, zeros), _pixel(image, h, w + 1, zeros),
             _pixel(image, h, w + 2, zeros), _pixel(image, h, w + 3, zeros))
 
 
-@_inner
+@_pointers
 def _patch(image, h, w, zeros):
     """The pixels (h + a, w + b) of the 4x4 patch at (h, w), at a*4 + b; zeros outside."""
     return (_patch_row(image, h, w, zeros) + _patch_row(image, h + 1, w, zeros)
             + _patch_row(image, h + 2, w, zeros) + _patch_row(image, h + 3, w, zeros))
 
 
-@_inner
+@_pointers
 def _tile(image, h, w, outside):
     """The pixels (h + a, w + b) of the 2x2 tile at (h, w), at a*2 + b; outside[a*2 + b] for
     those past the image."""
@@ -315,18 +311,18 @@ def _scratch_parts(scratch, p):
     v_end = 16 * p.vstride
     m_end = v_end + 16 * p.mstride
     stage_end = m_end + p.stage
-    spare = scratch[stage_end:]
     return (scratch[:v_end], scratch[v_end:m_end], scratch[m_end:stage_end],
-            (spare, spare[p.Kg:], spare[2 * p.Kg:], spare[3 * p.Kg:]))
+            (_address(scratch, stage_end), _address(scratch, stage_end + p.Kg),
+             _address(scratch, stage_end + 2 * p.Kg), _address(scratch, stage_end + 3 * p.Kg)))
 
 
 @_inner
 def _split_workspace(workspace, p, head):
-    """(its first head elements, the shares' scratch, the zero vector, zeroed)."""
+    """(its first head elements, the shares' scratch, a pointer to a zeroed vector that
+    stands for the pixels in the padding)."""
     scratch_end = head + p.threads * p.per_thread
-    zeros = workspace[scratch_end:scratch_end + p.zeros]
-    zeros[:] = 0
-    return workspace[:head], workspace[head:scratch_end], zeros
+    workspace[scratch_end:scratch_end + p.zeros] = 0
+    return workspace[:head], workspace[head:scratch_end], _address(workspace, scratch_end)
 
 
 @_inner
@@ -389,7 +385,7 @@ def _weight_row(wf, u, zeros, p, sc):
     s, c = sc // p.Cg, sc % p.Cg
     kernel = (wf[c * p.K:], p.kw * p.Cg * p.K, p.Cg * p.K, 0, p.kh, p.kw)
     _weight_transform(_patch(kernel, 3 * (s // p.Sw), 3 * (s % p.Sw), zeros),
-                      _streams(u, sc * p.K, p.R * p.K), p.K)
+                      _streams(u, sc * p.K, p.R * p.K), p.K, u.dtype.type(0.5))
 
 
 @_inner
@@ -508,8 +504,8 @@ def _forward(x, w, bias, out, workspace, p, nhwc):
 
     Returns how many blocks have outputs that are not finite.
     """
-    xf, wf, of, bias = _flat(x), _flat(w), _flat(out), _unowned(bias)
-    u, scratch, zeros = _split_workspace(_unowned(workspace), p, p.weights)
+    xf, wf, of = x.reshape(x.size), w.reshape(w.size), out.reshape(out.size)
+    u, scratch, zeros = _split_workspace(workspace, p, p.weights)
     for share in prange(p.threads):
         for sc in range(share, p.R, p.threads):
             _weight_row(wf, u, zeros, p, sc)
@@ -573,8 +569,8 @@ def _gradient_taps(accumulators, gwf, p, nhwc, e):
 @_parallel
 def _grad_weight(gout, x, gw, workspace, p, nhwc):
     """gw := dL/dW; workspace: one accumulator per share, the shares' scratch, zeros."""
-    gof, xf, gwf = _flat(gout), _flat(x), _flat(gw)
-    accumulators, scratch, zeros = _split_workspace(_unowned(workspace), p, p.threads * p.weights)
+    gof, xf, gwf = gout.reshape(gout.size), x.reshape(x.size), gw.reshape(gw.size)
+    accumulators, scratch, zeros = _split_workspace(workspace, p, p.threads * p.weights)
     accumulators[:] = 0
     for share in prange(p.threads):     # the same blocks per share each call: the same bits
         acc = accumulators[share * p.weights:(share + 1) * p.weights]
