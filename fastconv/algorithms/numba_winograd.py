@@ -40,7 +40,7 @@ promise as alias scopes when it inlines them into their callers (``_pointers``, 
 that gather the pointers, are inlined too).
 
 Threads
-Blocks of tile rows go round-robin to ``threads`` shares in a numba.prange; each share transforms
+Blocks of tile rows are split among ``threads`` shares in a numba.prange; each share transforms
 its blocks into its own V, multiplies with single-threaded BLAS (the Python caller limits BLAS to
 one thread) and transforms M back into the output with the bias added. The 16 matrices of a
 block lie an odd number of cache lines apart (``_stream_stride``).
@@ -78,7 +78,7 @@ _parallel = njit(cache=True, fastmath=_FASTMATH, parallel=True)
 
 _Plan = collections.namedtuple("_Plan", [
     "N", "C", "H", "W", "K", "oH", "oW", "G", "Cg", "Kg", "pt", "pl",
-    "kh", "kw", "Sw", "S", "R",     # kernel; its 3x3 sub-kernels (S, Sw across); R = S*Cg
+    "kh", "kw", "Sh", "Sw", "S", "R",   # kernel; its 3x3 sub-kernels (Sh down, Sw across); R = S*Cg
     "tH", "tW",                     # tiles per sample, down and across
     "rows", "blocks", "threads",    # tile rows per block, blocks, shares of blocks
     "vstride", "mstride",           # elements from V[xi] to V[xi + 1], M[xi] to M[xi + 1]
@@ -86,6 +86,7 @@ _Plan = collections.namedtuple("_Plan", [
     "stage",                        # NCHW: a block's rows of one sample, channels last
     "per_thread",                   # scratch of a share: V, M, the staging, 4 spare outputs
     "weights",                      # elements of U (and of a weight-gradient accumulator)
+    "padded",                       # the kernel gradient padded to whole sub-kernels (0: no padding)
     "zeros",                        # length of the zero vector read in the padding
 ])
 
@@ -102,8 +103,8 @@ def _stream_stride(n):
 
 def _plan(N, C, H, W, K, kh, kw, oH, oW, pad_top, pad_left, groups, num_threads):
     Cg, Kg = C // groups, K // groups
-    Sw = (kw + 2) // 3
-    S = (kh + 2) // 3 * Sw
+    Sh, Sw = (kh + 2) // 3, (kw + 2) // 3
+    S = Sh * Sw
     R = S * Cg
     tH, tW = (oH + 1) // 2, (oW + 1) // 2
     total = N * tH
@@ -118,11 +119,11 @@ def _plan(N, C, H, W, K, kh, kw, oH, oW, pad_top, pad_left, groups, num_threads)
     span = 3 * ((kh + 2) // 3) + 1
     stage = max(min(H, 2 * rows - 2 + span) * W * Cg, min(oH, 2 * rows) * oW * Kg)
     return _Plan(N=N, C=C, H=H, W=W, K=K, oH=oH, oW=oW, G=groups, Cg=Cg, Kg=Kg, pt=pad_top,
-                 pl=pad_left, kh=kh, kw=kw, Sw=Sw, S=S, R=R, tH=tH, tW=tW, rows=rows,
+                 pl=pad_left, kh=kh, kw=kw, Sh=Sh, Sw=Sw, S=S, R=R, tH=tH, tW=tW, rows=rows,
                  blocks=blocks, threads=max(1, min(num_threads, blocks)), vstride=vstride,
                  mstride=mstride, span=span, stage=stage,
                  per_thread=16 * (vstride + mstride) + stage + 4 * Kg, weights=16 * R * K,
-                 zeros=max(Cg, K))
+                 padded=0 if (kh, kw) == (3 * Sh, 3 * Sw) else 9 * R * K, zeros=max(Cg, K))
 
 
 def _forward_elements(p):
@@ -131,8 +132,9 @@ def _forward_elements(p):
 
 
 def _grad_weight_elements(p):
-    """Weight-gradient workspace: an accumulator of U's size per share, scratch, zeros."""
-    return p.threads * p.weights + p.threads * p.per_thread + p.zeros
+    """Weight-gradient workspace: an accumulator of U's size per share, the padded kernel
+    gradient, scratch, zeros."""
+    return p.threads * p.weights + p.padded + p.threads * p.per_thread + p.zeros
 
 
 # --------------------------------------------------------------------------- the transforms
@@ -236,15 +238,19 @@ def _grad_output_transform(g, q, n):
         q[12][k], q[13][k], q[14][k], q[15][k] = _a(c0[3], c1[3])
 
 
-@_inner
-def _kernel_gradient(m, step, half):
-    """(G^T M G)[i, j] at i*3 + j for M[xi] = m[xi*step]."""
-    c0 = _gt(m[0], m[4 * step], m[8 * step], m[12 * step], half)    # the columns of G^T M
-    c1 = _gt(m[step], m[5 * step], m[9 * step], m[13 * step], half)
-    c2 = _gt(m[2 * step], m[6 * step], m[10 * step], m[14 * step], half)
-    c3 = _gt(m[3 * step], m[7 * step], m[11 * step], m[15 * step], half)
-    return (_gt(c0[0], c1[0], c2[0], c3[0], half) + _gt(c0[1], c1[1], c2[1], c3[1], half)
-            + _gt(c0[2], c1[2], c2[2], c3[2], half))
+@_restrict
+def _kernel_gradient_transform(m, taps, n, step, half):
+    """taps[i*3 + j][k*step] = (G^T M G)[i, j] for k in [0, n), M[xi] = m[xi][k]; half is
+    1/2 in their type."""
+    for k in range(n):
+        c0 = _gt(m[0][k], m[4][k], m[8][k], m[12][k], half)     # the columns of G^T M
+        c1 = _gt(m[1][k], m[5][k], m[9][k], m[13][k], half)
+        c2 = _gt(m[2][k], m[6][k], m[10][k], m[14][k], half)
+        c3 = _gt(m[3][k], m[7][k], m[11][k], m[15][k], half)
+        t = k * step
+        taps[0][t], taps[1][t], taps[2][t] = _gt(c0[0], c1[0], c2[0], c3[0], half)  # its rows, by G
+        taps[3][t], taps[4][t], taps[5][t] = _gt(c0[1], c1[1], c2[1], c3[1], half)
+        taps[6][t], taps[7][t], taps[8][t] = _gt(c0[2], c1[2], c2[2], c3[2], half)
 
 
 # --------------------------------------------------------------------------- views
@@ -271,6 +277,17 @@ def _streams(a, start, ld):
             _address(a, start + 11 * ld), _address(a, start + 12 * ld),
             _address(a, start + 13 * ld), _address(a, start + 14 * ld),
             _address(a, start + 15 * ld))
+
+
+@_pointers
+def _grid3(a, start, row_step, column_step):
+    """Pointers to a[start + i*row_step + j*column_step] at i*3 + j, i, j in [0, 3)."""
+    return (_address(a, start), _address(a, start + column_step),
+            _address(a, start + 2 * column_step), _address(a, start + row_step),
+            _address(a, start + row_step + column_step),
+            _address(a, start + row_step + 2 * column_step), _address(a, start + 2 * row_step),
+            _address(a, start + 2 * row_step + column_step),
+            _address(a, start + 2 * row_step + 2 * column_step))
 
 
 @_pointers
@@ -367,6 +384,14 @@ def _sample_run(p, q, q1):
     n = q // p.tH
     th0 = q - n * p.tH
     return n, th0, th0 + min(q1, (n + 1) * p.tH) - q
+
+
+@_inner
+def _part(n, share, shares):
+    """[first, last): the share's part of n items split in contiguous parts (contiguous, so
+    that no two threads write into one cache line). share may be prange's index, unsigned."""
+    share = np.int64(share)
+    return n * share // shares, n * (share + 1) // shares
 
 
 @_inner
@@ -507,12 +532,12 @@ def _forward(x, w, bias, out, workspace, p, nhwc):
     xf, wf, of = x.reshape(x.size), w.reshape(w.size), out.reshape(out.size)
     u, scratch, zeros = _split_workspace(workspace, p, p.weights)
     for share in prange(p.threads):
-        for sc in range(share, p.R, p.threads):
+        for sc in range(*_part(p.R, share, p.threads)):
             _weight_row(wf, u, zeros, p, sc)
     nonfinite = 0
     for share in prange(p.threads):
         mine = scratch[share * p.per_thread:(share + 1) * p.per_thread]
-        for blk in range(share, p.blocks, p.threads):
+        for blk in range(*_part(p.blocks, share, p.threads)):
             nonfinite += _block(xf, u, bias, of, mine, zeros, p, nhwc, blk)
     return nonfinite
 
@@ -544,43 +569,78 @@ def _gw_block(gof, xf, acc, scratch, zeros, p, nhwc, blk):
 
 
 @_inner
-def _gradient_taps(accumulators, gwf, p, nhwc, e):
-    """The taps of the kernel gradient that entry e of the 16 products gives, once the shares'
-    sums of them are added up in the first accumulator."""
-    RK = p.R * p.K
+def _add_shares(accumulators, p, first, n):
+    """Adds the other shares' sums of entries [first, first + n) of each product into the first
+    share's accumulator."""
     for xi in range(16):
+        start = xi * p.R * p.K + first
+        total = accumulators[start:start + n]
         for share in range(1, p.threads):
-            accumulators[xi * RK + e] += accumulators[share * p.weights + xi * RK + e]
-    taps = _kernel_gradient(accumulators[e:], RK, accumulators.dtype.type(0.5))
-    if nhwc:    # accumulators[xi, s*Cg + c, k]
-        s, c, k = e // (p.Cg * p.K), e // p.K % p.Cg, e % p.K
-    else:       # accumulators[xi, k, s*Cg + c]
-        k, s, c = e // p.R, e % p.R // p.Cg, e % p.Cg
-    for tap in range(9):
-        i = 3 * (s // p.Sw) + tap // 3
-        j = 3 * (s % p.Sw) + tap % 3
-        if i < p.kh and j < p.kw:
-            if nhwc:
-                gwf[((i * p.kw + j) * p.Cg + c) * p.K + k] = taps[tap]
-            else:
-                gwf[((k * p.Cg + c) * p.kh + i) * p.kw + j] = taps[tap]
+            part = accumulators[share * p.weights + start:share * p.weights + start + n]
+            for e in range(n):
+                total[e] += part[e]
+
+
+@_inner
+def _gradient_row(accumulators, padded, p, nhwc, row):
+    """The taps that one row of the 16 summed products gives (G^T M G: a 3x3 block of the
+    kernel gradient, into padded, the gradient of the kernel zero-padded to whole sub-kernels,
+    in gw's layout). NHWC row s*Cg + c of (R, K), along k; NCHW row k*S + s of (K, R), along c.
+    """
+    width, height = 3 * p.Sw, 3 * p.Sh
+    if nhwc:
+        s, c = row // p.Cg, row % p.Cg
+        first, n = row * p.K, p.K
+        corner = ((3 * (s // p.Sw) * width + 3 * (s % p.Sw)) * p.Cg + c) * p.K
+        row_step, column_step, step = width * p.Cg * p.K, p.Cg * p.K, 1
+    else:
+        k, s = row // p.S, row % p.S
+        first, n = k * p.R + s * p.Cg, p.Cg
+        corner = (k * p.Cg * height + 3 * (s // p.Sw)) * width + 3 * (s % p.Sw)
+        row_step, column_step, step = width, 1, height * width
+    _add_shares(accumulators, p, first, n)
+    _kernel_gradient_transform(_streams(accumulators, first, p.R * p.K),
+                               _grid3(padded, corner, row_step, column_step), n, step,
+                               padded.dtype.type(0.5))
+
+
+@_inner
+def _crop_kernel(padded, gwf, p, nhwc):
+    """gw := the kernel's taps of the padded gradient."""
+    width, height = 3 * p.Sw, 3 * p.Sh
+    if nhwc:    # (height, width, Cg, K) -> (kh, kw, Cg, K)
+        taps = p.Cg * p.K
+        for i in range(p.kh):
+            for j in range(p.kw):
+                gwf[(i * p.kw + j) * taps:(i * p.kw + j + 1) * taps] = \
+                    padded[(i * width + j) * taps:(i * width + j + 1) * taps]
+        return
+    for kc in range(p.K * p.Cg):    # (K, Cg, height, width) -> (K, Cg, kh, kw)
+        for i in range(p.kh):
+            gwf[(kc * p.kh + i) * p.kw:(kc * p.kh + i + 1) * p.kw] = \
+                padded[(kc * height + i) * width:(kc * height + i) * width + p.kw]
 
 
 @_parallel
 def _grad_weight(gout, x, gw, workspace, p, nhwc):
-    """gw := dL/dW; workspace: one accumulator per share, the shares' scratch, zeros."""
+    """gw := dL/dW; workspace: one accumulator per share, the padded kernel gradient, the
+    shares' scratch, zeros."""
     gof, xf, gwf = gout.reshape(gout.size), x.reshape(x.size), gw.reshape(gw.size)
-    accumulators, scratch, zeros = _split_workspace(workspace, p, p.threads * p.weights)
+    sums, scratch, zeros = _split_workspace(workspace, p, p.threads * p.weights + p.padded)
+    accumulators = sums[:p.threads * p.weights]
+    padded = sums[p.threads * p.weights:] if p.padded else gwf
     accumulators[:] = 0
     for share in prange(p.threads):     # the same blocks per share each call: the same bits
         acc = accumulators[share * p.weights:(share + 1) * p.weights]
         mine = scratch[share * p.per_thread:(share + 1) * p.per_thread]
-        for blk in range(share, p.blocks, p.threads):
+        for blk in range(*_part(p.blocks, share, p.threads)):
             _gw_block(gof, xf, acc, mine, zeros, p, nhwc, blk)
-    # the 16 sums of each (sub-kernel, c, k) -> its 3x3 block of the kernel's gradient
+    rows = p.R if nhwc else p.K * p.S
     for share in prange(p.threads):
-        for e in range(share, p.R * p.K, p.threads):
-            _gradient_taps(accumulators, gwf, p, nhwc, e)
+        for row in range(*_part(rows, share, p.threads)):
+            _gradient_row(accumulators, padded, p, nhwc, row)
+    if p.padded:
+        _crop_kernel(padded, gwf, p, nhwc)
 
 
 # --------------------------------------------------------------------------- Python boundary
