@@ -359,23 +359,27 @@ def _nchw_rows(a, n, c0, channels, height, width, first_row):
 
 
 @_inner
-def _to_channels_last(src, plane, channels, n, dst):
-    """dst[e*channels + c] = src[c*plane + e] for e in [0, n): n pixels of NCHW planes."""
-    pixels = dst[:n * channels].reshape((n, channels))
+def _copy_channels_last(planes, plane, channels, n, pixels, to_pixels):
+    """Copies n pixels between NCHW planes (channel c's at planes[c*plane:]) and the
+    channels-last pixels[e*channels + c]: into pixels if to_pixels, else back."""
+    table = pixels[:n * channels].reshape((n, channels))
     for c in range(channels):
-        s = src[c * plane:c * plane + n]
-        for e in range(n):
-            pixels[e, c] = s[e]
+        row = planes[c * plane:c * plane + n]
+        if to_pixels:
+            for e in range(n):
+                table[e, c] = row[e]
+        else:
+            for e in range(n):
+                row[e] = table[e, c]
 
 
 @_inner
-def _from_channels_last(src, plane, channels, n, dst):
-    """dst[c*plane + e] = src[e*channels + c] for e in [0, n)."""
-    pixels = src[:n * channels].reshape((n, channels))
-    for c in range(channels):
-        d = dst[c * plane:c * plane + n]
-        for e in range(n):
-            d[e] = pixels[e, c]
+def _staged_image(a, stage, nhwc, n, c0, channels, count, height, width, first_row, end_row):
+    """As _image, the rows [first_row, end_row) of an NCHW array copied into stage first."""
+    if not nhwc and end_row > first_row:
+        _copy_channels_last(_nchw_rows(a, n, c0, channels, height, width, first_row),
+                            height * width, count, (end_row - first_row) * width, stage, True)
+    return _image(a, stage, nhwc, n, c0, channels, count, height, width, first_row)
 
 
 @_inner
@@ -455,12 +459,8 @@ def _input_tiles(xf, v, stage, zeros, p, nhwc, c0, q0, q1):
     q = q0
     while q < q1:
         n, th0, th1 = _sample_run(p, q, q1)
-        h0 = max(0, 2 * th0 - p.pt)
-        h1 = min(p.H, 2 * (th1 - 1) - p.pt + p.span)
-        if not nhwc and h1 > h0:
-            _to_channels_last(_nchw_rows(xf, n, c0, p.C, p.H, p.W, h0), p.H * p.W, p.Cg,
-                              (h1 - h0) * p.W, stage)
-        image = _image(xf, stage, nhwc, n, c0, p.C, p.Cg, p.H, p.W, h0)
+        image = _staged_image(xf, stage, nhwc, n, c0, p.C, p.Cg, p.H, p.W,
+                              max(0, 2 * th0 - p.pt), min(p.H, 2 * (th1 - 1) - p.pt + p.span))
         for th in range(th0, th1):
             _input_row(image, v, zeros, p, th, (q - q0 + th - th0) * p.tW)
         q += th1 - th0
@@ -483,8 +483,8 @@ def _output_tiles(m, bias, of, stage, spare, p, nhwc, k0, q0, q1):
             nonfinite |= _output_row(m[(q - q0 + th - th0) * p.tW * p.Kg:], bias, image, spare,
                                      p, th)
         if not nhwc:
-            _from_channels_last(stage, p.oH * p.oW, p.Kg, (h1 - h0) * p.oW,
-                                _nchw_rows(of, n, k0, p.K, p.oH, p.oW, h0))
+            _copy_channels_last(_nchw_rows(of, n, k0, p.K, p.oH, p.oW, h0), p.oH * p.oW, p.Kg,
+                                (h1 - h0) * p.oW, stage, False)
         q += th1 - th0
     return nonfinite
 
@@ -496,11 +496,8 @@ def _grad_tiles(gof, qb, stage, zeros, p, nhwc, k0, q0, q1):
     q = q0
     while q < q1:
         n, th0, th1 = _sample_run(p, q, q1)
-        h0, h1 = 2 * th0, min(p.oH, 2 * th1)
-        if not nhwc:
-            _to_channels_last(_nchw_rows(gof, n, k0, p.K, p.oH, p.oW, h0), p.oH * p.oW, p.Kg,
-                              (h1 - h0) * p.oW, stage)
-        image = _image(gof, stage, nhwc, n, k0, p.K, p.Kg, p.oH, p.oW, h0)
+        image = _staged_image(gof, stage, nhwc, n, k0, p.K, p.Kg, p.oH, p.oW, 2 * th0,
+                              min(p.oH, 2 * th1))
         for th in range(th0, th1):
             _grad_row(image, qb, zeros, p, th, (q - q0 + th - th0) * p.tW)
         q += th1 - th0
