@@ -70,7 +70,7 @@ class _NoaliasCompiler(compiler.Compiler):
 
 _inner = njit(cache=True, fastmath=_FASTMATH)
 _pointers = njit(cache=True, forceinline=True)
-_restrict = njit(cache=True, fastmath=_FASTMATH, pipeline_class=_NoaliasCompiler)
+_restrict = njit(cache=True, fastmath=_FASTMATH, pipeline_class=_NoaliasCompiler, forceinline=True)
 _parallel = njit(cache=True, fastmath=_FASTMATH, parallel=True)
 
 
