@@ -408,12 +408,17 @@ def _block_rows(p, blk):
 # --------------------------------------------------------------------------- transforms of tile rows
 
 @_inner
+def _kernel_image(wf, p, c):
+    """Input channel c of the HWIO kernel as an image of kh x kw pixels of K channels."""
+    return (wf[c * p.K:], p.kw * p.Cg * p.K, p.Cg * p.K, 0, p.kh, p.kw)
+
+
+@_inner
 def _weight_row(wf, u, zeros, p, sc):
     """u[xi][sc, :] for sc = s*Cg + c: sub-kernel s = (si, sj) is the 3x3 block of taps from
     (3si, 3sj), zero past the kernel's edge."""
     s, c = sc // p.Cg, sc % p.Cg
-    kernel = (wf[c * p.K:], p.kw * p.Cg * p.K, p.Cg * p.K, 0, p.kh, p.kw)
-    _weight_transform(_patch(kernel, 3 * (s // p.Sw), 3 * (s % p.Sw), zeros),
+    _weight_transform(_patch(_kernel_image(wf, p, c), 3 * (s // p.Sw), 3 * (s % p.Sw), zeros),
                       _streams(u, sc * p.K, p.R * p.K), p.K, u.dtype.type(0.5))
 
 
@@ -547,8 +552,9 @@ def _forward(x, w, bias, out, workspace, p, nhwc):
 # by G^T . G at the end turns the 16 sums into the 3x3 kernel gradient.
 
 @_inner
-def _gw_block(gof, xf, acc, scratch, zeros, p, nhwc, blk):
-    """acc[xi] += the products of block blk: (R, K) per xi in NHWC, (K, R) in NCHW."""
+def _gw_block(gof, xf, acc, scratch, zeros, p, nhwc, blk, beta):
+    """acc[xi] := beta*acc[xi] + the products of block blk: (R, K) per xi in NHWC, (K, R) in
+    NCHW."""
     q0, q1 = _block_rows(p, blk)
     T = (q1 - q0) * p.tW
     v, qb, stage, _ = _scratch_parts(scratch, p)
@@ -559,10 +565,10 @@ def _gw_block(gof, xf, acc, scratch, zeros, p, nhwc, blk):
         for xi in range(16):
             if nhwc:    # (R, Kg) += V[xi]^T (R, T) @ Q[xi] (T, Kg)
                 _gemm(True, False, R, Kg, T, v[xi * p.vstride:], R, qb[xi * p.mstride:], Kg,
-                      1.0, acc[xi * R * K + gi * Kg:], K)
+                      beta, acc[xi * R * K + gi * Kg:], K)
             else:       # (Kg, R) += Q[xi]^T (Kg, T) @ V[xi] (T, R)
                 _gemm(True, False, Kg, R, T, qb[xi * p.mstride:], Kg, v[xi * p.vstride:], R,
-                      1.0, acc[(xi * K + gi * Kg) * R:], R)
+                      beta, acc[(xi * K + gi * Kg) * R:], R)
 
 
 @_inner
@@ -626,12 +632,12 @@ def _grad_weight(gout, x, gw, workspace, p, nhwc):
     sums, scratch, zeros = _split_workspace(workspace, p, p.threads * p.weights + p.padded)
     accumulators = sums[:p.threads * p.weights]
     padded = sums[p.threads * p.weights:] if p.padded else gwf
-    accumulators[:] = 0
     for share in prange(p.threads):     # the same blocks per share each call: the same bits
         acc = accumulators[share * p.weights:(share + 1) * p.weights]
         mine = scratch[share * p.per_thread:(share + 1) * p.per_thread]
-        for blk in range(*_part(p.blocks, share, p.threads)):
-            _gw_block(gof, xf, acc, mine, zeros, p, nhwc, blk)
+        first, last = _part(p.blocks, share, p.threads)
+        for blk in range(first, last):      # the first block's products set the sums
+            _gw_block(gof, xf, acc, mine, zeros, p, nhwc, blk, 0.0 if blk == first else 1.0)
     rows = p.R if nhwc else p.K * p.S
     for share in prange(p.threads):
         for row in range(*_part(rows, share, p.threads)):
