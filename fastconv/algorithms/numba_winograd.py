@@ -268,26 +268,29 @@ def _address(typingctx, array, index):
 
 
 @_pointers
+def _three(a, start, step):
+    """Pointers to a[start + i*step], i in [0, 3)."""
+    return _address(a, start), _address(a, start + step), _address(a, start + 2 * step)
+
+
+@_pointers
+def _four(a, start, step):
+    """Pointers to a[start + i*step], i in [0, 4)."""
+    return _three(a, start, step) + (_address(a, start + 3 * step),)
+
+
+@_pointers
 def _streams(a, start, ld):
     """Pointers to a[start + xi*ld], one per transform position xi."""
-    return (_address(a, start), _address(a, start + ld), _address(a, start + 2 * ld),
-            _address(a, start + 3 * ld), _address(a, start + 4 * ld), _address(a, start + 5 * ld),
-            _address(a, start + 6 * ld), _address(a, start + 7 * ld), _address(a, start + 8 * ld),
-            _address(a, start + 9 * ld), _address(a, start + 10 * ld),
-            _address(a, start + 11 * ld), _address(a, start + 12 * ld),
-            _address(a, start + 13 * ld), _address(a, start + 14 * ld),
-            _address(a, start + 15 * ld))
+    return (_four(a, start, ld) + _four(a, start + 4 * ld, ld) + _four(a, start + 8 * ld, ld)
+            + _four(a, start + 12 * ld, ld))
 
 
 @_pointers
 def _grid3(a, start, row_step, column_step):
     """Pointers to a[start + i*row_step + j*column_step] at i*3 + j, i, j in [0, 3)."""
-    return (_address(a, start), _address(a, start + column_step),
-            _address(a, start + 2 * column_step), _address(a, start + row_step),
-            _address(a, start + row_step + column_step),
-            _address(a, start + row_step + 2 * column_step), _address(a, start + 2 * row_step),
-            _address(a, start + 2 * row_step + column_step),
-            _address(a, start + 2 * row_step + 2 * column_step))
+    return (_three(a, start, column_step) + _three(a, start + row_step, column_step)
+            + _three(a, start + 2 * row_step, column_step))
 
 
 @_pointers
