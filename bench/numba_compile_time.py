@@ -43,7 +43,7 @@ def main():
             out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True,
                                  check=True)
             for name, seconds in json.loads(out.stdout).items():
-                print(f"{label:5s} {name:45s} {seconds:7.2f} s")
+                print(f"{label:5s} {name:52s} {seconds:7.2f} s")
 
 
 if __name__ == "__main__":
