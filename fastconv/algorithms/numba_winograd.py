@@ -319,6 +319,12 @@ def _patch_row(image, h, w, zeros):
 @_pointers
 def _patch(image, h, w, zeros):
     """The pixels (h + a, w + b) of the 4x4 patch at (h, w), at a*4 + b; zeros outside."""
+    pointer, row_step, pixel_step, first_row, height, width = image
+    if h >= 0 and h + 4 <= height and w >= 0 and w + 4 <= width:    # inside: no checks
+        start = (h - first_row) * row_step + w * pixel_step
+        return (_four(pointer, start, pixel_step) + _four(pointer, start + row_step, pixel_step)
+                + _four(pointer, start + 2 * row_step, pixel_step)
+                + _four(pointer, start + 3 * row_step, pixel_step))
     return (_patch_row(image, h, w, zeros) + _patch_row(image, h + 1, w, zeros)
             + _patch_row(image, h + 2, w, zeros) + _patch_row(image, h + 3, w, zeros))
 
@@ -434,10 +440,11 @@ def _input_row(image, v, zeros, p, th, t0):
     """v[xi][t0 + tw, s*Cg + c] = (B^T d B)[xi] of tile tw of tile row th under sub-kernel s
     (the patch moved by (3si, 3sj)); zeros outside the input."""
     for tw in range(p.tW):
-        for s in range(p.S):
-            patch = _patch(image, 2 * th - p.pt + 3 * (s // p.Sw), 2 * tw - p.pl + 3 * (s % p.Sw),
-                           zeros)
-            _input_transform(patch, _streams(v, (t0 + tw) * p.R + s * p.Cg, p.vstride), p.Cg)
+        for si in range(p.Sh):
+            for sj in range(p.Sw):
+                patch = _patch(image, 2 * th - p.pt + 3 * si, 2 * tw - p.pl + 3 * sj, zeros)
+                first = (t0 + tw) * p.R + (si * p.Sw + sj) * p.Cg
+                _input_transform(patch, _streams(v, first, p.vstride), p.Cg)
 
 
 @_inner
