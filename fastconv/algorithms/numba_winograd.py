@@ -40,10 +40,13 @@ promise as alias scopes when it inlines them into their callers (``_pointers``, 
 that gather the pointers, are inlined too).
 
 Threads
-Blocks of tile rows are split among ``threads`` shares in a numba.prange; each share transforms
-its blocks into its own V, multiplies with single-threaded BLAS (the Python caller limits BLAS to
-one thread) and transforms M back into the output with the bias added. The 16 matrices of a
-block lie an odd number of cache lines apart (``_stream_stride``).
+Blocks of tile rows run on ``threads`` shares in a numba.prange, each with its own scratch; a
+share transforms a block into its V, multiplies with single-threaded BLAS (the Python caller
+limits BLAS to one thread) and transforms M back into the output with the bias added. The
+forward's shares take the next block from an atomic counter, so that a core busy elsewhere
+does fewer (Numba's OpenMP layer splits statically); the weight gradient's take fixed
+contiguous parts, so that each share's sums, added in order, give the same bits each call.
+The 16 matrices of a block lie an odd number of cache lines apart (``_stream_stride``).
 """
 import collections
 
@@ -272,6 +275,16 @@ def _address(typingctx, base, index):
         return builder.gep(context.make_array(base)(context, builder, value=args[0]).data,
                            [args[1]])
     return types.CPointer(base.dtype)(base, types.intp), element
+
+
+@intrinsic
+def _fetch_add(typingctx, counter):
+    """counter[0] += 1, atomically; returns the value before."""
+    def codegen(context, builder, signature, args):
+        pointer = context.make_array(counter)(context, builder, value=args[0]).data
+        return builder.atomic_rmw("add", pointer, context.get_constant(types.int64, 1),
+                                  "monotonic")
+    return types.int64(counter), codegen
 
 
 @_pointers
@@ -540,8 +553,9 @@ def _block(xf, u, bias, of, scratch, zeros, p, nhwc, blk):
 
 
 @_parallel
-def _forward(x, w, bias, out, workspace, p, nhwc):
-    """out := bias + conv2d(x, w); workspace: U, the shares' scratch, zeros.
+def _forward(x, w, bias, out, workspace, next_block, p, nhwc):
+    """out := bias + conv2d(x, w); workspace: U, the shares' scratch, zeros; next_block a
+    zeroed counter from which the shares take their blocks.
 
     Returns how many blocks have outputs that are not finite.
     """
@@ -551,10 +565,12 @@ def _forward(x, w, bias, out, workspace, p, nhwc):
         for sc in range(*_part(p.R, share, p.threads)):
             _weight_row(wf, u, zeros, p, sc)
     nonfinite = 0
-    for share in prange(p.threads):
+    for share in prange(p.threads):     # blocks as the shares get to them: a busy core does fewer
         mine = scratch[share * p.per_thread:(share + 1) * p.per_thread]
-        for blk in range(*_part(p.blocks, share, p.threads)):
+        blk = _fetch_add(next_block)
+        while blk < p.blocks:
             nonfinite += _block(xf, u, bias, of, mine, zeros, p, nhwc, blk)
+            blk = _fetch_add(next_block)
     return nonfinite
 
 
@@ -704,7 +720,7 @@ def _forward_checked(x, weight, bias, out, workspace, pad_top, pad_left, groups,
     p = _checked_plan(x, kh, kw, K, out, workspace, pad_top, pad_left, groups, num_threads, nhwc,
                       _forward_elements)
     _use_threads(p.threads)
-    return _forward(x, weight, bias, out, workspace, p, nhwc) > 0
+    return _forward(x, weight, bias, out, workspace, np.zeros(1, np.int64), p, nhwc) > 0
 
 
 def forward_nchw(x, weight, bias, out, workspace, pad_top, pad_left, groups, num_threads):
