@@ -15,13 +15,13 @@ PROBE = r"""
 import json, time
 t0 = time.perf_counter()
 import fastconv, numba
-from fastconv.algorithms import numba_direct, numba_im2col, numba_pooling
+from fastconv.algorithms import numba_direct, numba_im2col, numba_pooling, numba_winograd
 imported = time.perf_counter() - t0
 import numpy as np
 from fastconv.testing import CONV_CASES, conv_inputs
 case = CONV_CASES[1]
 times = {"import": imported}
-for name in ("numba_direct", "numba_im2col"):
+for name in ("numba_direct", "numba_im2col", "numba_winograd"):
     x, w, b = conv_inputs(case, np.float32)
     t = time.perf_counter()
     out = fastconv.conv2d(x, w, b, algorithm=name, **case.kwargs)
@@ -43,7 +43,7 @@ def main():
             out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True,
                                  check=True)
             for name, seconds in json.loads(out.stdout).items():
-                print(f"{label:5s} {name:45s} {seconds:7.2f} s")
+                print(f"{label:5s} {name:52s} {seconds:7.2f} s")
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ def test_results_depend_on_threads_only_within_rounding(algorithm):
 
 
 @pytest.mark.parametrize("data_format", ["NCHW", "NHWC"])
-@pytest.mark.parametrize("algorithm", ["im2col", "winograd"])
+@pytest.mark.parametrize("algorithm", ["im2col", "winograd", "numba_winograd"])
 def test_few_pixels_many_channels_run_one_gemm_on_all_cores(algorithm, data_format):
     # 32 output pixels < 2 threads x 128 channels: the tiles run in turn, BLAS on both cores
     case = dataclasses.replace(next(c for c in CONV_CASES if c.id == "wide_channels"),

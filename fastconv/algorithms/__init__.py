@@ -67,5 +67,6 @@ def select(op, geom, dtype, algorithm=None):
 
 for _algorithm in (compiled.DirectConv(), compiled.Im2colConv(), compiled.WinogradConv(),
                    compiled.NumbaDirectConv(),
-                   compiled.NumbaIm2colConv(), reference.ReferenceConv()):
+                   compiled.NumbaIm2colConv(), compiled.NumbaWinogradConv(),
+                   reference.ReferenceConv()):
     register(_algorithm)

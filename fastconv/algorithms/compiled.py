@@ -1,6 +1,6 @@
 """The compiled algorithms behind the common interface: Cython's "direct" (its NHWC
 narrow-group layers on _conv_grouped's kernels), "im2col" and "winograd", and Numba's
-"numba_direct" and "numba_im2col".
+"numba_direct", "numba_im2col" and "numba_winograd".
 
 The Numba modules share the Cython modules' function names and arguments, so one
 adapter serves both; they are imported on first use (importing numba takes ~0.4 s).
@@ -205,6 +205,7 @@ class WinogradConv(Im2colConv):
 
     name = "winograd"
     _module = "conv_winograd"
+    _fallback = _IM2COL     # where Winograd's result would differ from a direct sum
 
     def supports(self, geom, dtype):
         return (geom.kernel_h in (3, 5) and geom.kernel_w in (3, 5) and geom.stride == (1, 1)
@@ -233,20 +234,20 @@ class WinogradConv(Im2colConv):
         if nonfinite:
             # An infinity or NaN spreads over Winograd's whole 4x4 patch (and inf - inf is
             # NaN): recompute so that they land where a direct sum puts them.
-            return _IM2COL.forward(x, weight, bias, geom)
+            return self._fallback.forward(x, weight, bias, geom)
         return out
 
     def grad_input(self, grad_output, weight, geom):
         transposed = _transposed_geometry(geom)
         if transposed is None:   # padding beyond the kernel's reach: no transposed forward
-            return _IM2COL.grad_input(grad_output, weight, geom)
+            return self._fallback.grad_input(grad_output, weight, geom)
         return self.forward(grad_output, _transposed_weight(weight, geom), None, transposed)
 
     def grad_weight(self, grad_output, x, geom):
         grad_weight = np.empty(geom.weight_shape, dtype=x.dtype)
         self._run("grad_weight", geom, x.dtype, grad_weight, grad_output, x)
         if not np.isfinite(grad_weight).all():   # as in forward: recompute with a direct sum
-            return _IM2COL.grad_weight(grad_output, x, geom)
+            return self._fallback.grad_weight(grad_output, x, geom)
         return grad_weight
 
 
@@ -281,3 +282,12 @@ class NumbaIm2colConv(Im2colConv):
 
     def grad_input(self, grad_output, weight, geom):
         return DirectConv.grad_input(self, grad_output, weight, geom)
+
+
+class NumbaWinogradConv(WinogradConv):
+    """Winograd's algorithm as Numba kernels; where an infinity or NaN appears, numba_im2col
+    computes the result."""
+
+    name = "numba_winograd"
+    _module = "fastconv.algorithms.numba_winograd"
+    _fallback = NumbaIm2colConv()
