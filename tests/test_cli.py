@@ -37,6 +37,25 @@ def test_bench_one_layer_writes_json(tmp_path):
     assert "geometric mean" in result.stdout
 
 
+def test_bench_compares_the_best_numba_and_cython_algorithms():
+    result = _run("bench", "--layers", "fmnist_conv1", "--algorithms", "direct,numba_direct",
+                  "--rounds", "1", "--threads", "1", "--quiet")
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if "Numba vs Cython" in line]
+    assert len(lines) == 2 and "over 1 measurements" in lines[0], lines   # the forward
+
+
+def test_numba_gap_takes_the_best_of_each_family():
+    from fastconv.benchmarks.report import numba_gap
+    rows = [dict(layer="l", data_format="NCHW", op="forward", contender=name, seconds=s)
+            for name, s in (("direct", 2.0), ("im2col", 1.0), ("numba_direct", 3.0),
+                            ("numba_im2col", 1.5), ("auto", 0.1), ("torch", 0.1))]
+    assert numba_gap(rows) == ["conv2d Numba vs Cython NCHW: the best Numba algorithm takes 1.50x "
+                               "the best Cython one's time (geometric mean; worst 1.50x, l forward) "
+                               "over 1 measurements"]
+    assert numba_gap([r for r in rows if not r["contender"].startswith("numba_")]) == []
+
+
 def test_bench_markdown_and_plot(tmp_path):
     pytest.importorskip("matplotlib")
     plot = tmp_path / "bench.png"

@@ -68,6 +68,32 @@ def summary(conv_rows, pool_rows):
                 if parts:
                     lines.append(f"{label} {name:9s} {data_format}: geometric mean " + ", ".join(parts)
                                  + f" over {len(mine)} measurements")
+    return lines + numba_gap(conv_rows)
+
+
+def numba_gap(conv_rows):
+    """Per layout: how the best Numba algorithm's time compares with the best compiled
+    (Cython) one's, layer by layer and op by op (geometric mean and the worst case)."""
+    def best(rows, numba):
+        times = {}
+        for r in rows:
+            name = r["contender"]
+            if name in ("auto", "reference", "torch") or name.startswith("numba_") != numba:
+                continue
+            key = (r["layer"], r["data_format"], r["op"])
+            times[key] = min(times.get(key, math.inf), r["seconds"])
+        return times
+
+    numba, cython = best(conv_rows, True), best(conv_rows, False)
+    lines = []
+    for data_format in sorted({key[1] for key in numba.keys() & cython.keys()}):
+        ratios = {key: numba[key] / cython[key] for key in numba.keys() & cython.keys()
+                  if key[1] == data_format}
+        worst = max(ratios, key=ratios.get)
+        lines.append(f"conv2d Numba vs Cython {data_format}: the best Numba algorithm takes "
+                     f"{_geomean(list(ratios.values())):.2f}x the best Cython one's time (geometric "
+                     f"mean; worst {ratios[worst]:.2f}x, {worst[0]} {worst[2]}) over {len(ratios)} "
+                     "measurements")
     return lines
 
 
