@@ -37,9 +37,15 @@ Float reductions use fastmath reassociation flags (no "nnan"/"ninf": NaN and inf
 """
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+from numba.np.arrayobj import make_array, populate_array
 
 _FASTMATH = {"reassoc", "nsz", "arcp", "contract"}
+# Without reassociation: LLVM keeps a fused sum's tree (independent products, short
+# dependency chains) instead of re-chaining it into one FMA after another.
+_TREE_FASTMATH = {"nsz", "arcp", "contract"}
 
 
 def _use_threads(n):
@@ -57,6 +63,9 @@ def _ceil_div(a, b):
 # --------------------------------------------------------------------------- helpers
 
 _inner = njit(cache=True, fastmath=_FASTMATH)
+# Hot-loop helpers: inlined in Numba's IR, since an LLVM-level call passes arrays with
+# atomic reference counting around it (shared by the threads: as slow as the loop itself).
+_inlined = njit(cache=True, fastmath=_TREE_FASTMATH, inline="always")
 
 
 @_inner
@@ -205,6 +214,48 @@ def _apply_taps(acc, nk, buf, offs, wv, cnt, s, rows, src_pitch, dst_pitch, m):
                     a2 = buf[offs[q] + o:offs[q] + o + (m - 1) * s + 1:s]
                     for r in range(nk):
                         _axpy1(acc[r, p:p + m], a2, wv[r, q], m)
+
+
+@_inlined
+def _sum4(src, s0, t, c):
+    """sum_{u < 4} c[u] * src[s0 + u, t] as a tree of independent products"""
+    return ((c[0] * src[s0, t] + c[1] * src[s0 + 1, t])
+            + (c[2] * src[s0 + 2, t] + c[3] * src[s0 + 3, t]))
+
+
+@_inlined
+def _rows_axpy4x4(d, di, src, s0, c0, c1, c2, c3, m):
+    """d[di + r, t] += sum_{u < 4} c_r[u] * src[s0 + u, t]  for r < 4 (c_r: 4 scalars,
+    broadcast): each load of src serves the 4 destination rows (4 pixels x 4 taps, or
+    4 taps x 4 pixels)"""
+    for t in range(m):
+        d[di, t] += _sum4(src, s0, t, c0)
+        d[di + 1, t] += _sum4(src, s0, t, c1)
+        d[di + 2, t] += _sum4(src, s0, t, c2)
+        d[di + 3, t] += _sum4(src, s0, t, c3)
+
+
+@_inlined
+def _rows_axpy1(d, di, src, s, c, m):
+    """d[di, t] += c * src[s, t]"""
+    for t in range(m):
+        d[di, t] += c * src[s, t]
+
+
+@_inlined
+def _rows_mul4(d, di, a, ra, b, rb, m):
+    """d[di, t] += sum_{u < 4} a[ra[u], t] * b[rb + u, t]  (ra: 4 row indices)"""
+    r0, r1, r2, r3 = ra
+    for t in range(m):
+        d[di, t] += ((a[r0, t] * b[rb, t] + a[r1, t] * b[rb + 1, t])
+                     + (a[r2, t] * b[rb + 2, t] + a[r3, t] * b[rb + 3, t]))
+
+
+@_inlined
+def _rows_mul1(d, di, a, ra, b, rb, m):
+    """d[di, t] += a[ra, t] * b[rb, t]"""
+    for t in range(m):
+        d[di, t] += a[ra, t] * b[rb, t]
 
 
 # --------------------------------------------------------------------------- NCHW forward
@@ -434,6 +485,259 @@ def grad_weight_nchw(grad_output, x, grad_weight, stride_h, stride_w, pad_top, p
                       dilation_h, dilation_w, groups, ncb, x.dtype.type(0))
 
 
+# --------------------------------------------------------------------------- NHWC staged rows
+#
+# First, narrow (groups == 1) and depthwise layers.  An image's input rows are staged zero
+# padded to Wp pixels, so every output pixel has every tap: the value of tap q for the
+# pixel staged at base[p] is at base[p] + off[q].  The zero padding takes part in the
+# products (0 * inf is NaN there, as in Cython's kernels).
+#
+# The sums of a block of 4 rows (4 pixels x the output channels, or 4 taps x the output
+# channels) stay in a stack array: LLVM knows it overlaps no argument, so the loops over
+# the channels need no runtime overlap checks, and short rows (32 channels: two vectors)
+# do not pay for them on every pass.
+
+_STAGE_ELEMENTS = 65536     # staged rows per forward task: at most this many elements
+_STACK_CHANNELS = 256       # channels a stack accumulator row holds
+
+
+@intrinsic(prefer_literal=True)
+def _stack_array(typingctx, rows, cols, dtype):
+    """A (rows, cols) C-contiguous scratch array in the calling function's stack frame;
+    rows and cols are constants"""
+    if not isinstance(rows, types.IntegerLiteral) or not isinstance(cols, types.IntegerLiteral):
+        return None
+    shape = (rows.literal_value, cols.literal_value)
+    array_type = types.Array(dtype.dtype, 2, "C")
+
+    def codegen(context, builder, signature, args):
+        element = context.get_data_type(dtype.dtype)
+        itemsize = context.get_abi_sizeof(element)
+        data = cgutils.alloca_once(builder, element, size=shape[0] * shape[1])
+        array = make_array(array_type)(context, builder)
+        intp = (lambda v: context.get_constant(types.intp, v))
+        populate_array(array, data=data, shape=[intp(shape[0]), intp(shape[1])],
+                       strides=[intp(shape[1] * itemsize), intp(itemsize)],
+                       itemsize=intp(itemsize), meminfo=None)
+        return array._getvalue()
+    return array_type(rows, cols, dtype), codegen
+
+
+def _tap_offsets(kh, kw, unit, dh, dw, Wp):
+    """off[(i*kw + j)*unit + c] := (i*dh*Wp + j*dw)*unit + c: the taps in rows of Wp pixels
+    of `unit` elements (the flat order of the NHWC weight (kh, kw, unit, K))"""
+    i, j, c = np.meshgrid(np.arange(kh), np.arange(kw), np.arange(unit), indexing="ij")
+    return ((i * dh * Wp + j * dw) * unit + c).ravel().astype(np.uint64)
+
+
+def _pixel_bases(rows, oW, sh, sw, Wp, unit):
+    """base[oh*oW + ow] := (oh*sh*Wp + ow*sw)*unit: where output pixel (oh, ow) of a block
+    starting at staged row 0 finds its first tap"""
+    oh, ow = np.meshgrid(np.arange(rows), np.arange(oW), indexing="ij")
+    return ((oh * sh * Wp + ow * sw) * unit).ravel().astype(np.uint64)
+
+
+@_inner
+def _stage_nhwc_rows(stage, image, ih0, lead):
+    """stage[r, :] := row ih0 + r of image (H, W*C) shifted right by lead, zero outside"""
+    for r in range(stage.shape[0]):
+        ih = ih0 + r
+        if 0 <= ih < image.shape[0]:
+            _fill_padded_row(stage[r], image[ih], lead, image.shape[1])
+        else:
+            stage[r, :] = 0
+
+
+@_inlined
+def _taps4(st, b, off, q):
+    """the 4 taps q.. of the pixel staged at b"""
+    return (st[b + off[q]], st[b + off[q + 1]], st[b + off[q + 2]], st[b + off[q + 3]])
+
+
+@_inlined
+def _pixels4(st, base, p, o):
+    """tap o of the 4 pixels p.. (staged at base[p:p + 4])"""
+    return (st[base[p] + o], st[base[p + 1] + o], st[base[p + 2] + o], st[base[p + 3] + o])
+
+
+@_inlined
+def _broadcast_forward4(pixels, px, bias, w, st, base, off, acc):
+    """pixels[px[r], :] := bias + sum_q st[base[px[r]] + off[q]] * w[q, :]  for r < 4
+
+    One input value a tap, broadcast over the output channels; each load of w serves the
+    4 pixels, 4 taps a pass."""
+    K = pixels.shape[1]
+    for r in range(4):
+        for t in range(K):
+            acc[r, t] = bias[t]
+    T = off.shape[0]
+    q = 0
+    while q + 4 <= T:
+        _rows_axpy4x4(acc, 0, w, q, _taps4(st, base[px[0]], off, q),
+                      _taps4(st, base[px[1]], off, q), _taps4(st, base[px[2]], off, q),
+                      _taps4(st, base[px[3]], off, q), K)
+        q += 4
+    for q in range(q, T):
+        for r in range(4):
+            _rows_axpy1(acc, r, w, q, st[base[px[r]] + off[q]], K)
+    for r in range(4):
+        for t in range(K):
+            pixels[px[r], t] = acc[r, t]
+
+
+@_inlined
+def _broadcast_grad_weight(part, g, st, base, off, acc):
+    """part[q, :] += sum_p st[base[p] + off[q]] * g[p, :]  over the pixels p of an image
+
+    4 taps at a time, summed in acc over the image, each load of g serving the 4 taps,
+    4 pixels a pass (the pixels left over one by one)."""
+    T, K = part.shape
+    P = g.shape[0]
+    for q0 in range(0, T, 4):
+        nq = min(4, T - q0)
+        for r in range(4):
+            for t in range(K):
+                acc[r, t] = 0
+        p = 0
+        if nq == 4:
+            while p + 4 <= P:
+                _rows_axpy4x4(acc, 0, g, p, _pixels4(st, base, p, off[q0]),
+                              _pixels4(st, base, p, off[q0 + 1]),
+                              _pixels4(st, base, p, off[q0 + 2]),
+                              _pixels4(st, base, p, off[q0 + 3]), K)
+                p += 4
+        for r in range(nq):
+            for pp in range(p, P):
+                _rows_axpy1(acc, r, g, pp, st[base[pp] + off[q0 + r]], K)
+            for t in range(K):
+                part[q0 + r, t] += acc[r, t]
+
+
+@_inlined
+def _depthwise_taps(d, di, bias, w, st, b, off, m):
+    """d[di, :] := bias + sum_q st[b + off[q], :] * w[q, :]  (st: staged pixels x channels)"""
+    for t in range(m):
+        d[di, t] = bias[t]
+    T = off.shape[0]
+    q = 0
+    while q + 4 <= T:
+        _rows_mul4(d, di, st, (b + off[q], b + off[q + 1], b + off[q + 2], b + off[q + 3]),
+                   w, q, m)
+        q += 4
+    for q in range(q, T):
+        _rows_mul1(d, di, st, b + off[q], w, q, m)
+
+
+@_inlined
+def _block4(p, last):
+    """the 4 pixels p.., the ones past `last` replaced by it (computed twice, same values)"""
+    return (min(p, last), min(p + 1, last), min(p + 2, last), min(p + 3, last))
+
+
+@njit(parallel=True, cache=True, fastmath=_TREE_FASTMATH)
+def _forward_nhwc_staged(x, weight, bias, out, sh, pt, pl, R, Hs, Wp, off, base, depthwise):
+    """out := bias + conv2d(x, weight) for groups == 1 or depthwise; tasks (n, block of R
+    output rows), the block's Hs input rows staged once
+
+    groups == 1: off and base count elements, out[.., k] = bias[k] + sum_q tap_q * w[q, k].
+    Depthwise: they count pixels, out[.., c] = bias[c] + sum_q x_q[c] * w[q, c]."""
+    N, H, W, C = x.shape
+    oH, oW, K = out.shape[1], out.shape[2], out.shape[3]
+    w = weight.reshape(off.shape[0], K)
+    images = x.reshape(N, H, W * C)
+    nrb = (oH + R - 1) // R
+    for task in prange(N * nrb):
+        n = task // nrb
+        oh0 = (task - n * nrb) * R
+        npix = min(R, oH - oh0) * oW
+        stage = np.empty((Hs, Wp * C), dtype=x.dtype)
+        _stage_nhwc_rows(stage, images[n], oh0 * sh - pt, pl * C)
+        pixels = out[n].reshape(oH * oW, K)[oh0 * oW:]
+        if depthwise:
+            staged = stage.reshape(Hs * Wp, C)
+            for p in range(npix):
+                _depthwise_taps(pixels, p, bias, w, staged, base[p], off, K)
+        else:
+            acc = _stack_array(4, _STACK_CHANNELS, x.dtype)
+            flat = stage.reshape(Hs * Wp * C)
+            for p in range(0, npix, 4):
+                _broadcast_forward4(pixels, _block4(p, npix - 1), bias, w, flat, base, off, acc)
+
+
+def _forward_nhwc_staged_call(x, weight, bias, out, sh, sw, pt, pl, dh, dw, depthwise, nt):
+    """Blocks of output rows: whole images unless too few for the threads or the staged
+    rows would exceed _STAGE_ELEMENTS."""
+    N, oH, oW = out.shape[0], out.shape[1], out.shape[2]
+    kh, kw, C = weight.shape[0], weight.shape[1], x.shape[3]
+    Wp = (oW - 1) * sw + (kw - 1) * dw + 1
+    R = _ceil_div(oH, min(oH, _ceil_div(4 * nt, N)))
+    R = max(1, min(R, (_STAGE_ELEMENTS // (Wp * C) - (kh - 1) * dh - 1) // sh + 1))
+    Hs = (R - 1) * sh + (kh - 1) * dh + 1
+    unit = 1 if depthwise else C
+    _forward_nhwc_staged(x, weight, bias, out, sh, pt, pl, R, Hs, Wp,
+                         _tap_offsets(kh, kw, unit, dh, dw, Wp),
+                         _pixel_bases(R, oW, sh, sw, Wp, unit), depthwise)
+
+
+@njit(parallel=True, cache=True, fastmath=_TREE_FASTMATH)
+def _grad_weight_nhwc_staged(grad_output, x, part, sh, pt, pl, Hs, Wp, off, base, nbs,
+                             depthwise):
+    """part[chunk] := sum over the chunk's samples of grad_weight (taps x output channels),
+    for groups == 1 or depthwise; tasks are the chunks of nbs samples, each image staged
+    whole once
+
+    groups == 1: part[.., q, k] = sum_p tap_q(p) * g[p, k];
+    depthwise: part[.., q, c] = sum_p x_q(p)[c] * g[p, c]."""
+    N, H, W, C = x.shape
+    oH, oW, K = grad_output.shape[1], grad_output.shape[2], grad_output.shape[3]
+    images = x.reshape(N, H, W * C)
+    for chunk in prange(part.shape[0]):
+        sums = part[chunk]
+        sums[:] = 0
+        stage = np.empty((Hs, Wp * C), dtype=x.dtype)
+        acc = _stack_array(4, _STACK_CHANNELS, x.dtype)
+        for n in range(chunk * nbs, min(N, (chunk + 1) * nbs)):
+            _stage_nhwc_rows(stage, images[n], -pt, pl * C)
+            g = grad_output[n].reshape(oH * oW, K)
+            if depthwise:
+                staged = stage.reshape(Hs * Wp, C)
+                for q in range(off.shape[0]):
+                    _depthwise_pixels(sums, q, staged, base, off[q], g)
+            else:
+                _broadcast_grad_weight(sums, g, stage.reshape(Hs * Wp * C), base, off, acc)
+
+
+@_inlined
+def _depthwise_pixels(sums, q, st, base, o, g):
+    """sums[q, :] += sum_p st[base[p] + o, :] * g[p, :], 4 pixels a pass"""
+    P, C = g.shape
+    p = 0
+    while p + 4 <= P:
+        _rows_mul4(sums, q, st, (base[p] + o, base[p + 1] + o, base[p + 2] + o,
+                                 base[p + 3] + o), g, p, C)
+        p += 4
+    for p in range(p, P):
+        _rows_mul1(sums, q, st, base[p] + o, g, p, C)
+
+
+def _grad_weight_nhwc_staged_call(grad_output, x, grad_weight, sh, sw, pt, pl, dh, dw,
+                                  depthwise):
+    """Sample chunks fixed by the shape (as Cython's), their sums added in order afterwards:
+    bitwise the same for any number of threads."""
+    N, oH, oW = grad_output.shape[0], grad_output.shape[1], grad_output.shape[2]
+    kh, kw, C = grad_weight.shape[0], grad_weight.shape[1], x.shape[3]
+    nbs = _ceil_div(N, min(N, 16))
+    Wp = (oW - 1) * sw + (kw - 1) * dw + 1
+    Hs = (oH - 1) * sh + (kh - 1) * dh + 1
+    unit = 1 if depthwise else C
+    T = kh * kw * unit
+    part = np.empty((_ceil_div(N, nbs), T, grad_weight.shape[3]), dtype=x.dtype)
+    _grad_weight_nhwc_staged(grad_output, x, part, sh, pt, pl, Hs, Wp,
+                             _tap_offsets(kh, kw, unit, dh, dw, Wp),
+                             _pixel_bases(oH, oW, sh, sw, Wp, unit), nbs, depthwise)
+    grad_weight.reshape(T, -1)[...] = part.sum(axis=0)
+
+
 # --------------------------------------------------------------------------- NHWC forward
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
@@ -482,7 +786,13 @@ def forward_nhwc(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left,
     """out := conv2d(x, weight) + bias  (NHWC)"""
     if out.shape[0] == 0:
         return
-    _use_threads(num_threads)
+    nt = _use_threads(num_threads)
+    Cg, K = weight.shape[2], weight.shape[3]
+    depthwise = Cg == 1 and K == groups
+    if depthwise or groups == 1 and K <= _STACK_CHANNELS:
+        _forward_nhwc_staged_call(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left,
+                                  dilation_h, dilation_w, depthwise, nt)
+        return
     _forward_nhwc(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left,
                   dilation_h, dilation_w, groups)
 
@@ -666,6 +976,11 @@ def grad_weight_nhwc(grad_output, x, grad_weight, stride_h, stride_w, pad_top, p
     nt = _use_threads(num_threads)
     kh, kw, Cg, K = grad_weight.shape
     Kg = K // groups
+    depthwise = Cg == 1 and Kg == 1
+    if x.shape[0] > 0 and (depthwise or groups == 1 and K <= _STACK_CHANNELS):
+        _grad_weight_nhwc_staged_call(grad_output, x, grad_weight, stride_h, stride_w, pad_top,
+                                      pad_left, dilation_h, dilation_w, depthwise)
+        return
     if Cg == 1 and Kg == 1:
         cbs = max(8, _ceil_div(_ceil_div(groups, 4 * nt), 8) * 8)
         _grad_weight_nhwc_depthwise(grad_output, x, grad_weight, stride_h, stride_w, pad_top,
