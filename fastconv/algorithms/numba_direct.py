@@ -343,6 +343,14 @@ def forward_nchw(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left,
     if N == 0:
         return
     nt = _use_threads(num_threads)
+    K, Cg, kh, kw = weight.shape
+    Hp = oH + (kh - 1) * dilation_h
+    Wp = oW + (kw - 1) * dilation_w
+    if stride_h == 1 and stride_w == 1 and _planes_fit(Cg, K // groups, Hp, Wp,
+                                                       (oH - 1) * Wp + oW):
+        _forward_nchw_planes(x, weight, bias, out, pad_top, pad_left, groups, Hp, Wp,
+                             _plane_offsets(Cg, kh, kw, dilation_h, dilation_w, Hp, Wp))
+        return
     if stride_h == 1 and stride_w == 1:
         width = (oW - 1) + (weight.shape[3] - 1) * dilation_w + 1
     else:
@@ -350,6 +358,240 @@ def forward_nchw(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left,
     R = _rows_per_block(N, oH, width, nt)
     _forward_nchw(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left,
                   dilation_h, dilation_w, groups, R)
+
+
+# --------------------------------------------------------------------------- NCHW staged planes
+#
+# Stride 1, few input channels per group (first, narrow and depthwise layers).  A group's
+# input planes are staged zero padded (Hp rows of pitch Wp each, plane after plane), so
+# output (oh, ow) at flat index t = oh*Wp + ow reads tap (c, i, j) at P[off[q] + t],
+# off[q] = c*Hp*Wp + i*dh*Wp + j*dw: every tap is one flat run over the staged planes
+# (columns ow >= oW of a run are scratch).  Offsets and run indices are unsigned, which
+# spares Numba's negative-index wraparound, so the offset runs vectorise.
+
+_PLANE_ELEMENTS = 65536     # staged planes + output runs per task: at most this many
+
+
+def _plane_offsets(Cg, kh, kw, dh, dw, Hp, Wp):
+    """off[(c*kh + i)*kw + j] := c*Hp*Wp + i*dh*Wp + j*dw"""
+    c, i, j = np.meshgrid(np.arange(Cg), np.arange(kh), np.arange(kw), indexing="ij")
+    return (c * Hp * Wp + i * dh * Wp + j * dw).ravel().astype(np.uint64)
+
+
+@_inlined
+def _stage_plane(P, po, planes, plane, H, W, top, left, Hp, Wp):
+    """P[po + r*Wp + u] := planes[plane, (r - top)*W + u - left] inside the H x W plane,
+    else 0, for r < Hp, u < Wp"""
+    lo = min(max(left, 0), Wp)
+    hi = min(max(left + W, lo), Wp)
+    for r in range(Hp):
+        row = np.uint64(po + r * Wp)
+        ih = r - top
+        if ih < 0 or ih >= H:
+            for u in range(np.uint64(Wp)):
+                P[row + u] = 0
+            continue
+        for u in range(np.uint64(lo)):
+            P[row + u] = 0
+        src = np.uint64(ih * W + lo - left)
+        for u in range(np.uint64(hi - lo)):
+            P[row + np.uint64(lo) + u] = planes[plane, src + u]
+        for u in range(np.uint64(hi), np.uint64(Wp)):
+            P[row + u] = 0
+
+
+@_inlined
+def _runs_axpy4(d, r, P, o, c, m):
+    """d[r, t] += sum_{u < 4} c[u] * P[o[u] + t]  for t < m (4 taps, one output channel)"""
+    o0, o1, o2, o3 = o
+    for t in range(np.uint64(m)):
+        d[r, t] += ((c[0] * P[o0 + t] + c[1] * P[o1 + t]) + (c[2] * P[o2 + t] + c[3] * P[o3 + t]))
+
+
+@_inlined
+def _runs_axpy4x4(d, P, o, c0, c1, c2, c3, m):
+    """d[r, t] += sum_{u < 4} c_r[u] * P[o[u] + t]  for r < 4: each load of P serves the
+    4 output channels"""
+    o0, o1, o2, o3 = o
+    for t in range(np.uint64(m)):
+        a = P[o0 + t]
+        b = P[o1 + t]
+        e = P[o2 + t]
+        f = P[o3 + t]
+        d[0, t] += (c0[0] * a + c0[1] * b) + (c0[2] * e + c0[3] * f)
+        d[1, t] += (c1[0] * a + c1[1] * b) + (c1[2] * e + c1[3] * f)
+        d[2, t] += (c2[0] * a + c2[1] * b) + (c2[2] * e + c2[3] * f)
+        d[3, t] += (c3[0] * a + c3[1] * b) + (c3[2] * e + c3[3] * f)
+
+
+@_inlined
+def _row4(w, k, q):
+    """the weights w[k, q:q + 4]"""
+    return (w[k, q], w[k, q + 1], w[k, q + 2], w[k, q + 3])
+
+
+@_inlined
+def _plane_taps(acc, nk, P, off, w, k0, bias, m):
+    """acc[r, t] := bias[k0 + r] + sum_q w[k0 + r, q] * P[off[q] + t]  for r < nk <= 4"""
+    T = off.shape[0]
+    for r in range(nk):
+        for t in range(m):
+            acc[r, t] = bias[k0 + r]
+    q = 0
+    while q + 4 <= T:
+        o = (off[q], off[q + 1], off[q + 2], off[q + 3])
+        if nk == 4:
+            _runs_axpy4x4(acc, P, o, _row4(w, k0, q), _row4(w, k0 + 1, q),
+                          _row4(w, k0 + 2, q), _row4(w, k0 + 3, q), m)
+        else:
+            for r in range(nk):
+                _runs_axpy4(acc, r, P, o, _row4(w, k0 + r, q), m)
+        q += 4
+    for q in range(q, T):
+        for r in range(nk):
+            for t in range(np.uint64(m)):
+                acc[r, t] += w[k0 + r, q] * P[off[q] + t]
+
+
+@njit(parallel=True, cache=True, fastmath=_TREE_FASTMATH)
+def _forward_nchw_planes(x, weight, bias, out, pt, pl, G, Hp, Wp, off):
+    """out := bias + conv2d(x, weight)  (NCHW, stride 1); tasks (n, group, block of <= 4
+    output channels), the group's input planes staged for each"""
+    N, C, H, W = x.shape
+    K, oH, oW = out.shape[1], out.shape[2], out.shape[3]
+    Cg = weight.shape[1]
+    Kg = K // G
+    nkb = (Kg + 3) // 4
+    L = (oH - 1) * Wp + oW
+    w = weight.reshape(K, off.shape[0])
+    planes = x.reshape(N * C, H * W)
+    results = out.reshape(N * K, oH * oW)
+    for task in prange(N * G * nkb):
+        n = task // (G * nkb)
+        g = (task // nkb) % G
+        k0 = g * Kg + (task % nkb) * 4
+        nk = min(4, (g + 1) * Kg - k0)
+        P = np.empty(Cg * Hp * Wp, dtype=x.dtype)
+        for c in range(Cg):
+            _stage_plane(P, c * Hp * Wp, planes, n * C + g * Cg + c, H, W, pt, pl, Hp, Wp)
+        acc = np.empty((4, L), dtype=x.dtype)
+        _plane_taps(acc, nk, P, off, w, k0, bias, L)
+        for r in range(nk):
+            for oh in range(oH):
+                dst = np.uint64(oh * oW)
+                src = np.uint64(oh * Wp)
+                for u in range(np.uint64(oW)):
+                    results[n * K + k0 + r, dst + u] = acc[r, src + u]
+
+
+@_inlined
+def _runs_dot4(g, P, o, m):
+    """(sum_t g[t] * P[o[u] + t]) for u < 4: each load of g serves the 4 taps"""
+    o0, o1, o2, o3 = o
+    s0 = s1 = s2 = s3 = g[0] * 0
+    for t in range(np.uint64(m)):
+        v = g[t]
+        s0 += v * P[o0 + t]
+        s1 += v * P[o1 + t]
+        s2 += v * P[o2 + t]
+        s3 += v * P[o3 + t]
+    return s0, s1, s2, s3
+
+
+@_inlined
+def _plane_dots(sums, g, P, off, m):
+    """sums[q] += sum_{t < m} g[t] * P[off[q] + t]  for every tap q"""
+    T = off.shape[0]
+    q = 0
+    while q + 4 <= T:
+        s0, s1, s2, s3 = _runs_dot4(g, P, (off[q], off[q + 1], off[q + 2], off[q + 3]), m)
+        sums[q] += s0
+        sums[q + 1] += s1
+        sums[q + 2] += s2
+        sums[q + 3] += s3
+        q += 4
+    for q in range(q, T):
+        s = g[0] * 0
+        for t in range(np.uint64(m)):
+            s += g[t] * P[off[q] + t]
+        sums[q] += s
+
+
+@_inlined
+def _runs_dots4x4(acc, g, go, P, o, m):
+    """acc[r, u] += sum_t g[go[r] + t] * P[o[u] + t]  for r, u < 4: 4 output channels x 4
+    taps, each load of g serving 4 taps and each load of P 4 channels"""
+    o0, o1, o2, o3 = o
+    for t in range(np.uint64(m)):
+        p0 = P[o0 + t]
+        p1 = P[o1 + t]
+        p2 = P[o2 + t]
+        p3 = P[o3 + t]
+        for r in range(4):
+            v = g[go[r] + t]
+            acc[r, 0] += v * p0
+            acc[r, 1] += v * p1
+            acc[r, 2] += v * p2
+            acc[r, 3] += v * p3
+
+
+@_inlined
+def _plane_dots4(sums, k0, g, Gs, P, off, m, acc):
+    """sums[k0 + r, q] += sum_{t < m} g[r*Gs + t] * P[off[q] + t]  for r < 4, every tap q"""
+    T = off.shape[0]
+    go = (np.uint64(0), np.uint64(Gs), np.uint64(2 * Gs), np.uint64(3 * Gs))
+    q = 0
+    while q + 4 <= T:
+        acc[:, :] = 0
+        _runs_dots4x4(acc, g, go, P, (off[q], off[q + 1], off[q + 2], off[q + 3]), m)
+        for r in range(4):
+            for u in range(4):
+                sums[k0 + r, q + u] += acc[r, u]
+        q += 4
+    for r in range(4):
+        _plane_dots(sums[k0 + r, q:], g[r * Gs:], P, off[q:], m)
+
+
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def _grad_weight_nchw_planes(grad_output, x, part, pt, pl, G, Hp, Wp, off, nbs):
+    """part[chunk, k, q] := sum over the chunk's samples of grad_weight[k, 0, i, j]
+    (C/G == 1, stride 1); tasks (sample chunk, group, block of <= 4 output channels)
+
+    The input plane is staged as in the forward and the grad_output planes at the same
+    pitch Wp, zero beyond oW, so every tap is one flat dot product."""
+    N, C, H, W = x.shape
+    K, oH, oW = grad_output.shape[1], grad_output.shape[2], grad_output.shape[3]
+    Kg = K // G
+    nkb = (Kg + 3) // 4
+    m = (oH - 1) * Wp + oW
+    Gs = oH * Wp
+    planes = x.reshape(N * C, H * W)
+    grads = grad_output.reshape(N * K, oH * oW)
+    for task in prange(part.shape[0] * G * nkb):
+        chunk = task // (G * nkb)
+        g = (task // nkb) % G
+        k0 = g * Kg + (task % nkb) * 4
+        nk = min(4, (g + 1) * Kg - k0)
+        sums = part[chunk]
+        sums[k0:k0 + nk] = 0
+        P = np.empty(Hp * Wp, dtype=x.dtype)
+        gs = np.empty(4 * Gs, dtype=x.dtype)
+        acc = _stack_array(4, 4, x.dtype)
+        for n in range(chunk * nbs, min(N, (chunk + 1) * nbs)):
+            _stage_plane(P, 0, planes, n * C + g, H, W, pt, pl, Hp, Wp)
+            for r in range(nk):
+                _stage_plane(gs, r * Gs, grads, n * K + k0 + r, oH, oW, 0, 0, oH, Wp)
+            if nk == 4:
+                _plane_dots4(sums, k0, gs, Gs, P, off, m, acc)
+            else:
+                for r in range(nk):
+                    _plane_dots(sums[k0 + r], gs[r * Gs:], P, off, m)
+
+
+def _planes_fit(Cg, Kg, Hp, Wp, L):
+    """Few input channels a group, and the staged planes and output runs of a task small
+    (depthwise always)"""
+    return Cg <= 32 and (Cg == 1 and Kg < 4 or Cg * Hp * Wp + 4 * L <= _PLANE_ELEMENTS)
 
 
 # --------------------------------------------------------------------------- NCHW grad_input
@@ -476,6 +718,18 @@ def grad_weight_nchw(grad_output, x, grad_weight, stride_h, stride_w, pad_top, p
     """grad_weight := sum_n correlation of x with grad_output  (NCHW); zeros when N == 0"""
     nt = _use_threads(num_threads)
     K, Cg = grad_weight.shape[0], grad_weight.shape[1]
+    N = x.shape[0]
+    if Cg == 1 and stride_h == 1 and stride_w == 1 and N > 0:
+        # Sample chunks fixed by the shape, their sums added in order afterwards.
+        kh, kw = grad_weight.shape[2], grad_weight.shape[3]
+        oH, oW = grad_output.shape[2], grad_output.shape[3]
+        Hp, Wp = oH + (kh - 1) * dilation_h, oW + (kw - 1) * dilation_w
+        nbs = _ceil_div(N, min(N, _ceil_div(64, groups * _ceil_div(K // groups, 4))))
+        part = np.empty((_ceil_div(N, nbs), K, kh * kw), dtype=x.dtype)
+        _grad_weight_nchw_planes(grad_output, x, part, pad_top, pad_left, groups, Hp, Wp,
+                                 _plane_offsets(1, kh, kw, dilation_h, dilation_w, Hp, Wp), nbs)
+        grad_weight.reshape(K, -1)[...] = part.sum(axis=0)
+        return
     nkb = _ceil_div(K // groups, 4)
     ncb = 1
     if groups * nkb < 8 * nt:
