@@ -349,7 +349,8 @@ def forward_nchw(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left,
     if stride_h == 1 and stride_w == 1 and _planes_fit(Cg, K // groups, Hp, Wp,
                                                        (oH - 1) * Wp + oW):
         _forward_nchw_planes(x, weight, bias, out, pad_top, pad_left, groups, Hp, Wp,
-                             _plane_offsets(Cg, kh, kw, dilation_h, dilation_w, Hp, Wp))
+                             _plane_offsets(Cg, kh, kw, dilation_h, dilation_w, Hp, Wp),
+                             _VECTOR_BYTES // x.itemsize)
         return
     if stride_h == 1 and stride_w == 1:
         width = (oW - 1) + (weight.shape[3] - 1) * dilation_w + 1
@@ -370,6 +371,7 @@ def forward_nchw(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left,
 # spares Numba's negative-index wraparound, so the offset runs vectorise.
 
 _PLANE_ELEMENTS = 65536     # staged planes + output runs per task: at most this many
+_VECTOR_BYTES = 64          # an AVX-512 register: the run length of _add_row
 
 
 def _plane_offsets(Cg, kh, kw, dh, dw, Hp, Wp):
@@ -381,23 +383,30 @@ def _plane_offsets(Cg, kh, kw, dh, dw, Hp, Wp):
 @_inlined
 def _stage_plane(P, po, planes, plane, H, W, top, left, Hp, Wp):
     """P[po + r*Wp + u] := planes[plane, (r - top)*W + u - left] inside the H x W plane,
-    else 0, for r < Hp, u < Wp"""
+    else 0, for r < Hp, u < Wp: zeros in one run, then the rows' inside parts"""
+    for t in range(np.uint64(Hp * Wp)):
+        P[np.uint64(po) + t] = 0
     lo = min(max(left, 0), Wp)
     hi = min(max(left + W, lo), Wp)
-    for r in range(Hp):
-        row = np.uint64(po + r * Wp)
-        ih = r - top
-        if ih < 0 or ih >= H:
-            for u in range(np.uint64(Wp)):
-                P[row + u] = 0
-            continue
-        for u in range(np.uint64(lo)):
-            P[row + u] = 0
-        src = np.uint64(ih * W + lo - left)
+    for r in range(max(top, 0), min(top + H, Hp)):
+        row = np.uint64(po + r * Wp + lo)
+        src = np.uint64((r - top) * W + lo - left)
         for u in range(np.uint64(hi - lo)):
-            P[row + np.uint64(lo) + u] = planes[plane, src + u]
-        for u in range(np.uint64(hi), np.uint64(Wp)):
-            P[row + u] = 0
+            P[row + u] = planes[plane, src + u]
+
+
+@_inlined
+def _add_row(dst, d, do, src, s, so, width, b, vl):
+    """dst[d, do + u] := src[s, so + u] + b  for u < width, in whole runs of vl elements
+    (one vector) where width >= vl, the last run overlapping the one before: short rows
+    would otherwise end in scalar remainder loops"""
+    n = width - width % vl if width >= vl else width
+    for u in range(np.uint64(n)):
+        dst[d, np.uint64(do) + u] = src[s, np.uint64(so) + u] + b
+    if n < width:
+        tail = width - vl
+        for u in range(np.uint64(vl)):
+            dst[d, np.uint64(do + tail) + u] = src[s, np.uint64(so + tail) + u] + b
 
 
 @_inlined
@@ -405,7 +414,7 @@ def _runs_axpy4(d, r, P, o, c, m):
     """d[r, t] += sum_{u < 4} c[u] * P[o[u] + t]  for t < m (4 taps, one output channel)"""
     o0, o1, o2, o3 = o
     for t in range(np.uint64(m)):
-        d[r, t] += ((c[0] * P[o0 + t] + c[1] * P[o1 + t]) + (c[2] * P[o2 + t] + c[3] * P[o3 + t]))
+        d[r, t] = d[r, t] + c[0] * P[o0 + t] + c[1] * P[o1 + t] + c[2] * P[o2 + t] + c[3] * P[o3 + t]
 
 
 @_inlined
@@ -418,10 +427,10 @@ def _runs_axpy4x4(d, P, o, c0, c1, c2, c3, m):
         b = P[o1 + t]
         e = P[o2 + t]
         f = P[o3 + t]
-        d[0, t] += (c0[0] * a + c0[1] * b) + (c0[2] * e + c0[3] * f)
-        d[1, t] += (c1[0] * a + c1[1] * b) + (c1[2] * e + c1[3] * f)
-        d[2, t] += (c2[0] * a + c2[1] * b) + (c2[2] * e + c2[3] * f)
-        d[3, t] += (c3[0] * a + c3[1] * b) + (c3[2] * e + c3[3] * f)
+        d[0, t] = d[0, t] + c0[0] * a + c0[1] * b + c0[2] * e + c0[3] * f
+        d[1, t] = d[1, t] + c1[0] * a + c1[1] * b + c1[2] * e + c1[3] * f
+        d[2, t] = d[2, t] + c2[0] * a + c2[1] * b + c2[2] * e + c2[3] * f
+        d[3, t] = d[3, t] + c3[0] * a + c3[1] * b + c3[2] * e + c3[3] * f
 
 
 @_inlined
@@ -431,12 +440,12 @@ def _row4(w, k, q):
 
 
 @_inlined
-def _plane_taps(acc, nk, P, off, w, k0, bias, m):
-    """acc[r, t] := bias[k0 + r] + sum_q w[k0 + r, q] * P[off[q] + t]  for r < nk <= 4"""
+def _plane_taps(acc, nk, P, off, w, k0, m):
+    """acc[r, t] := sum_q w[k0 + r, q] * P[off[q] + t]  for r < nk <= 4, t < m"""
     T = off.shape[0]
     for r in range(nk):
         for t in range(m):
-            acc[r, t] = bias[k0 + r]
+            acc[r, t] = 0
     q = 0
     while q + 4 <= T:
         o = (off[q], off[q + 1], off[q + 2], off[q + 3])
@@ -454,7 +463,7 @@ def _plane_taps(acc, nk, P, off, w, k0, bias, m):
 
 
 @njit(parallel=True, cache=True, fastmath=_TREE_FASTMATH)
-def _forward_nchw_planes(x, weight, bias, out, pt, pl, G, Hp, Wp, off):
+def _forward_nchw_planes(x, weight, bias, out, pt, pl, G, Hp, Wp, off, vl):
     """out := bias + conv2d(x, weight)  (NCHW, stride 1); tasks (n, group, block of <= 4
     output channels), the group's input planes staged for each"""
     N, C, H, W = x.shape
@@ -475,13 +484,11 @@ def _forward_nchw_planes(x, weight, bias, out, pt, pl, G, Hp, Wp, off):
         for c in range(Cg):
             _stage_plane(P, c * Hp * Wp, planes, n * C + g * Cg + c, H, W, pt, pl, Hp, Wp)
         acc = np.empty((4, L), dtype=x.dtype)
-        _plane_taps(acc, nk, P, off, w, k0, bias, L)
+        _plane_taps(acc, nk, P, off, w, k0, L)
         for r in range(nk):
             for oh in range(oH):
-                dst = np.uint64(oh * oW)
-                src = np.uint64(oh * Wp)
-                for u in range(np.uint64(oW)):
-                    results[n * K + k0 + r, dst + u] = acc[r, src + u]
+                _add_row(results, n * K + k0 + r, oh * oW, acc, r, oh * Wp, oW,
+                         bias[k0 + r], vl)
 
 
 @_inlined
