@@ -243,19 +243,20 @@ def _rows_axpy1(d, di, src, s, c, m):
 
 
 @_inlined
-def _rows_mul4(d, di, a, ra, b, rb, m):
-    """d[di, t] += sum_{u < 4} a[ra[u], t] * b[rb + u, t]  (ra: 4 row indices)"""
-    r0, r1, r2, r3 = ra
-    for t in range(m):
-        d[di, t] += ((a[r0, t] * b[rb, t] + a[r1, t] * b[rb + 1, t])
-                     + (a[r2, t] * b[rb + 2, t] + a[r3, t] * b[rb + 3, t]))
-
-
-@_inlined
-def _rows_mul1(d, di, a, ra, b, rb, m):
-    """d[di, t] += a[ra, t] * b[rb, t]"""
-    for t in range(m):
-        d[di, t] += a[ra, t] * b[rb, t]
+def _rows_mul4x4(acc, a, ra0, ra1, ra2, ra3, b, rb, c0, m):
+    """acc[r, t] += sum_{u < 4} a[ra_r[u], c0 + t] * b[rb + u, c0 + t]  for r < 4, t < m
+    (ra_r: 4 row indices): each load of b serves the 4 rows (depthwise: 4 pixels x 4 taps
+    with b the weights, or 4 taps x 4 pixels with b grad_output)"""
+    for t in range(np.uint64(m)):
+        c = c0 + t
+        b0 = b[rb, c]
+        b1 = b[rb + 1, c]
+        b2 = b[rb + 2, c]
+        b3 = b[rb + 3, c]
+        acc[0, t] = acc[0, t] + a[ra0[0], c] * b0 + a[ra0[1], c] * b1 + a[ra0[2], c] * b2 + a[ra0[3], c] * b3
+        acc[1, t] = acc[1, t] + a[ra1[0], c] * b0 + a[ra1[1], c] * b1 + a[ra1[2], c] * b2 + a[ra1[3], c] * b3
+        acc[2, t] = acc[2, t] + a[ra2[0], c] * b0 + a[ra2[1], c] * b1 + a[ra2[2], c] * b2 + a[ra2[3], c] * b3
+        acc[3, t] = acc[3, t] + a[ra3[0], c] * b0 + a[ra3[1], c] * b1 + a[ra3[2], c] * b2 + a[ra3[3], c] * b3
 
 
 # --------------------------------------------------------------------------- NCHW forward
@@ -350,7 +351,7 @@ def forward_nchw(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left,
                                                        (oH - 1) * Wp + oW):
         _forward_nchw_planes(x, weight, bias, out, pad_top, pad_left, groups, Hp, Wp,
                              _plane_offsets(Cg, kh, kw, dilation_h, dilation_w, Hp, Wp),
-                             _VECTOR_BYTES // x.itemsize)
+                             _VECTOR_BYTES // x.itemsize, nt)
         return
     if stride_h == 1 and stride_w == 1:
         width = (oW - 1) + (weight.shape[3] - 1) * dilation_w + 1
@@ -463,9 +464,10 @@ def _plane_taps(acc, nk, P, off, w, k0, m):
 
 
 @njit(parallel=True, cache=True, fastmath=_TREE_FASTMATH)
-def _forward_nchw_planes(x, weight, bias, out, pt, pl, G, Hp, Wp, off, vl):
+def _forward_nchw_planes(x, weight, bias, out, pt, pl, G, Hp, Wp, off, vl, workers):
     """out := bias + conv2d(x, weight)  (NCHW, stride 1); tasks (n, group, block of <= 4
-    output channels), the group's input planes staged for each"""
+    output channels), the group's input planes staged for each, dealt round-robin to
+    `workers` (one a thread: the scratch is allocated once a worker, not a task)"""
     N, C, H, W = x.shape
     K, oH, oW = out.shape[1], out.shape[2], out.shape[3]
     Cg = weight.shape[1]
@@ -475,20 +477,21 @@ def _forward_nchw_planes(x, weight, bias, out, pt, pl, G, Hp, Wp, off, vl):
     w = weight.reshape(K, off.shape[0])
     planes = x.reshape(N * C, H * W)
     results = out.reshape(N * K, oH * oW)
-    for task in prange(N * G * nkb):
-        n = task // (G * nkb)
-        g = (task // nkb) % G
-        k0 = g * Kg + (task % nkb) * 4
-        nk = min(4, (g + 1) * Kg - k0)
+    for worker in prange(workers):
         P = np.empty(Cg * Hp * Wp, dtype=x.dtype)
-        for c in range(Cg):
-            _stage_plane(P, c * Hp * Wp, planes, n * C + g * Cg + c, H, W, pt, pl, Hp, Wp)
         acc = np.empty((4, L), dtype=x.dtype)
-        _plane_taps(acc, nk, P, off, w, k0, L)
-        for r in range(nk):
-            for oh in range(oH):
-                _add_row(results, n * K + k0 + r, oh * oW, acc, r, oh * Wp, oW,
-                         bias[k0 + r], vl)
+        for task in range(worker, N * G * nkb, workers):
+            n = task // (G * nkb)
+            g = (task // nkb) % G
+            k0 = g * Kg + (task % nkb) * 4
+            nk = min(4, (g + 1) * Kg - k0)
+            for c in range(Cg):
+                _stage_plane(P, c * Hp * Wp, planes, n * C + g * Cg + c, H, W, pt, pl, Hp, Wp)
+            _plane_taps(acc, nk, P, off, w, k0, L)
+            for r in range(nk):
+                for oh in range(oH):
+                    _add_row(results, n * K + k0 + r, oh * oW, acc, r, oh * Wp, oW,
+                             bias[k0 + r], vl)
 
 
 @_inlined
@@ -798,17 +801,6 @@ def _pixel_bases(rows, oW, sh, sw, Wp, unit):
     return ((oh * sh * Wp + ow * sw) * unit).ravel().astype(np.uint64)
 
 
-@_inner
-def _stage_nhwc_rows(stage, image, ih0, lead):
-    """stage[r, :] := row ih0 + r of image (H, W*C) shifted right by lead, zero outside"""
-    for r in range(stage.shape[0]):
-        ih = ih0 + r
-        if 0 <= ih < image.shape[0]:
-            _fill_padded_row(stage[r], image[ih], lead, image.shape[1])
-        else:
-            stage[r, :] = 0
-
-
 @_inlined
 def _taps4(st, b, off, q):
     """the 4 taps q.. of the pixel staged at b"""
@@ -875,18 +867,73 @@ def _broadcast_grad_weight(part, g, st, base, off, acc):
 
 
 @_inlined
-def _depthwise_taps(d, di, bias, w, st, b, off, m):
-    """d[di, :] := bias + sum_q st[b + off[q], :] * w[q, :]  (st: staged pixels x channels)"""
-    for t in range(m):
-        d[di, t] = bias[t]
+def _tap_rows4(b, off, q):
+    """the staged rows of the 4 taps q.. of the pixel staged at row b"""
+    return (b + off[q], b + off[q + 1], b + off[q + 2], b + off[q + 3])
+
+
+@_inlined
+def _depthwise_forward4(pixels, px, bias, w, x, xb, off, acc):
+    """pixels[px[r], :] := bias + sum_q x[xb[r] + off[q], :] * w[q, :]  for r < 4 (xb: the
+    pixels' rows in x, off: the taps' row offsets, all taps valid)
+
+    Channels in blocks of the stack accumulator's width, each weight load shared by the
+    4 pixels, 4 taps a pass."""
+    C = pixels.shape[1]
     T = off.shape[0]
-    q = 0
-    while q + 4 <= T:
-        _rows_mul4(d, di, st, (b + off[q], b + off[q + 1], b + off[q + 2], b + off[q + 3]),
-                   w, q, m)
-        q += 4
-    for q in range(q, T):
-        _rows_mul1(d, di, st, b + off[q], w, q, m)
+    b0, b1, b2, b3 = xb
+    for c0 in range(0, C, _STACK_CHANNELS):
+        m = min(_STACK_CHANNELS, C - c0)
+        cu = np.uint64(c0)
+        acc[:, :] = 0   # one memset; the bias joins in the stores (plain copies of a row
+        q = 0           # each would be a memmove call)
+        while q + 4 <= T:
+            _rows_mul4x4(acc, x, _tap_rows4(b0, off, q), _tap_rows4(b1, off, q),
+                         _tap_rows4(b2, off, q), _tap_rows4(b3, off, q), w, q, cu, m)
+            q += 4
+        for q in range(q, T):
+            for r in range(4):
+                row = xb[r] + off[q]
+                for t in range(np.uint64(m)):
+                    acc[r, t] += x[row, cu + t] * w[q, cu + t]
+        for r in range(4):
+            for t in range(np.uint64(m)):
+                pixels[px[r], cu + t] = acc[r, t] + bias[cu + t]
+
+
+@_inlined
+def _depthwise_grad_weight(sums, g, st, base, off, acc):
+    """sums[q, :] += sum_p st[base[p] + off[q], :] * g[p, :]  over the pixels p of an image
+
+    Blocks of 4 taps (the last one's missing taps repeat its last, computed and dropped)
+    summed in acc over 4 pixels a pass, each load of g shared by the 4 taps."""
+    T, C = sums.shape
+    P = g.shape[0]
+    for c0 in range(0, C, _STACK_CHANNELS):
+        m = min(_STACK_CHANNELS, C - c0)
+        cu = np.uint64(c0)
+        for q0 in range(0, T, 4):
+            q = (off[min(q0, T - 1)], off[min(q0 + 1, T - 1)], off[min(q0 + 2, T - 1)],
+                 off[min(q0 + 3, T - 1)])
+            acc[:, :] = 0
+            p = 0
+            while p + 4 <= P:
+                _rows_mul4x4(acc, st, _pixel_rows4(base, p, q[0]), _pixel_rows4(base, p, q[1]),
+                             _pixel_rows4(base, p, q[2]), _pixel_rows4(base, p, q[3]), g, p, cu, m)
+                p += 4
+            for r in range(min(4, T - q0)):
+                for pp in range(p, P):
+                    row = base[pp] + q[r]
+                    for t in range(np.uint64(m)):
+                        acc[r, t] += st[row, cu + t] * g[pp, cu + t]
+                for t in range(np.uint64(m)):
+                    sums[q0 + r, cu + t] += acc[r, t]
+
+
+@_inlined
+def _pixel_rows4(base, p, o):
+    """the staged rows of tap o of the 4 pixels p.."""
+    return (base[p] + o, base[p + 1] + o, base[p + 2] + o, base[p + 3] + o)
 
 
 @_inlined
@@ -896,36 +943,30 @@ def _block4(p, last):
 
 
 @njit(parallel=True, cache=True, fastmath=_TREE_FASTMATH)
-def _forward_nhwc_staged(x, weight, bias, out, sh, pt, pl, R, Hs, Wp, off, base, depthwise):
-    """out := bias + conv2d(x, weight) for groups == 1 or depthwise; tasks (n, block of R
-    output rows), the block's Hs input rows staged once
-
-    groups == 1: off and base count elements, out[.., k] = bias[k] + sum_q tap_q * w[q, k].
-    Depthwise: they count pixels, out[.., c] = bias[c] + sum_q x_q[c] * w[q, c]."""
+def _forward_nhwc_staged(x, weight, bias, out, sh, pt, pl, R, Hs, Wp, off, base, workers):
+    """out[.., k] := bias[k] + sum_q tap_q * w[q, k] for groups == 1; tasks (n, block of R
+    output rows), the block's Hs input rows staged once, dealt round-robin to `workers`
+    (one a thread: the scratch is allocated once a worker, not a task)"""
     N, H, W, C = x.shape
     oH, oW, K = out.shape[1], out.shape[2], out.shape[3]
     w = weight.reshape(off.shape[0], K)
-    images = x.reshape(N, H, W * C)
+    images = x.reshape(N, H * W * C)
     nrb = (oH + R - 1) // R
-    for task in prange(N * nrb):
-        n = task // nrb
-        oh0 = (task - n * nrb) * R
-        npix = min(R, oH - oh0) * oW
-        stage = np.empty((Hs, Wp * C), dtype=x.dtype)
-        _stage_nhwc_rows(stage, images[n], oh0 * sh - pt, pl * C)
-        pixels = out[n].reshape(oH * oW, K)[oh0 * oW:]
-        if depthwise:
-            staged = stage.reshape(Hs * Wp, C)
-            for p in range(npix):
-                _depthwise_taps(pixels, p, bias, w, staged, base[p], off, K)
-        else:
-            acc = _stack_array(4, _STACK_CHANNELS, x.dtype)
-            flat = stage.reshape(Hs * Wp * C)
+    for worker in prange(workers):
+        stage = np.empty(Hs * Wp * C, dtype=x.dtype)
+        acc = _stack_array(4, _STACK_CHANNELS, x.dtype)
+        for task in range(worker, N * nrb, workers):
+            n = task // nrb
+            oh0 = (task - n * nrb) * R
+            npix = min(R, oH - oh0) * oW
+            _stage_plane(stage, 0, images, n, H, W * C, pt - oh0 * sh, pl * C, Hs, Wp * C)
+            pixels = out[n].reshape(oH * oW, K)[oh0 * oW:]
             for p in range(0, npix, 4):
-                _broadcast_forward4(pixels, _block4(p, npix - 1), bias, w, flat, base, off, acc)
+                _broadcast_forward4(pixels, _block4(p, npix - 1), bias, w, stage, base, off,
+                                    acc)
 
 
-def _forward_nhwc_staged_call(x, weight, bias, out, sh, sw, pt, pl, dh, dw, depthwise, nt):
+def _forward_nhwc_staged_call(x, weight, bias, out, sh, sw, pt, pl, dh, dw, nt):
     """Blocks of output rows: whole images unless too few for the threads or the staged
     rows would exceed _STAGE_ELEMENTS."""
     N, oH, oW = out.shape[0], out.shape[1], out.shape[2]
@@ -934,10 +975,59 @@ def _forward_nhwc_staged_call(x, weight, bias, out, sh, sw, pt, pl, dh, dw, dept
     R = _ceil_div(oH, min(oH, _ceil_div(4 * nt, N)))
     R = max(1, min(R, (_STAGE_ELEMENTS // (Wp * C) - (kh - 1) * dh - 1) // sh + 1))
     Hs = (R - 1) * sh + (kh - 1) * dh + 1
-    unit = 1 if depthwise else C
     _forward_nhwc_staged(x, weight, bias, out, sh, pt, pl, R, Hs, Wp,
-                         _tap_offsets(kh, kw, unit, dh, dw, Wp),
-                         _pixel_bases(R, oW, sh, sw, Wp, unit), depthwise)
+                         _tap_offsets(kh, kw, C, dh, dw, Wp),
+                         _pixel_bases(R, oW, sh, sw, Wp, C), nt)
+
+
+@njit(parallel=True, cache=True, fastmath=_TREE_FASTMATH)
+def _forward_nhwc_depthwise(x, weight, bias, out, sh, sw, pt, pl, dh, dw, workers):
+    """out[n, oh, ow, c] := bias[c] + sum_{i, j} x[n, ih, iw, c] * w[i, j, 0, c]  (depthwise)
+
+    The input read in place, tasks (n, oh) dealt round-robin to `workers`.  In the columns
+    where every kernel column is valid, blocks of 4 pixels share each weight load; the
+    edge columns take their valid taps one by one."""
+    N, H, W, C = x.shape
+    oH, oW = out.shape[1], out.shape[2]
+    kh, kw = weight.shape[0], weight.shape[1]
+    w = weight.reshape(kh * kw, C)
+    pixels = x.reshape(N * H * W, C)
+    lo, hi = 0, oW   # output columns where all kernel columns are valid
+    for j in range(kw):
+        a, b = _valid_range(oW, W, sw, j * dw - pl)
+        lo, hi = max(lo, a), min(hi, b)
+    hi = max(hi, lo)
+    off = np.empty(kh * kw, dtype=np.uint64)   # row offset of tap (i, j) from (i = 0, j = 0)
+    for q in range(kh * kw):
+        off[q] = np.uint64((q // kw) * dh * W + (q % kw) * dw)
+    for worker in prange(workers):
+        acc = _stack_array(4, _STACK_CHANNELS, x.dtype)
+        for task in range(worker, N * oH, workers):
+            n = task // oH
+            oh = task - n * oH
+            ih0 = oh * sh - pt
+            i_lo, i_hi = _valid_range(kh, H, dh, ih0)
+            dst = out[n, oh]
+            row0 = (n * H + ih0) * W - pl   # pixel row of tap (0, 0) for ow = 0
+            taps = off[i_lo * kw:i_hi * kw]
+            wi = w[i_lo * kw:i_hi * kw]
+            for ow in range(lo, hi, 4):
+                px = _block4(ow, hi - 1)
+                xb = (np.uint64(row0 + px[0] * sw), np.uint64(row0 + px[1] * sw),
+                      np.uint64(row0 + px[2] * sw), np.uint64(row0 + px[3] * sw))
+                _depthwise_forward4(dst, px, bias, wi, pixels, xb, taps, acc)
+            for ow in range(oW):
+                if lo <= ow < hi:
+                    continue
+                for c in range(C):
+                    dst[ow, c] = bias[c]
+                for i in range(i_lo, i_hi):
+                    for j in range(kw):
+                        iw = ow * sw - pl + j * dw
+                        if 0 <= iw < W:
+                            row = (n * H + ih0 + i * dh) * W + iw
+                            for c in range(C):
+                                dst[ow, c] += pixels[row, c] * w[i * kw + j, c]
 
 
 @njit(parallel=True, cache=True, fastmath=_TREE_FASTMATH)
@@ -951,34 +1041,20 @@ def _grad_weight_nhwc_staged(grad_output, x, part, sh, pt, pl, Hs, Wp, off, base
     depthwise: part[.., q, c] = sum_p x_q(p)[c] * g[p, c]."""
     N, H, W, C = x.shape
     oH, oW, K = grad_output.shape[1], grad_output.shape[2], grad_output.shape[3]
-    images = x.reshape(N, H, W * C)
+    images = x.reshape(N, H * W * C)
     for chunk in prange(part.shape[0]):
         sums = part[chunk]
         sums[:] = 0
-        stage = np.empty((Hs, Wp * C), dtype=x.dtype)
+        stage = np.empty(Hs * Wp * C, dtype=x.dtype)
         acc = _stack_array(4, _STACK_CHANNELS, x.dtype)
+        staged = stage.reshape(Hs * Wp, C)   # depthwise: rows of channels
         for n in range(chunk * nbs, min(N, (chunk + 1) * nbs)):
-            _stage_nhwc_rows(stage, images[n], -pt, pl * C)
+            _stage_plane(stage, 0, images, n, H, W * C, pt, pl * C, Hs, Wp * C)
             g = grad_output[n].reshape(oH * oW, K)
             if depthwise:
-                staged = stage.reshape(Hs * Wp, C)
-                for q in range(off.shape[0]):
-                    _depthwise_pixels(sums, q, staged, base, off[q], g)
+                _depthwise_grad_weight(sums, g, staged, base, off, acc)
             else:
-                _broadcast_grad_weight(sums, g, stage.reshape(Hs * Wp * C), base, off, acc)
-
-
-@_inlined
-def _depthwise_pixels(sums, q, st, base, o, g):
-    """sums[q, :] += sum_p st[base[p] + o, :] * g[p, :], 4 pixels a pass"""
-    P, C = g.shape
-    p = 0
-    while p + 4 <= P:
-        _rows_mul4(sums, q, st, (base[p] + o, base[p + 1] + o, base[p + 2] + o,
-                                 base[p + 3] + o), g, p, C)
-        p += 4
-    for p in range(p, P):
-        _rows_mul1(sums, q, st, base[p] + o, g, p, C)
+                _broadcast_grad_weight(sums, g, stage, base, off, acc)
 
 
 def _grad_weight_nhwc_staged_call(grad_output, x, grad_weight, sh, sw, pt, pl, dh, dw,
@@ -1049,10 +1125,13 @@ def forward_nhwc(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left,
         return
     nt = _use_threads(num_threads)
     Cg, K = weight.shape[2], weight.shape[3]
-    depthwise = Cg == 1 and K == groups
-    if depthwise or groups == 1 and K <= _STACK_CHANNELS:
+    if Cg == 1 and K == groups:
+        _forward_nhwc_depthwise(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left,
+                                dilation_h, dilation_w, nt)
+        return
+    if groups == 1 and K <= _STACK_CHANNELS:
         _forward_nhwc_staged_call(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left,
-                                  dilation_h, dilation_w, depthwise, nt)
+                                  dilation_h, dilation_w, nt)
         return
     _forward_nhwc(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left,
                   dilation_h, dilation_w, groups)
@@ -1119,6 +1198,15 @@ def grad_input_nhwc(grad_output, weight, grad_input, stride_h, stride_w, pad_top
                     dilation_h, dilation_w, groups, num_threads):
     """grad_input := conv2d_input adjoint of grad_output  (NHWC)"""
     if grad_input.shape[0] == 0:
+        return
+    kh, kw, Cg, K = weight.shape
+    if stride_h == 1 and stride_w == 1 and Cg == 1 and K == groups:
+        # Depthwise, stride 1: the adjoint is the forward correlation with the flipped kernel
+        # and padding (k-1)*d - pad (as in grad_input_nchw).
+        forward_nhwc(grad_output, np.ascontiguousarray(weight[::-1, ::-1]),
+                     np.zeros(K, dtype=weight.dtype), grad_input, 1, 1,
+                     (kh - 1) * dilation_h - pad_top, (kw - 1) * dilation_w - pad_left,
+                     dilation_h, dilation_w, groups, num_threads)
         return
     _use_threads(num_threads)
     _grad_input_nhwc(grad_output, weight, grad_input, stride_h, stride_w, pad_top, pad_left,
