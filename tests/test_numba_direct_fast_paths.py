@@ -78,16 +78,13 @@ def _to_layout(x, weight, grad_output, data_format, dtype):
 
 def _run(x, weight, bias, grad_output, geom, data_format, threads):
     """forward, grad_input and grad_weight straight from the kernels, in data_format"""
-    suffix = data_format.lower()
-    out = np.empty(grad_output.shape, x.dtype)
-    grad_input = np.empty(x.shape, x.dtype)
-    grad_weight = np.empty(weight.shape, x.dtype)
-    getattr(numba_direct, "forward_" + suffix)(x, weight, bias, out, *geom.kernel_args, threads)
-    getattr(numba_direct, "grad_input_" + suffix)(grad_output, weight, grad_input,
-                                                  *geom.kernel_args, threads)
-    getattr(numba_direct, "grad_weight_" + suffix)(grad_output, x, grad_weight,
-                                                   *geom.kernel_args, threads)
-    return out, grad_input, grad_weight
+    results = (np.empty(grad_output.shape, x.dtype), np.empty(x.shape, x.dtype),
+               np.empty(weight.shape, x.dtype))
+    operands = ((x, weight, bias), (grad_output, weight), (grad_output, x))
+    for op, args, result in zip(("forward", "grad_input", "grad_weight"), operands, results):
+        kernel = getattr(numba_direct, f"{op}_{data_format.lower()}")
+        kernel(*args, result, *geom.kernel_args, threads)
+    return results
 
 
 def _to_nchw(results, data_format):

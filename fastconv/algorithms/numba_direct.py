@@ -135,13 +135,6 @@ def _mul1(d, a, b, m):
 
 
 @_inner
-def _mul4(d, a0, b0, a1, b1, a2, b2, a3, b3, m):
-    """d[t] += a0[t]*b0[t] + a1[t]*b1[t] + a2[t]*b2[t] + a3[t]*b3[t]"""
-    for t in range(m):
-        d[t] += (a0[t] * b0[t] + a1[t] * b1[t]) + (a2[t] * b2[t] + a3[t] * b3[t])
-
-
-@_inner
 def _dot1(a, b, m, zero):
     """sum_t a[t]*b[t]"""
     s = zero
@@ -411,23 +404,25 @@ def _add_row(dst, d, do, src, s, so, width, b, vl):
 
 
 @_inlined
+def _runs_at(P, o, t):
+    """P[o[u] + t] for u < 4"""
+    return P[o[0] + t], P[o[1] + t], P[o[2] + t], P[o[3] + t]
+
+
+@_inlined
 def _runs_axpy4(d, r, P, o, c, m):
     """d[r, t] += sum_{u < 4} c[u] * P[o[u] + t]  for t < m (4 taps, one output channel)"""
-    o0, o1, o2, o3 = o
     for t in range(np.uint64(m)):
-        d[r, t] = d[r, t] + c[0] * P[o0 + t] + c[1] * P[o1 + t] + c[2] * P[o2 + t] + c[3] * P[o3 + t]
+        p0, p1, p2, p3 = _runs_at(P, o, t)
+        d[r, t] = d[r, t] + c[0] * p0 + c[1] * p1 + c[2] * p2 + c[3] * p3
 
 
 @_inlined
 def _runs_axpy4x4(d, P, o, c0, c1, c2, c3, m):
     """d[r, t] += sum_{u < 4} c_r[u] * P[o[u] + t]  for r < 4: each load of P serves the
     4 output channels"""
-    o0, o1, o2, o3 = o
     for t in range(np.uint64(m)):
-        a = P[o0 + t]
-        b = P[o1 + t]
-        e = P[o2 + t]
-        f = P[o3 + t]
+        a, b, e, f = _runs_at(P, o, t)
         d[0, t] = d[0, t] + c0[0] * a + c0[1] * b + c0[2] * e + c0[3] * f
         d[1, t] = d[1, t] + c1[0] * a + c1[1] * b + c1[2] * e + c1[3] * f
         d[2, t] = d[2, t] + c2[0] * a + c2[1] * b + c2[2] * e + c2[3] * f
@@ -497,14 +492,14 @@ def _forward_nchw_planes(x, weight, bias, out, pt, pl, G, Hp, Wp, off, vl, worke
 @_inlined
 def _runs_dot4(g, P, o, m):
     """(sum_t g[t] * P[o[u] + t]) for u < 4: each load of g serves the 4 taps"""
-    o0, o1, o2, o3 = o
     s0 = s1 = s2 = s3 = g[0] * 0
     for t in range(np.uint64(m)):
         v = g[t]
-        s0 += v * P[o0 + t]
-        s1 += v * P[o1 + t]
-        s2 += v * P[o2 + t]
-        s3 += v * P[o3 + t]
+        p0, p1, p2, p3 = _runs_at(P, o, t)
+        s0 += v * p0
+        s1 += v * p1
+        s2 += v * p2
+        s3 += v * p3
     return s0, s1, s2, s3
 
 
@@ -531,12 +526,8 @@ def _plane_dots(sums, g, P, off, m):
 def _runs_dots4x4(acc, g, go, P, o, m):
     """acc[r, u] += sum_t g[go[r] + t] * P[o[u] + t]  for r, u < 4: 4 output channels x 4
     taps, each load of g serving 4 taps and each load of P 4 channels"""
-    o0, o1, o2, o3 = o
     for t in range(np.uint64(m)):
-        p0 = P[o0 + t]
-        p1 = P[o1 + t]
-        p2 = P[o2 + t]
-        p3 = P[o3 + t]
+        p0, p1, p2, p3 = _runs_at(P, o, t)
         for r in range(4):
             v = g[go[r] + t]
             acc[r, 0] += v * p0
@@ -1084,7 +1075,6 @@ def _forward_nhwc(x, weight, bias, out, sh, sw, pt, pl, dh, dw, G):
     oH, oW, K = out.shape[1], out.shape[2], out.shape[3]
     kh, kw, Cg = weight.shape[0], weight.shape[1], weight.shape[2]
     Kg = K // G
-    depthwise = Cg == 1 and Kg == 1
     for t in prange(N * oH):
         n = t // oH
         oh = t - n * oH
@@ -1101,9 +1091,6 @@ def _forward_nhwc(x, weight, bias, out, sh, sw, pt, pl, dh, dw, G):
                         continue
                     xp = xrow[iw]
                     wij = weight[i, j]
-                    if depthwise:
-                        _mul1(dst, xp, wij[0], C)
-                        continue
                     for g in range(G):
                         d = dst[g * Kg:(g + 1) * Kg]
                         cc = 0
@@ -1281,59 +1268,18 @@ def _grad_weight_nhwc(grad_output, x, grad_weight, sh, sw, pt, pl, dh, dw, G, nc
                     ow += q
 
 
-@njit(parallel=True, cache=True, fastmath=_FASTMATH)
-def _grad_weight_nhwc_depthwise(grad_output, x, grad_weight, sh, sw, pt, pl, dh, dw, cbs):
-    """grad_weight[:, :, 0, c] := sum_{n, oh, ow} x[n, ih, iw, c] * grad_output[n, oh, ow, c]
-
-    Depthwise (C/G == K/G == 1): a task owns a block of channels for all taps."""
-    N, H, W, C = x.shape
-    oH, oW = grad_output.shape[1], grad_output.shape[2]
-    kh, kw = grad_weight.shape[0], grad_weight.shape[1]
-    ncb = (C + cbs - 1) // cbs
-    for t in prange(ncb):
-        c0 = t * cbs
-        c1 = min(c0 + cbs, C)
-        m = c1 - c0
-        grad_weight[:, :, 0, c0:c1] = 0
-        for n in range(N):
-            for oh in range(oH):
-                for i in range(kh):
-                    ih = oh * sh - pt + i * dh
-                    if ih < 0 or ih >= H:
-                        continue
-                    xrow = x[n, ih]
-                    grow = grad_output[n, oh]
-                    for j in range(kw):
-                        off = j * dw - pl
-                        lo, hi = _valid_range(oW, W, sw, off)
-                        dst = grad_weight[i, j, 0, c0:c1]
-                        ow = lo
-                        while ow + 4 <= hi:
-                            _mul4(dst, xrow[ow * sw + off, c0:c1], grow[ow, c0:c1],
-                                  xrow[(ow + 1) * sw + off, c0:c1], grow[ow + 1, c0:c1],
-                                  xrow[(ow + 2) * sw + off, c0:c1], grow[ow + 2, c0:c1],
-                                  xrow[(ow + 3) * sw + off, c0:c1], grow[ow + 3, c0:c1], m)
-                            ow += 4
-                        while ow < hi:
-                            _mul1(dst, xrow[ow * sw + off, c0:c1], grow[ow, c0:c1], m)
-                            ow += 1
-
-
 def grad_weight_nhwc(grad_output, x, grad_weight, stride_h, stride_w, pad_top, pad_left,
                      dilation_h, dilation_w, groups, num_threads):
     """grad_weight := sum_n correlation of x with grad_output  (NHWC); zeros when N == 0"""
     nt = _use_threads(num_threads)
     kh, kw, Cg, K = grad_weight.shape
-    Kg = K // groups
-    depthwise = Cg == 1 and Kg == 1
-    if x.shape[0] > 0 and (depthwise or groups == 1 and K <= _STACK_CHANNELS):
+    depthwise = Cg == 1 and K == groups
+    if x.shape[0] == 0:
+        grad_weight[...] = 0
+        return
+    if depthwise or groups == 1 and K <= _STACK_CHANNELS:
         _grad_weight_nhwc_staged_call(grad_output, x, grad_weight, stride_h, stride_w, pad_top,
                                       pad_left, dilation_h, dilation_w, depthwise)
-        return
-    if Cg == 1 and Kg == 1:
-        cbs = max(8, _ceil_div(_ceil_div(groups, 4 * nt), 8) * 8)
-        _grad_weight_nhwc_depthwise(grad_output, x, grad_weight, stride_h, stride_w, pad_top,
-                                    pad_left, dilation_h, dilation_w, cbs)
         return
     target = 8 * nt
     ncb = ngb = 1
