@@ -18,20 +18,39 @@ Geometry: output (oh, ow) with kernel tap (i, j) reads input
 zero outside [0, H) x [0, W).  Cross-correlation, as torch.nn.functional.conv2d.  pad_bottom and
 pad_right are implied by the output shape.
 
-Inner loops run over contiguous 1-D views indexed from 0, the form LLVM vectorises (an offset
-index ``a[o + t]`` keeps Numba's negative-index check and does not vectorise).
+How the loops are written, so that LLVM vectorises them and nothing else costs more:
+  * inner loops run over a contiguous last index from 0, or over unsigned offsets (a signed
+    index ``a[o + t]`` keeps Numba's negative-index wraparound and does not vectorise);
+  * hot-loop helpers are inlined in Numba's IR (``_inlined``), and no array views are made
+    per pixel: a call or a view passes arrays with atomic reference counting, shared by the
+    threads, which costs as much as a short loop;
+  * short sums (a block of 4 rows of output channels) stay in a stack array
+    (``_stack_array``): LLVM knows it overlaps no argument, so a loop over 32 channels needs
+    no runtime overlap checks.  Numba runs no SLP vectoriser, so sums cannot be blocked in
+    registers over a runtime number of taps: the loop vectoriser is what works, 4 taps a
+    pass.  Those kernels are compiled without reassociation, so that a short loop's fused
+    sum keeps its tree of independent products (LLVM would re-chain it into serial FMAs).
 
-Parallelism (numba.prange over disjoint output regions, so results are bitwise reproducible and
-do not depend on the number of threads):
-    forward_nchw      (n, block of output rows); the window's input rows are staged zero padded
-                      in a task-local buffer so a tap is one flat AXPY (stride 1), 4 output
-                      channels x 4 taps per pass.
-    forward_nhwc      (n, oh) output rows
+Parallelism (numba.prange over disjoint output regions or fixed sample chunks summed in
+order afterwards, so results are bitwise reproducible and do not depend on the number of
+threads; where tasks need scratch they are dealt round-robin to one worker a thread):
+    forward_nchw      stride 1, few C/G (first, narrow, depthwise layers): (n, group, block of
+                      4 output channels) over the group's zero-padded planes, every tap one
+                      flat run, 4 channels x 4 taps a pass.  Otherwise (n, block of output
+                      rows), the window's rows staged zero padded, 4 channels x 4 taps.
+    forward_nhwc      groups == 1: (n, block of output rows) over staged rows, 4 pixels x 4
+                      taps a pass, one input value a tap broadcast over the output channels.
+                      Depthwise: (n, oh) read in place, 4 pixels x 4 taps over the channels.
+                      Otherwise (n, oh) output rows.
     grad_input_nchw   stride 1: forward_nchw of grad_output with the flipped, transposed kernel.
                       Otherwise (n, ih) rows, all C per row.
-    grad_input_nhwc   (n, ih) input-gradient rows (gather form)
-    grad_weight_nchw  (group, block of 4 output channels, block of input channels)
-    grad_weight_nhwc  (i, j, block of input channels, block of groups); depthwise: channel blocks
+    grad_input_nhwc   depthwise, stride 1: forward_nhwc with the flipped kernel.  Otherwise
+                      (n, ih) input-gradient rows (gather form)
+    grad_weight_nchw  C/G == 1, stride 1: (sample chunk, block of 4 output channels), flat dot
+                      products over staged planes, 4 channels x 4 taps.  Otherwise (group,
+                      block of 4 output channels, block of input channels)
+    grad_weight_nhwc  groups == 1 or depthwise: sample chunks over staged images, 4 taps x 4
+                      pixels a pass.  Otherwise (i, j, block of input channels, block of groups)
 
 Float reductions use fastmath reassociation flags (no "nnan"/"ninf": NaN and inf propagate).
 """
