@@ -363,7 +363,8 @@ def forward_nchw(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left,
                                                        (oH - 1) * Wp + oW):
         _forward_nchw_planes(x, weight, bias, out, pad_top, pad_left, groups, Hp, Wp,
                              _plane_offsets(Cg, kh, kw, dilation_h, dilation_w, Hp, Wp),
-                             _VECTOR_BYTES // x.itemsize, nt)
+                             _VECTOR_BYTES // x.itemsize,
+                             _ceil_div(4 * nt, N * groups) if N * groups < 4 * nt else 1, nt)
         return
     if stride_h == 1 and stride_w == 1:
         width = (oW - 1) + (weight.shape[3] - 1) * dilation_w + 1
@@ -478,15 +479,17 @@ def _plane_taps(acc, nk, P, off, w, k0, m):
 
 
 @njit(parallel=True, cache=True, fastmath=_TREE_FASTMATH)
-def _forward_nchw_planes(x, weight, bias, out, pt, pl, G, Hp, Wp, off, vl, workers):
-    """out := bias + conv2d(x, weight)  (NCHW, stride 1); tasks (n, group, block of <= 4
-    output channels), the group's input planes staged for each, dealt round-robin to
-    `workers` (one a thread: the scratch is allocated once a worker, not a task)"""
+def _forward_nchw_planes(x, weight, bias, out, pt, pl, G, Hp, Wp, off, vl, nsplit, workers):
+    """out := bias + conv2d(x, weight)  (NCHW, stride 1); tasks (n, group, part of the
+    group's output channels: nsplit parts of whole blocks of 4), the group's input planes
+    staged once a task, tasks dealt round-robin to `workers` (one a thread: the scratch is
+    allocated once a worker, not a task)"""
     N, C, H, W = x.shape
     K, oH, oW = out.shape[1], out.shape[2], out.shape[3]
     Cg = weight.shape[1]
     Kg = K // G
-    nkb = (Kg + 3) // 4
+    blocks = (Kg + 3) // 4
+    per_part = (blocks + nsplit - 1) // nsplit
     L = (oH - 1) * Wp + oW
     w = weight.reshape(K, off.shape[0])
     planes = x.reshape(N * C, H * W)
@@ -494,18 +497,20 @@ def _forward_nchw_planes(x, weight, bias, out, pt, pl, G, Hp, Wp, off, vl, worke
     for worker in prange(workers):
         P = np.empty(Cg * Hp * Wp, dtype=x.dtype)
         acc = np.empty((4, L), dtype=x.dtype)
-        for task in range(worker, N * G * nkb, workers):
-            n = task // (G * nkb)
-            g = (task // nkb) % G
-            k0 = g * Kg + (task % nkb) * 4
-            nk = min(4, (g + 1) * Kg - k0)
+        for task in range(worker, N * G * nsplit, workers):
+            n = task // (G * nsplit)
+            g = (task // nsplit) % G
+            part = task % nsplit
             for c in range(Cg):
                 _stage_plane(P, c * Hp * Wp, planes, n * C + g * Cg + c, H, W, pt, pl, Hp, Wp)
-            _plane_taps(acc, nk, P, off, w, k0, L)
-            for r in range(nk):
-                for oh in range(oH):
-                    _add_row(results, n * K + k0 + r, oh * oW, acc, r, oh * Wp, oW,
-                             bias[k0 + r], vl)
+            for kb in range(part * per_part, min(blocks, (part + 1) * per_part)):
+                k0 = g * Kg + kb * 4
+                nk = min(4, (g + 1) * Kg - k0)
+                _plane_taps(acc, nk, P, off, w, k0, L)
+                for r in range(nk):
+                    for oh in range(oH):
+                        _add_row(results, n * K + k0 + r, oh * oW, acc, r, oh * Wp, oW,
+                                 bias[k0 + r], vl)
 
 
 @_inlined
@@ -895,8 +900,9 @@ def _depthwise_forward4(pixels, px, bias, w, x, xb, off, acc):
     for c0 in range(0, C, _STACK_CHANNELS):
         m = min(_STACK_CHANNELS, C - c0)
         cu = np.uint64(c0)
-        acc[:, :] = 0   # one memset; the bias joins in the stores (plain copies of a row
-        q = 0           # each would be a memmove call)
+        for t in range(np.uint64(m)):   # 4 rows a loop: not a memcpy call each
+            acc[0, t] = acc[1, t] = acc[2, t] = acc[3, t] = bias[cu + t]
+        q = 0
         while q + 4 <= T:
             _rows_mul4x4(acc, x, _tap_rows4(b0, off, q), _tap_rows4(b1, off, q),
                          _tap_rows4(b2, off, q), _tap_rows4(b3, off, q), w, q, cu, m)
@@ -908,7 +914,7 @@ def _depthwise_forward4(pixels, px, bias, w, x, xb, off, acc):
                     acc[r, t] += x[row, cu + t] * w[q, cu + t]
         for r in range(4):
             for t in range(np.uint64(m)):
-                pixels[px[r], cu + t] = acc[r, t] + bias[cu + t]
+                pixels[px[r], cu + t] = acc[r, t]
 
 
 @_inlined
