@@ -951,6 +951,41 @@ def _depthwise_forward4(pixels, px, bias, w, x, xb, off, acc):
 
 
 @_inlined
+def _row3_mul4(acc, x, r0, w, q, c0, m):
+    """acc[r, t] += sum_{j < 3} x[r0 + r + j, c0 + t] * w[q + j, c0 + t]  for r < 4: a 3-wide
+    kernel row over 4 consecutive pixels (stride 1), each of the 6 input rows loaded once
+    for all the products it takes part in"""
+    one = np.uint64(1)
+    rows = (r0, r0 + one, r0 + 2 * one, r0 + 3 * one, r0 + 4 * one, r0 + 5 * one)
+    for t in range(np.uint64(m)):
+        c = c0 + t
+        x0, x1, x2 = x[rows[0], c], x[rows[1], c], x[rows[2], c]
+        x3, x4, x5 = x[rows[3], c], x[rows[4], c], x[rows[5], c]
+        w0, w1, w2 = w[q, c], w[q + 1, c], w[q + 2, c]
+        acc[0, t] = acc[0, t] + x0 * w0 + x1 * w1 + x2 * w2
+        acc[1, t] = acc[1, t] + x1 * w0 + x2 * w1 + x3 * w2
+        acc[2, t] = acc[2, t] + x2 * w0 + x3 * w1 + x4 * w2
+        acc[3, t] = acc[3, t] + x3 * w0 + x4 * w1 + x5 * w2
+
+
+@_inlined
+def _depthwise_forward4_3wide(pixels, p0, bias, w, x, b, off, acc):
+    """pixels[p0 + r, :] := bias + sum_q x[b + r + off[q], :] * w[q, :]  for r < 4: the
+    4 consecutive pixels of a stride-1 layer with 3-wide kernel rows, a kernel row a pass"""
+    C = pixels.shape[1]
+    for c0 in range(0, C, _STACK_CHANNELS):
+        m = min(_STACK_CHANNELS, C - c0)
+        cu = np.uint64(c0)
+        for t in range(np.uint64(m)):   # 4 rows a loop: not a memcpy call each
+            acc[0, t] = acc[1, t] = acc[2, t] = acc[3, t] = bias[cu + t]
+        for q in range(0, off.shape[0], 3):
+            _row3_mul4(acc, x, b + off[q], w, q, cu, m)
+        for r in range(4):
+            for t in range(np.uint64(m)):
+                pixels[p0 + r, cu + t] = acc[r, t]
+
+
+@_inlined
 def _depthwise_grad_weight(sums, g, st, base, off, acc):
     """sums[q, :] += sum_p st[base[p] + off[q], :] * g[p, :]  over the pixels p of an image
 
@@ -1046,6 +1081,7 @@ def _forward_nhwc_depthwise(x, weight, bias, out, sh, sw, pt, pl, dh, dw, worker
         a, b = _valid_range(oW, W, sw, j * dw - pl)
         lo, hi = max(lo, a), min(hi, b)
     hi = max(hi, lo)
+    sliding = kw == 3 and sw == 1 and dw == 1 and hi - lo >= 4
     off = np.empty(kh * kw, dtype=np.uint64)   # row offset of tap (i, j) from (i = 0, j = 0)
     for q in range(kh * kw):
         off[q] = np.uint64((q // kw) * dh * W + (q % kw) * dw)
@@ -1061,6 +1097,11 @@ def _forward_nhwc_depthwise(x, weight, bias, out, sh, sw, pt, pl, dh, dw, worker
             taps = off[i_lo * kw:i_hi * kw]
             wi = w[i_lo * kw:i_hi * kw]
             for ow in range(lo, hi, 4):
+                if sliding:   # the last block of 4 overlaps the one before
+                    p0 = min(ow, hi - 4)
+                    _depthwise_forward4_3wide(dst, p0, bias, wi, pixels, np.uint64(row0 + p0),
+                                              taps, acc)
+                    continue
                 px = _block4(ow, hi - 1)
                 xb = (np.uint64(row0 + px[0] * sw), np.uint64(row0 + px[1] * sw),
                       np.uint64(row0 + px[2] * sw), np.uint64(row0 + px[3] * sw))
