@@ -59,6 +59,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
+from llvmlite import ir as llvmlite_ir
 from numba.np.arrayobj import make_array, populate_array
 
 _FASTMATH = {"reassoc", "nsz", "arcp", "contract"}
@@ -811,6 +812,8 @@ def grad_weight_nchw(grad_output, x, grad_weight, stride_h, stride_w, pad_top, p
 
 _STAGE_ELEMENTS = 65536     # staged rows per forward task: at most this many elements
 _STACK_CHANNELS = 256       # channels a stack accumulator row holds
+_PREFETCH_PIXELS = 16       # how far ahead the depthwise forward asks for input rows
+_LINE_ELEMENTS = 16         # float32 elements a cache line (float64 asks twice per line)
 
 
 @intrinsic(prefer_literal=True)
@@ -833,6 +836,25 @@ def _stack_array(typingctx, rows, cols, dtype):
                        itemsize=intp(itemsize), meminfo=None)
         return array._getvalue()
     return array_type(rows, cols, dtype), codegen
+
+
+@intrinsic
+def _prefetch(typingctx, array, row, col):
+    """Ask for the cache line of array[row, col] (a hint: no fault, no effect on results)"""
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        ary = make_array(array_type)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, array_type, ary, args[1:],
+                                       wraparound=False)
+        i8p = cgutils.voidptr_t
+        i32 = lambda v: context.get_constant(types.int32, v)
+        fn = cgutils.get_or_insert_function(
+            builder.module, llvmlite_ir.FunctionType(llvmlite_ir.VoidType(),
+                                                     [i8p] + [llvmlite_ir.IntType(32)] * 3),
+            "llvm.prefetch.p0")
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+    return types.none(array, row, col), codegen
 
 
 def _tap_offsets(kh, kw, unit, dh, dw, Wp):
@@ -973,6 +995,13 @@ def _depthwise_forward4_3wide(pixels, p0, bias, w, x, b, off, acc):
     """pixels[p0 + r, :] := bias + sum_q x[b + r + off[q], :] * w[q, :]  for r < 4: the
     4 consecutive pixels of a stride-1 layer with 3-wide kernel rows, a kernel row a pass"""
     C = pixels.shape[1]
+    ahead = b + off[off.shape[0] - 1] + np.uint64(_PREFETCH_PIXELS)
+    for r in range(4):   # the rows only the last kernel row reads, and the output rows,
+        for c in range(0, C, _LINE_ELEMENTS):   # some pixels ahead
+            if ahead + np.uint64(r) < np.uint64(x.shape[0]):
+                _prefetch(x, ahead + np.uint64(r), c)
+            if p0 + _PREFETCH_PIXELS + r < pixels.shape[0]:
+                _prefetch(pixels, p0 + _PREFETCH_PIXELS + r, c)
     for c0 in range(0, C, _STACK_CHANNELS):
         m = min(_STACK_CHANNELS, C - c0)
         cu = np.uint64(c0)
