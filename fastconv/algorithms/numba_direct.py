@@ -266,10 +266,16 @@ def _rows_mul4x4(acc, a, ra0, ra1, ra2, ra3, b, rb, c0, m):
         b1 = b[rb + 1, c]
         b2 = b[rb + 2, c]
         b3 = b[rb + 3, c]
-        acc[0, t] = acc[0, t] + a[ra0[0], c] * b0 + a[ra0[1], c] * b1 + a[ra0[2], c] * b2 + a[ra0[3], c] * b3
-        acc[1, t] = acc[1, t] + a[ra1[0], c] * b0 + a[ra1[1], c] * b1 + a[ra1[2], c] * b2 + a[ra1[3], c] * b3
-        acc[2, t] = acc[2, t] + a[ra2[0], c] * b0 + a[ra2[1], c] * b1 + a[ra2[2], c] * b2 + a[ra2[3], c] * b3
-        acc[3, t] = acc[3, t] + a[ra3[0], c] * b0 + a[ra3[1], c] * b1 + a[ra3[2], c] * b2 + a[ra3[3], c] * b3
+        acc[0, t] = _chain4(acc[0, t], a, ra0, c, b0, b1, b2, b3)
+        acc[1, t] = _chain4(acc[1, t], a, ra1, c, b0, b1, b2, b3)
+        acc[2, t] = _chain4(acc[2, t], a, ra2, c, b0, b1, b2, b3)
+        acc[3, t] = _chain4(acc[3, t], a, ra3, c, b0, b1, b2, b3)
+
+
+@_inlined
+def _chain4(s, a, ra, c, b0, b1, b2, b3):
+    """s + sum_{u < 4} a[ra[u], c] * b_u, one FMA after another"""
+    return s + a[ra[0], c] * b0 + a[ra[1], c] * b1 + a[ra[2], c] * b2 + a[ra[3], c] * b3
 
 
 # --------------------------------------------------------------------------- NCHW forward
