@@ -819,7 +819,7 @@ def grad_weight_nchw(grad_output, x, grad_weight, stride_h, stride_w, pad_top, p
 _STAGE_ELEMENTS = 65536     # staged rows per forward task: at most this many elements
 _STACK_CHANNELS = 256       # channels a stack accumulator row holds
 _PREFETCH_PIXELS = 16       # how far ahead the depthwise forward asks for input rows
-_LINE_ELEMENTS = 16         # float32 elements a cache line (float64 asks twice per line)
+_LINE_ELEMENTS = 16         # float32 elements a cache line (float64: every other line)
 
 
 @intrinsic(prefer_literal=True)
