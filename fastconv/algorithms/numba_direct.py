@@ -18,28 +18,54 @@ Geometry: output (oh, ow) with kernel tap (i, j) reads input
 zero outside [0, H) x [0, W).  Cross-correlation, as torch.nn.functional.conv2d.  pad_bottom and
 pad_right are implied by the output shape.
 
-Inner loops run over contiguous 1-D views indexed from 0, the form LLVM vectorises (an offset
-index ``a[o + t]`` keeps Numba's negative-index check and does not vectorise).
+How the loops are written, so that LLVM vectorises them and nothing else costs more:
+  * inner loops run over a contiguous last index from 0, or over unsigned offsets (a signed
+    index ``a[o + t]`` keeps Numba's negative-index wraparound and does not vectorise);
+  * hot-loop helpers are inlined in Numba's IR (``_inlined``), and no array views are made
+    per pixel: a call or a view passes arrays with atomic reference counting, shared by the
+    threads, which costs as much as a short loop;
+  * short sums (a block of 4 rows of output channels) stay in a stack array
+    (``_stack_array``): LLVM knows it overlaps no argument, so a loop over 32 channels needs
+    no runtime overlap checks.  Numba runs no SLP vectoriser, so sums cannot be blocked in
+    registers over a runtime number of taps: the loop vectoriser is what works, 4 taps a
+    pass.  Those kernels are compiled without reassociation, so that a short loop's fused
+    sum keeps its tree of independent products (LLVM would re-chain it into serial FMAs).
 
-Parallelism (numba.prange over disjoint output regions, so results are bitwise reproducible and
-do not depend on the number of threads):
-    forward_nchw      (n, block of output rows); the window's input rows are staged zero padded
-                      in a task-local buffer so a tap is one flat AXPY (stride 1), 4 output
-                      channels x 4 taps per pass.
-    forward_nhwc      (n, oh) output rows
+Parallelism (numba.prange over disjoint output regions or fixed sample chunks summed in
+order afterwards, so results are bitwise reproducible and do not depend on the number of
+threads; where tasks need scratch they are dealt round-robin to one worker a thread):
+    forward_nchw      stride 1, few C/G (first, narrow, depthwise layers): (n, group, block of
+                      4 output channels) over the group's zero-padded planes, every tap one
+                      flat run, 4 channels x 4 taps a pass.  Otherwise (n, block of output
+                      rows), the window's rows staged zero padded, 4 channels x 4 taps.
+    forward_nhwc      groups == 1: (n, block of output rows) over staged rows, 4 pixels x 4
+                      taps a pass, one input value a tap broadcast over the output channels.
+                      Depthwise: (n, oh) read in place, 4 pixels x 4 taps over the channels.
+                      Otherwise (n, oh) output rows.
     grad_input_nchw   stride 1: forward_nchw of grad_output with the flipped, transposed kernel.
                       Otherwise (n, ih) rows, all C per row.
-    grad_input_nhwc   (n, ih) input-gradient rows (gather form)
-    grad_weight_nchw  (group, block of 4 output channels, block of input channels)
-    grad_weight_nhwc  (i, j, block of input channels, block of groups); depthwise: channel blocks
+    grad_input_nhwc   depthwise, stride 1: forward_nhwc with the flipped kernel.  Otherwise
+                      (n, ih) input-gradient rows (gather form)
+    grad_weight_nchw  C/G == 1, stride 1: (sample chunk, block of 4 output channels), flat dot
+                      products over staged planes, 4 channels x 4 taps.  Otherwise (group,
+                      block of 4 output channels, block of input channels)
+    grad_weight_nhwc  groups == 1 or depthwise: sample chunks over staged images, 4 taps x 4
+                      pixels a pass.  Otherwise (i, j, block of input channels, block of groups)
 
 Float reductions use fastmath reassociation flags (no "nnan"/"ninf": NaN and inf propagate).
 """
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+from llvmlite import ir as llvmlite_ir
+from numba.np.arrayobj import make_array, populate_array
 
 _FASTMATH = {"reassoc", "nsz", "arcp", "contract"}
+# Without reassociation: LLVM keeps a fused sum's tree (independent products, short
+# dependency chains) instead of re-chaining it into one FMA after another.
+_TREE_FASTMATH = {"nsz", "arcp", "contract"}
 
 
 def _use_threads(n):
@@ -57,6 +83,9 @@ def _ceil_div(a, b):
 # --------------------------------------------------------------------------- helpers
 
 _inner = njit(cache=True, fastmath=_FASTMATH)
+# Hot-loop helpers: inlined in Numba's IR, since an LLVM-level call passes arrays with
+# atomic reference counting around it (shared by the threads: as slow as the loop itself).
+_inlined = njit(cache=True, fastmath=_TREE_FASTMATH, inline="always")
 
 
 @_inner
@@ -123,13 +152,6 @@ def _mul1(d, a, b, m):
     """d[t] += a[t]*b[t]"""
     for t in range(m):
         d[t] += a[t] * b[t]
-
-
-@_inner
-def _mul4(d, a0, b0, a1, b1, a2, b2, a3, b3, m):
-    """d[t] += a0[t]*b0[t] + a1[t]*b1[t] + a2[t]*b2[t] + a3[t]*b3[t]"""
-    for t in range(m):
-        d[t] += (a0[t] * b0[t] + a1[t] * b1[t]) + (a2[t] * b2[t] + a3[t] * b3[t])
 
 
 @_inner
@@ -205,6 +227,55 @@ def _apply_taps(acc, nk, buf, offs, wv, cnt, s, rows, src_pitch, dst_pitch, m):
                     a2 = buf[offs[q] + o:offs[q] + o + (m - 1) * s + 1:s]
                     for r in range(nk):
                         _axpy1(acc[r, p:p + m], a2, wv[r, q], m)
+
+
+@_inlined
+def _sum4(src, s0, t, c):
+    """sum_{u < 4} c[u] * src[s0 + u, t] as a tree of independent products"""
+    return ((c[0] * src[s0, t] + c[1] * src[s0 + 1, t])
+            + (c[2] * src[s0 + 2, t] + c[3] * src[s0 + 3, t]))
+
+
+@_inlined
+def _rows_axpy4x4(d, di, src, s0, c0, c1, c2, c3, m):
+    """d[di + r, t] += sum_{u < 4} c_r[u] * src[s0 + u, t]  for r < 4 (c_r: 4 scalars,
+    broadcast): each load of src serves the 4 destination rows (4 pixels x 4 taps, or
+    4 taps x 4 pixels)"""
+    for t in range(m):
+        d[di, t] += _sum4(src, s0, t, c0)
+        d[di + 1, t] += _sum4(src, s0, t, c1)
+        d[di + 2, t] += _sum4(src, s0, t, c2)
+        d[di + 3, t] += _sum4(src, s0, t, c3)
+
+
+@_inlined
+def _rows_axpy1(d, di, src, s, c, m):
+    """d[di, t] += c * src[s, t]"""
+    for t in range(m):
+        d[di, t] += c * src[s, t]
+
+
+@_inlined
+def _rows_mul4x4(acc, a, ra0, ra1, ra2, ra3, b, rb, c0, m):
+    """acc[r, t] += sum_{u < 4} a[ra_r[u], c0 + t] * b[rb + u, c0 + t]  for r < 4, t < m
+    (ra_r: 4 row indices): each load of b serves the 4 rows (depthwise: 4 pixels x 4 taps
+    with b the weights, or 4 taps x 4 pixels with b grad_output)"""
+    for t in range(np.uint64(m)):
+        c = c0 + t
+        b0 = b[rb, c]
+        b1 = b[rb + 1, c]
+        b2 = b[rb + 2, c]
+        b3 = b[rb + 3, c]
+        acc[0, t] = _chain4(acc[0, t], a, ra0, c, b0, b1, b2, b3)
+        acc[1, t] = _chain4(acc[1, t], a, ra1, c, b0, b1, b2, b3)
+        acc[2, t] = _chain4(acc[2, t], a, ra2, c, b0, b1, b2, b3)
+        acc[3, t] = _chain4(acc[3, t], a, ra3, c, b0, b1, b2, b3)
+
+
+@_inlined
+def _chain4(s, a, ra, c, b0, b1, b2, b3):
+    """s + sum_{u < 4} a[ra[u], c] * b_u, one FMA after another"""
+    return s + a[ra[0], c] * b0 + a[ra[1], c] * b1 + a[ra[2], c] * b2 + a[ra[3], c] * b3
 
 
 # --------------------------------------------------------------------------- NCHW forward
@@ -292,6 +363,16 @@ def forward_nchw(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left,
     if N == 0:
         return
     nt = _use_threads(num_threads)
+    K, Cg, kh, kw = weight.shape
+    Hp = oH + (kh - 1) * dilation_h
+    Wp = oW + (kw - 1) * dilation_w
+    if stride_h == 1 and stride_w == 1 and _planes_fit(Cg, K // groups, Hp, Wp,
+                                                       (oH - 1) * Wp + oW):
+        _forward_nchw_planes(x, weight, bias, out, pad_top, pad_left, groups, Hp, Wp,
+                             _plane_offsets(Cg, kh, kw, dilation_h, dilation_w, Hp, Wp),
+                             _VECTOR_BYTES // x.itemsize,
+                             _ceil_div(4 * nt, N * groups) if N * groups < 4 * nt else 1, nt)
+        return
     if stride_h == 1 and stride_w == 1:
         width = (oW - 1) + (weight.shape[3] - 1) * dilation_w + 1
     else:
@@ -299,6 +380,283 @@ def forward_nchw(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left,
     R = _rows_per_block(N, oH, width, nt)
     _forward_nchw(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left,
                   dilation_h, dilation_w, groups, R)
+
+
+# --------------------------------------------------------------------------- NCHW staged planes
+#
+# Stride 1, few input channels per group (first, narrow and depthwise layers).  A group's
+# input planes are staged zero padded (Hp rows of pitch Wp each, plane after plane), so
+# output (oh, ow) at flat index t = oh*Wp + ow reads tap (c, i, j) at P[off[q] + t],
+# off[q] = c*Hp*Wp + i*dh*Wp + j*dw: every tap is one flat run over the staged planes
+# (columns ow >= oW of a run are scratch).  Offsets and run indices are unsigned, which
+# spares Numba's negative-index wraparound, so the offset runs vectorise.
+
+_PLANE_ELEMENTS = 65536     # staged planes + output runs per task: at most this many
+_VECTOR_BYTES = 64          # an AVX-512 register: the run length of _add_row
+
+
+def _plane_offsets(Cg, kh, kw, dh, dw, Hp, Wp):
+    """off[(c*kh + i)*kw + j] := c*Hp*Wp + i*dh*Wp + j*dw"""
+    c, i, j = np.meshgrid(np.arange(Cg), np.arange(kh), np.arange(kw), indexing="ij")
+    return (c * Hp * Wp + i * dh * Wp + j * dw).ravel().astype(np.uint64)
+
+
+@_inlined
+def _stage_plane(P, po, planes, plane, H, W, top, left, Hp, Wp):
+    """P[po + r*Wp + u] := planes[plane, (r - top)*W + u - left] inside the H x W plane,
+    else 0, for r < Hp, u < Wp: zeros in one run, then the rows' inside parts"""
+    for t in range(np.uint64(Hp * Wp)):
+        P[np.uint64(po) + t] = 0
+    lo = min(max(left, 0), Wp)
+    hi = min(max(left + W, lo), Wp)
+    for r in range(max(top, 0), min(top + H, Hp)):
+        row = np.uint64(po + r * Wp + lo)
+        src = np.uint64((r - top) * W + lo - left)
+        for u in range(np.uint64(hi - lo)):
+            P[row + u] = planes[plane, src + u]
+
+
+@_inlined
+def _add_row(dst, d, do, src, s, so, width, b, vl):
+    """dst[d, do + u] := src[s, so + u] + b  for u < width, in whole runs of vl elements
+    (one vector) where width >= vl, the last run overlapping the one before: short rows
+    would otherwise end in scalar remainder loops"""
+    n = width - width % vl if width >= vl else width
+    for u in range(np.uint64(n)):
+        dst[d, np.uint64(do) + u] = src[s, np.uint64(so) + u] + b
+    if n < width:
+        tail = width - vl
+        for u in range(np.uint64(vl)):
+            dst[d, np.uint64(do + tail) + u] = src[s, np.uint64(so + tail) + u] + b
+
+
+@_inlined
+def _runs_at(P, o, t):
+    """P[o[u] + t] for u < 4"""
+    return P[o[0] + t], P[o[1] + t], P[o[2] + t], P[o[3] + t]
+
+
+@_inlined
+def _runs_axpy4(d, r, P, o, c, m):
+    """d[r, t] += sum_{u < 4} c[u] * P[o[u] + t]  for t < m (4 taps, one output channel)"""
+    for t in range(np.uint64(m)):
+        p0, p1, p2, p3 = _runs_at(P, o, t)
+        d[r, t] = d[r, t] + c[0] * p0 + c[1] * p1 + c[2] * p2 + c[3] * p3
+
+
+@_inlined
+def _runs_axpy4x4(d, P, o, c0, c1, c2, c3, m):
+    """d[r, t] += sum_{u < 4} c_r[u] * P[o[u] + t]  for r < 4: each load of P serves the
+    4 output channels"""
+    for t in range(np.uint64(m)):
+        a, b, e, f = _runs_at(P, o, t)
+        d[0, t] = d[0, t] + c0[0] * a + c0[1] * b + c0[2] * e + c0[3] * f
+        d[1, t] = d[1, t] + c1[0] * a + c1[1] * b + c1[2] * e + c1[3] * f
+        d[2, t] = d[2, t] + c2[0] * a + c2[1] * b + c2[2] * e + c2[3] * f
+        d[3, t] = d[3, t] + c3[0] * a + c3[1] * b + c3[2] * e + c3[3] * f
+
+
+@_inlined
+def _runs_axpy8x4(d, P, o, c0, c1, c2, c3, m):
+    """d[r, t] += sum_{u < 8} c_r[u] * P[o[u] + t]  for r < 4: 8 taps a pass, so the sums
+    go through memory half as often"""
+    for t in range(np.uint64(m)):
+        p = (P[o[0] + t], P[o[1] + t], P[o[2] + t], P[o[3] + t],
+             P[o[4] + t], P[o[5] + t], P[o[6] + t], P[o[7] + t])
+        d[0, t] = _chain8(d[0, t], c0, p)
+        d[1, t] = _chain8(d[1, t], c1, p)
+        d[2, t] = _chain8(d[2, t], c2, p)
+        d[3, t] = _chain8(d[3, t], c3, p)
+
+
+@_inlined
+def _chain8(s, c, p):
+    """s + sum_{u < 8} c[u] * p[u], one FMA after another"""
+    return (s + c[0] * p[0] + c[1] * p[1] + c[2] * p[2] + c[3] * p[3]
+            + c[4] * p[4] + c[5] * p[5] + c[6] * p[6] + c[7] * p[7])
+
+
+@_inlined
+def _row8(w, k, q):
+    """the weights w[k, q:q + 8]"""
+    return (w[k, q], w[k, q + 1], w[k, q + 2], w[k, q + 3],
+            w[k, q + 4], w[k, q + 5], w[k, q + 6], w[k, q + 7])
+
+
+@_inlined
+def _row4(w, k, q):
+    """the weights w[k, q:q + 4]"""
+    return (w[k, q], w[k, q + 1], w[k, q + 2], w[k, q + 3])
+
+
+@_inlined
+def _plane_taps(acc, nk, P, off, w, k0, m):
+    """acc[r, t] := sum_q w[k0 + r, q] * P[off[q] + t]  for r < nk <= 4, t < m"""
+    T = off.shape[0]
+    for r in range(nk):
+        for t in range(m):
+            acc[r, t] = 0
+    q = 0
+    while nk == 4 and q + 8 <= T:
+        _runs_axpy8x4(acc, P, (off[q], off[q + 1], off[q + 2], off[q + 3], off[q + 4],
+                               off[q + 5], off[q + 6], off[q + 7]),
+                      _row8(w, k0, q), _row8(w, k0 + 1, q), _row8(w, k0 + 2, q),
+                      _row8(w, k0 + 3, q), m)
+        q += 8
+    while q + 4 <= T:
+        o = (off[q], off[q + 1], off[q + 2], off[q + 3])
+        if nk == 4:
+            _runs_axpy4x4(acc, P, o, _row4(w, k0, q), _row4(w, k0 + 1, q),
+                          _row4(w, k0 + 2, q), _row4(w, k0 + 3, q), m)
+        else:
+            for r in range(nk):
+                _runs_axpy4(acc, r, P, o, _row4(w, k0 + r, q), m)
+        q += 4
+    for q in range(q, T):
+        for r in range(nk):
+            for t in range(np.uint64(m)):
+                acc[r, t] += w[k0 + r, q] * P[off[q] + t]
+
+
+@njit(parallel=True, cache=True, fastmath=_TREE_FASTMATH)
+def _forward_nchw_planes(x, weight, bias, out, pt, pl, G, Hp, Wp, off, vl, nsplit, workers):
+    """out := bias + conv2d(x, weight)  (NCHW, stride 1); tasks (n, group, part of the
+    group's output channels: nsplit parts of whole blocks of 4), the group's input planes
+    staged once a task, tasks dealt round-robin to `workers` (one a thread: the scratch is
+    allocated once a worker, not a task)"""
+    N, C, H, W = x.shape
+    K, oH, oW = out.shape[1], out.shape[2], out.shape[3]
+    Cg = weight.shape[1]
+    Kg = K // G
+    blocks = (Kg + 3) // 4
+    per_part = (blocks + nsplit - 1) // nsplit
+    L = (oH - 1) * Wp + oW
+    w = weight.reshape(K, off.shape[0])
+    planes = x.reshape(N * C, H * W)
+    results = out.reshape(N * K, oH * oW)
+    for worker in prange(workers):
+        P = np.empty(Cg * Hp * Wp, dtype=x.dtype)
+        acc = np.empty((4, L), dtype=x.dtype)
+        for task in range(worker, N * G * nsplit, workers):
+            n = task // (G * nsplit)
+            g = (task // nsplit) % G
+            part = task % nsplit
+            for c in range(Cg):
+                _stage_plane(P, c * Hp * Wp, planes, n * C + g * Cg + c, H, W, pt, pl, Hp, Wp)
+            for kb in range(part * per_part, min(blocks, (part + 1) * per_part)):
+                k0 = g * Kg + kb * 4
+                nk = min(4, (g + 1) * Kg - k0)
+                _plane_taps(acc, nk, P, off, w, k0, L)
+                for r in range(nk):
+                    for oh in range(oH):
+                        _add_row(results, n * K + k0 + r, oh * oW, acc, r, oh * Wp, oW,
+                                 bias[k0 + r], vl)
+
+
+@_inlined
+def _runs_dot4(g, P, o, m):
+    """(sum_t g[t] * P[o[u] + t]) for u < 4: each load of g serves the 4 taps"""
+    s0 = s1 = s2 = s3 = g[0] * 0
+    for t in range(np.uint64(m)):
+        v = g[t]
+        p0, p1, p2, p3 = _runs_at(P, o, t)
+        s0 += v * p0
+        s1 += v * p1
+        s2 += v * p2
+        s3 += v * p3
+    return s0, s1, s2, s3
+
+
+@_inlined
+def _plane_dots(sums, g, P, off, m):
+    """sums[q] += sum_{t < m} g[t] * P[off[q] + t]  for every tap q"""
+    T = off.shape[0]
+    q = 0
+    while q + 4 <= T:
+        s0, s1, s2, s3 = _runs_dot4(g, P, (off[q], off[q + 1], off[q + 2], off[q + 3]), m)
+        sums[q] += s0
+        sums[q + 1] += s1
+        sums[q + 2] += s2
+        sums[q + 3] += s3
+        q += 4
+    for q in range(q, T):
+        s = g[0] * 0
+        for t in range(np.uint64(m)):
+            s += g[t] * P[off[q] + t]
+        sums[q] += s
+
+
+@_inlined
+def _runs_dots4x4(acc, g, go, P, o, m):
+    """acc[r, u] += sum_t g[go[r] + t] * P[o[u] + t]  for r, u < 4: 4 output channels x 4
+    taps, each load of g serving 4 taps and each load of P 4 channels"""
+    for t in range(np.uint64(m)):
+        p0, p1, p2, p3 = _runs_at(P, o, t)
+        for r in range(4):
+            v = g[go[r] + t]
+            acc[r, 0] += v * p0
+            acc[r, 1] += v * p1
+            acc[r, 2] += v * p2
+            acc[r, 3] += v * p3
+
+
+@_inlined
+def _plane_dots4(sums, k0, g, Gs, P, off, m, acc):
+    """sums[k0 + r, q] += sum_{t < m} g[r*Gs + t] * P[off[q] + t]  for r < 4, every tap q"""
+    T = off.shape[0]
+    go = (np.uint64(0), np.uint64(Gs), np.uint64(2 * Gs), np.uint64(3 * Gs))
+    q = 0
+    while q + 4 <= T:
+        acc[:, :] = 0
+        _runs_dots4x4(acc, g, go, P, (off[q], off[q + 1], off[q + 2], off[q + 3]), m)
+        for r in range(4):
+            for u in range(4):
+                sums[k0 + r, q + u] += acc[r, u]
+        q += 4
+    for r in range(4):
+        _plane_dots(sums[k0 + r, q:], g[r * Gs:], P, off[q:], m)
+
+
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def _grad_weight_nchw_planes(grad_output, x, part, pt, pl, G, Hp, Wp, off, nbs):
+    """part[chunk, k, q] := sum over the chunk's samples of grad_weight[k, 0, i, j]
+    (C/G == 1, stride 1); tasks (sample chunk, group, block of <= 4 output channels)
+
+    The input plane is staged as in the forward and the grad_output planes at the same
+    pitch Wp, zero beyond oW, so every tap is one flat dot product."""
+    N, C, H, W = x.shape
+    K, oH, oW = grad_output.shape[1], grad_output.shape[2], grad_output.shape[3]
+    Kg = K // G
+    nkb = (Kg + 3) // 4
+    m = (oH - 1) * Wp + oW
+    Gs = oH * Wp
+    planes = x.reshape(N * C, H * W)
+    grads = grad_output.reshape(N * K, oH * oW)
+    for task in prange(part.shape[0] * G * nkb):
+        chunk = task // (G * nkb)
+        g = (task // nkb) % G
+        k0 = g * Kg + (task % nkb) * 4
+        nk = min(4, (g + 1) * Kg - k0)
+        sums = part[chunk]
+        sums[k0:k0 + nk] = 0
+        P = np.empty(Hp * Wp, dtype=x.dtype)
+        gs = np.empty(4 * Gs, dtype=x.dtype)
+        acc = _stack_array(4, 4, x.dtype)
+        for n in range(chunk * nbs, min(N, (chunk + 1) * nbs)):
+            _stage_plane(P, 0, planes, n * C + g, H, W, pt, pl, Hp, Wp)
+            for r in range(nk):
+                _stage_plane(gs, r * Gs, grads, n * K + k0 + r, oH, oW, 0, 0, oH, Wp)
+            if nk == 4:
+                _plane_dots4(sums, k0, gs, Gs, P, off, m, acc)
+            else:
+                for r in range(nk):
+                    _plane_dots(sums[k0 + r], gs[r * Gs:], P, off, m)
+
+
+def _planes_fit(Cg, Kg, Hp, Wp, L):
+    """Few input channels a group, and the staged planes and output runs of a task small
+    (depthwise always)"""
+    return Cg <= 32 and (Cg == 1 and Kg < 4 or Cg * Hp * Wp + 4 * L <= _PLANE_ELEMENTS)
 
 
 # --------------------------------------------------------------------------- NCHW grad_input
@@ -425,6 +783,18 @@ def grad_weight_nchw(grad_output, x, grad_weight, stride_h, stride_w, pad_top, p
     """grad_weight := sum_n correlation of x with grad_output  (NCHW); zeros when N == 0"""
     nt = _use_threads(num_threads)
     K, Cg = grad_weight.shape[0], grad_weight.shape[1]
+    N = x.shape[0]
+    if Cg == 1 and stride_h == 1 and stride_w == 1 and N > 0:
+        # Sample chunks fixed by the shape, their sums added in order afterwards.
+        kh, kw = grad_weight.shape[2], grad_weight.shape[3]
+        oH, oW = grad_output.shape[2], grad_output.shape[3]
+        Hp, Wp = oH + (kh - 1) * dilation_h, oW + (kw - 1) * dilation_w
+        nbs = _ceil_div(N, min(N, _ceil_div(64, groups * _ceil_div(K // groups, 4))))
+        part = np.empty((_ceil_div(N, nbs), K, kh * kw), dtype=x.dtype)
+        _grad_weight_nchw_planes(grad_output, x, part, pad_top, pad_left, groups, Hp, Wp,
+                                 _plane_offsets(1, kh, kw, dilation_h, dilation_w, Hp, Wp), nbs)
+        grad_weight.reshape(K, -1)[...] = part.sum(axis=0)
+        return
     nkb = _ceil_div(K // groups, 4)
     ncb = 1
     if groups * nkb < 8 * nt:
@@ -432,6 +802,402 @@ def grad_weight_nchw(grad_output, x, grad_weight, stride_h, stride_w, pad_top, p
     ncb = _ceil_div(Cg, _ceil_div(Cg, ncb))
     _grad_weight_nchw(grad_output, x, grad_weight, stride_h, stride_w, pad_top, pad_left,
                       dilation_h, dilation_w, groups, ncb, x.dtype.type(0))
+
+
+# --------------------------------------------------------------------------- NHWC staged rows
+#
+# First, narrow (groups == 1) and depthwise layers.  An image's input rows are staged zero
+# padded to Wp pixels, so every output pixel has every tap: the value of tap q for the
+# pixel staged at base[p] is at base[p] + off[q].  The zero padding takes part in the
+# products (0 * inf is NaN there, as in Cython's kernels).
+#
+# The sums of a block of 4 rows (4 pixels x the output channels, or 4 taps x the output
+# channels) stay in a stack array: LLVM knows it overlaps no argument, so the loops over
+# the channels need no runtime overlap checks, and short rows (32 channels: two vectors)
+# do not pay for them on every pass.
+
+_STAGE_ELEMENTS = 65536     # staged rows per forward task: at most this many elements
+_STACK_CHANNELS = 256       # channels a stack accumulator row holds
+_PREFETCH_PIXELS = 16       # how far ahead the depthwise forward asks for input rows
+_LINE_ELEMENTS = 16         # float32 elements a cache line (float64: every other line)
+
+
+@intrinsic(prefer_literal=True)
+def _stack_array(typingctx, rows, cols, dtype):
+    """A (rows, cols) C-contiguous scratch array in the calling function's stack frame;
+    rows and cols are constants"""
+    if not isinstance(rows, types.IntegerLiteral) or not isinstance(cols, types.IntegerLiteral):
+        return None
+    shape = (rows.literal_value, cols.literal_value)
+    array_type = types.Array(dtype.dtype, 2, "C")
+
+    def codegen(context, builder, signature, args):
+        element = context.get_data_type(dtype.dtype)
+        itemsize = context.get_abi_sizeof(element)
+        data = cgutils.alloca_once(builder, element, size=shape[0] * shape[1])
+        array = make_array(array_type)(context, builder)
+        intp = (lambda v: context.get_constant(types.intp, v))
+        populate_array(array, data=data, shape=[intp(shape[0]), intp(shape[1])],
+                       strides=[intp(shape[1] * itemsize), intp(itemsize)],
+                       itemsize=intp(itemsize), meminfo=None)
+        return array._getvalue()
+    return array_type(rows, cols, dtype), codegen
+
+
+@intrinsic
+def _prefetch(typingctx, array, row, col):
+    """Ask for the cache line of array[row, col] (a hint: no fault, no effect on results)"""
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        ary = make_array(array_type)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, array_type, ary, args[1:],
+                                       wraparound=False)
+        i8p = cgutils.voidptr_t
+        i32 = lambda v: context.get_constant(types.int32, v)
+        fn = cgutils.get_or_insert_function(
+            builder.module, llvmlite_ir.FunctionType(llvmlite_ir.VoidType(),
+                                                     [i8p] + [llvmlite_ir.IntType(32)] * 3),
+            "llvm.prefetch.p0")
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+    return types.none(array, row, col), codegen
+
+
+def _tap_offsets(kh, kw, unit, dh, dw, Wp):
+    """off[(i*kw + j)*unit + c] := (i*dh*Wp + j*dw)*unit + c: the taps in rows of Wp pixels
+    of `unit` elements (the flat order of the NHWC weight (kh, kw, unit, K))"""
+    i, j, c = np.meshgrid(np.arange(kh), np.arange(kw), np.arange(unit), indexing="ij")
+    return ((i * dh * Wp + j * dw) * unit + c).ravel().astype(np.uint64)
+
+
+def _pixel_bases(rows, oW, sh, sw, Wp, unit):
+    """base[oh*oW + ow] := (oh*sh*Wp + ow*sw)*unit: where output pixel (oh, ow) of a block
+    starting at staged row 0 finds its first tap"""
+    oh, ow = np.meshgrid(np.arange(rows), np.arange(oW), indexing="ij")
+    return ((oh * sh * Wp + ow * sw) * unit).ravel().astype(np.uint64)
+
+
+@_inlined
+def _taps4(st, b, off, q):
+    """the 4 taps q.. of the pixel staged at b"""
+    return (st[b + off[q]], st[b + off[q + 1]], st[b + off[q + 2]], st[b + off[q + 3]])
+
+
+@_inlined
+def _pixels4(st, base, p, o):
+    """tap o of the 4 pixels p.. (staged at base[p:p + 4])"""
+    return (st[base[p] + o], st[base[p + 1] + o], st[base[p + 2] + o], st[base[p + 3] + o])
+
+
+@_inlined
+def _broadcast_forward4(pixels, px, bias, w, st, base, off, acc):
+    """pixels[px[r], :] := bias + sum_q st[base[px[r]] + off[q]] * w[q, :]  for r < 4
+
+    One input value a tap, broadcast over the output channels; each load of w serves the
+    4 pixels, 4 taps a pass."""
+    K = pixels.shape[1]
+    for r in range(4):
+        for t in range(K):
+            acc[r, t] = bias[t]
+    T = off.shape[0]
+    q = 0
+    while q + 4 <= T:
+        _rows_axpy4x4(acc, 0, w, q, _taps4(st, base[px[0]], off, q),
+                      _taps4(st, base[px[1]], off, q), _taps4(st, base[px[2]], off, q),
+                      _taps4(st, base[px[3]], off, q), K)
+        q += 4
+    for q in range(q, T):
+        for r in range(4):
+            _rows_axpy1(acc, r, w, q, st[base[px[r]] + off[q]], K)
+    for r in range(4):
+        for t in range(K):
+            pixels[px[r], t] = acc[r, t]
+
+
+@_inlined
+def _broadcast_grad_weight(part, g, st, base, off, acc):
+    """part[q, :] += sum_p st[base[p] + off[q]] * g[p, :]  over the pixels p of an image
+
+    4 taps at a time, summed in acc over the image, each load of g serving the 4 taps,
+    4 pixels a pass (the pixels left over one by one)."""
+    T, K = part.shape
+    P = g.shape[0]
+    for q0 in range(0, T, 4):
+        nq = min(4, T - q0)
+        for r in range(4):
+            for t in range(K):
+                acc[r, t] = 0
+        p = 0
+        if nq == 4:
+            while p + 4 <= P:
+                _rows_axpy4x4(acc, 0, g, p, _pixels4(st, base, p, off[q0]),
+                              _pixels4(st, base, p, off[q0 + 1]),
+                              _pixels4(st, base, p, off[q0 + 2]),
+                              _pixels4(st, base, p, off[q0 + 3]), K)
+                p += 4
+        for r in range(nq):
+            for pp in range(p, P):
+                _rows_axpy1(acc, r, g, pp, st[base[pp] + off[q0 + r]], K)
+            for t in range(K):
+                part[q0 + r, t] += acc[r, t]
+
+
+@_inlined
+def _tap_rows4(b, off, q):
+    """the staged rows of the 4 taps q.. of the pixel staged at row b"""
+    return (b + off[q], b + off[q + 1], b + off[q + 2], b + off[q + 3])
+
+
+@_inlined
+def _depthwise_forward4(pixels, px, bias, w, x, xb, off, acc):
+    """pixels[px[r], :] := bias + sum_q x[xb[r] + off[q], :] * w[q, :]  for r < 4 (xb: the
+    pixels' rows in x, off: the taps' row offsets, all taps valid)
+
+    Channels in blocks of the stack accumulator's width, each weight load shared by the
+    4 pixels, 4 taps a pass."""
+    C = pixels.shape[1]
+    T = off.shape[0]
+    b0, b1, b2, b3 = xb
+    for c0 in range(0, C, _STACK_CHANNELS):
+        m = min(_STACK_CHANNELS, C - c0)
+        cu = np.uint64(c0)
+        for t in range(np.uint64(m)):   # 4 rows a loop: not a memcpy call each
+            acc[0, t] = acc[1, t] = acc[2, t] = acc[3, t] = bias[cu + t]
+        q = 0
+        while q + 4 <= T:
+            _rows_mul4x4(acc, x, _tap_rows4(b0, off, q), _tap_rows4(b1, off, q),
+                         _tap_rows4(b2, off, q), _tap_rows4(b3, off, q), w, q, cu, m)
+            q += 4
+        for q in range(q, T):
+            for r in range(4):
+                row = xb[r] + off[q]
+                for t in range(np.uint64(m)):
+                    acc[r, t] += x[row, cu + t] * w[q, cu + t]
+        for r in range(4):
+            for t in range(np.uint64(m)):
+                pixels[px[r], cu + t] = acc[r, t]
+
+
+@_inlined
+def _row3_mul4(acc, x, r0, w, q, c0, m):
+    """acc[r, t] += sum_{j < 3} x[r0 + r + j, c0 + t] * w[q + j, c0 + t]  for r < 4: a 3-wide
+    kernel row over 4 consecutive pixels (stride 1), each of the 6 input rows loaded once
+    for all the products it takes part in"""
+    one = np.uint64(1)
+    rows = (r0, r0 + one, r0 + 2 * one, r0 + 3 * one, r0 + 4 * one, r0 + 5 * one)
+    for t in range(np.uint64(m)):
+        c = c0 + t
+        x0, x1, x2 = x[rows[0], c], x[rows[1], c], x[rows[2], c]
+        x3, x4, x5 = x[rows[3], c], x[rows[4], c], x[rows[5], c]
+        w0, w1, w2 = w[q, c], w[q + 1, c], w[q + 2, c]
+        acc[0, t] = acc[0, t] + x0 * w0 + x1 * w1 + x2 * w2
+        acc[1, t] = acc[1, t] + x1 * w0 + x2 * w1 + x3 * w2
+        acc[2, t] = acc[2, t] + x2 * w0 + x3 * w1 + x4 * w2
+        acc[3, t] = acc[3, t] + x3 * w0 + x4 * w1 + x5 * w2
+
+
+@_inlined
+def _depthwise_forward4_3wide(pixels, p0, bias, w, x, b, off, acc):
+    """pixels[p0 + r, :] := bias + sum_q x[b + r + off[q], :] * w[q, :]  for r < 4: the
+    4 consecutive pixels of a stride-1 layer with 3-wide kernel rows, a kernel row a pass"""
+    C = pixels.shape[1]
+    ahead = b + off[off.shape[0] - 1] + np.uint64(_PREFETCH_PIXELS)
+    for r in range(4):   # the rows only the last kernel row reads, and the output rows,
+        for c in range(0, C, _LINE_ELEMENTS):   # some pixels ahead
+            if ahead + np.uint64(r) < np.uint64(x.shape[0]):
+                _prefetch(x, ahead + np.uint64(r), c)
+            if p0 + _PREFETCH_PIXELS + r < pixels.shape[0]:
+                _prefetch(pixels, p0 + _PREFETCH_PIXELS + r, c)
+    for c0 in range(0, C, _STACK_CHANNELS):
+        m = min(_STACK_CHANNELS, C - c0)
+        cu = np.uint64(c0)
+        for t in range(np.uint64(m)):   # 4 rows a loop: not a memcpy call each
+            acc[0, t] = acc[1, t] = acc[2, t] = acc[3, t] = bias[cu + t]
+        for q in range(0, off.shape[0], 3):
+            _row3_mul4(acc, x, b + off[q], w, q, cu, m)
+        for r in range(4):
+            for t in range(np.uint64(m)):
+                pixels[p0 + r, cu + t] = acc[r, t]
+
+
+@_inlined
+def _depthwise_grad_weight(sums, g, st, base, off, acc):
+    """sums[q, :] += sum_p st[base[p] + off[q], :] * g[p, :]  over the pixels p of an image
+
+    Blocks of 4 taps (the last one's missing taps repeat its last, computed and dropped)
+    summed in acc over 4 pixels a pass, each load of g shared by the 4 taps."""
+    T, C = sums.shape
+    P = g.shape[0]
+    for c0 in range(0, C, _STACK_CHANNELS):
+        m = min(_STACK_CHANNELS, C - c0)
+        cu = np.uint64(c0)
+        for q0 in range(0, T, 4):
+            q = (off[min(q0, T - 1)], off[min(q0 + 1, T - 1)], off[min(q0 + 2, T - 1)],
+                 off[min(q0 + 3, T - 1)])
+            acc[:, :] = 0
+            p = 0
+            while p + 4 <= P:
+                _rows_mul4x4(acc, st, _pixel_rows4(base, p, q[0]), _pixel_rows4(base, p, q[1]),
+                             _pixel_rows4(base, p, q[2]), _pixel_rows4(base, p, q[3]), g, p, cu, m)
+                p += 4
+            for r in range(min(4, T - q0)):
+                for pp in range(p, P):
+                    row = base[pp] + q[r]
+                    for t in range(np.uint64(m)):
+                        acc[r, t] += st[row, cu + t] * g[pp, cu + t]
+                for t in range(np.uint64(m)):
+                    sums[q0 + r, cu + t] += acc[r, t]
+
+
+@_inlined
+def _pixel_rows4(base, p, o):
+    """the staged rows of tap o of the 4 pixels p.."""
+    return (base[p] + o, base[p + 1] + o, base[p + 2] + o, base[p + 3] + o)
+
+
+@_inlined
+def _block4(p, last):
+    """the 4 pixels p.., the ones past `last` replaced by it (computed twice, same values)"""
+    return (min(p, last), min(p + 1, last), min(p + 2, last), min(p + 3, last))
+
+
+@njit(parallel=True, cache=True, fastmath=_TREE_FASTMATH)
+def _forward_nhwc_staged(x, weight, bias, out, sh, pt, pl, R, Hs, Wp, off, base, workers):
+    """out[.., k] := bias[k] + sum_q tap_q * w[q, k] for groups == 1; tasks (n, block of R
+    output rows), the block's Hs input rows staged once, dealt round-robin to `workers`
+    (one a thread: the scratch is allocated once a worker, not a task)"""
+    N, H, W, C = x.shape
+    oH, oW, K = out.shape[1], out.shape[2], out.shape[3]
+    w = weight.reshape(off.shape[0], K)
+    images = x.reshape(N, H * W * C)
+    nrb = (oH + R - 1) // R
+    for worker in prange(workers):
+        stage = np.empty(Hs * Wp * C, dtype=x.dtype)
+        acc = _stack_array(4, _STACK_CHANNELS, x.dtype)
+        for task in range(worker, N * nrb, workers):
+            n = task // nrb
+            oh0 = (task - n * nrb) * R
+            npix = min(R, oH - oh0) * oW
+            _stage_plane(stage, 0, images, n, H, W * C, pt - oh0 * sh, pl * C, Hs, Wp * C)
+            pixels = out[n].reshape(oH * oW, K)[oh0 * oW:]
+            for p in range(0, npix, 4):
+                _broadcast_forward4(pixels, _block4(p, npix - 1), bias, w, stage, base, off,
+                                    acc)
+
+
+def _forward_nhwc_staged_call(x, weight, bias, out, sh, sw, pt, pl, dh, dw, nt):
+    """Blocks of output rows: whole images unless too few for the threads or the staged
+    rows would exceed _STAGE_ELEMENTS."""
+    N, oH, oW = out.shape[0], out.shape[1], out.shape[2]
+    kh, kw, C = weight.shape[0], weight.shape[1], x.shape[3]
+    Wp = (oW - 1) * sw + (kw - 1) * dw + 1
+    R = _ceil_div(oH, min(oH, _ceil_div(4 * nt, N)))
+    R = max(1, min(R, (_STAGE_ELEMENTS // (Wp * C) - (kh - 1) * dh - 1) // sh + 1))
+    Hs = (R - 1) * sh + (kh - 1) * dh + 1
+    _forward_nhwc_staged(x, weight, bias, out, sh, pt, pl, R, Hs, Wp,
+                         _tap_offsets(kh, kw, C, dh, dw, Wp),
+                         _pixel_bases(R, oW, sh, sw, Wp, C), nt)
+
+
+@njit(parallel=True, cache=True, fastmath=_TREE_FASTMATH)
+def _forward_nhwc_depthwise(x, weight, bias, out, sh, sw, pt, pl, dh, dw, workers):
+    """out[n, oh, ow, c] := bias[c] + sum_{i, j} x[n, ih, iw, c] * w[i, j, 0, c]  (depthwise)
+
+    The input read in place, tasks (n, oh) dealt round-robin to `workers`.  In the columns
+    where every kernel column is valid, blocks of 4 pixels share each weight load; the
+    edge columns take their valid taps one by one."""
+    N, H, W, C = x.shape
+    oH, oW = out.shape[1], out.shape[2]
+    kh, kw = weight.shape[0], weight.shape[1]
+    w = weight.reshape(kh * kw, C)
+    pixels = x.reshape(N * H * W, C)
+    lo, hi = 0, oW   # output columns where all kernel columns are valid
+    for j in range(kw):
+        a, b = _valid_range(oW, W, sw, j * dw - pl)
+        lo, hi = max(lo, a), min(hi, b)
+    hi = max(hi, lo)
+    sliding = kw == 3 and sw == 1 and dw == 1 and hi - lo >= 4
+    off = np.empty(kh * kw, dtype=np.uint64)   # row offset of tap (i, j) from (i = 0, j = 0)
+    for q in range(kh * kw):
+        off[q] = np.uint64((q // kw) * dh * W + (q % kw) * dw)
+    for worker in prange(workers):
+        acc = _stack_array(4, _STACK_CHANNELS, x.dtype)
+        for task in range(worker, N * oH, workers):
+            n = task // oH
+            oh = task - n * oH
+            ih0 = oh * sh - pt
+            i_lo, i_hi = _valid_range(kh, H, dh, ih0)
+            dst = out[n, oh]
+            row0 = (n * H + ih0) * W - pl   # pixel row of tap (0, 0) for ow = 0
+            taps = off[i_lo * kw:i_hi * kw]
+            wi = w[i_lo * kw:i_hi * kw]
+            for ow in range(lo, hi, 4):
+                if sliding:   # the last block of 4 overlaps the one before
+                    p0 = min(ow, hi - 4)
+                    _depthwise_forward4_3wide(dst, p0, bias, wi, pixels, np.uint64(row0 + p0),
+                                              taps, acc)
+                    continue
+                px = _block4(ow, hi - 1)
+                xb = (np.uint64(row0 + px[0] * sw), np.uint64(row0 + px[1] * sw),
+                      np.uint64(row0 + px[2] * sw), np.uint64(row0 + px[3] * sw))
+                _depthwise_forward4(dst, px, bias, wi, pixels, xb, taps, acc)
+            for ow in range(oW):
+                if lo <= ow < hi:
+                    continue
+                for c in range(C):
+                    dst[ow, c] = bias[c]
+                for i in range(i_lo, i_hi):
+                    for j in range(kw):
+                        iw = ow * sw - pl + j * dw
+                        if 0 <= iw < W:
+                            row = (n * H + ih0 + i * dh) * W + iw
+                            for c in range(C):
+                                dst[ow, c] += pixels[row, c] * w[i * kw + j, c]
+
+
+@njit(parallel=True, cache=True, fastmath=_TREE_FASTMATH)
+def _grad_weight_nhwc_staged(grad_output, x, part, sh, pt, pl, Hs, Wp, off, base, nbs,
+                             depthwise):
+    """part[chunk] := sum over the chunk's samples of grad_weight (taps x output channels),
+    for groups == 1 or depthwise; tasks are the chunks of nbs samples, each image staged
+    whole once
+
+    groups == 1: part[.., q, k] = sum_p tap_q(p) * g[p, k];
+    depthwise: part[.., q, c] = sum_p x_q(p)[c] * g[p, c]."""
+    N, H, W, C = x.shape
+    oH, oW, K = grad_output.shape[1], grad_output.shape[2], grad_output.shape[3]
+    images = x.reshape(N, H * W * C)
+    for chunk in prange(part.shape[0]):
+        sums = part[chunk]
+        sums[:] = 0
+        stage = np.empty(Hs * Wp * C, dtype=x.dtype)
+        acc = _stack_array(4, _STACK_CHANNELS, x.dtype)
+        staged = stage.reshape(Hs * Wp, C)   # depthwise: rows of channels
+        for n in range(chunk * nbs, min(N, (chunk + 1) * nbs)):
+            _stage_plane(stage, 0, images, n, H, W * C, pt, pl * C, Hs, Wp * C)
+            g = grad_output[n].reshape(oH * oW, K)
+            if depthwise:
+                _depthwise_grad_weight(sums, g, staged, base, off, acc)
+            else:
+                _broadcast_grad_weight(sums, g, stage, base, off, acc)
+
+
+def _grad_weight_nhwc_staged_call(grad_output, x, grad_weight, sh, sw, pt, pl, dh, dw,
+                                  depthwise):
+    """Sample chunks fixed by the shape (as Cython's), their sums added in order afterwards:
+    bitwise the same for any number of threads."""
+    N, oH, oW = grad_output.shape[0], grad_output.shape[1], grad_output.shape[2]
+    kh, kw, C = grad_weight.shape[0], grad_weight.shape[1], x.shape[3]
+    nbs = _ceil_div(N, min(N, 16))
+    Wp = (oW - 1) * sw + (kw - 1) * dw + 1
+    Hs = (oH - 1) * sh + (kh - 1) * dh + 1
+    unit = 1 if depthwise else C
+    T = kh * kw * unit
+    part = np.empty((_ceil_div(N, nbs), T, grad_weight.shape[3]), dtype=x.dtype)
+    _grad_weight_nhwc_staged(grad_output, x, part, sh, pt, pl, Hs, Wp,
+                             _tap_offsets(kh, kw, unit, dh, dw, Wp),
+                             _pixel_bases(oH, oW, sh, sw, Wp, unit), nbs, depthwise)
+    grad_weight.reshape(T, -1)[...] = part.sum(axis=0)
 
 
 # --------------------------------------------------------------------------- NHWC forward
@@ -443,7 +1209,6 @@ def _forward_nhwc(x, weight, bias, out, sh, sw, pt, pl, dh, dw, G):
     oH, oW, K = out.shape[1], out.shape[2], out.shape[3]
     kh, kw, Cg = weight.shape[0], weight.shape[1], weight.shape[2]
     Kg = K // G
-    depthwise = Cg == 1 and Kg == 1
     for t in prange(N * oH):
         n = t // oH
         oh = t - n * oH
@@ -460,9 +1225,6 @@ def _forward_nhwc(x, weight, bias, out, sh, sw, pt, pl, dh, dw, G):
                         continue
                     xp = xrow[iw]
                     wij = weight[i, j]
-                    if depthwise:
-                        _mul1(dst, xp, wij[0], C)
-                        continue
                     for g in range(G):
                         d = dst[g * Kg:(g + 1) * Kg]
                         cc = 0
@@ -482,7 +1244,16 @@ def forward_nhwc(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left,
     """out := conv2d(x, weight) + bias  (NHWC)"""
     if out.shape[0] == 0:
         return
-    _use_threads(num_threads)
+    nt = _use_threads(num_threads)
+    Cg, K = weight.shape[2], weight.shape[3]
+    if Cg == 1 and K == groups:
+        _forward_nhwc_depthwise(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left,
+                                dilation_h, dilation_w, nt)
+        return
+    if groups == 1 and K <= _STACK_CHANNELS:
+        _forward_nhwc_staged_call(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left,
+                                  dilation_h, dilation_w, nt)
+        return
     _forward_nhwc(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left,
                   dilation_h, dilation_w, groups)
 
@@ -548,6 +1319,15 @@ def grad_input_nhwc(grad_output, weight, grad_input, stride_h, stride_w, pad_top
                     dilation_h, dilation_w, groups, num_threads):
     """grad_input := conv2d_input adjoint of grad_output  (NHWC)"""
     if grad_input.shape[0] == 0:
+        return
+    kh, kw, Cg, K = weight.shape
+    if stride_h == 1 and stride_w == 1 and Cg == 1 and K == groups:
+        # Depthwise, stride 1: the adjoint is the forward correlation with the flipped kernel
+        # and padding (k-1)*d - pad (as in grad_input_nchw).
+        forward_nhwc(grad_output, np.ascontiguousarray(weight[::-1, ::-1]),
+                     np.zeros(K, dtype=weight.dtype), grad_input, 1, 1,
+                     (kh - 1) * dilation_h - pad_top, (kw - 1) * dilation_w - pad_left,
+                     dilation_h, dilation_w, groups, num_threads)
         return
     _use_threads(num_threads)
     _grad_input_nhwc(grad_output, weight, grad_input, stride_h, stride_w, pad_top, pad_left,
@@ -622,54 +1402,18 @@ def _grad_weight_nhwc(grad_output, x, grad_weight, sh, sw, pt, pl, dh, dw, G, nc
                     ow += q
 
 
-@njit(parallel=True, cache=True, fastmath=_FASTMATH)
-def _grad_weight_nhwc_depthwise(grad_output, x, grad_weight, sh, sw, pt, pl, dh, dw, cbs):
-    """grad_weight[:, :, 0, c] := sum_{n, oh, ow} x[n, ih, iw, c] * grad_output[n, oh, ow, c]
-
-    Depthwise (C/G == K/G == 1): a task owns a block of channels for all taps."""
-    N, H, W, C = x.shape
-    oH, oW = grad_output.shape[1], grad_output.shape[2]
-    kh, kw = grad_weight.shape[0], grad_weight.shape[1]
-    ncb = (C + cbs - 1) // cbs
-    for t in prange(ncb):
-        c0 = t * cbs
-        c1 = min(c0 + cbs, C)
-        m = c1 - c0
-        grad_weight[:, :, 0, c0:c1] = 0
-        for n in range(N):
-            for oh in range(oH):
-                for i in range(kh):
-                    ih = oh * sh - pt + i * dh
-                    if ih < 0 or ih >= H:
-                        continue
-                    xrow = x[n, ih]
-                    grow = grad_output[n, oh]
-                    for j in range(kw):
-                        off = j * dw - pl
-                        lo, hi = _valid_range(oW, W, sw, off)
-                        dst = grad_weight[i, j, 0, c0:c1]
-                        ow = lo
-                        while ow + 4 <= hi:
-                            _mul4(dst, xrow[ow * sw + off, c0:c1], grow[ow, c0:c1],
-                                  xrow[(ow + 1) * sw + off, c0:c1], grow[ow + 1, c0:c1],
-                                  xrow[(ow + 2) * sw + off, c0:c1], grow[ow + 2, c0:c1],
-                                  xrow[(ow + 3) * sw + off, c0:c1], grow[ow + 3, c0:c1], m)
-                            ow += 4
-                        while ow < hi:
-                            _mul1(dst, xrow[ow * sw + off, c0:c1], grow[ow, c0:c1], m)
-                            ow += 1
-
-
 def grad_weight_nhwc(grad_output, x, grad_weight, stride_h, stride_w, pad_top, pad_left,
                      dilation_h, dilation_w, groups, num_threads):
     """grad_weight := sum_n correlation of x with grad_output  (NHWC); zeros when N == 0"""
     nt = _use_threads(num_threads)
     kh, kw, Cg, K = grad_weight.shape
-    Kg = K // groups
-    if Cg == 1 and Kg == 1:
-        cbs = max(8, _ceil_div(_ceil_div(groups, 4 * nt), 8) * 8)
-        _grad_weight_nhwc_depthwise(grad_output, x, grad_weight, stride_h, stride_w, pad_top,
-                                    pad_left, dilation_h, dilation_w, cbs)
+    depthwise = Cg == 1 and K == groups
+    if x.shape[0] == 0:
+        grad_weight[...] = 0
+        return
+    if depthwise or groups == 1 and K <= _STACK_CHANNELS:
+        _grad_weight_nhwc_staged_call(grad_output, x, grad_weight, stride_h, stride_w, pad_top,
+                                      pad_left, dilation_h, dilation_w, depthwise)
         return
     target = 8 * nt
     ncb = ngb = 1
