@@ -1,6 +1,7 @@
-"""Winograd F(2x2, 3x3) convolution kernels in Numba for stride-1, undilated layers with 3x3 or 5x5
-kernels: the forward pass (the Python side runs grad_input as the forward of the transposed
-convolution) and the weight gradient, F(3x3, 2x2) (below); NCHW and NHWC.
+"""Winograd F(2x2, 3x3) and F(2x2, 5x5) convolution kernels in Numba for stride-1, undilated layers
+with 3x3 or 5x5 kernels: the forward pass (the Python side runs grad_input as the forward of the
+transposed convolution) and the weight gradient, F(3x3, 2x2) and F(5x5, 2x2) (below); NCHW and
+NHWC. Each layer runs the tiling the Cython module runs (the same plan).
 
 Drop-in replacement for ``fastconv._ext._conv_winograd``: same function names, same positional
 arguments, the same "not finite" flag from the forward, and ``workspace_elements`` and
@@ -11,8 +12,9 @@ Legend (as numba_im2col)
     G           groups;  Cg = C/G, Kg = K/G
     tH, tW      tiles per sample, down and across: a tile is a 2x2 block of outputs,
                 tH = ceil(oH/2), tW = ceil(oW/2); a tile row is the tW tiles of one (n, th)
-    xi          one of the 16 positions of a transformed 4x4 patch
-    S, R        3x3 sub-kernels of the kernel (1 for 3x3, 4 for 5x5); R = S*Cg (GEMM reduction)
+    xi          one of the 16 positions of a transformed 4x4 patch (36 of a 6x6 patch)
+    S, R        3x3 sub-kernels of the kernel (1 for 3x3, 4 for 5x5, 1 for F(2x2, 5x5));
+                R = S*Cg (GEMM reduction)
 
 The maths
 Each tile's outputs come from the 4x4 input patch d under it (zeros in the padding):
@@ -27,17 +29,24 @@ fewer). The transforms only add, subtract and halve, so rounding stays close to 
 Each transform X^T z X is separable: X^T applied to the columns of z, then to the rows.
 A 5x5 kernel, zero-padded to 6x6, is S = 4 sub-kernels of 3x3 at offsets (3si, 3sj); each
 reads the input moved by its offset, and their transformed patches stack along the reduction:
-R = S*Cg. U is kept (16, R, K) for both layouts, from weights in HWIO.
+R = S*Cg. U is kept (positions, R, K) for both layouts, from weights in HWIO.
+A 5x5 kernel with 16 or more channels per group runs F(2x2, 5x5) instead: 6x6 patches, 36
+positions (B^T, G and A^T on the points 0, +-1, +-2 and infinity), 36 multiplies per tile where
+the four sub-kernels take 64 (a direct sum 100), with GEMMs over Cg; its weight gradient is
+F(5x5, 2x2) on the same transforms. Its transforms scale by up to 5 and 1/24, so its float32
+error is a few times a direct sum's; with fewer channels the sub-kernels' deeper GEMMs win.
 
 Vectorisation
 The transforms run along channels (long contiguous vectors), one 4x4 patch or 2x2 tile at a
-time. NCHW samples get there through a channels-last copy of the rows each block needs. A
-transform loop reads 16 (or 9, or 4) vectors and writes 16 others: far too many streams for
-LLVM's run-time overlap checks, so it would stay scalar. As in the Cython module, the streams
-are raw pointers (``_address``: no reference counts to pass views around, no bounds) declared
-restrict: the transforms compile with Numba's noalias flag (``_restrict``), and LLVM keeps the
-promise as alias scopes when it inlines them into their callers (``_pointers``, the helpers
-that gather the pointers, are inlined too).
+time (6x6 and 2x2 for F(2x2, 5x5)). NCHW samples get there through a channels-last copy of the
+rows each block needs. A transform loop reads up to 36 vectors and writes up to 36 others: far
+too many streams for LLVM's run-time overlap checks, so it would stay scalar. As in the Cython
+module, the streams are raw pointers (``_address``, and ``_grid`` for a whole tuple of them: no
+reference counts to pass views around, no bounds) declared restrict: the transforms compile
+with Numba's noalias flag (``_restrict``), and LLVM keeps the promise as alias scopes when it
+inlines them into their callers (``_pointers``, the helpers that gather the pointers, are
+inlined too). The 6x6 transforms' constants take the data's type (``_like``): a float32 times
+a Python number would be computed in float64.
 
 Threads
 Blocks of tile rows run on ``threads`` shares in a numba.prange, each with its own scratch; a
@@ -46,7 +55,7 @@ limits BLAS to one thread) and transforms M back into the output with the bias a
 forward's shares take the next block from an atomic counter, so that a core busy elsewhere
 does fewer (Numba's OpenMP layer splits statically); the weight gradient's take fixed
 contiguous parts, so that each share's sums, added in order, give the same bits each call.
-The 16 matrices of a block lie an odd number of cache lines apart (``_stream_stride``).
+The 16 (36) matrices of a block lie an odd number of cache lines apart (``_stream_stride``).
 """
 import collections
 
@@ -101,8 +110,8 @@ _Plan = collections.namedtuple("_Plan", [
 def _stream_stride(n):
     """n rounded up to an odd number of 16-element lines.
 
-    The transforms read or write the 16 matrices V[xi] (or M[xi]) side by side. A stride that
-    is a multiple of 4 KB puts all 16 streams in one L1 set, which holds 8 lines: each access
+    The transforms read or write the 16 (36) matrices V[xi] (or M[xi]) side by side. A stride
+    that is a multiple of 4 KB puts all 16 streams in one L1 set, which holds 8 lines: each access
     then misses (10x slower on narrow NCHW layers). An odd multiple of 64 bytes spreads them.
     """
     return 16 * (((n + 15) // 16) | 1)
