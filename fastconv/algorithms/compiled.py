@@ -267,21 +267,10 @@ class NumbaDirectConv(DirectConv):
 
 
 class NumbaIm2colConv(Im2colConv):
+    """The Cython im2col's tiles, threads and workspace, in Numba: its adapter as it is."""
+
     name = "numba_im2col"
     _module = "fastconv.algorithms.numba_im2col"
-
-    def _workspace_elements(self, geom, max_elements, op, threads):
-        return self._kernels.workspace_elements(
-            geom.batch, geom.in_channels, geom.in_h, geom.in_w, geom.out_channels,
-            geom.kernel_h, geom.kernel_w, geom.out_h, geom.out_w, geom.groups,
-            max_elements, geom.channels_last)
-
-    def _thread_split(self, op, geom, threads):
-        # its GEMMs run between parallel loops, on all of BLAS's threads
-        return threads, threads
-
-    def grad_input(self, grad_output, weight, geom):
-        return DirectConv.grad_input(self, grad_output, weight, geom)
 
 
 class NumbaWinogradConv(WinogradConv):

@@ -15,27 +15,51 @@ Every pass lowers the convolution of one tile and one group to one BLAS GEMM:
     NHWC  col (T, R) row-major, columns ordered (i, j, c):   out[tile, g] = col @ W_g (R, Kg)
     NCHW  col (R, T) row-major, rows ordered (c, i, j):      out[n, g, tile] = W_g (Kg, R) @ col
     grad_input = col2im(grad_output @ W^T);  grad_weight = sum over tiles of grad_output @ col^T.
-Tiles are runs of global output rows r = n*oH + oh sized to fit the caller's workspace, so
-memory is bounded by the workspace whatever the batch.  1x1 kernels with stride 1 and no
-padding skip im2col (GEMM directly on the arrays).
+Tiles are runs of global output rows r = n*oH + oh (in NCHW within one sample, or several
+whole samples through a staging block), sized so that each thread's columns fit in L2.
+1x1 kernels with stride 1 and no padding skip im2col (GEMM directly on the arrays).
 
 The GEMM is BLAS ?gemm (scipy's, through Numba's ``numba_xxgemm`` helper, the one behind
 ``np.dot`` in nopython mode) called inside the compiled code with leading dimensions and beta,
 so no copies are made and tiles accumulate in place.
 
-Threads: one level at a time.  im2col/col2im run serially and the GEMM uses BLAS's own threads
-(as the Cython module: worker threads of a parallel region still spinning after it ends steal
-the cores the BLAS threads need).  num_threads is accepted for the common signature and passed
-to ``_use_threads`` only.  Results are bitwise reproducible for a fixed BLAS thread count.
+Threads: as in the Cython module.  Forward and grad_weight split their tiles into one
+contiguous block per worker of a ``prange``; each worker gathers its tiles' columns into its
+own slice of the workspace and calls BLAS itself, which the Python caller limits to one thread
+meanwhile (fastconv._config.kernel_blas_threads), so the columns are still in cache for the
+GEMM and the cores share the im2col as well as the GEMM.  grad_weight's workers sum into
+private accumulators (the first worker's is grad_weight itself), added in a fixed order at the
+end.  grad_input's col2im scatters into input rows shared by neighbouring tiles, so each worker
+takes whole samples.  Tiles never move between workers, so results are bitwise reproducible
+for a fixed thread count.  With one thread (also where the caller runs the tiles in turn with
+BLAS on all cores: the weights outweigh the columns) the workers are one.
 """
+import collections
+
 import numba
 import numpy as np
-from numba import njit, types
+from numba import njit, prange, types
 from numba.extending import overload
 
 _FASTMATH = {"reassoc", "nsz", "arcp", "contract"}
 _INT_MAX = 2**31 - 1
-_TILE_ELEMENTS = 4 << 20     # default tile: columns of ~16 MB (float32), as the Cython module
+_TILE_ELEMENTS = 4 << 20            # grad_input's workspace (elements, all threads), as Cython's
+_THREAD_TILE_ELEMENTS = 256 << 10   # columns per thread in forward and grad_weight: a 1 MB L2
+
+# The convolution's sizes (legend above); pointwise: a plain matrix product (1x1, stride 1,
+# no padding), with no im2col.
+_Geom = collections.namedtuple(
+    "_Geom", "N C H W K kh kw oH oW sh sw pt pl dh dw G Cg Kg R P pointwise")
+
+# Forward and grad_weight's tiles: rows per tile (of the batch if per_sample == 0, else of one
+# sample, per_sample tiles to a sample), count in all, scratch per worker (columns, and in
+# NCHW multi-sample tiles a (Kg, T) staging block), workers.
+_Tiles = collections.namedtuple("_Tiles", "rows per_sample count col_elements threads")
+
+# grad_input's tasks (the batch with one worker, else one sample each): workers, each with
+# `scratch` elements of the workspace, running their tasks in tiles of spp whole samples
+# (NCHW) or rpt output rows.
+_SampleTasks = collections.namedtuple("_SampleTasks", "threads scratch spp rpt")
 
 
 def _use_threads(n):
@@ -82,10 +106,21 @@ def _gemm_impl(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc):
     return impl
 
 
-# --------------------------------------------------------------------------- helpers
-
 _inner = njit(cache=True, fastmath=_FASTMATH)
+# The parallel drivers hold the GIL (as numba_direct's), so calls from several Python threads
+# take turns, which Numba's workqueue threading layer requires.
+_parallel = njit(cache=True, fastmath=_FASTMATH, parallel=True)
 
+
+@_inner
+def _look_up_blas(like):
+    """Make Numba resolve ?gemm now, on the thread that holds the GIL: its first call takes the
+    GIL to look the function up, which a prange worker would wait for forever."""
+    scratch = np.ones(2, dtype=like.dtype)
+    _gemm(False, False, 1, 1, 1, scratch, 1, scratch, 1, 0.0, scratch[1:], 1)
+
+
+# --------------------------------------------------------------------------- helpers
 
 @_inner
 def _valid_range(off, s, size, n_out):
@@ -97,564 +132,659 @@ def _valid_range(off, s, size, n_out):
     return lo, hi
 
 
+# Loops index views from 0: an index Numba cannot prove non-negative costs a wraparound test per
+# access, which also keeps LLVM from vectorising (a row copy 4-9x slower).
+
 @_inner
-def _pointwise(H, W, kh, kw, oH, oW, sh, sw, pt, pl):
-    """True when the convolution is a plain matrix product (1x1, stride 1, no padding)."""
-    return (kh == 1 and kw == 1 and sh == 1 and sw == 1 and pt == 0 and pl == 0
-            and oH == H and oW == W)
+def _zero(a, start, n):
+    """a[start:start + n] = 0"""
+    v = a[start:start + n]
+    for i in range(n):
+        v[i] = 0
 
 
 @_inner
-def _next_tile(N, oH, spp, rpt, cross, r1):
+def _copy(dst, d, src, s, n):
+    """dst[d:d + n] = src[s:s + n]"""
+    a = dst[d:d + n]
+    b = src[s:s + n]
+    for i in range(n):
+        a[i] = b[i]
+
+
+@_inner
+def _add(dst, d, src, s, n):
+    """dst[d:d + n] += src[s:s + n]"""
+    a = dst[d:d + n]
+    b = src[s:s + n]
+    for i in range(n):
+        a[i] += b[i]
+
+
+@_inner
+def _gather(dst, d, src, s, lo, hi, stride):
+    """dst[d + o] = src[s + o*stride] for o in [lo, hi).  (A constant stride 2, which GCC
+    vectorises with permutes in the Cython module, is 3x slower here: LLVM gathers.)"""
+    a = dst[d + lo:d + hi]
+    b = src[s + lo * stride:]
+    if stride == 1:
+        for o in range(hi - lo):
+            a[o] = b[o]
+    else:
+        for o in range(hi - lo):
+            a[o] = b[o * stride]
+
+
+@_inner
+def _scatter_add(dst, d, src, s, lo, hi, stride):
+    """dst[d + o*stride] += src[s + o] for o in [lo, hi) (the transpose of _gather)."""
+    a = dst[d + lo * stride:]
+    b = src[s + lo:s + hi]
+    if stride == 1:
+        for o in range(hi - lo):
+            a[o] += b[o]
+    else:
+        for o in range(hi - lo):
+            a[o * stride] += b[o]
+
+
+@_inner
+def _next_tile(g, spp, rpt, cross, r1):
     """The next tile [r0, r1') of global output rows after r1 (r0 == r1' when done).
 
     spp > 0: tiles of spp whole samples; else tiles of rpt rows (inside one sample unless cross)."""
-    total = N * oH
+    total = g.N * g.oH
     start = r1
     if start >= total:
         return start, start
     if spp > 0:
-        end = min(start + spp * oH, total)
+        end = min(start + spp * g.oH, total)
     elif cross:
         end = min(start + rpt, total)
     else:
-        n = start // oH
-        end = min(start + rpt, (n + 1) * oH)
+        n = start // g.oH
+        end = min(start + rpt, (n + 1) * g.oH)
     return start, end
+
+
+@_inner
+def _tile_rows(g, tl, t):
+    """Global output rows [r0, r1) of tile t (r = n*oH + oh)."""
+    if tl.per_sample == 0:
+        r0 = t * tl.rows
+        return r0, min(r0 + tl.rows, g.N * g.oH)
+    n = t // tl.per_sample
+    a = (t - n * tl.per_sample) * tl.rows
+    return n * g.oH + a, n * g.oH + min(a + tl.rows, g.oH)
+
+
+@_inner
+def _worker_block(count, workers, w):
+    """[t0, t1): worker w's contiguous share of count tasks, the same on every call."""
+    return w * count // workers, (w + 1) * count // workers
 
 
 # --------------------------------------------------------------------------- NHWC im2col / col2im
 
 @_inner
-def _im2col_nhwc(xf, col, H, W, C, Cg, kh, kw, oH, oW, sh, sw, pt, pl, dh, dw, c0, r0, r1):
+def _im2col_nhwc(x, col, g, c0, r0, r1):
     """col[(r - r0)*oW + ow, (i*kw + j)*Cg + c] = x[n, ih, iw, c0 + c] (0 in the padding)."""
-    R = Cg * kh * kw
-    KC = kw * Cg
-    runs = dw == 1 and Cg == C
+    KC = g.kw * g.Cg
+    runs = g.dw == 1 and g.Cg == g.C   # a kernel row's taps are one run of x
     for r in range(r0, r1):
-        n = r // oH
-        oh = r - n * oH
-        for ow in range(oW):
-            d = ((r - r0) * oW + ow) * R
-            iw0 = ow * sw - pl
-            for i in range(kh):
+        n = r // g.oH
+        oh = r - n * g.oH
+        for ow in range(g.oW):
+            d = ((r - r0) * g.oW + ow) * g.R
+            iw0 = ow * g.sw - g.pl
+            for i in range(g.kh):
                 di = d + i * KC
-                ih = oh * sh - pt + i * dh
-                if ih < 0 or ih >= H:
-                    col[di:di + KC] = 0
+                ih = oh * g.sh - g.pt + i * g.dh
+                if ih < 0 or ih >= g.H:
+                    _zero(col, di, KC)
                     continue
-                xrow = ((n * H + ih) * W) * C + c0
-                if runs and iw0 >= 0 and iw0 + kw <= W:
-                    col[di:di + KC] = xf[xrow + iw0 * C:xrow + iw0 * C + KC]
+                xrow = (n * g.H + ih) * g.W * g.C + c0
+                if runs and iw0 >= 0 and iw0 + g.kw <= g.W:
+                    _copy(col, di, x, xrow + iw0 * g.C, KC)
                     continue
-                for j in range(kw):
-                    dj = di + j * Cg
-                    iw = iw0 + j * dw
-                    if iw < 0 or iw >= W:
-                        col[dj:dj + Cg] = 0
+                for j in range(g.kw):
+                    iw = iw0 + j * g.dw
+                    if iw < 0 or iw >= g.W:
+                        _zero(col, di + j * g.Cg, g.Cg)
                     else:
-                        col[dj:dj + Cg] = xf[xrow + iw * C:xrow + iw * C + Cg]
+                        _copy(col, di + j * g.Cg, x, xrow + iw * g.C, g.Cg)
 
 
 @_inner
-def _col2im_nhwc(col, gf, H, W, C, Cg, kh, kw, oH, oW, sh, sw, pt, pl, dh, dw, c0, r0, r1):
+def _col2im_nhwc(col, gin, g, c0, r0, r1):
     """gin[n, ih, iw, c0 + c] += the tile's col entries that im2col read from there (gather per row)."""
-    R = Cg * kh * kw
-    nf = r0 // oH
-    nl = (r1 - 1) // oH
-    q_lo = nf * H + min(H, max(0, (r0 - nf * oH) * sh - pt))
-    q_hi = nl * H + max(0, min(H, (r1 - 1 - nl * oH) * sh - pt + (kh - 1) * dh + 1))
-    for q in range(q_lo, q_hi):
-        n = q // H
-        ih = q - n * H
-        a = max(r0 - n * oH, 0)
-        b = min(r1 - n * oH, oH)
-        if a >= b:
-            continue
-        drow = q * W * C + c0
-        for i in range(kh):
-            t = ih + pt - i * dh
-            if t < 0 or t % sh != 0:
+    nf = r0 // g.oH
+    nl = (r1 - 1) // g.oH
+    q_lo = nf * g.H + min(g.H, max(0, (r0 - nf * g.oH) * g.sh - g.pt))
+    q_hi = nl * g.H + max(0, min(g.H, (r1 - 1 - nl * g.oH) * g.sh - g.pt + (g.kh - 1) * g.dh + 1))
+    for q in range(q_lo, q_hi):   # q = n*H + ih: an input row
+        n = q // g.H
+        ih = q - n * g.H
+        a = max(r0 - n * g.oH, 0)
+        b = min(r1 - n * g.oH, g.oH)
+        drow = q * g.W * g.C + c0
+        for i in range(g.kh):
+            t = ih + g.pt - i * g.dh
+            if t < 0 or t % g.sh != 0:
                 continue
-            oh = t // sh
+            oh = t // g.sh
             if oh < a or oh >= b:
                 continue
-            crow = ((n * oH + oh - r0) * oW) * R + i * kw * Cg
-            for j in range(kw):
-                off = j * dw - pl
-                lo, hi = _valid_range(off, sw, W, oW)
+            crow = ((n * g.oH + oh - r0) * g.oW) * g.R + i * g.kw * g.Cg
+            for j in range(g.kw):
+                off = j * g.dw - g.pl
+                lo, hi = _valid_range(off, g.sw, g.W, g.oW)
                 for ow in range(lo, hi):
-                    d = gf[drow + (ow * sw + off) * C:drow + (ow * sw + off) * C + Cg]
-                    s = col[crow + ow * R + j * Cg:crow + ow * R + j * Cg + Cg]
-                    for c in range(Cg):
-                        d[c] += s[c]
+                    _add(gin, drow + (ow * g.sw + off) * g.C, col, crow + ow * g.R + j * g.Cg, g.Cg)
 
 
 # --------------------------------------------------------------------------- NCHW im2col / col2im
 
 @_inner
-def _im2col_nchw(xf, col, C, H, W, Cg, kh, kw, oH, oW, sh, sw, pt, pl, dh, dw, c0, r0, r1):
+def _im2col_nchw(x, col, g, c0, r0, r1):
     """col[(c*kh + i)*kw + j, (r - r0)*oW + ow] = x[n, c0 + c, ih, iw] (0 in the padding)."""
-    R = Cg * kh * kw
-    kk = kh * kw
-    T = (r1 - r0) * oW
-    for rr in range(R):
+    kk = g.kh * g.kw
+    T = (r1 - r0) * g.oW
+    for rr in range(g.R):
         c = rr // kk
-        ij = rr - c * kk
-        i = ij // kw
-        j = ij - i * kw
-        off = j * dw - pl
-        lo, hi = _valid_range(off, sw, W, oW)
+        i = (rr - c * kk) // g.kw
+        j = rr - c * kk - i * g.kw
+        off = j * g.dw - g.pl
+        lo, hi = _valid_range(off, g.sw, g.W, g.oW)
         for r in range(r0, r1):
-            n = r // oH
-            oh = r - n * oH
-            ih = oh * sh - pt + i * dh
-            d = col[rr * T + (r - r0) * oW:rr * T + (r - r0 + 1) * oW]
-            if ih < 0 or ih >= H:
-                d[:] = 0
+            n = r // g.oH
+            ih = (r - n * g.oH) * g.sh - g.pt + i * g.dh
+            d = rr * T + (r - r0) * g.oW
+            if ih < 0 or ih >= g.H:
+                _zero(col, d, g.oW)
                 continue
-            s = ((n * C + c0 + c) * H + ih) * W
-            d[:lo] = 0
-            if hi > lo:
-                if sw == 1:
-                    d[lo:hi] = xf[s + lo + off:s + hi + off]
-                else:
-                    d[lo:hi] = xf[s + lo * sw + off:s + (hi - 1) * sw + off + 1:sw]
-            d[hi:] = 0
+            _zero(col, d, lo)
+            _gather(col, d, x, ((n * g.C + c0 + c) * g.H + ih) * g.W + off, lo, hi, g.sw)
+            _zero(col, d + hi, g.oW - hi)
 
 
 @_inner
-def _col2im_nchw(col, gf, C, H, W, Cg, kh, kw, oH, oW, sh, sw, pt, pl, dh, dw, c0, r0, r1):
+def _col2im_nchw(col, gin, g, c0, r0, r1):
     """grad_input[n, c0 + c] += the tile's col rows (c, i, j) scattered back, one plane at a time."""
-    T = (r1 - r0) * oW
-    nf = r0 // oH
-    nl = (r1 - 1) // oH
-    for n in range(nf, nl + 1):
-        ra = max(r0, n * oH)
-        rb = min(r1, (n + 1) * oH)
-        for c in range(Cg):
-            plane = (n * C + c0 + c) * H * W
-            for i in range(kh):
-                for j in range(kw):
-                    off = j * dw - pl
-                    lo, hi = _valid_range(off, sw, W, oW)
-                    if hi <= lo:
-                        continue
-                    srow = ((c * kh + i) * kw + j) * T
+    T = (r1 - r0) * g.oW
+    for n in range(r0 // g.oH, (r1 - 1) // g.oH + 1):
+        ra = max(r0, n * g.oH)
+        rb = min(r1, (n + 1) * g.oH)
+        for c in range(g.Cg):
+            plane = (n * g.C + c0 + c) * g.H * g.W
+            for i in range(g.kh):
+                for j in range(g.kw):
+                    off = j * g.dw - g.pl
+                    lo, hi = _valid_range(off, g.sw, g.W, g.oW)
+                    srow = ((c * g.kh + i) * g.kw + j) * T
                     for r in range(ra, rb):
-                        oh = r - n * oH
-                        ih = oh * sh - pt + i * dh
-                        if ih < 0 or ih >= H:
-                            continue
-                        s = col[srow + (r - r0) * oW + lo:srow + (r - r0) * oW + hi]
-                        d0 = plane + ih * W
-                        if sw == 1:
-                            d = gf[d0 + lo + off:d0 + hi + off]
-                            for t in range(hi - lo):
-                                d[t] += s[t]
-                        else:
-                            d2 = gf[d0 + lo * sw + off:d0 + (hi - 1) * sw + off + 1:sw]
-                            for t in range(hi - lo):
-                                d2[t] += s[t]
+                        ih = (r - n * g.oH) * g.sh - g.pt + i * g.dh
+                        if 0 <= ih < g.H:
+                            _scatter_add(gin, plane + ih * g.W + off, col,
+                                         srow + (r - r0) * g.oW, lo, hi, g.sw)
 
 
 @_inner
-def _pack_rows(src, dst, K, oH, oW, k0, nk, r0, r1, to_tile):
+def _pack_rows(src, dst, g, k0, nk, r0, r1, to_tile):
     """Copy between an NCHW array's channels [k0, k0+nk) of rows [r0, r1) and a (nk, T) tile.
 
     to_tile: dst[k, t] = src[n, k0 + k, pixel];  else src is the tile and dst the array."""
-    T = (r1 - r0) * oW
-    P = oH * oW
-    nf = r0 // oH
-    nl = (r1 - 1) // oH
-    for n in range(nf, nl + 1):
-        ra = max(r0, n * oH)
-        rb = min(r1, (n + 1) * oH)
-        length = (rb - ra) * oW
-        toff = (ra - r0) * oW
+    T = (r1 - r0) * g.oW
+    for n in range(r0 // g.oH, (r1 - 1) // g.oH + 1):
+        ra = max(r0, n * g.oH)
+        rb = min(r1, (n + 1) * g.oH)
+        length = (rb - ra) * g.oW
+        toff = (ra - r0) * g.oW
         for k in range(nk):
-            aoff = (n * K + k0 + k) * P + (ra - n * oH) * oW
+            aoff = (n * g.K + k0 + k) * g.P + (ra - n * g.oH) * g.oW
             if to_tile:
-                dst[k * T + toff:k * T + toff + length] = src[aoff:aoff + length]
+                _copy(dst, k * T + toff, src, aoff, length)
             else:
-                dst[aoff:aoff + length] = src[k * T + toff:k * T + toff + length]
-
-
-# --------------------------------------------------------------------------- NHWC kernels
-
-@_inner
-def _fwd_nhwc(x, w, bias, out, ws, sh, sw, pt, pl, dh, dw, G, rpt):
-    """out[n, oh, ow, k] = bias[k] + sum_{i, j, c} x[n, ih, iw, g*Cg + c] * w[i, j, c, k]"""
-    N, H, W, C = x.shape
-    kh, kw, Cg, K = w.shape
-    oH, oW = out.shape[1], out.shape[2]
-    Kg = K // G
-    R = Cg * kh * kw
-    xf = x.reshape(x.size)
-    wf = w.reshape(w.size)
-    of = out.reshape(out.size)
-    o2 = out.reshape(N * oH * oW, K)
-    if _pointwise(H, W, kh, kw, oH, oW, sh, sw, pt, pl):
-        o2[:, :] = bias
-        npix = N * oH * oW
-        p0 = 0
-        while p0 < npix:
-            m = min(_INT_MAX, npix - p0)
-            for gi in range(G):
-                _gemm(False, False, m, Kg, Cg, xf[p0 * C + gi * Cg:], C, wf[gi * Kg:], K,
-                      1.0, of[p0 * K + gi * Kg:], K)
-            p0 += m
-        return
-    r0 = 0
-    r1 = 0
-    while True:
-        r0, r1 = _next_tile(N, oH, 0, rpt, True, r1)
-        if r0 == r1:
-            break
-        p0 = r0 * oW
-        m = (r1 - r0) * oW
-        o2[p0:p0 + m, :] = bias
-        for gi in range(G):
-            _im2col_nhwc(xf, ws, H, W, C, Cg, kh, kw, oH, oW, sh, sw, pt, pl, dh, dw,
-                         gi * Cg, r0, r1)
-            _gemm(False, False, m, Kg, R, ws, R, wf[gi * Kg:], K, 1.0, of[p0 * K + gi * Kg:], K)
+                _copy(dst, aoff, src, k * T + toff, length)
 
 
 @_inner
-def _gin_nhwc(gout, w, gin, ws, sh, sw, pt, pl, dh, dw, G, rpt):
+def _add_bias(out, o, ld, bias, k0, nk, length):
+    """out[o + k*ld + p] += bias[k0 + k] for k < nk, p < length (an NCHW block of channels)."""
+    for k in range(nk):
+        row = out[o + k * ld:o + k * ld + length]
+        bk = bias[k0 + k]
+        for p in range(length):
+            row[p] += bk
+
+
+# --------------------------------------------------------------------------- forward tiles
+
+@_inner
+def _fwd_tile_nhwc(x, w, bias, out, col, g, r0, r1):
+    """out rows (T, K) of rows [r0, r1) = col (T, R) @ W_g (R, Kg) per group, plus the bias;
+    pointwise reads x's rows in place."""
+    T = (r1 - r0) * g.oW
+    o = r0 * g.oW * g.K
+    for gi in range(g.G):
+        if g.pointwise:
+            _gemm(False, False, T, g.Kg, g.R, x[r0 * g.oW * g.C + gi * g.Cg:], g.C,
+                  w[gi * g.Kg:], g.K, 0.0, out[o + gi * g.Kg:], g.K)
+        else:
+            _im2col_nhwc(x, col, g, gi * g.Cg, r0, r1)
+            _gemm(False, False, T, g.Kg, g.R, col, g.R, w[gi * g.Kg:], g.K, 0.0,
+                  out[o + gi * g.Kg:], g.K)
+    for p in range(T):
+        _add(out, o + p * g.K, bias, 0, g.K)
+
+
+@_inner
+def _fwd_tile_nchw(x, w, bias, out, col, g, r0, r1):
+    """out[n, group's channels, rows [r0, r1)] (Kg, T) = W_g (Kg, R) @ col (R, T), plus the bias
+    (r0, r1 in sample n); pointwise reads x's rows in place."""
+    T = (r1 - r0) * g.oW
+    n = r0 // g.oH
+    po = (r0 - n * g.oH) * g.oW
+    for gi in range(g.G):
+        o = (n * g.K + gi * g.Kg) * g.P + po
+        if g.pointwise:
+            _gemm(False, False, g.Kg, T, g.R, w[gi * g.Kg * g.R:], g.R,
+                  x[(n * g.C + gi * g.Cg) * g.P + po:], g.P, 0.0, out[o:], g.P)
+        else:
+            _im2col_nchw(x, col, g, gi * g.Cg, r0, r1)
+            _gemm(False, False, g.Kg, T, g.R, w[gi * g.Kg * g.R:], g.R, col, T, 0.0,
+                  out[o:], g.P)
+        _add_bias(out, o, g.P, bias, gi * g.Kg, g.Kg, T)
+
+
+@_inner
+def _fwd_samples_nchw(x, w, bias, out, col, g, r0, r1):
+    """As _fwd_tile_nchw for whole samples: (Kg, T) in a staging block after the columns,
+    then out (samples lie K*P apart)."""
+    T = (r1 - r0) * g.oW
+    stage = col[g.R * T:]
+    for gi in range(g.G):
+        _im2col_nchw(x, col, g, gi * g.Cg, r0, r1)
+        _gemm(False, False, g.Kg, T, g.R, w[gi * g.Kg * g.R:], g.R, col, T, 0.0, stage, T)
+        _add_bias(stage, 0, T, bias, gi * g.Kg, g.Kg, T)
+        _pack_rows(stage, out, g, gi * g.Kg, g.Kg, r0, r1, False)
+
+
+@_inner
+def _fwd_tile(x, w, bias, out, col, g, tl, nhwc, t):
+    """out of tile t := bias + (columns of the tile) @ weights, group by group."""
+    r0, r1 = _tile_rows(g, tl, t)
+    if nhwc:
+        _fwd_tile_nhwc(x, w, bias, out, col, g, r0, r1)
+    elif (r1 - 1) // g.oH != r0 // g.oH:
+        _fwd_samples_nchw(x, w, bias, out, col, g, r0, r1)
+    else:
+        _fwd_tile_nchw(x, w, bias, out, col, g, r0, r1)
+
+
+# --------------------------------------------------------------------------- grad_weight tiles
+
+@_inner
+def _gw_tile_nhwc(gout, x, acc, col, g, r0, r1):
+    """acc (R, K) group block (R, Kg) += col^T (R, T) @ gout (T, Kg) of rows [r0, r1)."""
+    T = (r1 - r0) * g.oW
+    p0 = r0 * g.oW
+    for gi in range(g.G):
+        if g.pointwise:
+            _gemm(True, False, g.R, g.Kg, T, x[p0 * g.C + gi * g.Cg:], g.C,
+                  gout[p0 * g.K + gi * g.Kg:], g.K, 1.0, acc[gi * g.Kg:], g.K)
+        else:
+            _im2col_nhwc(x, col, g, gi * g.Cg, r0, r1)
+            _gemm(True, False, g.R, g.Kg, T, col, g.R, gout[p0 * g.K + gi * g.Kg:], g.K, 1.0,
+                  acc[gi * g.Kg:], g.K)
+
+
+@_inner
+def _gw_tile_nchw(gout, x, acc, col, g, r0, r1):
+    """acc (K, R) group block (Kg, R) += gout (Kg, T) @ col^T (T, R) of rows [r0, r1) in one sample."""
+    T = (r1 - r0) * g.oW
+    n = r0 // g.oH
+    po = (r0 - n * g.oH) * g.oW
+    for gi in range(g.G):
+        go = gout[(n * g.K + gi * g.Kg) * g.P + po:]
+        if g.pointwise:
+            _gemm(False, True, g.Kg, g.R, T, go, g.P, x[(n * g.C + gi * g.Cg) * g.P + po:], g.P,
+                  1.0, acc[gi * g.Kg * g.R:], g.R)
+        else:
+            _im2col_nchw(x, col, g, gi * g.Cg, r0, r1)
+            _gemm(False, True, g.Kg, g.R, T, go, g.P, col, T, 1.0, acc[gi * g.Kg * g.R:], g.R)
+
+
+@_inner
+def _gw_samples_nchw(gout, x, acc, col, g, r0, r1):
+    """As _gw_tile_nchw for whole samples: grad_output gathered into a (Kg, T) staging block."""
+    T = (r1 - r0) * g.oW
+    stage = col[g.R * T:]
+    for gi in range(g.G):
+        _pack_rows(gout, stage, g, gi * g.Kg, g.Kg, r0, r1, True)
+        _im2col_nchw(x, col, g, gi * g.Cg, r0, r1)
+        _gemm(False, True, g.Kg, g.R, T, stage, T, col, T, 1.0, acc[gi * g.Kg * g.R:], g.R)
+
+
+@_inner
+def _gw_tile(gout, x, acc, col, g, tl, nhwc, t):
+    """acc += the weight gradient of tile t: grad_output of the tile times its columns."""
+    r0, r1 = _tile_rows(g, tl, t)
+    if nhwc:
+        _gw_tile_nhwc(gout, x, acc, col, g, r0, r1)
+    elif (r1 - 1) // g.oH != r0 // g.oH:
+        _gw_samples_nchw(gout, x, acc, col, g, r0, r1)
+    else:
+        _gw_tile_nchw(gout, x, acc, col, g, r0, r1)
+
+
+# --------------------------------------------------------------------------- grad_input tasks
+
+@_inner
+def _gin_nhwc(gout, w, gin, ws, g, rpt):
     """gin[n, ih, iw, c] = sum over (oh, ow, i, j) hitting it of gout[n, oh, ow, k] * w[i, j, c, k]"""
-    N, H, W, C = gin.shape
-    kh, kw, Cg, K = w.shape
-    oH, oW = gout.shape[1], gout.shape[2]
-    Kg = K // G
-    R = Cg * kh * kw
-    gof = gout.reshape(gout.size)
-    wf = w.reshape(w.size)
-    gf = gin.reshape(gin.size)
-    if _pointwise(H, W, kh, kw, oH, oW, sh, sw, pt, pl):
-        npix = N * oH * oW
-        p0 = 0
-        while p0 < npix:
+    if g.pointwise:
+        npix = g.N * g.P
+        for p0 in range(0, npix, _INT_MAX):
             m = min(_INT_MAX, npix - p0)
-            for gi in range(G):
-                _gemm(False, True, m, Cg, Kg, gof[p0 * K + gi * Kg:], K, wf[gi * Kg:], K,
-                      0.0, gf[p0 * C + gi * Cg:], C)
-            p0 += m
+            for gi in range(g.G):
+                _gemm(False, True, m, g.Cg, g.Kg, gout[p0 * g.K + gi * g.Kg:], g.K,
+                      w[gi * g.Kg:], g.K, 0.0, gin[p0 * g.C + gi * g.Cg:], g.C)
         return
-    gf[:] = 0
-    r0 = 0
+    _zero(gin, 0, gin.size)
     r1 = 0
     while True:
-        r0, r1 = _next_tile(N, oH, 0, rpt, True, r1)
+        r0, r1 = _next_tile(g, 0, rpt, True, r1)
         if r0 == r1:
             break
-        p0 = r0 * oW
-        m = (r1 - r0) * oW
-        for gi in range(G):
-            _gemm(False, True, m, R, Kg, gof[p0 * K + gi * Kg:], K, wf[gi * Kg:], K, 0.0, ws, R)
-            _col2im_nhwc(ws, gf, H, W, C, Cg, kh, kw, oH, oW, sh, sw, pt, pl, dh, dw,
-                         gi * Cg, r0, r1)
+        p0 = r0 * g.oW
+        m = (r1 - r0) * g.oW
+        for gi in range(g.G):
+            _gemm(False, True, m, g.R, g.Kg, gout[p0 * g.K + gi * g.Kg:], g.K, w[gi * g.Kg:], g.K,
+                  0.0, ws, g.R)
+            _col2im_nhwc(ws, gin, g, gi * g.Cg, r0, r1)
 
 
 @_inner
-def _gw_nhwc(gout, x, gw, ws, sh, sw, pt, pl, dh, dw, G, rpt):
-    """gw[i, j, c, k] = sum_{n, oh, ow} gout[n, oh, ow, k] * x[n, ih, iw, g*Cg + c]"""
-    N, H, W, C = x.shape
-    kh, kw, Cg, K = gw.shape
-    oH, oW = gout.shape[1], gout.shape[2]
-    Kg = K // G
-    R = Cg * kh * kw
-    gof = gout.reshape(gout.size)
-    xf = x.reshape(x.size)
-    gwf = gw.reshape(gw.size)
-    beta = 0.0
-    if _pointwise(H, W, kh, kw, oH, oW, sh, sw, pt, pl):
-        npix = N * oH * oW
-        p0 = 0
-        while p0 < npix:
-            m = min(_INT_MAX, npix - p0)
-            for gi in range(G):
-                _gemm(True, False, Cg, Kg, m, xf[p0 * C + gi * Cg:], C, gof[p0 * K + gi * Kg:], K,
-                      beta, gwf[gi * Kg:], K)
-            beta = 1.0
-            p0 += m
-        return
-    r0 = 0
-    r1 = 0
-    while True:
-        r0, r1 = _next_tile(N, oH, 0, rpt, True, r1)
-        if r0 == r1:
-            break
-        p0 = r0 * oW
-        m = (r1 - r0) * oW
-        for gi in range(G):
-            _im2col_nhwc(xf, ws, H, W, C, Cg, kh, kw, oH, oW, sh, sw, pt, pl, dh, dw,
-                         gi * Cg, r0, r1)
-            _gemm(True, False, R, Kg, m, ws, R, gof[p0 * K + gi * Kg:], K, beta, gwf[gi * Kg:], K)
-        beta = 1.0
-
-
-# --------------------------------------------------------------------------- NCHW kernels
-
-@_inner
-def _fwd_nchw(x, w, bias, out, ws, sh, sw, pt, pl, dh, dw, G, spp, rpt):
-    """out[n, k, oh, ow] = bias[k] + sum_{c, i, j} x[n, g*Cg + c, ih, iw] * w[k, c, i, j]"""
-    N, C, H, W = x.shape
-    K, Cg, kh, kw = w.shape
-    oH, oW = out.shape[2], out.shape[3]
-    Kg = K // G
-    R = Cg * kh * kw
-    P = oH * oW
-    xf = x.reshape(x.size)
-    wf = w.reshape(w.size)
-    of = out.reshape(out.size)
-    if _pointwise(H, W, kh, kw, oH, oW, sh, sw, pt, pl):
-        for n in range(N):
-            for k in range(K):
-                of[(n * K + k) * P:(n * K + k + 1) * P] = bias[k]
-            for gi in range(G):
-                _gemm(False, False, Kg, P, Cg, wf[gi * Kg * Cg:], Cg, xf[(n * C + gi * Cg) * P:], P,
-                      1.0, of[(n * K + gi * Kg) * P:], P)
-        return
-    r0 = 0
-    r1 = 0
-    while True:
-        r0, r1 = _next_tile(N, oH, spp, rpt, False, r1)
-        if r0 == r1:
-            break
-        T = (r1 - r0) * oW
-        nf = r0 // oH
-        nl = (r1 - 1) // oH
-        tmp = ws[R * T:]
-        for gi in range(G):
-            _im2col_nchw(xf, ws, C, H, W, Cg, kh, kw, oH, oW, sh, sw, pt, pl, dh, dw,
-                         gi * Cg, r0, r1)
-            if nf == nl:
-                o = (nf * K + gi * Kg) * P + (r0 - nf * oH) * oW
-                for k in range(Kg):
-                    of[o + k * P:o + k * P + T] = bias[gi * Kg + k]
-                _gemm(False, False, Kg, T, R, wf[gi * Kg * R:], R, ws, T, 1.0, of[o:], P)
-            else:
-                for k in range(Kg):
-                    tmp[k * T:(k + 1) * T] = bias[gi * Kg + k]
-                _gemm(False, False, Kg, T, R, wf[gi * Kg * R:], R, ws, T, 1.0, tmp, T)
-                _pack_rows(tmp, of, K, oH, oW, gi * Kg, Kg, r0, r1, False)
-
-
-@_inner
-def _gin_nchw(gout, w, gin, ws, sh, sw, pt, pl, dh, dw, G, spp, rpt):
+def _gin_nchw(gout, w, gin, ws, g, spp, rpt):
     """gin[n, c, ih, iw] = sum over (oh, ow, i, j) hitting it of gout[n, k, oh, ow] * w[k, c, i, j]"""
-    N, C, H, W = gin.shape
-    K, Cg, kh, kw = w.shape
-    oH, oW = gout.shape[2], gout.shape[3]
-    Kg = K // G
-    R = Cg * kh * kw
-    P = oH * oW
-    gof = gout.reshape(gout.size)
-    wf = w.reshape(w.size)
-    gf = gin.reshape(gin.size)
-    if _pointwise(H, W, kh, kw, oH, oW, sh, sw, pt, pl):
-        for n in range(N):
-            for gi in range(G):
-                _gemm(True, False, Cg, P, Kg, wf[gi * Kg * Cg:], Cg, gof[(n * K + gi * Kg) * P:], P,
-                      0.0, gf[(n * C + gi * Cg) * P:], P)
+    if g.pointwise:
+        for n in range(g.N):
+            for gi in range(g.G):
+                _gemm(True, False, g.Cg, g.P, g.Kg, w[gi * g.Kg * g.Cg:], g.Cg,
+                      gout[(n * g.K + gi * g.Kg) * g.P:], g.P, 0.0,
+                      gin[(n * g.C + gi * g.Cg) * g.P:], g.P)
         return
-    gf[:] = 0
-    r0 = 0
+    _zero(gin, 0, gin.size)
     r1 = 0
     while True:
-        r0, r1 = _next_tile(N, oH, spp, rpt, False, r1)
+        r0, r1 = _next_tile(g, spp, rpt, False, r1)
         if r0 == r1:
             break
-        T = (r1 - r0) * oW
-        nf = r0 // oH
-        nl = (r1 - 1) // oH
-        tmp = ws[R * T:]
-        for gi in range(G):
-            if nf == nl:
-                _gemm(True, False, R, T, Kg, wf[gi * Kg * R:], R,
-                      gof[(nf * K + gi * Kg) * P + (r0 - nf * oH) * oW:], P, 0.0, ws, T)
+        T = (r1 - r0) * g.oW
+        nf = r0 // g.oH
+        tmp = ws[g.R * T:]
+        for gi in range(g.G):
+            if nf == (r1 - 1) // g.oH:
+                _gemm(True, False, g.R, T, g.Kg, w[gi * g.Kg * g.R:], g.R,
+                      gout[(nf * g.K + gi * g.Kg) * g.P + (r0 - nf * g.oH) * g.oW:], g.P,
+                      0.0, ws, T)
             else:
-                _pack_rows(gof, tmp, K, oH, oW, gi * Kg, Kg, r0, r1, True)
-                _gemm(True, False, R, T, Kg, wf[gi * Kg * R:], R, tmp, T, 0.0, ws, T)
-            _col2im_nchw(ws, gf, C, H, W, Cg, kh, kw, oH, oW, sh, sw, pt, pl, dh, dw,
-                         gi * Cg, r0, r1)
+                _pack_rows(gout, tmp, g, gi * g.Kg, g.Kg, r0, r1, True)
+                _gemm(True, False, g.R, T, g.Kg, w[gi * g.Kg * g.R:], g.R, tmp, T, 0.0, ws, T)
+            _col2im_nchw(ws, gin, g, gi * g.Cg, r0, r1)
 
 
-@_inner
-def _gw_nchw(gout, x, gw, ws, sh, sw, pt, pl, dh, dw, G, spp, rpt):
-    """gw[k, c, i, j] = sum_{n, oh, ow} gout[n, k, oh, ow] * x[n, g*Cg + c, ih, iw]"""
-    N, C, H, W = x.shape
-    K, Cg, kh, kw = gw.shape
-    oH, oW = gout.shape[2], gout.shape[3]
-    Kg = K // G
-    R = Cg * kh * kw
-    P = oH * oW
-    gof = gout.reshape(gout.size)
-    xf = x.reshape(x.size)
-    gwf = gw.reshape(gw.size)
-    beta = 0.0
-    if _pointwise(H, W, kh, kw, oH, oW, sh, sw, pt, pl):
-        for n in range(N):
-            for gi in range(G):
-                _gemm(False, True, Kg, Cg, P, gof[(n * K + gi * Kg) * P:], P,
-                      xf[(n * C + gi * Cg) * P:], P, beta, gwf[gi * Kg * Cg:], Cg)
-            beta = 1.0
-        return
-    r0 = 0
-    r1 = 0
-    while True:
-        r0, r1 = _next_tile(N, oH, spp, rpt, False, r1)
-        if r0 == r1:
-            break
-        T = (r1 - r0) * oW
-        nf = r0 // oH
-        nl = (r1 - 1) // oH
-        tmp = ws[R * T:]
-        for gi in range(G):
-            _im2col_nchw(xf, ws, C, H, W, Cg, kh, kw, oH, oW, sh, sw, pt, pl, dh, dw,
-                         gi * Cg, r0, r1)
-            if nf == nl:
-                _gemm(False, True, Kg, R, T, gof[(nf * K + gi * Kg) * P + (r0 - nf * oH) * oW:], P,
-                      ws, T, beta, gwf[gi * Kg * R:], R)
+# --------------------------------------------------------------------------- parallel drivers
+
+@_parallel
+def _forward(x, w, bias, out, ws, g, tl, nhwc):
+    """out := bias + conv2d(x, w); tl.threads workers, each its block of tiles and its columns."""
+    xf, wf, of = x.reshape(x.size), w.reshape(w.size), out.reshape(out.size)
+    _look_up_blas(ws)
+    for worker in prange(tl.threads):
+        col = ws[worker * tl.col_elements:(worker + 1) * tl.col_elements]
+        t0, t1 = _worker_block(tl.count, tl.threads, worker)
+        for t in range(t0, t1):
+            _fwd_tile(xf, wf, bias, of, col, g, tl, nhwc, t)
+
+
+@_parallel
+def _grad_weight(gout, x, gw, ws, g, tl, nhwc):
+    """gw := sum over tiles; worker w > 0 sums its block of tiles into the accumulator after the
+    workers' columns, worker 0 into gw itself; then gw += the accumulators, in order."""
+    gof, xf, gwf = gout.reshape(gout.size), x.reshape(x.size), gw.reshape(gw.size)
+    KR = gwf.size
+    accs = ws[tl.threads * tl.col_elements:]
+    _look_up_blas(ws)
+    for worker in prange(tl.threads):
+        col = ws[worker * tl.col_elements:(worker + 1) * tl.col_elements]
+        acc = gwf if worker == 0 else accs[(worker - 1) * KR:worker * KR]
+        _zero(acc, 0, KR)
+        t0, t1 = _worker_block(tl.count, tl.threads, worker)
+        for t in range(t0, t1):
+            _gw_tile(gof, xf, acc, col, g, tl, nhwc, t)
+    if tl.threads > 1:
+        for i in prange(KR):
+            s = gwf[i]
+            for a in range(tl.threads - 1):
+                s += accs[a * KR + i]
+            gwf[i] = s
+
+
+@_parallel
+def _grad_input(gout, w, gin, ws, g, st, nhwc):
+    """gin := conv2d^T gout; st.threads workers, each its block of tasks of geometry g in turn."""
+    gof, wf, gf = gout.reshape(gout.size), w.reshape(w.size), gin.reshape(gin.size)
+    out_task = g.N * g.P * g.K
+    in_task = g.N * g.H * g.W * g.C
+    _look_up_blas(ws)
+    for worker in prange(st.threads):
+        scratch = ws[worker * st.scratch:(worker + 1) * st.scratch]
+        n0, n1 = _worker_block(gf.size // in_task, st.threads, worker)
+        for n in range(n0, n1):
+            go = gof[n * out_task:(n + 1) * out_task]
+            gi = gf[n * in_task:(n + 1) * in_task]
+            if nhwc:
+                _gin_nhwc(go, wf, gi, scratch, g, st.rpt)
             else:
-                _pack_rows(gof, tmp, K, oH, oW, gi * Kg, Kg, r0, r1, True)
-                _gemm(False, True, Kg, R, T, tmp, T, ws, T, beta, gwf[gi * Kg * R:], R)
-        beta = 1.0
+                _gin_nchw(go, wf, gi, scratch, g, st.spp, st.rpt)
+
+
+# --------------------------------------------------------------------------- planning
+
+def _geometry(x_shape, w_shape, out_shape, nhwc, sh, sw, pt, pl, dh, dw, G):
+    """The _Geom of input, weight and output shapes in the layout's order."""
+    if nhwc:
+        (N, H, W, C), (kh, kw, _, K), (oH, oW) = x_shape, w_shape, out_shape[1:3]
+    else:
+        (N, C, H, W), (K, _, kh, kw), (oH, oW) = x_shape, w_shape, out_shape[2:]
+    sizes = [int(v) for v in (N, C, H, W, K, kh, kw, oH, oW, sh, sw, pt, pl, dh, dw, G)]
+    N, C, H, W, K, kh, kw, oH, oW, sh, sw, pt, pl, dh, dw, G = sizes
+    pointwise = (kh == 1 and kw == 1 and sh == 1 and sw == 1 and pt == 0 and pl == 0
+                 and oH == H and oW == W)
+    Cg = C // G
+    return _Geom(*sizes, Cg, K // G, Cg * kh * kw, oH * oW, pointwise)
+
+
+def _min_workspace(g):
+    """Scratch elements one tile (one output row of one group) needs; 0 for pointwise."""
+    return 0 if g.pointwise else g.oW * g.R
+
+
+def _rows_and_threads(g, ws_n, acc_elements, span, nt):
+    """Output rows per tile and threads, within ws_n elements of scratch (acc_elements more
+    per thread after the first)."""
+    row_cols = _min_workspace(g)
+    threads = max(nt, 1)
+    rows = max(1, min(_tile_elements(g) // (g.oW * (g.R + g.Kg)), span))
+    if threads > 1:   # at least two tiles per thread, for balance
+        rows = max(1, min(rows, g.N * g.oH // (2 * threads)))
+    rows = min(rows, _INT_MAX // max(g.oW, 1))
+    while threads > 1 and threads * rows * row_cols + (threads - 1) * acc_elements > ws_n:
+        if rows > 1:
+            rows = (rows + 1) // 2
+        else:
+            threads -= 1
+    if row_cols > 0:
+        rows = max(1, min(rows, ws_n // row_cols))
+    return rows, threads
+
+
+def _tile_elements(g):
+    """Columns a thread's tile aims at: L2-sized, but at least two weight matrices' worth (BLAS
+    repacks the weights on every call, which must stay small next to the multiply)."""
+    return max(_THREAD_TILE_ELEMENTS, 2 * g.Kg * g.R)
+
+
+def _plan_tiles(g, ws_n, acc_elements, nhwc, nt):
+    """Forward and grad_weight's _Tiles within ws_n elements of scratch (the Cython module's
+    plan): each thread needs rows*oW*R column elements, and each thread after the first
+    acc_elements more (grad_weight's private accumulators)."""
+    rows, threads = _rows_and_threads(g, ws_n, acc_elements, g.N * g.oH if nhwc else g.oH, nt)
+    col_elements = rows * _min_workspace(g)
+    per_sample = 0 if nhwc else -(-g.oH // rows)
+    if not nhwc and rows == g.oH and not g.pointwise and g.N >= 2 * threads:
+        # Small planes (oH*oW of a few hundred): several whole samples per tile, so that the
+        # GEMM is wide; the output leaves through a staging block.
+        samples = max(1, min(_tile_elements(g) // (g.P * (g.R + g.Kg)), g.N // (2 * threads)))
+        while threads > 1 and samples > 1 and (
+                threads * samples * g.P * (g.R + g.Kg) + (threads - 1) * acc_elements > ws_n):
+            samples -= 1
+        if samples > 1:
+            rows = samples * g.oH
+            col_elements = rows * g.oW * (g.R + g.Kg)
+        per_sample = 0
+    count = -(-g.N * g.oH // rows) if per_sample == 0 else g.N * per_sample
+    return _Tiles(rows, per_sample, count, col_elements, min(threads, count))
+
+
+def _plan_rows(g, ws_n, nhwc):
+    """grad_input's tiles in ws_n elements: (spp whole samples per tile (NCHW, 0 if not), rpt
+    output rows per tile)."""
+    rows_int = _INT_MAX // g.oW
+    if nhwc:
+        return 0, max(1, min(ws_n // (g.oW * g.R), rows_int, g.N * g.oH))
+    if ws_n >= g.P * g.R and g.oH <= rows_int:
+        # whole samples; several need a (Kg, T) staging block after the columns
+        return max(1, min(ws_n // (g.P * (g.R + g.Kg)), rows_int // g.oH, g.N)), 0
+    return 0, max(1, min(ws_n // (g.oW * g.R), rows_int, g.oH))
+
+
+def _plan_samples(g, ws_n, nhwc, nt):
+    """grad_input's (task geometry, _SampleTasks): a sample per task on up to nt workers (as
+    many as have one output row's columns each), the whole batch as one task on one."""
+    need = _min_workspace(g)
+    threads = max(1, min(nt, g.N, ws_n // need if need else nt))
+    task = g if threads == 1 else g._replace(N=1)
+    scratch = ws_n // threads
+    spp, rpt = _plan_rows(task, max(scratch, 1), nhwc) if need else (0, 0)
+    return task, _SampleTasks(threads, scratch, spp, rpt)
+
+
+def _scratch(workspace, g):
+    """The caller's workspace, or a minimum-size one when it is too small."""
+    need = _min_workspace(g)
+    return workspace if workspace.shape[0] >= need else np.empty(need, dtype=workspace.dtype)
 
 
 # --------------------------------------------------------------------------- Python boundary
 
-def _plan(N, oH, oW, R, Kg, ws_n, nhwc):
-    """(samples per tile spp > 0 for NCHW whole samples, else 0; output rows per tile rpt)."""
-    rows_int = _INT_MAX // oW
-    if nhwc:
-        return 0, max(1, min(ws_n // (oW * R), rows_int, N * oH))
-    P = oH * oW
-    if ws_n >= P * R and oH <= rows_int:
-        # whole samples; several need a (Kg, T) staging buffer after the columns
-        return max(1, min(ws_n // (P * (R + Kg)), rows_int // oH, N)), 0
-    return 0, max(1, min(ws_n // (oW * R), rows_int, oH))
+def _run_forward(x, weight, bias, out, workspace, g, nhwc, num_threads):
+    if g.N == 0:
+        return
+    ws = _scratch(workspace, g)
+    tl = _plan_tiles(g, ws.shape[0], 0, nhwc, num_threads)
+    _use_threads(tl.threads)
+    _forward(x, weight, bias, out, ws, g, tl, nhwc)
 
 
-def _prepare(workspace, N, H, W, kh, kw, oH, oW, R, Kg, sh, sw, pt, pl, nhwc):
-    """(workspace to use, spp, rpt): the caller's workspace, or a minimum-size one if too small."""
-    pointwise = (kh == 1 and kw == 1 and sh == 1 and sw == 1 and pt == 0 and pl == 0
-                 and oH == H and oW == W)
-    need = 0 if pointwise else oW * R
-    ws = workspace
-    if need > 0 and workspace.shape[0] < need:
-        ws = np.empty(need, dtype=workspace.dtype)
-    spp, rpt = _plan(N, oH, oW, R, Kg, max(ws.shape[0], need), nhwc)
-    return ws, spp, rpt
+def _run_grad_input(grad_output, weight, grad_input, workspace, g, nhwc, num_threads):
+    if g.N == 0:
+        return
+    ws = _scratch(workspace, g)
+    task, st = _plan_samples(g, ws.shape[0], nhwc, num_threads)
+    _use_threads(st.threads)
+    _grad_input(grad_output, weight, grad_input, ws, task, st, nhwc)
+
+
+def _run_grad_weight(grad_output, x, grad_weight, workspace, g, nhwc, num_threads):
+    if g.N == 0:
+        grad_weight[...] = 0
+        return
+    ws = _scratch(workspace, g)
+    tl = _plan_tiles(g, ws.shape[0], grad_weight.size, nhwc, num_threads)
+    _use_threads(tl.threads)
+    _grad_weight(grad_output, x, grad_weight, ws, g, tl, nhwc)
 
 
 def forward_nchw(x, weight, bias, out, workspace, stride_h, stride_w, pad_top, pad_left,
                  dilation_h, dilation_w, groups, num_threads):
     """out := bias + conv2d(x, weight) for x (N, C, H, W), weight (K, C/G, kh, kw), out (N, K, oH, oW)."""
-    N, C, H, W = x.shape
-    K, Cg, kh, kw = weight.shape
-    oH, oW = out.shape[2], out.shape[3]
-    if N == 0:
-        return
-    _use_threads(num_threads)
-    ws, spp, rpt = _prepare(workspace, N, H, W, kh, kw, oH, oW, Cg * kh * kw, K // groups,
-                            stride_h, stride_w, pad_top, pad_left, False)
-    _fwd_nchw(x, weight, bias, out, ws, stride_h, stride_w, pad_top, pad_left,
-              dilation_h, dilation_w, groups, spp, rpt)
+    g = _geometry(x.shape, weight.shape, out.shape, False, stride_h, stride_w, pad_top, pad_left,
+                  dilation_h, dilation_w, groups)
+    _run_forward(x, weight, bias, out, workspace, g, False, num_threads)
 
 
 def forward_nhwc(x, weight, bias, out, workspace, stride_h, stride_w, pad_top, pad_left,
                  dilation_h, dilation_w, groups, num_threads):
     """out := bias + conv2d(x, weight) for x (N, H, W, C), weight (kh, kw, C/G, K), out (N, oH, oW, K)."""
-    N, H, W, C = x.shape
-    kh, kw, Cg, K = weight.shape
-    oH, oW = out.shape[1], out.shape[2]
-    if N == 0:
-        return
-    _use_threads(num_threads)
-    ws, spp, rpt = _prepare(workspace, N, H, W, kh, kw, oH, oW, Cg * kh * kw, K // groups,
-                            stride_h, stride_w, pad_top, pad_left, True)
-    _fwd_nhwc(x, weight, bias, out, ws, stride_h, stride_w, pad_top, pad_left,
-              dilation_h, dilation_w, groups, rpt)
+    g = _geometry(x.shape, weight.shape, out.shape, True, stride_h, stride_w, pad_top, pad_left,
+                  dilation_h, dilation_w, groups)
+    _run_forward(x, weight, bias, out, workspace, g, True, num_threads)
 
 
 def grad_input_nchw(grad_output, weight, grad_input, workspace, stride_h, stride_w, pad_top,
                     pad_left, dilation_h, dilation_w, groups, num_threads):
     """grad_input := conv2d(x, weight)^T grad_output, NCHW (grad_input fully overwritten)."""
-    N, C, H, W = grad_input.shape
-    K, Cg, kh, kw = weight.shape
-    oH, oW = grad_output.shape[2], grad_output.shape[3]
-    if N == 0:
-        return
-    _use_threads(num_threads)
-    ws, spp, rpt = _prepare(workspace, N, H, W, kh, kw, oH, oW, Cg * kh * kw, K // groups,
-                            stride_h, stride_w, pad_top, pad_left, False)
-    _gin_nchw(grad_output, weight, grad_input, ws, stride_h, stride_w, pad_top, pad_left,
-              dilation_h, dilation_w, groups, spp, rpt)
+    g = _geometry(grad_input.shape, weight.shape, grad_output.shape, False, stride_h, stride_w,
+                  pad_top, pad_left, dilation_h, dilation_w, groups)
+    _run_grad_input(grad_output, weight, grad_input, workspace, g, False, num_threads)
 
 
 def grad_input_nhwc(grad_output, weight, grad_input, workspace, stride_h, stride_w, pad_top,
                     pad_left, dilation_h, dilation_w, groups, num_threads):
     """grad_input := conv2d(x, weight)^T grad_output, NHWC (grad_input fully overwritten)."""
-    N, H, W, C = grad_input.shape
-    kh, kw, Cg, K = weight.shape
-    oH, oW = grad_output.shape[1], grad_output.shape[2]
-    if N == 0:
-        return
-    _use_threads(num_threads)
-    ws, spp, rpt = _prepare(workspace, N, H, W, kh, kw, oH, oW, Cg * kh * kw, K // groups,
-                            stride_h, stride_w, pad_top, pad_left, True)
-    _gin_nhwc(grad_output, weight, grad_input, ws, stride_h, stride_w, pad_top, pad_left,
-              dilation_h, dilation_w, groups, rpt)
+    g = _geometry(grad_input.shape, weight.shape, grad_output.shape, True, stride_h, stride_w,
+                  pad_top, pad_left, dilation_h, dilation_w, groups)
+    _run_grad_input(grad_output, weight, grad_input, workspace, g, True, num_threads)
 
 
 def grad_weight_nchw(grad_output, x, grad_weight, workspace, stride_h, stride_w, pad_top,
                      pad_left, dilation_h, dilation_w, groups, num_threads):
     """grad_weight := sum_n grad_output[n] (x) im2col(x[n]), NCHW; zeros when N == 0."""
-    N, C, H, W = x.shape
-    K, Cg, kh, kw = grad_weight.shape
-    oH, oW = grad_output.shape[2], grad_output.shape[3]
-    if N == 0:
-        grad_weight[...] = 0
-        return
-    _use_threads(num_threads)
-    ws, spp, rpt = _prepare(workspace, N, H, W, kh, kw, oH, oW, Cg * kh * kw, K // groups,
-                            stride_h, stride_w, pad_top, pad_left, False)
-    _gw_nchw(grad_output, x, grad_weight, ws, stride_h, stride_w, pad_top, pad_left,
-             dilation_h, dilation_w, groups, spp, rpt)
+    g = _geometry(x.shape, grad_weight.shape, grad_output.shape, False, stride_h, stride_w,
+                  pad_top, pad_left, dilation_h, dilation_w, groups)
+    _run_grad_weight(grad_output, x, grad_weight, workspace, g, False, num_threads)
 
 
 def grad_weight_nhwc(grad_output, x, grad_weight, workspace, stride_h, stride_w, pad_top,
                      pad_left, dilation_h, dilation_w, groups, num_threads):
     """grad_weight := sum_n im2col(x[n])^T grad_output[n], NHWC; zeros when N == 0."""
-    N, H, W, C = x.shape
-    kh, kw, Cg, K = grad_weight.shape
-    oH, oW = grad_output.shape[1], grad_output.shape[2]
-    if N == 0:
-        grad_weight[...] = 0
-        return
-    _use_threads(num_threads)
-    ws, spp, rpt = _prepare(workspace, N, H, W, kh, kw, oH, oW, Cg * kh * kw, K // groups,
-                            stride_h, stride_w, pad_top, pad_left, True)
-    _gw_nhwc(grad_output, x, grad_weight, ws, stride_h, stride_w, pad_top, pad_left,
-             dilation_h, dilation_w, groups, rpt)
+    g = _geometry(x.shape, grad_weight.shape, grad_output.shape, True, stride_h, stride_w,
+                  pad_top, pad_left, dilation_h, dilation_w, groups)
+    _run_grad_weight(grad_output, x, grad_weight, workspace, g, True, num_threads)
 
 
-def workspace_elements(N, C, H, W, K, kh, kw, oH, oW, groups, max_elements, nhwc):
-    """Scratch elements wanted: min(max_elements, 4Mi, whole batch), but at least one output row's columns."""
-    R = (C // groups) * kh * kw
-    P = oH * oW
+def workspace_elements(N, C, H, W, K, kh, kw, oH, oW, groups, max_elements, nhwc, op="forward",
+                       num_threads=1):
+    """Scratch elements op ("forward", "grad_input" or "grad_weight") wants within max_elements.
+
+    Never less than one output row's columns (the kernels need that much to make progress)."""
+    if op not in ("forward", "grad_input", "grad_weight"):
+        raise ValueError(f"op must be 'forward', 'grad_input' or 'grad_weight'. Received: op={op!r}")
     if N <= 0:
         return 0
-    if kh == 1 and kw == 1 and oH == H and oW == W:
-        return 0    # pointwise: no scratch (odd strided cases fall back to a small allocation)
-    minimum = oW * R
-    if nhwc or N == 1:
-        per_sample = P * R
-    else:
-        per_sample = P * (R + K // groups)
-    want = min(max_elements, _TILE_ELEMENTS)
-    if N <= want // per_sample:
-        want = per_sample * N
-    return max(minimum, want)
+    shapes = ((N, C, H, W), (K, C // groups, kh, kw), (N, K, oH, oW))
+    g = _geometry(*shapes, False, 1, 1, 0, 0, 1, 1, groups)
+    minimum = _min_workspace(g)
+    if op == "grad_input":
+        if g.pointwise:
+            return 0
+        # each thread takes whole samples (tiles of one sample, so no staging block)
+        threads = max(1, min(num_threads, N, max_elements // minimum))
+        want = min(max_elements, _TILE_ELEMENTS) // threads
+        return threads * max(minimum, min(g.P * g.R, want))
+    acc = g.K * g.R if op == "grad_weight" else 0
+    tl = _plan_tiles(g, max_elements, acc, nhwc, num_threads)
+    return max(minimum, tl.threads * tl.col_elements + (tl.threads - 1) * acc)
