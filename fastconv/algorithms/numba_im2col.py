@@ -122,7 +122,12 @@ def _look_up_blas(like):
 
 # --------------------------------------------------------------------------- helpers
 
-@_inner
+# Helpers called in the innermost loops are inlined: Numba does not let LLVM inline one
+# compiled function into another, and a call per copied run cost 2-4 ns.
+_inline = njit(cache=True, fastmath=_FASTMATH, inline="always")
+
+
+@_inline
 def _valid_range(off, s, size, n_out):
     """(lo, hi) = range of o in [0, n_out) with 0 <= o*s + off < size"""
     lo = 0 if off >= 0 else (-off + s - 1) // s
@@ -132,60 +137,73 @@ def _valid_range(off, s, size, n_out):
     return lo, hi
 
 
-# Loops index views from 0: an index Numba cannot prove non-negative costs a wraparound test per
-# access, which also keeps LLVM from vectorising (a row copy 4-9x slower).
+# The loops below index views that start where they write: an index Numba cannot prove
+# non-negative costs a wraparound test per access, which also keeps LLVM from vectorising
+# (a run copy 4-9x slower).
 
-@_inner
+@_inline
 def _zero(a, start, n):
     """a[start:start + n] = 0"""
-    v = a[start:start + n]
+    v = a[start:]
     for i in range(n):
         v[i] = 0
 
 
-@_inner
-def _copy(dst, d, src, s, n):
-    """dst[d:d + n] = src[s:s + n]"""
-    a = dst[d:d + n]
-    b = src[s:s + n]
-    for i in range(n):
-        a[i] = b[i]
-
-
-@_inner
-def _add(dst, d, src, s, n):
-    """dst[d:d + n] += src[s:s + n]"""
-    a = dst[d:d + n]
-    b = src[s:s + n]
-    for i in range(n):
-        a[i] += b[i]
-
-
-@_inner
-def _gather(dst, d, src, s, lo, hi, stride):
-    """dst[d + o] = src[s + o*stride] for o in [lo, hi).  (A constant stride 2, which GCC
-    vectorises with permutes in the Cython module, is 3x slower here: LLVM gathers.)"""
-    a = dst[d + lo:d + hi]
-    b = src[s + lo * stride:]
-    if stride == 1:
-        for o in range(hi - lo):
+@_inline
+def _copy(dst, d, dst_stride, src, s, src_stride, n):
+    """dst[d + o*dst_stride] = src[s + o*src_stride] for o < n.  (A constant stride 2, which
+    GCC vectorises with permutes in the Cython module, is 3x slower here: LLVM gathers.)"""
+    a = dst[d:]
+    b = src[s:]
+    if dst_stride == 1 and src_stride == 1:
+        for o in range(n):
             a[o] = b[o]
     else:
-        for o in range(hi - lo):
-            a[o] = b[o * stride]
+        for o in range(n):
+            a[o * dst_stride] = b[o * src_stride]
 
 
-@_inner
-def _scatter_add(dst, d, src, s, lo, hi, stride):
-    """dst[d + o*stride] += src[s + o] for o in [lo, hi) (the transpose of _gather)."""
-    a = dst[d + lo * stride:]
-    b = src[s + lo:s + hi]
-    if stride == 1:
-        for o in range(hi - lo):
+@_inline
+def _accumulate(dst, d, dst_stride, src, s, src_stride, n):
+    """dst[d + o*dst_stride] += src[s + o*src_stride] for o < n."""
+    a = dst[d:]
+    b = src[s:]
+    if dst_stride == 1 and src_stride == 1:
+        for o in range(n):
             a[o] += b[o]
     else:
-        for o in range(hi - lo):
-            a[o * stride] += b[o]
+        for o in range(n):
+            a[o * dst_stride] += b[o * src_stride]
+
+
+# Runs of `width` contiguous elements, `runs` of them `step` apart: a view and a loop per run,
+# or for runs of one element (a single channel) one strided loop.
+
+@_inline
+def _zero_runs(dst, d, step, runs, width):
+    """dst[d + r*step + c] = 0 for r < runs, c < width."""
+    for r in range(runs):
+        _zero(dst, d + r * step, width)
+
+
+@_inline
+def _copy_runs(dst, d, dst_step, src, s, src_step, runs, width):
+    """dst[d + r*dst_step + c] = src[s + r*src_step + c] for r < runs, c < width."""
+    if width == 1:
+        _copy(dst, d, dst_step, src, s, src_step, runs)
+        return
+    for r in range(runs):
+        _copy(dst, d + r * dst_step, 1, src, s + r * src_step, 1, width)
+
+
+@_inline
+def _add_runs(dst, d, dst_step, src, s, src_step, runs, width):
+    """dst[d + r*dst_step + c] += src[s + r*src_step + c] for r < runs, c < width."""
+    if width == 1:
+        _accumulate(dst, d, dst_step, src, s, src_step, runs)
+        return
+    for r in range(runs):
+        _accumulate(dst, d + r * dst_step, 1, src, s + r * src_step, 1, width)
 
 
 @_inner
@@ -234,25 +252,38 @@ def _im2col_nhwc(x, col, g, c0, r0, r1):
     for r in range(r0, r1):
         n = r // g.oH
         oh = r - n * g.oH
-        for ow in range(g.oW):
-            d = ((r - r0) * g.oW + ow) * g.R
-            iw0 = ow * g.sw - g.pl
-            for i in range(g.kh):
-                di = d + i * KC
-                ih = oh * g.sh - g.pt + i * g.dh
-                if ih < 0 or ih >= g.H:
-                    _zero(col, di, KC)
-                    continue
-                xrow = (n * g.H + ih) * g.W * g.C + c0
-                if runs and iw0 >= 0 and iw0 + g.kw <= g.W:
-                    _copy(col, di, x, xrow + iw0 * g.C, KC)
-                    continue
-                for j in range(g.kw):
-                    iw = iw0 + j * g.dw
-                    if iw < 0 or iw >= g.W:
-                        _zero(col, di + j * g.Cg, g.Cg)
-                    else:
-                        _copy(col, di + j * g.Cg, x, xrow + iw * g.C, g.Cg)
+        for i in range(g.kh):
+            d = (r - r0) * g.oW * g.R + i * KC
+            ih = oh * g.sh - g.pt + i * g.dh
+            if ih < 0 or ih >= g.H:
+                _zero_runs(col, d, g.R, g.oW, KC)
+                continue
+            xrow = (n * g.H + ih) * g.W * g.C + c0
+            if not runs:
+                _im2col_nhwc_taps(x, col, g, xrow, d, 0, g.oW)
+                continue
+            # output columns whose kernel row lies inside x: one run each
+            lo, hi = _valid_range(-g.pl, g.sw, g.W - g.kw + 1, g.oW)
+            _copy_runs(col, d + lo * g.R, g.R, x, xrow + (lo * g.sw - g.pl) * g.C, g.sw * g.C,
+                       hi - lo, KC)
+            _im2col_nhwc_taps(x, col, g, xrow, d, 0, lo)
+            _im2col_nhwc_taps(x, col, g, xrow, d, hi, g.oW)
+
+
+@_inner
+def _im2col_nhwc_taps(x, col, g, xrow, d, a, b):
+    """col[d + ow*R + j*Cg + c] = x[xrow + iw*C + c] for ow in [a, b), tap by tap (0 in the
+    padding): one kernel row of output columns a..b of an output row."""
+    for j in range(g.kw):
+        off = j * g.dw - g.pl
+        lo, hi = _valid_range(off, g.sw, g.W, g.oW)
+        lo = min(max(lo, a), b)
+        hi = min(max(hi, lo), b)
+        dj = d + j * g.Cg
+        _zero_runs(col, dj + a * g.R, g.R, lo - a, g.Cg)
+        _copy_runs(col, dj + lo * g.R, g.R, x, xrow + (lo * g.sw + off) * g.C, g.sw * g.C,
+                   hi - lo, g.Cg)
+        _zero_runs(col, dj + hi * g.R, g.R, b - hi, g.Cg)
 
 
 @_inner
@@ -267,20 +298,16 @@ def _col2im_nhwc(col, gin, g, c0, r0, r1):
         ih = q - n * g.H
         a = max(r0 - n * g.oH, 0)
         b = min(r1 - n * g.oH, g.oH)
-        drow = q * g.W * g.C + c0
         for i in range(g.kh):
             t = ih + g.pt - i * g.dh
-            if t < 0 or t % g.sh != 0:
+            if t < 0 or t % g.sh != 0 or not a <= t // g.sh < b:
                 continue
-            oh = t // g.sh
-            if oh < a or oh >= b:
-                continue
-            crow = ((n * g.oH + oh - r0) * g.oW) * g.R + i * g.kw * g.Cg
+            crow = ((n * g.oH + t // g.sh - r0) * g.oW) * g.R + i * g.kw * g.Cg
             for j in range(g.kw):
                 off = j * g.dw - g.pl
                 lo, hi = _valid_range(off, g.sw, g.W, g.oW)
-                for ow in range(lo, hi):
-                    _add(gin, drow + (ow * g.sw + off) * g.C, col, crow + ow * g.R + j * g.Cg, g.Cg)
+                _add_runs(gin, (q * g.W + lo * g.sw + off) * g.C + c0, g.sw * g.C,
+                          col, crow + lo * g.R + j * g.Cg, g.R, hi - lo, g.Cg)
 
 
 # --------------------------------------------------------------------------- NCHW im2col / col2im
@@ -304,7 +331,8 @@ def _im2col_nchw(x, col, g, c0, r0, r1):
                 _zero(col, d, g.oW)
                 continue
             _zero(col, d, lo)
-            _gather(col, d, x, ((n * g.C + c0 + c) * g.H + ih) * g.W + off, lo, hi, g.sw)
+            _copy(col, d + lo, 1, x, ((n * g.C + c0 + c) * g.H + ih) * g.W + lo * g.sw + off,
+                  g.sw, hi - lo)
             _zero(col, d + hi, g.oW - hi)
 
 
@@ -325,8 +353,8 @@ def _col2im_nchw(col, gin, g, c0, r0, r1):
                     for r in range(ra, rb):
                         ih = (r - n * g.oH) * g.sh - g.pt + i * g.dh
                         if 0 <= ih < g.H:
-                            _scatter_add(gin, plane + ih * g.W + off, col,
-                                         srow + (r - r0) * g.oW, lo, hi, g.sw)
+                            _accumulate(gin, plane + ih * g.W + lo * g.sw + off, g.sw,
+                                        col, srow + (r - r0) * g.oW + lo, 1, hi - lo)
 
 
 @_inner
@@ -340,12 +368,11 @@ def _pack_rows(src, dst, g, k0, nk, r0, r1, to_tile):
         rb = min(r1, (n + 1) * g.oH)
         length = (rb - ra) * g.oW
         toff = (ra - r0) * g.oW
-        for k in range(nk):
-            aoff = (n * g.K + k0 + k) * g.P + (ra - n * g.oH) * g.oW
-            if to_tile:
-                _copy(dst, k * T + toff, src, aoff, length)
-            else:
-                _copy(dst, aoff, src, k * T + toff, length)
+        aoff = (n * g.K + k0) * g.P + (ra - n * g.oH) * g.oW
+        if to_tile:
+            _copy_runs(dst, toff, T, src, aoff, g.P, nk, length)
+        else:
+            _copy_runs(dst, aoff, g.P, src, toff, T, nk, length)
 
 
 @_inner
@@ -374,8 +401,7 @@ def _fwd_tile_nhwc(x, w, bias, out, col, g, r0, r1):
             _im2col_nhwc(x, col, g, gi * g.Cg, r0, r1)
             _gemm(False, False, T, g.Kg, g.R, col, g.R, w[gi * g.Kg:], g.K, 0.0,
                   out[o + gi * g.Kg:], g.K)
-    for p in range(T):
-        _add(out, o + p * g.K, bias, 0, g.K)
+    _add_runs(out, o, g.K, bias, 0, 0, T, g.K)
 
 
 @_inner
