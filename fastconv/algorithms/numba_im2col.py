@@ -130,8 +130,11 @@ _inline = njit(cache=True, fastmath=_FASTMATH, inline="always")
 @_inline
 def _valid_range(off, s, size, n_out):
     """(lo, hi) = range of o in [0, n_out) with 0 <= o*s + off < size"""
-    lo = 0 if off >= 0 else (-off + s - 1) // s
-    hi = 0 if size - 1 - off < 0 else (size - 1 - off) // s + 1
+    if s == 1:   # no divisions (15% of a single-channel NHWC im2col)
+        lo, hi = max(-off, 0), max(size - off, 0)
+    else:
+        lo = 0 if off >= 0 else (-off + s - 1) // s
+        hi = 0 if size - 1 - off < 0 else (size - 1 - off) // s + 1
     lo = min(lo, n_out)
     hi = max(lo, min(hi, n_out))
     return lo, hi
@@ -270,7 +273,7 @@ def _im2col_nhwc(x, col, g, c0, r0, r1):
             _im2col_nhwc_taps(x, col, g, xrow, d, hi, g.oW)
 
 
-@_inner
+@_inline
 def _im2col_nhwc_taps(x, col, g, xrow, d, a, b):
     """col[d + ow*R + j*Cg + c] = x[xrow + iw*C + c] for ow in [a, b), tap by tap (0 in the
     padding): one kernel row of output columns a..b of an output row."""
