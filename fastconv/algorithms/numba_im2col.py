@@ -51,15 +51,10 @@ _THREAD_TILE_ELEMENTS = 256 << 10   # columns per thread in forward and grad_wei
 _Geom = collections.namedtuple(
     "_Geom", "N C H W K kh kw oH oW sh sw pt pl dh dw G Cg Kg R P pointwise")
 
-# Forward and grad_weight's tiles: rows per tile (of the batch if per_sample == 0, else of one
-# sample, per_sample tiles to a sample), count in all, scratch per worker (columns, and in
-# NCHW multi-sample tiles a (Kg, T) staging block), workers.
+# Tiles: rows per tile (of the batch if per_sample == 0, else of one sample, per_sample tiles
+# to a sample), count in all, scratch per worker (columns, and in NCHW multi-sample tiles a
+# (Kg, T) staging block), workers.  grad_input's tiles are those of one worker's task.
 _Tiles = collections.namedtuple("_Tiles", "rows per_sample count col_elements threads")
-
-# grad_input's tasks (the batch with one worker, else one sample each): workers, each with
-# `scratch` elements of the workspace, running their tasks in tiles of spp whole samples
-# (NCHW) or rpt output rows.
-_SampleTasks = collections.namedtuple("_SampleTasks", "threads scratch spp rpt")
 
 
 def _use_threads(n):
@@ -210,25 +205,6 @@ def _add_runs(dst, d, dst_step, src, s, src_step, runs, width):
 
 
 @_inner
-def _next_tile(g, spp, rpt, cross, r1):
-    """The next tile [r0, r1') of global output rows after r1 (r0 == r1' when done).
-
-    spp > 0: tiles of spp whole samples; else tiles of rpt rows (inside one sample unless cross)."""
-    total = g.N * g.oH
-    start = r1
-    if start >= total:
-        return start, start
-    if spp > 0:
-        end = min(start + spp * g.oH, total)
-    elif cross:
-        end = min(start + rpt, total)
-    else:
-        n = start // g.oH
-        end = min(start + rpt, (n + 1) * g.oH)
-    return start, end
-
-
-@_inner
 def _tile_rows(g, tl, t):
     """Global output rows [r0, r1) of tile t (r = n*oH + oh)."""
     if tl.per_sample == 0:
@@ -262,31 +238,30 @@ def _im2col_nhwc(x, col, g, c0, r0, r1):
                 _zero_runs(col, d, g.R, g.oW, KC)
                 continue
             xrow = (n * g.H + ih) * g.W * g.C + c0
-            if not runs:
-                _im2col_nhwc_taps(x, col, g, xrow, d, 0, g.oW)
-                continue
-            # output columns whose kernel row lies inside x: one run each
-            lo, hi = _valid_range(-g.pl, g.sw, g.W - g.kw + 1, g.oW)
-            _copy_runs(col, d + lo * g.R, g.R, x, xrow + (lo * g.sw - g.pl) * g.C, g.sw * g.C,
-                       hi - lo, KC)
-            _im2col_nhwc_taps(x, col, g, xrow, d, 0, lo)
-            _im2col_nhwc_taps(x, col, g, xrow, d, hi, g.oW)
+            lo = hi = 0
+            if runs:   # output columns whose kernel row lies inside x: one run each
+                lo, hi = _valid_range(-g.pl, g.sw, g.W - g.kw + 1, g.oW)
+                _copy_runs(col, d + lo * g.R, g.R, x, xrow + (lo * g.sw - g.pl) * g.C,
+                           g.sw * g.C, hi - lo, KC)
+            _im2col_nhwc_taps(x, col, g, xrow, d, lo, hi)
 
 
 @_inline
-def _im2col_nhwc_taps(x, col, g, xrow, d, a, b):
-    """col[d + ow*R + j*Cg + c] = x[xrow + iw*C + c] for ow in [a, b), tap by tap (0 in the
-    padding): one kernel row of output columns a..b of an output row."""
+def _im2col_nhwc_taps(x, col, g, xrow, d, lo, hi):
+    """col[d + ow*R + j*Cg + c] = x[xrow + iw*C + c] for the output columns ow outside
+    [lo, hi), tap by tap (0 in the padding): one kernel row of an output row."""
     for j in range(g.kw):
         off = j * g.dw - g.pl
-        lo, hi = _valid_range(off, g.sw, g.W, g.oW)
-        lo = min(max(lo, a), b)
-        hi = min(max(hi, lo), b)
+        valid_lo, valid_hi = _valid_range(off, g.sw, g.W, g.oW)
         dj = d + j * g.Cg
-        _zero_runs(col, dj + a * g.R, g.R, lo - a, g.Cg)
-        _copy_runs(col, dj + lo * g.R, g.R, x, xrow + (lo * g.sw + off) * g.C, g.sw * g.C,
-                   hi - lo, g.Cg)
-        _zero_runs(col, dj + hi * g.R, g.R, b - hi, g.Cg)
+        for part in range(2):
+            a, b = (0, lo) if part == 0 else (hi, g.oW)
+            c0 = min(max(valid_lo, a), b)
+            c1 = min(max(valid_hi, c0), b)
+            _zero_runs(col, dj + a * g.R, g.R, c0 - a, g.Cg)
+            _copy_runs(col, dj + c0 * g.R, g.R, x, xrow + (c0 * g.sw + off) * g.C, g.sw * g.C,
+                       c1 - c0, g.Cg)
+            _zero_runs(col, dj + c1 * g.R, g.R, b - c1, g.Cg)
 
 
 @_inner
@@ -369,13 +344,10 @@ def _pack_rows(src, dst, g, k0, nk, r0, r1, to_tile):
     for n in range(r0 // g.oH, (r1 - 1) // g.oH + 1):
         ra = max(r0, n * g.oH)
         rb = min(r1, (n + 1) * g.oH)
-        length = (rb - ra) * g.oW
-        toff = (ra - r0) * g.oW
-        aoff = (n * g.K + k0) * g.P + (ra - n * g.oH) * g.oW
-        if to_tile:
-            _copy_runs(dst, toff, T, src, aoff, g.P, nk, length)
-        else:
-            _copy_runs(dst, aoff, g.P, src, toff, T, nk, length)
+        in_tile = (ra - r0) * g.oW
+        in_array = (n * g.K + k0) * g.P + (ra - n * g.oH) * g.oW
+        d, d_step, s, s_step = (in_tile, T, in_array, g.P) if to_tile else (in_array, g.P, in_tile, T)
+        _copy_runs(dst, d, d_step, src, s, s_step, nk, (rb - ra) * g.oW)
 
 
 @_inner
@@ -510,7 +482,7 @@ def _gw_tile(gout, x, acc, col, g, tl, nhwc, t):
 # --------------------------------------------------------------------------- grad_input tasks
 
 @_inner
-def _gin_nhwc(gout, w, gin, ws, g, rpt):
+def _gin_nhwc(gout, w, gin, ws, g, tl):
     """gin[n, ih, iw, c] = sum over (oh, ow, i, j) hitting it of gout[n, oh, ow, k] * w[i, j, c, k]"""
     if g.pointwise:
         npix = g.N * g.P
@@ -521,11 +493,8 @@ def _gin_nhwc(gout, w, gin, ws, g, rpt):
                       w[gi * g.Kg:], g.K, 0.0, gin[p0 * g.C + gi * g.Cg:], g.C)
         return
     _zero(gin, 0, gin.size)
-    r1 = 0
-    while True:
-        r0, r1 = _next_tile(g, 0, rpt, True, r1)
-        if r0 == r1:
-            break
+    for t in range(tl.count):
+        r0, r1 = _tile_rows(g, tl, t)
         p0 = r0 * g.oW
         m = (r1 - r0) * g.oW
         for gi in range(g.G):
@@ -535,7 +504,7 @@ def _gin_nhwc(gout, w, gin, ws, g, rpt):
 
 
 @_inner
-def _gin_nchw(gout, w, gin, ws, g, spp, rpt):
+def _gin_nchw(gout, w, gin, ws, g, tl):
     """gin[n, c, ih, iw] = sum over (oh, ow, i, j) hitting it of gout[n, k, oh, ow] * w[k, c, i, j]"""
     if g.pointwise:
         for n in range(g.N):
@@ -545,11 +514,8 @@ def _gin_nchw(gout, w, gin, ws, g, spp, rpt):
                       gin[(n * g.C + gi * g.Cg) * g.P:], g.P)
         return
     _zero(gin, 0, gin.size)
-    r1 = 0
-    while True:
-        r0, r1 = _next_tile(g, spp, rpt, False, r1)
-        if r0 == r1:
-            break
+    for t in range(tl.count):
+        r0, r1 = _tile_rows(g, tl, t)
         T = (r1 - r0) * g.oW
         nf = r0 // g.oH
         tmp = ws[g.R * T:]
@@ -565,59 +531,57 @@ def _gin_nchw(gout, w, gin, ws, g, spp, rpt):
 
 
 # --------------------------------------------------------------------------- parallel drivers
+# Worker w takes the w-th contiguous block of the tiles (or samples) and the w-th slice of the
+# workspace: the same on every call, so the bits do not depend on timing.
 
 @_parallel
 def _forward(x, w, bias, out, ws, g, tl, nhwc):
-    """out := bias + conv2d(x, w); tl.threads workers, each its block of tiles and its columns."""
-    xf, wf, of = x.reshape(x.size), w.reshape(w.size), out.reshape(out.size)
+    """out := bias + conv2d(x, w) on flat arrays, in tiles tl."""
     _look_up_blas(ws)
     for worker in prange(tl.threads):
         col = ws[worker * tl.col_elements:(worker + 1) * tl.col_elements]
         t0, t1 = _worker_block(tl.count, tl.threads, worker)
         for t in range(t0, t1):
-            _fwd_tile(xf, wf, bias, of, col, g, tl, nhwc, t)
+            _fwd_tile(x, w, bias, out, col, g, tl, nhwc, t)
+
+
+@_parallel
+def _grad_input(gout, w, gin, ws, g, tl, nhwc):
+    """gin := conv2d^T gout on flat arrays: tasks of geometry g (whole samples), in tiles tl."""
+    out_task = g.N * g.P * g.K
+    in_task = g.N * g.H * g.W * g.C
+    _look_up_blas(ws)
+    for worker in prange(tl.threads):
+        scratch = ws[worker * tl.col_elements:(worker + 1) * tl.col_elements]
+        n0, n1 = _worker_block(gin.size // in_task, tl.threads, worker)
+        for n in range(n0, n1):
+            go = gout[n * out_task:(n + 1) * out_task]
+            gi = gin[n * in_task:(n + 1) * in_task]
+            if nhwc:
+                _gin_nhwc(go, w, gi, scratch, g, tl)
+            else:
+                _gin_nchw(go, w, gi, scratch, g, tl)
 
 
 @_parallel
 def _grad_weight(gout, x, gw, ws, g, tl, nhwc):
-    """gw := sum over tiles; worker w > 0 sums its block of tiles into the accumulator after the
-    workers' columns, worker 0 into gw itself; then gw += the accumulators, in order."""
-    gof, xf, gwf = gout.reshape(gout.size), x.reshape(x.size), gw.reshape(gw.size)
-    KR = gwf.size
+    """gw := sum over tiles tl, on flat arrays: workers after the first sum into accumulators
+    after the workers' columns, added to gw in a fixed order at the end."""
     accs = ws[tl.threads * tl.col_elements:]
     _look_up_blas(ws)
     for worker in prange(tl.threads):
         col = ws[worker * tl.col_elements:(worker + 1) * tl.col_elements]
-        acc = gwf if worker == 0 else accs[(worker - 1) * KR:worker * KR]
-        _zero(acc, 0, KR)
+        acc = gw if worker == 0 else accs[(worker - 1) * gw.size:worker * gw.size]
+        _zero(acc, 0, gw.size)
         t0, t1 = _worker_block(tl.count, tl.threads, worker)
         for t in range(t0, t1):
-            _gw_tile(gof, xf, acc, col, g, tl, nhwc, t)
+            _gw_tile(gout, x, acc, col, g, tl, nhwc, t)
     if tl.threads > 1:
-        for i in prange(KR):
-            s = gwf[i]
-            for a in range(tl.threads - 1):
-                s += accs[a * KR + i]
-            gwf[i] = s
-
-
-@_parallel
-def _grad_input(gout, w, gin, ws, g, st, nhwc):
-    """gin := conv2d^T gout; st.threads workers, each its block of tasks of geometry g in turn."""
-    gof, wf, gf = gout.reshape(gout.size), w.reshape(w.size), gin.reshape(gin.size)
-    out_task = g.N * g.P * g.K
-    in_task = g.N * g.H * g.W * g.C
-    _look_up_blas(ws)
-    for worker in prange(st.threads):
-        scratch = ws[worker * st.scratch:(worker + 1) * st.scratch]
-        n0, n1 = _worker_block(gf.size // in_task, st.threads, worker)
-        for n in range(n0, n1):
-            go = gof[n * out_task:(n + 1) * out_task]
-            gi = gf[n * in_task:(n + 1) * in_task]
-            if nhwc:
-                _gin_nhwc(go, wf, gi, scratch, g, st.rpt)
-            else:
-                _gin_nchw(go, wf, gi, scratch, g, st.spp, st.rpt)
+        for i in prange(gw.size):
+            s = gw[i]
+            for k in range(tl.threads - 1):
+                s += accs[k * gw.size + i]
+            gw[i] = s
 
 
 # --------------------------------------------------------------------------- planning
@@ -688,27 +652,30 @@ def _plan_tiles(g, ws_n, acc_elements, nhwc, nt):
     return _Tiles(rows, per_sample, count, col_elements, min(threads, count))
 
 
-def _plan_rows(g, ws_n, nhwc):
-    """grad_input's tiles in ws_n elements: (spp whole samples per tile (NCHW, 0 if not), rpt
-    output rows per tile)."""
+def _plan_task_tiles(g, ws_n, nhwc):
+    """grad_input's tiles of a task of geometry g in ws_n elements: NHWC rows across samples,
+    NCHW whole samples (several through a (Kg, T) staging block) or rows of one."""
     rows_int = _INT_MAX // g.oW
     if nhwc:
-        return 0, max(1, min(ws_n // (g.oW * g.R), rows_int, g.N * g.oH))
-    if ws_n >= g.P * g.R and g.oH <= rows_int:
-        # whole samples; several need a (Kg, T) staging block after the columns
-        return max(1, min(ws_n // (g.P * (g.R + g.Kg)), rows_int // g.oH, g.N)), 0
-    return 0, max(1, min(ws_n // (g.oW * g.R), rows_int, g.oH))
+        rows, per_sample = max(1, min(ws_n // (g.oW * g.R), rows_int, g.N * g.oH)), 0
+    elif ws_n >= g.P * g.R and g.oH <= rows_int:
+        rows = g.oH * max(1, min(ws_n // (g.P * (g.R + g.Kg)), rows_int // g.oH, g.N))
+        per_sample = 0
+    else:
+        rows = max(1, min(ws_n // (g.oW * g.R), rows_int, g.oH))
+        per_sample = -(-g.oH // rows)
+    return rows, per_sample, -(-g.N * g.oH // rows) if per_sample == 0 else g.N * per_sample
 
 
 def _plan_samples(g, ws_n, nhwc, nt):
-    """grad_input's (task geometry, _SampleTasks): a sample per task on up to nt workers (as
-    many as have one output row's columns each), the whole batch as one task on one."""
+    """grad_input's (task geometry, _Tiles): a sample per task on up to nt workers (as many as
+    have one output row's columns each), the whole batch as one task on one."""
     need = _min_workspace(g)
     threads = max(1, min(nt, g.N, ws_n // need if need else nt))
     task = g if threads == 1 else g._replace(N=1)
     scratch = ws_n // threads
-    spp, rpt = _plan_rows(task, max(scratch, 1), nhwc) if need else (0, 0)
-    return task, _SampleTasks(threads, scratch, spp, rpt)
+    rows, per_sample, count = _plan_task_tiles(task, scratch, nhwc) if need else (0, 0, 0)
+    return task, _Tiles(rows, per_sample, count, scratch, threads)
 
 
 def _scratch(workspace, g):
@@ -719,32 +686,27 @@ def _scratch(workspace, g):
 
 # --------------------------------------------------------------------------- Python boundary
 
-def _run_forward(x, weight, bias, out, workspace, g, nhwc, num_threads):
+def _flat(array):
+    """A 1-D view of a C-contiguous array (as the Cython module's memoryviews require)."""
+    if not array.flags.c_contiguous:
+        raise ValueError("numba_im2col's kernels take C-contiguous arrays")
+    return array.reshape(-1)
+
+
+def _run(driver, a, b, c, out, workspace, g, nhwc, num_threads):
+    """Plan the driver's tiles within the workspace; run them on up to num_threads workers."""
     if g.N == 0:
+        out[...] = 0   # grad_weight of no samples (the other outputs are empty)
         return
     ws = _scratch(workspace, g)
-    tl = _plan_tiles(g, ws.shape[0], 0, nhwc, num_threads)
+    if driver is _grad_input:
+        g, tl = _plan_samples(g, ws.shape[0], nhwc, num_threads)
+    else:
+        accumulator = out.size if driver is _grad_weight else 0
+        tl = _plan_tiles(g, ws.shape[0], accumulator, nhwc, num_threads)
     _use_threads(tl.threads)
-    _forward(x, weight, bias, out, ws, g, tl, nhwc)
-
-
-def _run_grad_input(grad_output, weight, grad_input, workspace, g, nhwc, num_threads):
-    if g.N == 0:
-        return
-    ws = _scratch(workspace, g)
-    task, st = _plan_samples(g, ws.shape[0], nhwc, num_threads)
-    _use_threads(st.threads)
-    _grad_input(grad_output, weight, grad_input, ws, task, st, nhwc)
-
-
-def _run_grad_weight(grad_output, x, grad_weight, workspace, g, nhwc, num_threads):
-    if g.N == 0:
-        grad_weight[...] = 0
-        return
-    ws = _scratch(workspace, g)
-    tl = _plan_tiles(g, ws.shape[0], grad_weight.size, nhwc, num_threads)
-    _use_threads(tl.threads)
-    _grad_weight(grad_output, x, grad_weight, ws, g, tl, nhwc)
+    arrays = [_flat(array) for array in (a, b, c, out) if array is not None]
+    driver(*arrays, ws, g, tl, nhwc)
 
 
 def forward_nchw(x, weight, bias, out, workspace, stride_h, stride_w, pad_top, pad_left,
@@ -752,7 +714,7 @@ def forward_nchw(x, weight, bias, out, workspace, stride_h, stride_w, pad_top, p
     """out := bias + conv2d(x, weight) for x (N, C, H, W), weight (K, C/G, kh, kw), out (N, K, oH, oW)."""
     g = _geometry(x.shape, weight.shape, out.shape, False, stride_h, stride_w, pad_top, pad_left,
                   dilation_h, dilation_w, groups)
-    _run_forward(x, weight, bias, out, workspace, g, False, num_threads)
+    _run(_forward, x, weight, bias, out, workspace, g, False, num_threads)
 
 
 def forward_nhwc(x, weight, bias, out, workspace, stride_h, stride_w, pad_top, pad_left,
@@ -760,7 +722,7 @@ def forward_nhwc(x, weight, bias, out, workspace, stride_h, stride_w, pad_top, p
     """out := bias + conv2d(x, weight) for x (N, H, W, C), weight (kh, kw, C/G, K), out (N, oH, oW, K)."""
     g = _geometry(x.shape, weight.shape, out.shape, True, stride_h, stride_w, pad_top, pad_left,
                   dilation_h, dilation_w, groups)
-    _run_forward(x, weight, bias, out, workspace, g, True, num_threads)
+    _run(_forward, x, weight, bias, out, workspace, g, True, num_threads)
 
 
 def grad_input_nchw(grad_output, weight, grad_input, workspace, stride_h, stride_w, pad_top,
@@ -768,7 +730,7 @@ def grad_input_nchw(grad_output, weight, grad_input, workspace, stride_h, stride
     """grad_input := conv2d(x, weight)^T grad_output, NCHW (grad_input fully overwritten)."""
     g = _geometry(grad_input.shape, weight.shape, grad_output.shape, False, stride_h, stride_w,
                   pad_top, pad_left, dilation_h, dilation_w, groups)
-    _run_grad_input(grad_output, weight, grad_input, workspace, g, False, num_threads)
+    _run(_grad_input, grad_output, weight, None, grad_input, workspace, g, False, num_threads)
 
 
 def grad_input_nhwc(grad_output, weight, grad_input, workspace, stride_h, stride_w, pad_top,
@@ -776,7 +738,7 @@ def grad_input_nhwc(grad_output, weight, grad_input, workspace, stride_h, stride
     """grad_input := conv2d(x, weight)^T grad_output, NHWC (grad_input fully overwritten)."""
     g = _geometry(grad_input.shape, weight.shape, grad_output.shape, True, stride_h, stride_w,
                   pad_top, pad_left, dilation_h, dilation_w, groups)
-    _run_grad_input(grad_output, weight, grad_input, workspace, g, True, num_threads)
+    _run(_grad_input, grad_output, weight, None, grad_input, workspace, g, True, num_threads)
 
 
 def grad_weight_nchw(grad_output, x, grad_weight, workspace, stride_h, stride_w, pad_top,
@@ -784,7 +746,7 @@ def grad_weight_nchw(grad_output, x, grad_weight, workspace, stride_h, stride_w,
     """grad_weight := sum_n grad_output[n] (x) im2col(x[n]), NCHW; zeros when N == 0."""
     g = _geometry(x.shape, grad_weight.shape, grad_output.shape, False, stride_h, stride_w,
                   pad_top, pad_left, dilation_h, dilation_w, groups)
-    _run_grad_weight(grad_output, x, grad_weight, workspace, g, False, num_threads)
+    _run(_grad_weight, grad_output, x, None, grad_weight, workspace, g, False, num_threads)
 
 
 def grad_weight_nhwc(grad_output, x, grad_weight, workspace, stride_h, stride_w, pad_top,
@@ -792,7 +754,7 @@ def grad_weight_nhwc(grad_output, x, grad_weight, workspace, stride_h, stride_w,
     """grad_weight := sum_n im2col(x[n])^T grad_output[n], NHWC; zeros when N == 0."""
     g = _geometry(x.shape, grad_weight.shape, grad_output.shape, True, stride_h, stride_w,
                   pad_top, pad_left, dilation_h, dilation_w, groups)
-    _run_grad_weight(grad_output, x, grad_weight, workspace, g, True, num_threads)
+    _run(_grad_weight, grad_output, x, None, grad_weight, workspace, g, True, num_threads)
 
 
 def workspace_elements(N, C, H, W, K, kh, kw, oH, oW, groups, max_elements, nhwc, op="forward",
