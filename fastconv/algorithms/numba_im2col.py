@@ -148,30 +148,25 @@ def _zero(a, start, n):
 
 
 @_inline
-def _copy(dst, d, dst_stride, src, s, src_stride, n):
-    """dst[d + o*dst_stride] = src[s + o*src_stride] for o < n.  (A constant stride 2, which
-    GCC vectorises with permutes in the Cython module, is 3x slower here: LLVM gathers.)"""
+def _move(dst, d, dst_stride, src, s, src_stride, n, add):
+    """dst[d + o*dst_stride] = src[s + o*src_stride] for o < n; += where add.  (A constant
+    stride 2, which GCC vectorises with permutes in the Cython module, is 3x slower here:
+    LLVM gathers.)"""
     a = dst[d:]
     b = src[s:]
-    if dst_stride == 1 and src_stride == 1:
+    if dst_stride == 1 and src_stride == 1:   # LLVM vectorises these
+        if add:
+            for o in range(n):
+                a[o] += b[o]
+        else:
+            for o in range(n):
+                a[o] = b[o]
+    elif add:
         for o in range(n):
-            a[o] = b[o]
+            a[o * dst_stride] += b[o * src_stride]
     else:
         for o in range(n):
             a[o * dst_stride] = b[o * src_stride]
-
-
-@_inline
-def _accumulate(dst, d, dst_stride, src, s, src_stride, n):
-    """dst[d + o*dst_stride] += src[s + o*src_stride] for o < n."""
-    a = dst[d:]
-    b = src[s:]
-    if dst_stride == 1 and src_stride == 1:
-        for o in range(n):
-            a[o] += b[o]
-    else:
-        for o in range(n):
-            a[o * dst_stride] += b[o * src_stride]
 
 
 # Runs of `width` contiguous elements, `runs` of them `step` apart: a view and a loop per run,
@@ -185,23 +180,13 @@ def _zero_runs(dst, d, step, runs, width):
 
 
 @_inline
-def _copy_runs(dst, d, dst_step, src, s, src_step, runs, width):
-    """dst[d + r*dst_step + c] = src[s + r*src_step + c] for r < runs, c < width."""
+def _move_runs(dst, d, dst_step, src, s, src_step, runs, width, add):
+    """dst[d + r*dst_step + c] = src[s + r*src_step + c] for r < runs, c < width; += where add."""
     if width == 1:
-        _copy(dst, d, dst_step, src, s, src_step, runs)
+        _move(dst, d, dst_step, src, s, src_step, runs, add)
         return
     for r in range(runs):
-        _copy(dst, d + r * dst_step, 1, src, s + r * src_step, 1, width)
-
-
-@_inline
-def _add_runs(dst, d, dst_step, src, s, src_step, runs, width):
-    """dst[d + r*dst_step + c] += src[s + r*src_step + c] for r < runs, c < width."""
-    if width == 1:
-        _accumulate(dst, d, dst_step, src, s, src_step, runs)
-        return
-    for r in range(runs):
-        _accumulate(dst, d + r * dst_step, 1, src, s + r * src_step, 1, width)
+        _move(dst, d + r * dst_step, 1, src, s + r * src_step, 1, width, add)
 
 
 @_inner
@@ -241,8 +226,8 @@ def _im2col_nhwc(x, col, g, c0, r0, r1):
             lo = hi = 0
             if runs:   # output columns whose kernel row lies inside x: one run each
                 lo, hi = _valid_range(-g.pl, g.sw, g.W - g.kw + 1, g.oW)
-                _copy_runs(col, d + lo * g.R, g.R, x, xrow + (lo * g.sw - g.pl) * g.C,
-                           g.sw * g.C, hi - lo, KC)
+                _move_runs(col, d + lo * g.R, g.R, x, xrow + (lo * g.sw - g.pl) * g.C,
+                           g.sw * g.C, hi - lo, KC, add=False)
             _im2col_nhwc_taps(x, col, g, xrow, d, lo, hi)
 
 
@@ -259,8 +244,8 @@ def _im2col_nhwc_taps(x, col, g, xrow, d, lo, hi):
             c0 = min(max(valid_lo, a), b)
             c1 = min(max(valid_hi, c0), b)
             _zero_runs(col, dj + a * g.R, g.R, c0 - a, g.Cg)
-            _copy_runs(col, dj + c0 * g.R, g.R, x, xrow + (c0 * g.sw + off) * g.C, g.sw * g.C,
-                       c1 - c0, g.Cg)
+            _move_runs(col, dj + c0 * g.R, g.R, x, xrow + (c0 * g.sw + off) * g.C, g.sw * g.C,
+                       c1 - c0, g.Cg, add=False)
             _zero_runs(col, dj + c1 * g.R, g.R, b - c1, g.Cg)
 
 
@@ -284,8 +269,8 @@ def _col2im_nhwc(col, gin, g, c0, r0, r1):
             for j in range(g.kw):
                 off = j * g.dw - g.pl
                 lo, hi = _valid_range(off, g.sw, g.W, g.oW)
-                _add_runs(gin, (q * g.W + lo * g.sw + off) * g.C + c0, g.sw * g.C,
-                          col, crow + lo * g.R + j * g.Cg, g.R, hi - lo, g.Cg)
+                _move_runs(gin, (q * g.W + lo * g.sw + off) * g.C + c0, g.sw * g.C,
+                           col, crow + lo * g.R + j * g.Cg, g.R, hi - lo, g.Cg, add=True)
 
 
 # --------------------------------------------------------------------------- NCHW im2col / col2im
@@ -309,8 +294,8 @@ def _im2col_nchw(x, col, g, c0, r0, r1):
                 _zero(col, d, g.oW)
                 continue
             _zero(col, d, lo)
-            _copy(col, d + lo, 1, x, ((n * g.C + c0 + c) * g.H + ih) * g.W + lo * g.sw + off,
-                  g.sw, hi - lo)
+            _move(col, d + lo, 1, x, ((n * g.C + c0 + c) * g.H + ih) * g.W + lo * g.sw + off,
+                  g.sw, hi - lo, add=False)
             _zero(col, d + hi, g.oW - hi)
 
 
@@ -331,8 +316,8 @@ def _col2im_nchw(col, gin, g, c0, r0, r1):
                     for r in range(ra, rb):
                         ih = (r - n * g.oH) * g.sh - g.pt + i * g.dh
                         if 0 <= ih < g.H:
-                            _accumulate(gin, plane + ih * g.W + lo * g.sw + off, g.sw,
-                                        col, srow + (r - r0) * g.oW + lo, 1, hi - lo)
+                            _move(gin, plane + ih * g.W + lo * g.sw + off, g.sw,
+                                  col, srow + (r - r0) * g.oW + lo, 1, hi - lo, add=True)
 
 
 @_inner
@@ -347,7 +332,7 @@ def _pack_rows(src, dst, g, k0, nk, r0, r1, to_tile):
         in_tile = (ra - r0) * g.oW
         in_array = (n * g.K + k0) * g.P + (ra - n * g.oH) * g.oW
         d, d_step, s, s_step = (in_tile, T, in_array, g.P) if to_tile else (in_array, g.P, in_tile, T)
-        _copy_runs(dst, d, d_step, src, s, s_step, nk, (rb - ra) * g.oW)
+        _move_runs(dst, d, d_step, src, s, s_step, nk, (rb - ra) * g.oW, add=False)
 
 
 @_inner
@@ -376,7 +361,7 @@ def _fwd_tile_nhwc(x, w, bias, out, col, g, r0, r1):
             _im2col_nhwc(x, col, g, gi * g.Cg, r0, r1)
             _gemm(False, False, T, g.Kg, g.R, col, g.R, w[gi * g.Kg:], g.K, 0.0,
                   out[o + gi * g.Kg:], g.K)
-    _add_runs(out, o, g.K, bias, 0, 0, T, g.K)
+    _move_runs(out, o, g.K, bias, 0, 0, T, g.K, add=True)
 
 
 @_inner
