@@ -30,9 +30,10 @@ meanwhile (fastconv._config.kernel_blas_threads), so the columns are still in ca
 GEMM and the cores share the im2col as well as the GEMM.  grad_weight's workers sum into
 private accumulators (the first worker's is grad_weight itself), added in a fixed order at the
 end.  grad_input's col2im scatters into input rows shared by neighbouring tiles, so each worker
-takes whole samples.  Tiles never move between workers, so results are bitwise reproducible
-for a fixed thread count.  With one thread (also where the caller runs the tiles in turn with
-BLAS on all cores: the weights outweigh the columns) the workers are one.
+takes whole samples.  Blocks are static (Numba's prange has no dynamic schedule, where the
+Cython forward and grad_input have one), so results are bitwise reproducible for a fixed
+thread count.  One thread means one worker running the tiles in turn; so does a call where
+the weights outweigh the columns, for which the caller gives BLAS all the cores instead.
 """
 import collections
 
@@ -102,17 +103,8 @@ def _gemm_impl(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc):
 
 
 _inner = njit(cache=True, fastmath=_FASTMATH)
-# The parallel drivers hold the GIL (as numba_direct's), so calls from several Python threads
-# take turns, which Numba's workqueue threading layer requires.
+# A prange releases the GIL while it runs: the workers' first GEMM may take it to look BLAS up.
 _parallel = njit(cache=True, fastmath=_FASTMATH, parallel=True)
-
-
-@_inner
-def _look_up_blas(like):
-    """Make Numba resolve ?gemm now, on the thread that holds the GIL: its first call takes the
-    GIL to look the function up, which a prange worker would wait for forever."""
-    scratch = np.ones(2, dtype=like.dtype)
-    _gemm(False, False, 1, 1, 1, scratch, 1, scratch, 1, 0.0, scratch[1:], 1)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -341,7 +333,10 @@ def _pack_rows(src, dst, g, k0, nk, r0, r1, to_tile):
         rb = min(r1, (n + 1) * g.oH)
         in_tile = (ra - r0) * g.oW
         in_array = (n * g.K + k0) * g.P + (ra - n * g.oH) * g.oW
-        d, d_step, s, s_step = (in_tile, T, in_array, g.P) if to_tile else (in_array, g.P, in_tile, T)
+        if to_tile:
+            d, d_step, s, s_step = in_tile, T, in_array, g.P
+        else:
+            d, d_step, s, s_step = in_array, g.P, in_tile, T
         _move_runs(dst, d, d_step, src, s, s_step, nk, (rb - ra) * g.oW, add=False)
 
 
@@ -437,7 +432,8 @@ def _gw_tile_nhwc(gout, x, acc, col, g, r0, r1):
 
 @_inner
 def _gw_tile_nchw(gout, x, acc, col, g, r0, r1):
-    """acc (K, R) group block (Kg, R) += gout (Kg, T) @ col^T (T, R) of rows [r0, r1) in one sample."""
+    """acc (K, R) group block (Kg, R) += gout (Kg, T) @ col^T (T, R) of rows [r0, r1) of one
+    sample."""
     T = (r1 - r0) * g.oW
     n = r0 // g.oH
     po = (r0 - n * g.oH) * g.oW
@@ -532,7 +528,6 @@ def _gin_nchw(gout, w, gin, ws, g, tl):
 @_parallel
 def _forward(x, w, bias, out, ws, g, tl, nhwc):
     """out := bias + conv2d(x, w) on flat arrays, in tiles tl."""
-    _look_up_blas(ws)
     for worker in prange(tl.threads):
         col = ws[worker * tl.col_elements:(worker + 1) * tl.col_elements]
         t0, t1 = _worker_block(tl.count, tl.threads, worker)
@@ -545,7 +540,6 @@ def _grad_input(gout, w, gin, ws, g, tl, nhwc):
     """gin := conv2d^T gout on flat arrays: tasks of geometry g (whole samples), in tiles tl."""
     out_task = g.N * g.P * g.K
     in_task = g.N * g.H * g.W * g.C
-    _look_up_blas(ws)
     for worker in prange(tl.threads):
         scratch = ws[worker * tl.col_elements:(worker + 1) * tl.col_elements]
         n0, n1 = _worker_block(gin.size // in_task, tl.threads, worker)
@@ -563,7 +557,6 @@ def _grad_weight(gout, x, gw, ws, g, tl, nhwc):
     """gw := sum over tiles tl, on flat arrays: workers after the first sum into accumulators
     after the workers' columns, added to gw in a fixed order at the end."""
     accs = ws[tl.threads * tl.col_elements:]
-    _look_up_blas(ws)
     for worker in prange(tl.threads):
         col = ws[worker * tl.col_elements:(worker + 1) * tl.col_elements]
         acc = gw if worker == 0 else accs[(worker - 1) * gw.size:worker * gw.size]
@@ -758,7 +751,8 @@ def workspace_elements(N, C, H, W, K, kh, kw, oH, oW, groups, max_elements, nhwc
 
     Never less than one output row's columns (the kernels need that much to make progress)."""
     if op not in ("forward", "grad_input", "grad_weight"):
-        raise ValueError(f"op must be 'forward', 'grad_input' or 'grad_weight'. Received: op={op!r}")
+        raise ValueError("op must be 'forward', 'grad_input' or 'grad_weight'. "
+                         f"Received: op={op!r}")
     if N <= 0:
         return 0
     shapes = ((N, C, H, W), (K, C // groups, kh, kw), (N, K, oH, oW))
