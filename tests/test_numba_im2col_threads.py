@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import _config, algorithms
+from fastconv import _config, _ext, algorithms
 from fastconv._geometry import conv2d_geometry
 from fastconv.algorithms import numba_im2col
-from fastconv.testing import ConvCase, conv_inputs
+from fastconv.testing import CONV_CASES, SUITE_LAYERS, ConvCase, conv_inputs
 
 CASES = [
     # 7x7 planes: NCHW tiles of two whole samples (staging block), NHWC tiles of 15 rows
@@ -112,6 +112,21 @@ def test_the_cases_have_tiles_across_samples_and_tiles_by_the_dozen(data_format)
     assert tiles.rows % g.oH != 0 if nhwc else tiles.rows == 2 * g.oH
     tiles = numba_im2col._plan_tiles(g, FEW_ROWS // 4, g.K * g.R, nhwc, 2)
     assert tiles.threads == 2 and tiles.rows <= 2 and tiles.count >= 30
+
+
+@pytest.mark.parametrize("op", ["forward", "grad_input", "grad_weight"])
+def test_workspace_elements_are_cythons(op, data_format):
+    """The same plan as the Cython module: the same workspace for every op, thread count and
+    limit (from below one output row's columns to the default)."""
+    for case in CASES + CONV_CASES + SUITE_LAYERS:
+        geom = _geometry(case, data_format)
+        sizes = (geom.batch, geom.in_channels, geom.in_h, geom.in_w, geom.out_channels,
+                 geom.kernel_h, geom.kernel_w, geom.out_h, geom.out_w, geom.groups)
+        for threads in (1, 2, 3):
+            for limit in (1, 1000, FEW_ROWS, 1 << 16, 16 << 20):
+                args = (*sizes, limit, geom.channels_last, op, threads)
+                assert (numba_im2col.workspace_elements(*args)
+                        == _ext.conv_im2col.workspace_elements(*args)), (case.id, threads, limit)
 
 
 @pytest.mark.parametrize("op", ["forward", "grad_input", "grad_weight"])
