@@ -83,9 +83,9 @@ _blas_mode_users = 0
 def kernel_blas_threads(n):
     """Run a kernel whose GEMMs need the kernels' BLAS library at n threads.
 
-    The Cython im2col and Winograd kernels call BLAS from their own OpenMP threads and need
-    n = 1 (each call runs where it is made); Numba's im2col calls it between parallel loops
-    with all threads. BLAS's thread count is process-wide and its results depend on it, so
+    The im2col and Winograd kernels (Cython's and Numba's) call BLAS from their own worker
+    threads and need n = 1 (each call runs where it is made), or all threads where they run
+    their tiles in turn (fewer output pixels than threads x channels). BLAS's thread count is process-wide and its results depend on it, so
     calls needing the same count share it, and calls needing another count wait for them
     to finish: concurrent calls give bitwise the results of sequential ones. The last one
     out gives BLAS the configured count back (a few microseconds in all).
