@@ -88,22 +88,25 @@ def test_builtin_rule(op, data_format, monkeypatch):
     expected = "im2col" if op == "grad_input" else "direct"
     assert choose(op, _geom(narrow, data_format)) == expected
     # LeNet's 6 -> 16 5x5: Winograd, but col2im for the input gradient (whose GEMM has 6
-    # rows), NHWC's narrow direct kernel for the weight gradient and im2col's NHWC forward
+    # rows), the narrow direct kernels for the weight gradient and im2col's NHWC forward
     lenet = dataclasses.replace(narrow, batch=64, in_channels=6, out_channels=16, padding=0)
-    expected = {"grad_input": "im2col",
-                "grad_weight": "direct" if data_format == "NHWC" else "winograd",
+    expected = {"grad_input": "im2col", "grad_weight": "direct",
                 "forward": "im2col" if data_format == "NHWC" else "winograd"}
-    assert choose(op, _geom(lenet, data_format)) == expected.get(op, "winograd")
-    # cifar_res20's 16 -> 16 3x3: NCHW's plane kernels but for the weight gradient
+    assert choose(op, _geom(lenet, data_format)) == expected[op]
+    # cifar_res20's 16 -> 16 3x3: NCHW's plane kernels; Winograd in NHWC
     cifar = dataclasses.replace(lenet, in_channels=16, kernel=(3, 3), padding=1)
-    expected = "direct" if data_format == "NCHW" and op != "grad_weight" else "winograd"
+    expected = "direct" if data_format == "NCHW" else "winograd"
     assert choose(op, _geom(cifar, data_format)) == expected
     # narrow and dilated: direct but for NHWC's input gradient
     dilated = dataclasses.replace(cifar, dilation=2, padding=2)
     expected = "im2col" if data_format == "NHWC" and op == "grad_input" else "direct"
-    if data_format == "NCHW" and op == "grad_weight":
-        expected = "im2col"
     assert choose(op, _geom(dilated, data_format)) == expected
+    # and strided: NHWC's narrow kernels, NCHW's weight gradient on polyphase planes
+    strided16 = dataclasses.replace(cifar, stride=2)
+    expected = "direct" if data_format == "NHWC" or op == "grad_weight" else "im2col"
+    if op == "grad_input":
+        expected = "im2col"
+    assert choose(op, _geom(strided16, data_format)) == expected
     # fmnist_conv2 (5x5, 32 -> 64): Winograd F(2x2, 5x5); with 8 input channels (Winograd on
     # 3x3 sub-kernels) NHWC's forward and weight gradient run direct
     fmnist2 = dataclasses.replace(lenet, in_channels=32, out_channels=64, padding=2)
@@ -113,13 +116,21 @@ def test_builtin_rule(op, data_format, monkeypatch):
     # narrow 1x1 layers: im2col in either layout
     pointwise = dataclasses.replace(lenet, in_channels=8, kernel=(1, 1))
     assert choose(op, _geom(pointwise, data_format)) == "im2col"
-    # an RGB first layer's NCHW weight gradient: im2col
+    # an RGB first layer: direct but for the input gradient, ...
     rgb = dataclasses.replace(narrow, in_channels=3)
+    expected = "im2col" if op == "grad_input" else "direct"
+    assert choose(op, _geom(rgb, data_format)) == expected
+    # ... and for NCHW's weight gradient where the staged planes would not fit (a 7x7 stem)
+    stem = dataclasses.replace(rgb, batch=8, height=224, width=224, kernel=(7, 7), stride=2,
+                               padding=3)
     nchw_weight = op == "grad_weight" and data_format == "NCHW"
     expected = "im2col" if op == "grad_input" or nchw_weight else "direct"
-    assert choose(op, _geom(rgb, data_format)) == expected
-    # and strided first layers in NCHW
-    expected = "direct" if data_format == "NHWC" and op != "grad_input" else "im2col"
+    if data_format == "NCHW" and op == "forward":   # strided first layers in NCHW
+        expected = "im2col"
+    assert choose(op, _geom(stem, data_format)) == expected
+    expected = "direct" if op == "grad_weight" or data_format == "NHWC" else "im2col"
+    if op == "grad_input":
+        expected = "im2col"
     assert choose(op, _geom(dataclasses.replace(narrow, stride=2), data_format)) == expected
 
 

@@ -27,16 +27,28 @@ def builtin_choice(op, geom):
 
 
 def _first_layer(op, geom):
-    """C <= 4. Direct wins the forward and weight gradient (fmnist_conv1 1.3-1.9x im2col)
-    but for strided layers in NCHW (a 7x7 stride-2 stem, a 3x3 stride-2 layer: im2col
-    2-3.5x) and NCHW weight gradients of more than one channel (RGB: im2col 1.2-2.5x). The
-    input gradient is im2col's col2im (2-8x the transposed forward, whose GEMM has only C
-    rows)."""
-    if op == "grad_input" or not (geom.channels_last or geom.stride == (1, 1)):
+    """C <= 4. Direct wins the forward and weight gradient (fmnist_conv1 1.3-1.9x im2col;
+    an RGB 3x3's NCHW weight gradient on staged planes 1.7x) but for strided NCHW forwards
+    (a 7x7 stride-2 stem 2-3.5x im2col; a 3x3 stride-2 layer even) and NCHW weight gradients
+    whose staged planes do not fit (the stem's: im2col 4x). The input gradient is im2col's
+    col2im (2-8x the transposed forward, whose GEMM has only C rows)."""
+    if op == "grad_input":
         return "im2col"
-    if op == "grad_weight" and not geom.channels_last and geom.in_channels > 1:
+    if not geom.channels_last and op == "forward" and geom.stride != (1, 1):
+        return "im2col"
+    if not geom.channels_last and op == "grad_weight" and not _nchw_planes_fit(geom):
         return "im2col"
     return "direct"
+
+
+def _nchw_planes_fit(geom):
+    """Whether direct's NCHW plane kernels take the layer: a group's input planes, zero
+    padded (as sh x sw polyphase components when strided), within 64 Ki elements, as
+    forward_nchw and grad_weight_nchw in _conv_direct.pyx decide."""
+    (sh, sw), (dh, dw) = geom.stride, geom.dilation
+    planes_h = geom.out_h + (geom.kernel_h - 1) * dh // sh
+    planes_w = geom.out_w + (geom.kernel_w - 1) * dw // sw
+    return (geom.in_channels // geom.groups) * sh * sw * planes_h * planes_w <= 65536
 
 
 def _winograd_fits(geom):
@@ -56,6 +68,9 @@ def _narrow_direct(op, geom, cg, kg, winograd):
     input value per tap in NHWC):
     - NCHW stride-1 forward and input gradient, 8-16 channels on both sides: cifar_res20
       1.4-1.6x Winograd, 16 channels dilated or 7x7 2-3x;
+    - NCHW weight gradients, up to 16 channels on both sides, on staged (polyphase) planes:
+      16 channels dilated 2-4x im2col, cifar_res20 1.05-1.25x Winograd, LeNet's 6 -> 16
+      1.1-1.4x Winograd;
     - NHWC weight gradients, up to 32 input channels (8 where Winograd runs): LeNet's
       6 -> 16 3x, 16 channels strided or dilated 2x im2col;
     - NHWC forwards, up to 16 channels where Winograd does not run, and wide kernels (5x5
@@ -65,8 +80,9 @@ def _narrow_direct(op, geom, cg, kg, winograd):
     if geom.kernel_h == geom.kernel_w == 1:
         return False
     if not geom.channels_last:
-        return (op != "grad_weight" and geom.stride == (1, 1)
-                and 8 <= min(cg, kg) and max(cg, kg) <= 16)
+        if op == "grad_weight":
+            return max(cg, kg) <= 16 and _nchw_planes_fit(geom)
+        return geom.stride == (1, 1) and 8 <= min(cg, kg) and max(cg, kg) <= 16
     if geom.groups != 1:
         return False
     if op == "grad_weight":

@@ -23,7 +23,9 @@ and vectorise; up to four taps are fused per pass to cut loads/stores of the des
 
 Depthwise (C/G == 1) and first layers (G == 1, C <= 4) have their own kernels in C with
 GCC vector extensions (the C block below), each tap a pointer (NHWC) or a flat offset into a
-zero-padded staged plane (NCHW, stride 1), all taps of an output vector fused in registers:
+zero-padded staged plane (NCHW; strided layers stage each plane as its sh x sw polyphase
+components, so the taps are unit-stride runs there too), all taps of an output vector fused
+in registers:
     _taps_rows   d_k[i] = b_k + sum_q w_kq * P[sp_i + off_q]    NCHW forward, output rows in
                                                                 place, a vector at a time
     _taps_flat   d_k[t] = b_k + sum_q w_kq * P[t + off_q]       the same, rows narrower than
@@ -39,8 +41,9 @@ zero-padded staged plane (NCHW, stride 1), all taps of an output vector fused in
 
 Parallelism (OpenMP, static schedules, each task owns its output region, so results are
 bitwise reproducible and do not depend on the number of threads):
-    forward_nchw      stride 1, C/G <= 4 (depthwise, first layers): (n, group, block of <= 4
-                      output channels) over whole staged planes.  Otherwise stride 1, K/G >= 4:
+    forward_nchw      C/G <= 32 with staged planes that fit 64 Ki elements (depthwise, first
+                      and narrow layers): (n, group, block of <= 4 output channels) over
+                      whole staged planes.  Otherwise stride 1, K/G >= 4:
                       (n, block of R output rows); the input rows are staged zero padded in
                       per-thread scratch so every tap is one flat AXPY over the R rows, 4
                       output channels x 4 taps per pass.  stride > 1: (n, oh) rows, same
@@ -52,9 +55,10 @@ bitwise reproducible and do not depend on the number of threads):
                       (a small copy made here).  Otherwise (n, ih) rows, all C per row.
     grad_input_nhwc   depthwise, stride 1: forward_nhwc with the flipped kernel.  Otherwise
                       (n, ih) input-gradient rows (gather form)
-    grad_weight_nchw  C/G == 1, stride 1: (sample chunk, block of <= 4 output channels), the
-                      chunks' partial sums added in order afterwards.  Otherwise (group, block
-                      of 4 output channels, block of input channels)
+    grad_weight_nchw  C/G == 1, or C/G <= 32 with staged planes that fit: (sample chunk,
+                      block of <= 4 output channels), the chunks' partial sums added in order
+                      afterwards.  Otherwise (group, block of 4 output channels, block of
+                      input channels)
     grad_weight_nhwc  depthwise: (sample chunk, channel block); first layers: sample chunks
                       (each image staged once); partial sums added in order afterwards.
                       Otherwise (i, j, block of input channels, block of groups)
@@ -1208,6 +1212,71 @@ cdef inline void _stage_plane(floating *P, const floating *src, Py_ssize_t H, Py
                 P[r * Wp + u] = 0
 
 
+cdef void _stage_phases(floating *P, const floating *src, Py_ssize_t H, Py_ssize_t W,
+                        Py_ssize_t Hq, Py_ssize_t Wq, Geom p, Py_ssize_t kh,
+                        Py_ssize_t kw) noexcept nogil:
+    """P[(a*sw + b)*Hq*Wq + r*Wq + u] := src[r*sh + a - top, u*sw + b - left] inside the
+    H x W plane, else 0: the sh x sw polyphase components of the zero-padded plane.  Output
+    (oh, ow) reads tap (i, j) in component ((i*dh) % sh, (j*dw) % sw) at row oh + i*dh // sh,
+    column ow + j*dw // sw, so a strided layer's taps are unit-stride runs as in stride 1.
+    Components no tap reads (a 1x1 kernel's) are left as they are."""
+    cdef Py_ssize_t sh = p.sh, sw = p.sw, a, b, r, u, ih, lo, hi, lead
+    cdef floating *row
+    cdef const floating *s
+    for a in range(sh):
+        if not _phase_used(a, kh, p.dh, sh):
+            continue
+        for b in range(sw):
+            if not _phase_used(b, kw, p.dw, sw):
+                continue
+            # source column u*sw + lead lies in [0, W) for lo <= u < hi
+            lead = b - p.pl
+            lo = min(Wq, max(0, _ceil_div(-lead, sw)))
+            hi = max(lo, min(Wq, _ceil_div(W - lead, sw)))
+            for r in range(Hq):
+                row = P + ((a * sw + b) * Hq + r) * Wq
+                ih = r * sh + a - p.pt
+                if ih < 0 or ih >= H:
+                    for u in range(Wq):
+                        row[u] = 0
+                    continue
+                s = src + ih * W
+                for u in range(lo):
+                    row[u] = 0
+                if sw == 2:   # a constant stride: GCC deinterleaves whole vectors
+                    for u in range(lo, hi):
+                        row[u] = s[2 * u + lead]
+                else:
+                    for u in range(lo, hi):
+                        row[u] = s[u * sw + lead]
+                for u in range(hi, Wq):
+                    row[u] = 0
+
+
+cdef inline bint _phase_used(Py_ssize_t a, Py_ssize_t k, Py_ssize_t d, Py_ssize_t s) noexcept nogil:
+    """Whether some tap i < k has (i*d) % s == a."""
+    cdef Py_ssize_t i
+    for i in range(min(k, s)):
+        if (i * d) % s == a:
+            return True
+    return False
+
+
+cdef void _stage_planes(floating *P, const floating[:, :, :, ::1] x, Py_ssize_t n,
+                        Py_ssize_t c0, Py_ssize_t nc, Py_ssize_t Hq, Py_ssize_t Wq, Geom p,
+                        Py_ssize_t kh, Py_ssize_t kw) noexcept nogil:
+    """Channels c0 <= c < c0 + nc of sample n into P, sh*sw*Hq*Wq elements each: the
+    zero-padded plane at stride 1 (the next plane prefetched meanwhile), else its polyphase
+    components (_stage_phases)."""
+    cdef Py_ssize_t c, H = x.shape[2], W = x.shape[3], cs = p.sh * p.sw * Hq * Wq
+    for c in range(nc):
+        if p.sh == 1 and p.sw == 1:
+            _stage_plane(P + c * cs, &x[n, c0 + c, 0, 0], H, W, Hq, Wq, p.pt, p.pl,
+                         &x[n, c0 + c + 1, 0, 0] if c0 + c + 1 < x.shape[1] else NULL, True)
+        else:
+            _stage_phases(P + c * cs, &x[n, c0 + c, 0, 0], H, W, Hq, Wq, p, kh, kw)
+
+
 # --------------------------------------------------------------------------- NCHW forward
 
 cdef inline void _axpy4x4(floating *d0, floating *d1, floating *d2, floating *d3,
@@ -1420,25 +1489,22 @@ cdef void _forward_nchw_plane(const floating[:, :, :, ::1] x, const floating[:, 
                               const floating[::1] bias, floating[:, :, :, ::1] out,
                               Py_ssize_t n, Py_ssize_t k0, Py_ssize_t nk, Geom p,
                               const Py_ssize_t *off, floating *P, floating *D,
-                              Py_ssize_t Wp, const Py_ssize_t *pos, Py_ssize_t npos) noexcept nogil:
+                              Py_ssize_t Wq, const Py_ssize_t *pos, Py_ssize_t npos) noexcept nogil:
     """out[n, k] := bias[k] + sum_{c, i, j} w[k, c, i, j] * x[n, g*Cg + c, ih, iw]
 
-    For the nk <= 4 output channels k0 <= k < k0 + nk of one group g; stride 1, few C/G.
-    The group's input planes are staged zero padded in P (Hp rows of Wp each), so that output
-    (oh, ow) at flat index t = oh*Wp + ow reads tap (c, i, j) at P[t + off[(c*kh + i)*kw + j]],
-    off = c*Hp*Wp + i*dh*Wp + j*dw: every tap is one flat run over the plane, shared by the
-    nk channels.  With a _row_positions list (pos, npos) the output rows are written in
-    place, a vector at a time; otherwise D gets the rows at pitch Wp (columns >= oW are
-    scratch), then compacted."""
-    cdef Py_ssize_t H = x.shape[2], W = x.shape[3], K = out.shape[1]
-    cdef Py_ssize_t oH = out.shape[2], oW = out.shape[3]
+    For the nk <= 4 output channels k0 <= k < k0 + nk of one group g; few C/G.  The group's
+    input planes are staged zero padded in P (_stage_planes: Hq rows of Wq each, in sh*sw
+    polyphase components when strided), so that output (oh, ow) at flat index t = oh*Wq + ow
+    reads tap (c, i, j) at P[t + off[(c*kh + i)*kw + j]] (_plane_offsets): every tap is one
+    flat run over the plane, shared by the nk channels.  With a _row_positions list (pos,
+    npos) the output rows are written in place, a vector at a time; otherwise D gets the
+    rows at pitch Wq (columns >= oW are scratch), then compacted."""
+    cdef Py_ssize_t K = out.shape[1], oH = out.shape[2], oW = out.shape[3]
     cdef Py_ssize_t Cg = weight.shape[1], kh = weight.shape[2], kw = weight.shape[3]
-    cdef Py_ssize_t Hp = oH + (kh - 1) * p.dh, L = (oH - 1) * Wp + oW
-    cdef Py_ssize_t c0 = k0 // (K // p.G) * Cg, c, k, oh, ow
+    cdef Py_ssize_t Hq = oH + (kh - 1) * p.dh // p.sh, L = (oH - 1) * Wq + oW
+    cdef Py_ssize_t k, oh, ow
     cdef floating *row
-    for c in range(Cg):
-        _stage_plane(P + c * Hp * Wp, &x[n, c0 + c, 0, 0], H, W, Hp, Wp, p.pt, p.pl,
-                     &x[n, c0 + c + 1, 0, 0] if c0 + c + 1 < x.shape[1] else NULL, True)
+    _stage_planes(P, x, n, k0 // (K // p.G) * Cg, Cg, Hq, Wq, p, kh, kw)
     if pos != NULL:
         _taps_rows(&out[n, k0, 0, 0], oH * oW, P, off, &weight[k0, 0, 0, 0], Cg * kh * kw,
                    &bias[k0], nk, pos, pos + npos, npos)
@@ -1448,21 +1514,25 @@ cdef void _forward_nchw_plane(const floating[:, :, :, ::1] x, const floating[:, 
         for oh in range(oH):
             row = &out[n, k0 + k, oh, 0]
             for ow in range(oW):
-                row[ow] = D[k * L + oh * Wp + ow]
+                row[ow] = D[k * L + oh * Wq + ow]
 
 
-cdef Py_ssize_t *_plane_offsets(Py_ssize_t Cg, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t dh,
-                                Py_ssize_t dw, Py_ssize_t Hp, Py_ssize_t Wp) except NULL:
-    """off[(c*kh + i)*kw + j] := c*Hp*Wp + i*dh*Wp + j*dw: the flat offsets of the taps in Cg
-    planes of Hp rows of pitch Wp"""
-    cdef Py_ssize_t c, i, j
+cdef Py_ssize_t *_plane_offsets(Py_ssize_t Cg, Py_ssize_t kh, Py_ssize_t kw, Geom p,
+                                Py_ssize_t Hq, Py_ssize_t Wq) except NULL:
+    """off[(c*kh + i)*kw + j]: where tap (c, i, j) of output 0 lies in Cg channels staged by
+    _stage_planes (sh*sw components of Hq rows of pitch Wq each): in component
+    ((i*dh) % sh, (j*dw) % sw), at row i*dh // sh and column j*dw // sw.  At stride 1 that is
+    c*Hq*Wq + i*dh*Wq + j*dw."""
+    cdef Py_ssize_t c, i, j, cs = p.sh * p.sw * Hq * Wq
     cdef Py_ssize_t *off = <Py_ssize_t *> malloc(Cg * kh * kw * sizeof(Py_ssize_t) + 1)
     if off == NULL:
         raise MemoryError()
     for c in range(Cg):
         for i in range(kh):
             for j in range(kw):
-                off[(c * kh + i) * kw + j] = c * Hp * Wp + i * dh * Wp + j * dw
+                off[(c * kh + i) * kw + j] = (
+                    c * cs + ((i * p.dh % p.sh) * p.sw + j * p.dw % p.sw) * Hq * Wq
+                    + i * p.dh // p.sh * Wq + j * p.dw // p.sw)
     return off
 
 
@@ -1503,20 +1573,22 @@ def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
     cdef Py_ssize_t Wp = (oW - 1) * stride_w + (kw - 1) * dilation_w + 1
     cdef Py_ssize_t per_thread = Cg * kh * Wp
     cdef Py_ssize_t Kg = out.shape[1] // groups
-    cdef Py_ssize_t t, R, nrb, L, Hp, nkb, k0, npos
+    cdef Py_ssize_t t, R, nrb, L, Hq, Wq, nkb, k0, npos
     cdef floating *buf
     cdef Py_ssize_t *jr
     cdef Py_ssize_t *pos
     if N == 0:
         return
-    Hp = oH + (kh - 1) * dilation_h
-    L = (oH - 1) * Wp + oW
-    if stride_h == 1 and stride_w == 1 and Cg <= _NARROW and (
-            Cg == 1 and Kg < 4 or Cg * Hp * Wp + 4 * L <= 65536):
+    # planes staged for the plane kernel: sh*sw components of Hq rows of Wq
+    Hq = oH + (kh - 1) * dilation_h // stride_h
+    Wq = oW + (kw - 1) * dilation_w // stride_w
+    L = (oH - 1) * Wq + oW
+    if Cg <= _NARROW and (Cg == 1 and Kg < 4
+                          or Cg * stride_h * stride_w * Hq * Wq + 4 * L <= 65536):
         # Depthwise, first and other narrow layers: tasks (n, group, block of <= 4 output
         # channels) over whole planes, every tap one flat run over the staged input planes.
         nkb = _ceil_div(Kg, 4)
-        per_thread = Cg * Hp * Wp + min(Kg, 4) * L
+        per_thread = Cg * stride_h * stride_w * Hq * Wq + min(Kg, 4) * L
         buf = <floating *> calloc(nthreads * per_thread, sizeof(floating))  # staged clean
         if buf == NULL:
             raise MemoryError()
@@ -1524,9 +1596,9 @@ def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
         pos = NULL
         npos = 0
         try:
-            jr = _plane_offsets(Cg, kh, kw, dilation_h, dilation_w, Hp, Wp)
+            jr = _plane_offsets(Cg, kh, kw, p, Hq, Wq)
             if oW * sizeof(floating) >= FASTCONV_VBYTES():
-                pos = _row_positions(oH, oW, Wp, FASTCONV_VBYTES() // sizeof(floating), &npos)
+                pos = _row_positions(oH, oW, Wq, FASTCONV_VBYTES() // sizeof(floating), &npos)
             with nogil, parallel(num_threads=nthreads):
                 flush_denormals_enter()
                 for t in prange(N * groups * nkb, schedule="static"):
@@ -1534,8 +1606,8 @@ def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
                     _forward_nchw_plane(x, weight, bias, out, t // (groups * nkb), k0,
                                         min(4, Kg - (t % nkb) * 4), p, jr,
                                         buf + threadid() * per_thread,
-                                        buf + threadid() * per_thread + Cg * Hp * Wp, Wp,
-                                        pos, npos)
+                                        buf + (threadid() + 1) * per_thread - min(Kg, 4) * L,
+                                        Wq, pos, npos)
                 flush_denormals_exit()
         finally:
             free(pos)
@@ -1772,58 +1844,60 @@ cdef void _grad_weight_nchw_block(const floating[:, :, :, ::1] grad_output,
 cdef void _grad_weight_nchw_plane(const floating[:, :, :, ::1] grad_output,
                                   const floating[:, :, :, ::1] x, floating *part, Py_ssize_t k0,
                                   Py_ssize_t nk, Py_ssize_t n0, Py_ssize_t n1, Geom p,
-                                  Py_ssize_t kh, Py_ssize_t kw, const Py_ssize_t *off,
-                                  floating *P, floating *G, floating *acc,
-                                  Py_ssize_t Wp) noexcept nogil:
-    """part[(k - k0)*kh*kw + i*kw + j] := sum_{n0 <= n < n1, oh, ow} go[n,k,oh,ow] x[n,c,ih,iw]
+                                  Py_ssize_t Cg, Py_ssize_t kh, Py_ssize_t kw,
+                                  const Py_ssize_t *off, floating *P, floating *G, floating *acc,
+                                  Py_ssize_t Hq, Py_ssize_t Wq) noexcept nogil:
+    """part[((k - k0)*Cg + c)*kh*kw + i*kw + j] := sum_{n0 <= n < n1, oh, ow}
+    go[n, k, oh, ow] * x[n, g*Cg + c, ih, iw]
 
-    C/G == 1, stride 1, c = k // (K/G), for the nk output channels k0 <= k < k0 + nk of one
-    group.  The input plane is staged as in _forward_nchw_plane and the grad_output planes at
-    the same pitch Wp, zero beyond oW, so every tap is one flat dot product over the plane
-    (G and its planes vector aligned: the grad_output loads never straddle cache lines);
-    nq taps (a kernel row of 5x5 or 3x3) share each grad_output load, and 4 channels
-    (nk == 4) each input load.  Each plane is followed by VL zeros, so the dots run in whole
-    vectors; they add vectors into acc (4*nq entries of VL lanes per (channel block, tap
-    chunk)), summed once at the end."""
-    cdef Py_ssize_t H = x.shape[2], W = x.shape[3], oH = grad_output.shape[2]
-    cdef Py_ssize_t oW = grad_output.shape[3], Kg = grad_output.shape[1] // p.G
-    cdef Py_ssize_t VL = FASTCONV_VBYTES() // sizeof(floating)
-    cdef Py_ssize_t Hp = oH + (kh - 1) * p.dh, Gs = _ceil_div(oH * Wp + VL, VL) * VL
+    For the nk output channels k0 <= k < k0 + nk of one group g, few C/G.  The group's input
+    planes are staged as in _forward_nchw_plane and the grad_output planes at the same pitch
+    Wq, zero beyond oW, so every tap is one flat dot product over the plane (G and its planes
+    vector aligned: the grad_output loads never straddle cache lines); nq taps (a kernel row
+    of 5x5 or 3x3) share each grad_output load, and 4 channels (nk == 4) each input load.
+    The staged planes are followed by VL zeros, so the dots run in whole vectors; they add
+    vectors into acc (4*nq entries of VL lanes per (channel block, input channel, tap chunk)),
+    summed once at the end.  The columns beyond oW multiply zeros of G by input values: an
+    infinity there makes a NaN, which the caller detects."""
+    cdef Py_ssize_t oH = grad_output.shape[2], oW = grad_output.shape[3], Kg = grad_output.shape[1] // p.G
+    cdef Py_ssize_t VL = FASTCONV_VBYTES() // sizeof(floating), cs = p.sh * p.sw * Hq * Wq
+    cdef Py_ssize_t Gs = _ceil_div(oH * Wq + VL, VL) * VL
     cdef Py_ssize_t T = kh * kw, nq = _dot_taps(T), nch = _ceil_div(T, nq), slot = 4 * nq * VL
-    cdef Py_ssize_t m = _ceil_div((oH - 1) * Wp + oW, VL) * VL
-    cdef Py_ssize_t n, q, q0, q1, h, k, kb, l, nb = 1 if nk == 4 else nk
+    cdef Py_ssize_t m = _ceil_div((oH - 1) * Wq + oW, VL) * VL
+    cdef Py_ssize_t n, q, q0, q1, h, k, kb, c, l, nb = 1 if nk == 4 else nk
     cdef floating s
     cdef floating *a
-    for q in range(nb * nch * slot):
+    for q in range(nb * Cg * nch * slot):
         acc[q] = 0
     for l in range(VL):
-        P[Hp * Wp + l] = 0
+        P[Cg * cs + l] = 0
     for k in range(nk):
         for l in range(VL):
-            G[k * Gs + oH * Wp + l] = 0
+            G[k * Gs + oH * Wq + l] = 0
     for n in range(n0, n1):
-        _stage_plane(P, &x[n, k0 // Kg, 0, 0], H, W, Hp, Wp, p.pt, p.pl,
-                     &x[n + 1, k0 // Kg, 0, 0] if n + 1 < n1 else NULL, True)
+        _stage_planes(P, x, n, k0 // Kg * Cg, Cg, Hq, Wq, p, kh, kw)
         for k in range(nk):
-            _stage_plane(G + k * Gs, &grad_output[n, k0 + k, 0, 0], oH, oW, oH, Wp, 0, 0,
+            _stage_plane(G + k * Gs, &grad_output[n, k0 + k, 0, 0], oH, oW, oH, Wq, 0, 0,
                          &grad_output[n + 1, k0 + k, 0, 0] if n + 1 < n1 else NULL, True)
         for kb in range(nb):  # one block of 4 channels, or the channels one by one
-            for h in range(nch):  # nch chunks of <= nq taps, as equal as possible
+            for c in range(Cg):
+                for h in range(nch):  # nch chunks of <= nq taps, as equal as possible
+                    q0 = T * h // nch
+                    q1 = T * (h + 1) // nch
+                    _dots(G + kb * Gs, Gs, P + c * cs, off + q0, q1 - q0, 4 if nk == 4 else 1,
+                          nq, m, acc + ((kb * Cg + c) * nch + h) * slot)
+    for kb in range(nb):
+        for c in range(Cg):
+            for h in range(nch):
                 q0 = T * h // nch
                 q1 = T * (h + 1) // nch
-                _dots(G + kb * Gs, Gs, P, off + q0, q1 - q0, 4 if nk == 4 else 1, nq, m,
-                      acc + (kb * nch + h) * slot)
-    for kb in range(nb):
-        for h in range(nch):
-            q0 = T * h // nch
-            q1 = T * (h + 1) // nch
-            for k in range(4 if nk == 4 else 1):
-                for q in range(q0, q1):
-                    a = acc + (kb * nch + h) * slot + (nq * k + q - q0) * VL
-                    s = 0
-                    for l in range(VL):
-                        s = s + a[l]
-                    part[(kb + k) * T + q] = s
+                for k in range(4 if nk == 4 else 1):
+                    for q in range(q0, q1):
+                        a = acc + ((kb * Cg + c) * nch + h) * slot + (nq * k + q - q0) * VL
+                        s = 0
+                        for l in range(VL):
+                            s = s + a[l]
+                        part[((kb + k) * Cg + c) * T + q] = s
 
 
 def grad_weight_nchw(const floating[:, :, :, ::1] grad_output, const floating[:, :, :, ::1] x,
@@ -1839,27 +1913,28 @@ def grad_weight_nchw(const floating[:, :, :, ::1] grad_output, const floating[:,
     cdef Py_ssize_t nthreads = max(num_threads, 1)
     cdef Py_ssize_t ncb = 1, cbs, ntasks, t, g, kb, cb, k0, k1, c0, c1
     cdef Py_ssize_t N = x.shape[0], oH = grad_output.shape[2], oW = grad_output.shape[3]
-    cdef Py_ssize_t kh = grad_weight.shape[2], Wp, per_thread, nbs, nsb, VL, nacc
+    cdef Py_ssize_t kh = grad_weight.shape[2], Hq, Wq, cs, per_thread, nbs, nsb, VL, nacc
     cdef Py_ssize_t *jr
     cdef floating *buf
     cdef Py_ssize_t gof
     cdef void *raw
     cdef floating[:, ::1] pq
-    if Cg == 1 and stride_h == 1 and stride_w == 1 and N > 0:
-        # C/G == 1 (depthwise, first layers): tasks (sample chunk, block of <= 4 output
-        # channels of a group) fixed by the shape, summed in order after the parallel region
-        # (bitwise thread independent).
-        nkb = _ceil_div(Kg, 4)
+    Hq = oH + (kh - 1) * dilation_h // stride_h
+    Wq = oW + (kw - 1) * dilation_w // stride_w
+    cs = stride_h * stride_w * Hq * Wq
+    if N > 0 and (Cg == 1 or Cg <= _NARROW and Cg * cs <= 65536):
+        # Depthwise, first and other narrow layers: tasks (sample chunk, block of <= 4
+        # output channels of a group) fixed by the shape, summed in order after the parallel
+        # region (bitwise thread independent).
         nbs = _chunk_size(N, _ceil_div(64, groups * nkb))
         nsb = _ceil_div(N, nbs)
-        Wp = oW + (kw - 1) * dilation_w
         VL = FASTCONV_VBYTES() // sizeof(floating)
-        # input plane, <= 4 grad_output planes (each with VL zeros after), vector sums; each
-        # part vector aligned
-        nacc = 4 * _ceil_div(kh * kw, _dot_taps(kh * kw)) * 4 * _dot_taps(kh * kw) * VL
-        gof = _ceil_div((oH + (kh - 1) * dilation_h) * Wp + VL, VL) * VL
-        per_thread = gof + min(Kg, 4) * _ceil_div(oH * Wp + VL, VL) * VL + nacc
-        part = np.empty((nsb, K * kh * kw), dtype=np.asarray(x).dtype)
+        # input planes (VL zeros after), <= 4 grad_output planes (each with VL zeros after),
+        # vector sums; each part vector aligned
+        nacc = 4 * Cg * _ceil_div(kh * kw, _dot_taps(kh * kw)) * 4 * _dot_taps(kh * kw) * VL
+        gof = _ceil_div(Cg * cs + VL, VL) * VL
+        per_thread = gof + min(Kg, 4) * _ceil_div(oH * Wq + VL, VL) * VL + nacc
+        part = np.empty((nsb, K * Cg * kh * kw), dtype=np.asarray(x).dtype)
         pq = part
         raw = calloc(nthreads * per_thread + VL, sizeof(floating))  # staged clean
         if raw == NULL:
@@ -1867,24 +1942,29 @@ def grad_weight_nchw(const floating[:, :, :, ::1] grad_output, const floating[:,
         buf = <floating *> raw + _align_skip(raw, sizeof(floating))
         jr = NULL
         try:
-            jr = _plane_offsets(1, kh, kw, dilation_h, dilation_w, 0, Wp)
+            jr = _plane_offsets(1, kh, kw, p, Hq, Wq)
             with nogil, parallel(num_threads=nthreads):
                 flush_denormals_enter()
                 for t in prange(nsb * groups * nkb, schedule="static"):
                     k0 = (t % (groups * nkb)) // nkb * Kg + (t % nkb) * 4
-                    _grad_weight_nchw_plane(grad_output, x, &pq[t // (groups * nkb), k0 * kh * kw],
+                    _grad_weight_nchw_plane(grad_output, x,
+                                            &pq[t // (groups * nkb), k0 * Cg * kh * kw],
                                             k0, min(4, Kg - (t % nkb) * 4),
                                             (t // (groups * nkb)) * nbs,
-                                            min(N, (t // (groups * nkb) + 1) * nbs), p, kh, kw,
-                                            jr, buf + threadid() * per_thread,
+                                            min(N, (t // (groups * nkb) + 1) * nbs), p, Cg,
+                                            kh, kw, jr, buf + threadid() * per_thread,
                                             buf + threadid() * per_thread + gof,
-                                            buf + (threadid() + 1) * per_thread - nacc, Wp)
+                                            buf + (threadid() + 1) * per_thread - nacc, Hq, Wq)
                 flush_denormals_exit()
         finally:
             free(jr)
             free(raw)
-        np.asarray(grad_weight).reshape(-1)[...] = part.sum(axis=0)
-        return
+        total = part.sum(axis=0)
+        if np.isfinite(total).all():
+            np.asarray(grad_weight).reshape(-1)[...] = total
+            return
+        # An infinity met a zero column of a staged grad_output plane (0 * inf = NaN):
+        # recompute below, where only real products are summed.
     # Split input channels too when there are few (group, k-block) tasks.  The sum order of
     # every entry (n, oh, ow) does not depend on the split, so results do not either.
     if groups * nkb < 8 * nthreads:
