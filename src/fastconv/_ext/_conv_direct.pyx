@@ -52,7 +52,8 @@ bitwise reproducible and do not depend on the number of threads):
                       too few for the threads, the block's input rows staged once.
                       Otherwise (n, oh) output rows
     grad_input_nchw   stride 1: forward_nchw of grad_output with the flipped, transposed kernel
-                      (a small copy made here).  Otherwise (n, ih) rows, all C per row.
+                      (a small copy made here).  Strided depthwise: (n, c) planes, a
+                      polyphase component at a time.  Otherwise (n, ih) rows, all C per row.
     grad_input_nhwc   depthwise, stride 1: forward_nhwc with the flipped kernel.  Otherwise
                       (n, ih) input-gradient rows (gather form)
     grad_weight_nchw  C/G == 1, or C/G <= 32 with staged planes that fit: (sample chunk,
@@ -1748,6 +1749,96 @@ cdef void _grad_input_nchw_row(const floating[:, :, :, ::1] grad_output,
             _flush_taps(dst, src, ws, los, his, cnt, 1)
 
 
+cdef void _grad_input_nchw_phases(const floating[:, :, :, ::1] grad_output,
+                                  const floating[:, :, :, ::1] weight,
+                                  floating[:, :, :, ::1] grad_input, Py_ssize_t n, Py_ssize_t c,
+                                  Geom p, const Py_ssize_t *tap, const Py_ssize_t *off,
+                                  const Py_ssize_t *first, Py_ssize_t Hq, Py_ssize_t Wq,
+                                  Py_ssize_t Mi, Py_ssize_t Mj, floating *Gp, floating *D,
+                                  floating *wq) noexcept nogil:
+    """grad_input[n, c] := the adjoint of a strided depthwise layer, phase by phase
+
+    Padded input pixel (r, u) = (ih + pt, iw + pl) lies in polyphase component (a, b) =
+    (r % sh, u % sw) at (r', u') = (r // sh, u // sw), and only the taps (i, j) with
+    ((i*dh) % sh, (j*dw) % sw) == (a, b) reach it, from output (r' - i*dh // sh,
+    u' - j*dw // sw).  So each component is a stride-1 correlation of the grad_output plane
+    with its own few taps: staged with Mi rows and Mj columns of zeros before (Gp, pitch
+    Wg = Wq + Mj), component (a, b) at t = r'*Wg + u' is sum_q w_q * Gp[t + off[q]] for the
+    taps tap[first[ph]:first[ph + 1]] of ph = a*sw + b, every tap a flat run (_taps_flat
+    into D).  The components are then interleaved into the input-gradient rows."""
+    cdef Py_ssize_t H = grad_input.shape[2], W = grad_input.shape[3], kw = weight.shape[3]
+    cdef Py_ssize_t oH = grad_output.shape[2], oW = grad_output.shape[3]
+    cdef Py_ssize_t sh = p.sh, sw = p.sw, Wg = Wq + Mj, L = (Hq - 1) * Wg + Wq
+    cdef Py_ssize_t ph, q, nt, ih, r, a, b, rq, lo, hi, end, u, v, e0
+    cdef floating zero = 0
+    cdef floating *row
+    cdef const floating *d0
+    cdef const floating *d1
+    _stage_plane(Gp, &grad_output[n, c, 0, 0], oH, oW, Hq + Mi, Wg, Mi, Mj,
+                 &grad_output[n, c + 1, 0, 0] if c + 1 < grad_output.shape[1] else NULL, True)
+    for ph in range(sh * sw):
+        nt = first[ph + 1] - first[ph]
+        for q in range(nt):
+            wq[q] = weight[c, 0, tap[first[ph] + q] // kw, tap[first[ph] + q] % kw]
+        if nt > 0:
+            _taps_flat(D + ph * Hq * Wg, 0, Gp, off + first[ph], wq, nt, &zero, 1, L)
+    for ih in range(H):
+        row = &grad_input[n, c, ih, 0]
+        r = ih + p.pt
+        a = r % sh
+        rq = r // sh
+        if rq >= Hq:
+            for u in range(W):
+                row[u] = 0
+            continue
+        if sw == 2 and first[a * 2 + 1] > first[a * 2] and first[a * 2 + 2] > first[a * 2 + 1]:
+            # row[2v + e] = component (e + pl) % 2 at column v + (e + pl) // 2, as one
+            # interleaving loop (GCC vectorises the pair of stores)
+            e0 = p.pl % 2
+            d0 = D + (a * 2 + e0) * Hq * Wg + rq * Wg + p.pl // 2
+            d1 = D + (a * 2 + 1 - e0) * Hq * Wg + rq * Wg + (p.pl + 1) // 2
+            hi = max(0, min(W // 2, Wq - (p.pl + 1) // 2))
+            for v in range(hi):
+                row[2 * v] = d0[v]
+                row[2 * v + 1] = d1[v]
+            lo = 2 * hi
+        else:
+            lo = 0
+        for b in range(sw):
+            # columns iw = u'*sw + b - pl in [lo, W): u' from ceil((lo + pl - b) / sw)
+            u = max(0, _ceil_div(lo + p.pl - b, sw))
+            end = max(u, _ceil_div(W + p.pl - b, sw))
+            hi = max(u, min(end, Wq))
+            if first[a * sw + b + 1] == first[a * sw + b]:
+                hi = u
+            d0 = D + (a * sw + b) * Hq * Wg + rq * Wg
+            for v in range(u, hi):
+                row[v * sw + b - p.pl] = d0[v]
+            for v in range(hi, end):
+                row[v * sw + b - p.pl] = 0
+
+
+cdef Py_ssize_t *_phase_taps(Py_ssize_t kh, Py_ssize_t kw, Geom p, Py_ssize_t Mi, Py_ssize_t Mj,
+                             Py_ssize_t Wg) except NULL:
+    """For _grad_input_nchw_phases: first[ph] (sh*sw + 1 entries), then the taps i*kw + j of
+    each component ph = ((i*dh) % sh)*sw + (j*dw) % sw in turn, then their offsets
+    (Mi - i*dh // sh)*Wg + Mj - j*dw // sw into the staged grad_output plane."""
+    cdef Py_ssize_t S = p.sh * p.sw, T = kh * kw, ph, i, j, q = 0
+    cdef Py_ssize_t *first = <Py_ssize_t *> malloc((S + 1 + 2 * T) * sizeof(Py_ssize_t))
+    if first == NULL:
+        raise MemoryError()
+    for ph in range(S):
+        first[ph] = q
+        for i in range(kh):
+            for j in range(kw):
+                if (i * p.dh % p.sh) * p.sw + j * p.dw % p.sw == ph:
+                    first[S + 1 + q] = i * kw + j
+                    first[S + 1 + T + q] = (Mi - i * p.dh // p.sh) * Wg + Mj - j * p.dw // p.sw
+                    q = q + 1
+    first[S] = q
+    return first
+
+
 def grad_input_nchw(const floating[:, :, :, ::1] grad_output, const floating[:, :, :, ::1] weight,
                     floating[:, :, :, ::1] grad_input,
                     Py_ssize_t stride_h, Py_ssize_t stride_w, Py_ssize_t pad_top,
@@ -1773,6 +1864,9 @@ def grad_input_nchw(const floating[:, :, :, ::1] grad_output, const floating[:, 
                      1, 1, (kh - 1) * dilation_h - pad_top, (kw - 1) * dilation_w - pad_left,
                      dilation_h, dilation_w, groups, num_threads)
         return
+    if Cg == 1 and K == groups:
+        _grad_input_nchw_depthwise_strided(grad_output, weight, grad_input, p, num_threads)
+        return
     jr = <Py_ssize_t *> malloc(2 * kw * sizeof(Py_ssize_t))
     if jr == NULL:
         raise MemoryError()
@@ -1786,6 +1880,41 @@ def grad_input_nchw(const floating[:, :, :, ::1] grad_output, const floating[:, 
             flush_denormals_exit()
     finally:
         free(jr)
+
+
+cdef _grad_input_nchw_depthwise_strided(const floating[:, :, :, ::1] grad_output,
+                                        const floating[:, :, :, ::1] weight,
+                                        floating[:, :, :, ::1] grad_input, Geom p,
+                                        int num_threads):
+    """grad_input of a strided depthwise layer: tasks (n, c) over whole planes, each by its
+    polyphase components (_grad_input_nchw_phases)."""
+    cdef Py_ssize_t N = grad_input.shape[0], C = grad_input.shape[1]
+    cdef Py_ssize_t kh = weight.shape[2], kw = weight.shape[3], oH = grad_output.shape[2]
+    cdef Py_ssize_t Hq = oH + (kh - 1) * p.dh // p.sh
+    cdef Py_ssize_t Wq = grad_output.shape[3] + (kw - 1) * p.dw // p.sw
+    cdef Py_ssize_t Mi = (kh - 1) * p.dh // p.sh, Mj = (kw - 1) * p.dw // p.sw, Wg = Wq + Mj
+    cdef Py_ssize_t S = p.sh * p.sw, T = kh * kw, VL = FASTCONV_VBYTES() // sizeof(floating)
+    # staged grad_output plane (Mj + VL zeros after: flat runs overshoot), components, taps
+    cdef Py_ssize_t per_thread = (Hq + Mi) * Wg + Mj + VL + S * Hq * Wg + T
+    cdef Py_ssize_t t, nthreads = max(num_threads, 1)
+    cdef Py_ssize_t *first = NULL
+    cdef floating *buf = <floating *> calloc(nthreads * per_thread, sizeof(floating))  # clean
+    if buf == NULL:
+        raise MemoryError()
+    try:
+        first = _phase_taps(kh, kw, p, Mi, Mj, Wg)
+        with nogil, parallel(num_threads=nthreads):
+            flush_denormals_enter()
+            for t in prange(N * C, schedule="static"):
+                _grad_input_nchw_phases(grad_output, weight, grad_input, t // C, t % C, p,
+                                        first + S + 1, first + S + 1 + T, first, Hq, Wq, Mi,
+                                        Mj, buf + threadid() * per_thread,
+                                        buf + threadid() * per_thread + (Hq + Mi) * Wg + Mj + VL,
+                                        buf + (threadid() + 1) * per_thread - T)
+            flush_denormals_exit()
+    finally:
+        free(first)
+        free(buf)
 
 
 # --------------------------------------------------------------------------- NCHW grad_weight
