@@ -129,6 +129,9 @@ cdef extern from *:
     #endif
     typedef float fastconv_vf __attribute__((vector_size(FASTCONV_VB)));
     typedef double fastconv_vd __attribute__((vector_size(FASTCONV_VB)));
+    /* half vectors: rows of 14x14 planes hold no whole V of float */
+    typedef float fastconv_hf __attribute__((vector_size(FASTCONV_VB / 2)));
+    typedef double fastconv_hd __attribute__((vector_size(FASTCONV_VB / 2)));
     #define FASTCONV_VBYTES() FASTCONV_VB
     /* unaligned load / store of a V (or T) at p */
     #define FASTCONV_LD(V, p) ({ V v_; __builtin_memcpy(&v_, (p), sizeof(V)); v_; })
@@ -239,6 +242,8 @@ cdef extern from *:
     }
     FASTCONV_COPY_ROWS(fastconv_copy_rows_f, float, fastconv_vf)
     FASTCONV_COPY_ROWS(fastconv_copy_rows_d, double, fastconv_vd)
+    FASTCONV_COPY_ROWS(fastconv_copy_rows_hf, float, fastconv_hf)
+    FASTCONV_COPY_ROWS(fastconv_copy_rows_hd, double, fastconv_hd)
 
     /* r[(NQ*k + q)*L + l] += lane l of sum_t g[k*ld + t] * s[t + off[q]]  for k < KB,
        q < nt <= NQ, t < m (the sum over l is left to the caller; leftover t < L go to lane 0):
@@ -565,6 +570,10 @@ cdef extern from *:
                               Py_ssize_t rows, Py_ssize_t w, const float *nxt) noexcept nogil
     void fastconv_copy_rows_d(double *d, Py_ssize_t dp, const double *s, Py_ssize_t sp,
                               Py_ssize_t rows, Py_ssize_t w, const double *nxt) noexcept nogil
+    void fastconv_copy_rows_hf(float *d, Py_ssize_t dp, const float *s, Py_ssize_t sp,
+                               Py_ssize_t rows, Py_ssize_t w, const float *nxt) noexcept nogil
+    void fastconv_copy_rows_hd(double *d, Py_ssize_t dp, const double *s, Py_ssize_t sp,
+                               Py_ssize_t rows, Py_ssize_t w, const double *nxt) noexcept nogil
     void fastconv_taprows_f44(float *d, Py_ssize_t ld, const float *s, const Py_ssize_t *off,
                               const float *w, Py_ssize_t nt, const float *b,
                               const Py_ssize_t *sp, const Py_ssize_t *dp,
@@ -1190,6 +1199,26 @@ cdef inline void _dw_dots(floating **r, const floating **xs, Py_ssize_t nt, cons
             _dw_dot_vec(r, xb, nt, g + p0 * C, C, sx, m, c1 - VL, VL - (c1 - c), VL, True)
 
 
+cdef inline bint _copy_rows(floating *d, Py_ssize_t dp, const floating *s, Py_ssize_t sp,
+                            Py_ssize_t rows, Py_ssize_t w, const floating *nxt) noexcept nogil:
+    """d[r*dp + u] := s[r*sp + u]  for r < rows, u < w, in whole (or half) vectors, the last
+    of a row overlapping the one before; False (nothing done) for rows narrower than half a
+    vector."""
+    if w * sizeof(floating) >= FASTCONV_VBYTES():
+        if floating is float:
+            fastconv_copy_rows_f(d, dp, s, sp, rows, w, nxt)
+        else:
+            fastconv_copy_rows_d(d, dp, s, sp, rows, w, nxt)
+    elif 2 * w * sizeof(floating) >= FASTCONV_VBYTES():
+        if floating is float:
+            fastconv_copy_rows_hf(d, dp, s, sp, rows, w, nxt)
+        else:
+            fastconv_copy_rows_hd(d, dp, s, sp, rows, w, nxt)
+    else:
+        return False
+    return True
+
+
 cdef inline void _stage_plane(floating *P, const floating *src, Py_ssize_t H, Py_ssize_t W,
                               Py_ssize_t Hp, Py_ssize_t Wp, Py_ssize_t top, Py_ssize_t left,
                               const floating *nxt, bint clean) noexcept nogil:
@@ -1198,15 +1227,11 @@ cdef inline void _stage_plane(floating *P, const floating *src, Py_ssize_t H, Py
     The plane at nxt (the caller's next one, if not NULL) is prefetched meanwhile: planes are
     short streams the hardware prefetcher has barely locked on to when they end.  clean: P is
     zero, or holds a plane staged with the same geometry, so when the H x W plane lies inside
-    and a row holds a vector, only its rows are copied, in whole vectors (row by row element
-    loops cost as much as the taps of a 28x28 first layer)."""
+    and a row holds half a vector, only its rows are copied, in whole (or half) vectors (row
+    by row element loops cost as much as the taps of a 28x28 first layer)."""
     cdef Py_ssize_t r, u, step = 64 // sizeof(floating)
-    if (clean and W * sizeof(floating) >= FASTCONV_VBYTES() and 0 <= top and top + H <= Hp
-            and 0 <= left and left + W <= Wp):
-        if floating is float:
-            fastconv_copy_rows_f(P + top * Wp + left, Wp, src, W, H, W, nxt)
-        else:
-            fastconv_copy_rows_d(P + top * Wp + left, Wp, src, W, H, W, nxt)
+    if (clean and 0 <= top and top + H <= Hp and 0 <= left and left + W <= Wp
+            and _copy_rows(P + top * Wp + left, Wp, src, W, H, W, nxt)):
         return
     for r in range(Hp):
         if 0 <= r - top < H:
@@ -1519,6 +1544,8 @@ cdef void _forward_nchw_plane(const floating[:, :, :, ::1] x, const floating[:, 
         return
     _taps_flat(D, L, P, off, &weight[k0, 0, 0, 0], Cg * kh * kw, &bias[k0], nk, L)
     for k in range(nk):
+        if _copy_rows(&out[n, k0 + k, 0, 0], oW, D + k * L, Wq, oH, oW, NULL):
+            continue
         for oh in range(oH):
             row = &out[n, k0 + k, oh, 0]
             for ow in range(oW):
