@@ -87,12 +87,18 @@ def test_builtin_rule(op, data_format, monkeypatch):
     # a first layer: direct, but for the input gradient (col2im)
     expected = "im2col" if op == "grad_input" else "direct"
     assert choose(op, _geom(narrow, data_format)) == expected
-    # LeNet's 6 -> 16 5x5: Winograd, but col2im for the input gradient (whose GEMM has 6
-    # rows), the narrow direct kernels for the weight gradient and im2col's NHWC forward
+    # LeNet's 6 -> 16 5x5: NCHW's plane kernels; in NHWC col2im for the input gradient
+    # (whose GEMM has 6 rows), the narrow direct kernel for the weight gradient and im2col's
+    # forward
     lenet = dataclasses.replace(narrow, batch=64, in_channels=6, out_channels=16, padding=0)
-    expected = {"grad_input": "im2col", "grad_weight": "direct",
-                "forward": "im2col" if data_format == "NHWC" else "winograd"}
-    assert choose(op, _geom(lenet, data_format)) == expected[op]
+    expected = {"grad_input": "im2col", "grad_weight": "direct", "forward": "im2col"}
+    assert choose(op, _geom(lenet, data_format)) == (
+        expected[op] if data_format == "NHWC" else "direct")
+    # with 32 outputs, Winograd in NCHW (but for col2im's input gradient)
+    lenet32 = dataclasses.replace(lenet, out_channels=32)
+    if data_format == "NCHW":
+        assert choose(op, _geom(lenet32, data_format)) == (
+            "im2col" if op == "grad_input" else "winograd")
     # cifar_res20's 16 -> 16 3x3: NCHW's plane kernels; Winograd in NHWC
     cifar = dataclasses.replace(lenet, in_channels=16, kernel=(3, 3), padding=1)
     expected = "direct" if data_format == "NCHW" else "winograd"

@@ -53,9 +53,9 @@ def _nchw_planes_fit(geom):
 
 def _winograd_fits(geom):
     """Winograd takes 3x3 and 5x5 stride-1 layers: 1.2-2.3x im2col on the 3x3 layers,
-    1.1-2.6x on fmnist_conv2's 5x5 (with 8 or more channels per group; LeNet's 6 -> 16 5x5
-    forward and weight gradient in NCHW 1.25-1.45x, but im2col's NHWC forward is 1.3-1.5x
-    Winograd there). Not where the batch has fewer output pixels
+    1.1-2.6x on fmnist_conv2's 5x5 (with 8 or more channels per group, or 5-7 input
+    channels in NCHW: 1.25-1.45x; but im2col's NHWC forward is 1.3-1.5x Winograd on LeNet's
+    6 -> 16, and NCHW's narrow plane kernels take that one). Not where the batch has fewer output pixels
     than threads x output channels (512 channels at 7x7, batch 8): the weight transform is
     not amortised there, and im2col's single GEMM on all cores is 1.3-1.8x faster."""
     return ((geom.kernel_h, geom.kernel_w) in ((3, 3), (5, 5)) and geom.stride == (1, 1)
@@ -66,8 +66,9 @@ def _winograd_fits(geom):
 def _narrow_direct(op, geom, cg, kg, winograd):
     """Narrow layers on direct's first-layer kernels (staged planes in NCHW, one broadcast
     input value per tap in NHWC):
-    - NCHW stride-1 forward and input gradient, 8-16 channels on both sides: cifar_res20
-      1.4-1.6x Winograd, 16 channels dilated or 7x7 2-3x;
+    - NCHW stride-1 forward and input gradient, up to 16 channels on both sides: cifar_res20
+      1.4-1.6x Winograd, 16 channels dilated or 7x7 2-3x, LeNet's 6 -> 16 forward 2x
+      Winograd and input gradient 1.05-1.15x im2col;
     - NCHW weight gradients, up to 16 channels on both sides, on staged (polyphase) planes:
       16 channels dilated 2-4x im2col, cifar_res20 1.05-1.25x Winograd, LeNet's 6 -> 16
       1.1-1.4x Winograd;
@@ -82,7 +83,7 @@ def _narrow_direct(op, geom, cg, kg, winograd):
     if not geom.channels_last:
         if op == "grad_weight":
             return max(cg, kg) <= 16 and _nchw_planes_fit(geom)
-        return geom.stride == (1, 1) and 8 <= min(cg, kg) and max(cg, kg) <= 16
+        return geom.stride == (1, 1) and max(cg, kg) <= 16
     if geom.groups != 1:
         return False
     if op == "grad_weight":

@@ -1531,10 +1531,14 @@ cdef void _forward_nchw_plane(const floating[:, :, :, ::1] x, const floating[:, 
     reads tap (c, i, j) at P[t + off[(c*kh + i)*kw + j]] (_plane_offsets): every tap is one
     flat run over the plane, shared by the nk channels.  With a _row_positions list (pos,
     npos) the output rows are written in place, a vector at a time; otherwise D gets the
-    rows at pitch Wq (columns >= oW are scratch), then compacted."""
+    rows at pitch Wq (columns >= oW are scratch), in whole vectors (reading up to a vector
+    past the planes, into D: a scalar tail took as long as the vectors on 10x10 outputs),
+    then compacted."""
     cdef Py_ssize_t K = out.shape[1], oH = out.shape[2], oW = out.shape[3]
     cdef Py_ssize_t Cg = weight.shape[1], kh = weight.shape[2], kw = weight.shape[3]
-    cdef Py_ssize_t Hq = oH + (kh - 1) * p.dh // p.sh, L = (oH - 1) * Wq + oW
+    cdef Py_ssize_t VL = FASTCONV_VBYTES() // sizeof(floating)
+    cdef Py_ssize_t Hq = oH + (kh - 1) * p.dh // p.sh
+    cdef Py_ssize_t L = _ceil_div((oH - 1) * Wq + oW, VL) * VL
     cdef Py_ssize_t k, oh, ow
     cdef floating *row
     _stage_planes(P, x, n, k0 // (K // p.G) * Cg, Cg, Hq, Wq, p, kh, kw)
@@ -1608,7 +1612,7 @@ def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
     cdef Py_ssize_t Wp = (oW - 1) * stride_w + (kw - 1) * dilation_w + 1
     cdef Py_ssize_t per_thread = Cg * kh * Wp
     cdef Py_ssize_t Kg = out.shape[1] // groups
-    cdef Py_ssize_t t, R, nrb, L, Hq, Wq, nkb, k0, npos
+    cdef Py_ssize_t t, R, nrb, L, Hq, Wq, nkb, k0, npos, VL
     cdef floating *buf
     cdef Py_ssize_t *jr
     cdef Py_ssize_t *pos
@@ -1623,6 +1627,9 @@ def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
         # Depthwise, first and other narrow layers: tasks (n, group, block of <= 4 output
         # channels) over whole planes, every tap one flat run over the staged input planes.
         nkb = _ceil_div(Kg, 4)
+        # staged planes, then the output rows at pitch Wq (_taps_flat's, in whole vectors)
+        VL = FASTCONV_VBYTES() // sizeof(floating)
+        L = _ceil_div(L, VL) * VL
         per_thread = Cg * stride_h * stride_w * Hq * Wq + min(Kg, 4) * L
         buf = <floating *> calloc(nthreads * per_thread, sizeof(floating))  # staged clean
         if buf == NULL:
