@@ -1809,7 +1809,10 @@ cdef void _grad_input_nchw_phases(const floating[:, :, :, ::1] grad_output,
     into D).  The components are then interleaved into the input-gradient rows."""
     cdef Py_ssize_t H = grad_input.shape[2], W = grad_input.shape[3], kw = weight.shape[3]
     cdef Py_ssize_t oH = grad_output.shape[2], oW = grad_output.shape[3]
-    cdef Py_ssize_t sh = p.sh, sw = p.sw, Wg = Wq + Mj, L = (Hq - 1) * Wg + Wq
+    cdef Py_ssize_t sh = p.sh, sw = p.sw, Wg = Wq + Mj, VL = FASTCONV_VBYTES() // sizeof(floating)
+    # flat runs in whole vectors, overrunning into the next component (computed after) or
+    # the caller's VL elements of slack after the last
+    cdef Py_ssize_t L = _ceil_div((Hq - 1) * Wg + Wq, VL) * VL
     cdef Py_ssize_t ph, q, nt, ih, r, a, b, rq, lo, hi, end, u, v, e0
     cdef floating zero = 0
     cdef floating *row
@@ -1935,8 +1938,9 @@ cdef _grad_input_nchw_depthwise_strided(const floating[:, :, :, ::1] grad_output
     cdef Py_ssize_t Wq = grad_output.shape[3] + (kw - 1) * p.dw // p.sw
     cdef Py_ssize_t Mi = (kh - 1) * p.dh // p.sh, Mj = (kw - 1) * p.dw // p.sw, Wg = Wq + Mj
     cdef Py_ssize_t S = p.sh * p.sw, T = kh * kw, VL = FASTCONV_VBYTES() // sizeof(floating)
-    # staged grad_output plane (Mj + VL zeros after: flat runs overshoot), components, taps
-    cdef Py_ssize_t per_thread = (Hq + Mi) * Wg + Mj + VL + S * Hq * Wg + T
+    # staged grad_output plane (Mj + VL zeros after: flat runs overshoot), components (VL
+    # elements of slack after), taps
+    cdef Py_ssize_t per_thread = (Hq + Mi) * Wg + Mj + VL + S * Hq * Wg + VL + T
     cdef Py_ssize_t t, nthreads = max(num_threads, 1)
     cdef Py_ssize_t *first = NULL
     cdef floating *buf = <floating *> calloc(nthreads * per_thread, sizeof(floating))  # clean
