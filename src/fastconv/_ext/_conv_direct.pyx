@@ -403,28 +403,34 @@ cdef extern from *:
                 for (v = 0; v < NV; v++)                                                    \
                     FASTCONV_ST(V, d + p * K + k + v * L, a[p][v]);                         \
         } while (0)
-    #define FASTCONV_BCAST(NAME, T, V, NV, UNIT)                                             \
+    /* Full blocks of the usual pixel strides (NHWC: C times the stride) get the pixel
+       offsets as constants: address displacements, where a run-time stride kept the 14
+       offsets in vector registers and moved one out for every product. */
+    #define FASTCONV_BCAST(NAME, T, V, NV)                                                   \
     static inline void NAME(T *restrict d, const T **xs, const T **ws, Py_ssize_t nt,       \
                             const T *restrict bias, Py_ssize_t K, Py_ssize_t sx,            \
                             Py_ssize_t xo, int full, Py_ssize_t k) {                        \
         enum { L = sizeof(V) / sizeof(T) };                                                 \
-        if (UNIT)  /* full, sx == 1: the pixel offsets are constants */                     \
-            FASTCONV_BCAST_BODY(T, V, FASTCONV_BP, NV, 1);                                  \
-        else if (full)                                                                      \
-            FASTCONV_BCAST_BODY(T, V, FASTCONV_BP, NV, sx);                                 \
-        else                                                                                \
+        if (!full) {                                                                        \
             FASTCONV_BCAST_BODY(T, V, 1, NV, sx);                                           \
+            return;                                                                         \
+        }                                                                                   \
+        switch (sx) {                                                                       \
+        case 1: FASTCONV_BCAST_BODY(T, V, FASTCONV_BP, NV, 1); break;                       \
+        case 3: FASTCONV_BCAST_BODY(T, V, FASTCONV_BP, NV, 3); break;                       \
+        case 6: FASTCONV_BCAST_BODY(T, V, FASTCONV_BP, NV, 6); break;                       \
+        case 8: FASTCONV_BCAST_BODY(T, V, FASTCONV_BP, NV, 8); break;                       \
+        case 16: FASTCONV_BCAST_BODY(T, V, FASTCONV_BP, NV, 16); break;                     \
+        case 32: FASTCONV_BCAST_BODY(T, V, FASTCONV_BP, NV, 32); break;                     \
+        default: FASTCONV_BCAST_BODY(T, V, FASTCONV_BP, NV, sx);                            \
+        }                                                                                   \
     }
-    FASTCONV_BCAST(fastconv_bcast_vf2, float, fastconv_vf, 2, 0)
-    FASTCONV_BCAST(fastconv_bcast_vf1, float, fastconv_vf, 1, 0)
-    FASTCONV_BCAST(fastconv_bcast_sf1, float, float, 1, 0)
-    FASTCONV_BCAST(fastconv_bcast_uf2, float, fastconv_vf, 2, 1)
-    FASTCONV_BCAST(fastconv_bcast_uf1, float, fastconv_vf, 1, 1)
-    FASTCONV_BCAST(fastconv_bcast_vd2, double, fastconv_vd, 2, 0)
-    FASTCONV_BCAST(fastconv_bcast_vd1, double, fastconv_vd, 1, 0)
-    FASTCONV_BCAST(fastconv_bcast_sd1, double, double, 1, 0)
-    FASTCONV_BCAST(fastconv_bcast_ud2, double, fastconv_vd, 2, 1)
-    FASTCONV_BCAST(fastconv_bcast_ud1, double, fastconv_vd, 1, 1)
+    FASTCONV_BCAST(fastconv_bcast_vf2, float, fastconv_vf, 2)
+    FASTCONV_BCAST(fastconv_bcast_vf1, float, fastconv_vf, 1)
+    FASTCONV_BCAST(fastconv_bcast_sf1, float, float, 1)
+    FASTCONV_BCAST(fastconv_bcast_vd2, double, fastconv_vd, 2)
+    FASTCONV_BCAST(fastconv_bcast_vd1, double, fastconv_vd, 1)
+    FASTCONV_BCAST(fastconv_bcast_sd1, double, double, 1)
     /* NHWC weight gradient with few input channels, output channels [k, k + NV*L):
        r_q[k] += sum_{p < npix} xs[q][p*sx] * g[p*K + k]  for the nt <= 4 taps q;
        each grad_output vector load serves the 4 taps (broadcast input values). */
@@ -638,18 +644,6 @@ cdef extern from *:
     void fastconv_dwdot_sd(double **r, const double **xs, Py_ssize_t nt, const double *g,
                            Py_ssize_t C, Py_ssize_t sx, Py_ssize_t npix, Py_ssize_t c,
                            Py_ssize_t l0, Py_ssize_t l1) noexcept nogil
-    void fastconv_bcast_uf2(float *d, const float **xs, const float **ws, Py_ssize_t nt,
-                            const float *bias, Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo,
-                            int full, Py_ssize_t k) noexcept nogil
-    void fastconv_bcast_uf1(float *d, const float **xs, const float **ws, Py_ssize_t nt,
-                            const float *bias, Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo,
-                            int full, Py_ssize_t k) noexcept nogil
-    void fastconv_bcast_ud2(double *d, const double **xs, const double **ws, Py_ssize_t nt,
-                            const double *bias, Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo,
-                            int full, Py_ssize_t k) noexcept nogil
-    void fastconv_bcast_ud1(double *d, const double **xs, const double **ws, Py_ssize_t nt,
-                            const double *bias, Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo,
-                            int full, Py_ssize_t k) noexcept nogil
     void fastconv_bcast_vf2(float *d, const float **xs, const float **ws, Py_ssize_t nt,
                             const float *bias, Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo,
                             int full, Py_ssize_t k) noexcept nogil
@@ -1042,31 +1036,18 @@ cdef inline void _bcast_vec(floating *d, const floating **xs, const floating **w
                             const floating *bias, Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo,
                             int full, Py_ssize_t k, int nv) noexcept nogil:
     """nv = 2, 1: that many vectors of output channels at k; nv = 0: the one channel k"""
-    cdef bint unit = full and sx == 1
     if floating is float:
         if nv == 2:
-            if unit:
-                fastconv_bcast_uf2(d, xs, ws, nt, bias, K, sx, xo, full, k)
-            else:
-                fastconv_bcast_vf2(d, xs, ws, nt, bias, K, sx, xo, full, k)
+            fastconv_bcast_vf2(d, xs, ws, nt, bias, K, sx, xo, full, k)
         elif nv == 1:
-            if unit:
-                fastconv_bcast_uf1(d, xs, ws, nt, bias, K, sx, xo, full, k)
-            else:
-                fastconv_bcast_vf1(d, xs, ws, nt, bias, K, sx, xo, full, k)
+            fastconv_bcast_vf1(d, xs, ws, nt, bias, K, sx, xo, full, k)
         else:
             fastconv_bcast_sf1(d, xs, ws, nt, bias, K, sx, xo, full, k)
     else:
         if nv == 2:
-            if unit:
-                fastconv_bcast_ud2(d, xs, ws, nt, bias, K, sx, xo, full, k)
-            else:
-                fastconv_bcast_vd2(d, xs, ws, nt, bias, K, sx, xo, full, k)
+            fastconv_bcast_vd2(d, xs, ws, nt, bias, K, sx, xo, full, k)
         elif nv == 1:
-            if unit:
-                fastconv_bcast_ud1(d, xs, ws, nt, bias, K, sx, xo, full, k)
-            else:
-                fastconv_bcast_vd1(d, xs, ws, nt, bias, K, sx, xo, full, k)
+            fastconv_bcast_vd1(d, xs, ws, nt, bias, K, sx, xo, full, k)
         else:
             fastconv_bcast_sd1(d, xs, ws, nt, bias, K, sx, xo, full, k)
 
