@@ -2555,29 +2555,33 @@ cdef void _grad_weight_nhwc_few_task(const floating[:, :, :, ::1] grad_output,
     """part[((i*kw + j)*C + c)*K + k] := sum_{n0 <= n < n1, oh, ow} x[n, ih, iw, c] go[n, oh, ow, k]
 
     G == 1, few input channels.  The input is staged zero padded as in the forward, so every
-    tap covers the whole row: whole images when the width dilation is 1 and a kernel row has
-    at least 3 taps (j, c) (see _brow_dots), else the kh input rows of each output row, up to
-    4 taps of a kernel row sharing each grad_output load.  stage must start zeroed."""
+    tap covers the whole row: whole images when runs of 3 or more taps lie at consecutive
+    offsets of a staged row (see _brow_dots): a kernel row's taps (j, c) when the width
+    dilation is 1, else each tap's channels.  Otherwise the kh input rows of each output row,
+    up to 4 taps of a kernel row sharing each grad_output load.  stage must start zeroed."""
     cdef Py_ssize_t H = x.shape[1], W = x.shape[2], C = x.shape[3]
     cdef Py_ssize_t oH = grad_output.shape[1], oW = grad_output.shape[2], K = grad_output.shape[3]
     cdef Py_ssize_t Wp = (oW - 1) * p.sw + (kw - 1) * p.dw + 1
     cdef Py_ssize_t T = kw * C, nch = _ceil_div(kw * C, 4)
-    cdef Py_ssize_t n, oh, i, ih0, h, q, q0, q1, k, nrow = _ceil_div(T, 6)
+    cdef Py_ssize_t n, oh, i, j, ih0, h, q, q0, q1, k
+    # runs of 3 to 6 consecutive taps: nrow per kernel row (dilation 1) or per tap j
+    cdef Py_ssize_t run = T if p.dw == 1 else C, nrow = _ceil_div(run, 6)
     cdef floating *rs[4]
     cdef const floating *xs[4]
     for q in range(kh * T * K):
         part[q] = 0
-    if p.dw == 1 and T >= 3:
-        # Whole images: staged once per sample, a kernel row's taps in nrow runs of 3 to 6
-        # consecutive offsets, each summed over the image in registers.
+    if run >= 3:
+        # Whole images: staged once per sample, each run summed over the image in registers.
         for n in range(n0, n1):
             _stage_nhwc_rows(stage, x, n, -p.pt, (oH - 1) * p.sh + (kh - 1) * p.dh + 1, Wp, p.pl)
             for i in range(kh):
-                for h in range(nrow):
-                    q0 = T * h // nrow
-                    q1 = T * (h + 1) // nrow
-                    _brow_dots(part + (i * T + q0) * K, stage + i * p.dh * Wp * C + q0, q1 - q0,
-                               &grad_output[n, 0, 0, 0], K, p.sw * C, p.sh * Wp * C, oW, oH)
+                for j in range(T // run):
+                    for h in range(nrow):
+                        q0 = run * h // nrow
+                        q1 = run * (h + 1) // nrow
+                        _brow_dots(part + (i * T + j * C + q0) * K,
+                                   stage + (i * p.dh * Wp + j * p.dw) * C + q0, q1 - q0,
+                                   &grad_output[n, 0, 0, 0], K, p.sw * C, p.sh * Wp * C, oW, oH)
         return
     for n in range(n0, n1):
         for oh in range(oH):
