@@ -103,10 +103,9 @@ def test_builtin_rule(op, data_format, monkeypatch):
     cifar = dataclasses.replace(lenet, in_channels=16, kernel=(3, 3), padding=1)
     expected = "direct" if data_format == "NCHW" else "winograd"
     assert choose(op, _geom(cifar, data_format)) == expected
-    # narrow and dilated: direct but for NHWC's input gradient
+    # narrow and dilated: direct
     dilated = dataclasses.replace(cifar, dilation=2, padding=2)
-    expected = "im2col" if data_format == "NHWC" and op == "grad_input" else "direct"
-    assert choose(op, _geom(dilated, data_format)) == expected
+    assert choose(op, _geom(dilated, data_format)) == "direct"
     # and strided: NHWC's narrow kernels, NCHW's weight gradient on polyphase planes
     strided16 = dataclasses.replace(cifar, stride=2)
     expected = "direct" if data_format == "NHWC" or op == "grad_weight" else "im2col"

@@ -74,6 +74,8 @@ def _narrow_direct(op, geom, cg, kg, winograd):
       1.1-1.4x Winograd;
     - NHWC weight gradients, up to 32 input channels (8 where Winograd runs): LeNet's
       6 -> 16 3x, 16 channels strided or dilated 2x im2col;
+    - NHWC stride-1 input gradients with 8 or more input and up to 16 output channels where
+      Winograd does not run, as the transposed forward: 16 channels dilated 1.2x im2col;
     - NHWC forwards, up to 16 channels where Winograd does not run, and wide kernels (5x5
       and up) with up to 32 input and 32 or more output channels, but where Winograd runs
       F(2x2, 5x5) (16 or more channels per group): fmnist_conv2 direct 5.6-7.2 ms, Winograd
@@ -90,6 +92,8 @@ def _narrow_direct(op, geom, cg, kg, winograd):
         return cg <= (8 if winograd else 32)
     f25 = winograd and geom.kernel_h == geom.kernel_w == 5 and cg >= 16
     wide_taps = geom.kernel_h * geom.kernel_w >= 25 and cg <= 32 and kg >= 32 and not f25
+    if op == "grad_input":   # the transposed forward on those kernels
+        return not winograd and geom.stride == (1, 1) and cg >= 8 and kg <= 16
     return op == "forward" and (cg <= 16 and not winograd or wide_taps)
 
 
