@@ -628,8 +628,10 @@ def _plan_tiles(g, ws_n, acc_elements, nhwc, nt):
     if not nhwc and rows == g.oH and not g.pointwise and g.N >= 2 * threads:
         # Small planes (oH*oW of a few hundred): several whole samples per tile, so that the
         # GEMM is wide; the output leaves through a staging block.
-        samples = max(1, min(_tile_elements(g) // (g.P * (g.R + g.Kg)), g.N // (2 * threads)))
-        while threads > 1 and samples > 1 and (
+        # One thread (GEMMs on all cores) takes the whole batch if it fits.
+        samples = max(1, min(_tile_elements(g) // (g.P * (g.R + g.Kg)),
+                             g.N // (2 * threads) if threads > 1 else g.N))
+        while samples > 1 and (
                 threads * samples * g.P * (g.R + g.Kg) + (threads - 1) * acc_elements > ws_n):
             samples -= 1
         if samples > 1:

@@ -393,8 +393,11 @@ cdef Tiles _plan_tiles(const Geom *g, Py_ssize_t ws_n, Py_ssize_t acc_elements, 
     elif rows == g.oH and not pw and g.N >= 2 * threads:
         # Small planes (oH*oW of a few hundred): several whole samples per tile, so that the
         # GEMM is wide; the output leaves through a staging block (samples lie K*P apart).
-        rows = g.oH * _max(1, _min(want // (g.P * (g.R + g.Kg)), g.N // (2 * threads)))
-        while threads > 1 and rows > g.oH and (
+        # One thread (GEMMs on all cores where the weights outweigh the columns) takes the
+        # whole batch if it fits: each tile's GEMM streams the weights once more.
+        rows = g.oH * _max(1, _min(want // (g.P * (g.R + g.Kg)),
+                                   g.N // (2 * threads) if threads > 1 else g.N))
+        while rows > g.oH and (
                 threads * rows * g.oW * (g.R + g.Kg) + (threads - 1) * acc_elements > ws_n):
             rows -= g.oH
         if rows > g.oH:
