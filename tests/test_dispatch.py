@@ -125,17 +125,13 @@ def test_builtin_rule(op, data_format, monkeypatch):
     rgb = dataclasses.replace(narrow, in_channels=3)
     expected = "im2col" if op == "grad_input" else "direct"
     assert choose(op, _geom(rgb, data_format)) == expected
-    # ... and for NCHW's weight gradient where the staged planes would not fit (a 7x7 stem)
+    # ... and for NCHW where the staged planes would not fit (a 7x7 stem)
     stem = dataclasses.replace(rgb, batch=8, height=224, width=224, kernel=(7, 7), stride=2,
                                padding=3)
-    nchw_weight = op == "grad_weight" and data_format == "NCHW"
-    expected = "im2col" if op == "grad_input" or nchw_weight else "direct"
-    if data_format == "NCHW" and op == "forward":   # strided first layers in NCHW
-        expected = "im2col"
+    expected = "im2col" if op == "grad_input" or data_format == "NCHW" else "direct"
     assert choose(op, _geom(stem, data_format)) == expected
-    expected = "direct" if op == "grad_weight" or data_format == "NHWC" else "im2col"
-    if op == "grad_input":
-        expected = "im2col"
+    # strided first layers: direct (NCHW on polyphase planes)
+    expected = "im2col" if op == "grad_input" else "direct"
     assert choose(op, _geom(dataclasses.replace(narrow, stride=2), data_format)) == expected
 
 

@@ -28,27 +28,28 @@ def builtin_choice(op, geom):
 
 def _first_layer(op, geom):
     """C <= 4. Direct wins the forward and weight gradient (fmnist_conv1 1.3-1.9x im2col;
-    an RGB 3x3's NCHW weight gradient on staged planes 1.7x) but for strided NCHW forwards
-    (a 7x7 stride-2 stem 2-3.5x im2col; a 3x3 stride-2 layer even) and NCHW weight gradients
-    whose staged planes do not fit (the stem's: im2col 4x). The input gradient is im2col's
-    col2im (2-8x the transposed forward, whose GEMM has only C rows)."""
+    in NCHW on staged planes an RGB 3x3's weight gradient 1.7x, an RGB stride-2 forward
+    1.8x) but in NCHW where the staged planes do not fit (a 7x7 stride-2 stem: im2col
+    2-4x). The input gradient is im2col's col2im (2-8x the transposed forward, whose GEMM
+    has only C rows)."""
     if op == "grad_input":
         return "im2col"
-    if not geom.channels_last and op == "forward" and geom.stride != (1, 1):
-        return "im2col"
-    if not geom.channels_last and op == "grad_weight" and not _nchw_planes_fit(geom):
+    if not geom.channels_last and not _nchw_planes_fit(geom):
         return "im2col"
     return "direct"
 
 
 def _nchw_planes_fit(geom):
     """Whether direct's NCHW plane kernels take the layer: a group's input planes, zero
-    padded (as sh x sw polyphase components when strided), within 64 Ki elements, as
-    forward_nchw and grad_weight_nchw in _conv_direct.pyx decide."""
+    padded (as sh x sw polyphase components when strided), and 4 output planes at their
+    pitch within 64 Ki elements, as forward_nchw in _conv_direct.pyx decides
+    (grad_weight_nchw asks less)."""
     (sh, sw), (dh, dw) = geom.stride, geom.dilation
     planes_h = geom.out_h + (geom.kernel_h - 1) * dh // sh
     planes_w = geom.out_w + (geom.kernel_w - 1) * dw // sw
-    return (geom.in_channels // geom.groups) * sh * sw * planes_h * planes_w <= 65536
+    outputs = (geom.out_h - 1) * planes_w + geom.out_w
+    staged = (geom.in_channels // geom.groups) * sh * sw * planes_h * planes_w
+    return staged + 4 * outputs <= 65536
 
 
 def _winograd_fits(geom):

@@ -1506,35 +1506,37 @@ cdef void _forward_nchw_plane(const floating[:, :, :, ::1] x, const floating[:, 
                               Py_ssize_t Wq, const Py_ssize_t *pos, Py_ssize_t npos) noexcept nogil:
     """out[n, k] := bias[k] + sum_{c, i, j} w[k, c, i, j] * x[n, g*Cg + c, ih, iw]
 
-    For the nk <= 4 output channels k0 <= k < k0 + nk of one group g; few C/G.  The group's
-    input planes are staged zero padded in P (_stage_planes: Hq rows of Wq each, in sh*sw
+    For the nk output channels k0 <= k < k0 + nk of one group g; few C/G.  The group's input
+    planes are staged zero padded in P (_stage_planes: Hq rows of Wq each, in sh*sw
     polyphase components when strided), so that output (oh, ow) at flat index t = oh*Wq + ow
     reads tap (c, i, j) at P[t + off[(c*kh + i)*kw + j]] (_plane_offsets): every tap is one
-    flat run over the plane, shared by the nk channels.  With a _row_positions list (pos,
-    npos) the output rows are written in place, a vector at a time; otherwise D gets the
-    rows at pitch Wq (columns >= oW are scratch), in whole vectors (reading up to a vector
-    past the planes, into D: a scalar tail took as long as the vectors on 10x10 outputs),
-    then compacted."""
+    flat run over the plane, shared by blocks of 4 channels.  With a _row_positions list
+    (pos, npos) the output rows are written in place, a vector at a time; otherwise D gets
+    a block's rows at pitch Wq (columns >= oW are scratch), in whole vectors (reading up to
+    a vector past the planes, into D: a scalar tail took as long as the vectors on 10x10
+    outputs), then compacted."""
     cdef Py_ssize_t K = out.shape[1], oH = out.shape[2], oW = out.shape[3]
     cdef Py_ssize_t Cg = weight.shape[1], kh = weight.shape[2], kw = weight.shape[3]
-    cdef Py_ssize_t VL = FASTCONV_VBYTES() // sizeof(floating)
+    cdef Py_ssize_t VL = FASTCONV_VBYTES() // sizeof(floating), T = Cg * kh * kw
     cdef Py_ssize_t Hq = oH + (kh - 1) * p.dh // p.sh
     cdef Py_ssize_t L = _ceil_div((oH - 1) * Wq + oW, VL) * VL
-    cdef Py_ssize_t k, oh, ow
+    cdef Py_ssize_t k, kb, nb, oh, ow
     cdef floating *row
     _stage_planes(P, x, n, k0 // (K // p.G) * Cg, Cg, Hq, Wq, p, kh, kw)
-    if pos != NULL:
-        _taps_rows(&out[n, k0, 0, 0], oH * oW, P, off, &weight[k0, 0, 0, 0], Cg * kh * kw,
-                   &bias[k0], nk, pos, pos + npos, npos)
-        return
-    _taps_flat(D, L, P, off, &weight[k0, 0, 0, 0], Cg * kh * kw, &bias[k0], nk, L)
-    for k in range(nk):
-        if _copy_rows(&out[n, k0 + k, 0, 0], oW, D + k * L, Wq, oH, oW, NULL):
+    for kb in range(k0, k0 + nk, 4):
+        nb = min(4, k0 + nk - kb)
+        if pos != NULL:
+            _taps_rows(&out[n, kb, 0, 0], oH * oW, P, off, &weight[kb, 0, 0, 0], T, &bias[kb],
+                       nb, pos, pos + npos, npos)
             continue
-        for oh in range(oH):
-            row = &out[n, k0 + k, oh, 0]
-            for ow in range(oW):
-                row[ow] = D[k * L + oh * Wq + ow]
+        _taps_flat(D, L, P, off, &weight[kb, 0, 0, 0], T, &bias[kb], nb, L)
+        for k in range(nb):
+            if _copy_rows(&out[n, kb + k, 0, 0], oW, D + k * L, Wq, oH, oW, NULL):
+                continue
+            for oh in range(oH):
+                row = &out[n, kb + k, oh, 0]
+                for ow in range(oW):
+                    row[ow] = D[k * L + oh * Wq + ow]
 
 
 cdef Py_ssize_t *_plane_offsets(Py_ssize_t Cg, Py_ssize_t kh, Py_ssize_t kw, Geom p,
@@ -1593,7 +1595,7 @@ def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
     cdef Py_ssize_t Wp = (oW - 1) * stride_w + (kw - 1) * dilation_w + 1
     cdef Py_ssize_t per_thread = Cg * kh * Wp
     cdef Py_ssize_t Kg = out.shape[1] // groups
-    cdef Py_ssize_t t, R, nrb, L, Hq, Wq, nkb, k0, npos, VL
+    cdef Py_ssize_t t, R, nrb, L, Hq, Wq, nkb, kpt, k0, npos, VL
     cdef floating *buf
     cdef Py_ssize_t *jr
     cdef Py_ssize_t *pos
@@ -1605,9 +1607,13 @@ def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
     L = (oH - 1) * Wq + oW
     if Cg <= _NARROW and (Cg == 1 and Kg < 4
                           or Cg * stride_h * stride_w * Hq * Wq + 4 * L <= 65536):
-        # Depthwise, first and other narrow layers: tasks (n, group, block of <= 4 output
-        # channels) over whole planes, every tap one flat run over the staged input planes.
-        nkb = _ceil_div(Kg, 4)
+        # Depthwise, first and other narrow layers: tasks (n, group, run of output channels)
+        # over whole planes, every tap one flat run over the staged input planes.  A task
+        # takes all the group's channels (the planes staged once, not once per 4 channels:
+        # an RGB stride-2 layer's 32 channels staged as often as they were multiplied) but
+        # where that leaves fewer than 4 tasks per thread; else blocks of 4.
+        kpt = Kg if N * groups >= 4 * nthreads else 4
+        nkb = _ceil_div(Kg, kpt)
         # staged planes, then the output rows at pitch Wq (_taps_flat's, in whole vectors)
         VL = FASTCONV_VBYTES() // sizeof(floating)
         L = _ceil_div(L, VL) * VL
@@ -1625,9 +1631,9 @@ def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
             with nogil, parallel(num_threads=nthreads):
                 flush_denormals_enter()
                 for t in prange(N * groups * nkb, schedule="static"):
-                    k0 = (t % (groups * nkb)) // nkb * Kg + (t % nkb) * 4
+                    k0 = (t % (groups * nkb)) // nkb * Kg + (t % nkb) * kpt
                     _forward_nchw_plane(x, weight, bias, out, t // (groups * nkb), k0,
-                                        min(4, Kg - (t % nkb) * 4), p, jr,
+                                        min(kpt, Kg - (t % nkb) * kpt), p, jr,
                                         buf + threadid() * per_thread,
                                         buf + (threadid() + 1) * per_thread - min(Kg, 4) * L,
                                         Wq, pos, npos)
