@@ -16,6 +16,9 @@ CASES = [
              groups=3),
     ConvCase("rgb_3x3_s2", 2, 3, 33, 34, 8, (3, 3), stride=2, padding=1),
     ConvCase("rgb_2x3_s_2_1", 1, 3, 11, 12, 5, (2, 3), stride=(2, 1), padding=(1, 0)),
+    # strided weight gradients take runs of several blocks of 4 output channels, and the
+    # channels left over one by one
+    ConvCase("rgb_3x3_s2_k15", 2, 3, 13, 12, 15, (3, 3), stride=2, padding=1),
     ConvCase("mono_1x1_s2", 2, 1, 9, 9, 6, (1, 1), stride=2),
     ConvCase("c6_16_5x5_s2", 2, 6, 17, 16, 16, (5, 5), stride=2, padding=2),
     ConvCase("c16_3x3_dilated", 2, 16, 12, 12, 16, (3, 3), padding=2, dilation=2),

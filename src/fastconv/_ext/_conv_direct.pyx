@@ -2012,53 +2012,62 @@ cdef void _grad_weight_nchw_plane(const floating[:, :, :, ::1] grad_output,
     go[n, k, oh, ow] * x[n, g*Cg + c, ih, iw]
 
     For the nk output channels k0 <= k < k0 + nk of one group g, few C/G.  The group's input
-    planes are staged as in _forward_nchw_plane and the grad_output planes at the same pitch
-    Wq, zero beyond oW, so every tap is one flat dot product over the plane (G and its planes
-    vector aligned: the grad_output loads never straddle cache lines); nq taps (a kernel row
-    of 5x5 or 3x3) share each grad_output load, and 4 channels (nk == 4) each input load.
-    The staged planes are followed by VL zeros, so the dots run in whole vectors; they add
-    vectors into acc (4*nq entries of VL lanes per (channel block, input channel, tap chunk)),
-    summed once at the end.  The columns beyond oW multiply zeros of G by input values: an
-    infinity there makes a NaN, which the caller detects."""
+    planes are staged as in _forward_nchw_plane, once per sample, and the grad_output planes
+    of each block of 4 channels at the same pitch Wq, zero beyond oW, so every tap is one
+    flat dot product over the plane (G and its planes vector aligned: the grad_output loads
+    never straddle cache lines); nq taps (a kernel row of 5x5 or 3x3) share each grad_output
+    load, and a block's 4 channels each input load (a last block of fewer goes channel by
+    channel).  The staged planes are followed by VL zeros, so the dots run in whole vectors;
+    they add vectors into acc (4*nq entries of VL lanes per (dots call, input channel, tap
+    chunk)), summed once at the end.  The columns beyond oW multiply zeros of G by input
+    values: an infinity there makes a NaN, which the caller detects."""
     cdef Py_ssize_t oH = grad_output.shape[2], oW = grad_output.shape[3], Kg = grad_output.shape[1] // p.G
     cdef Py_ssize_t VL = FASTCONV_VBYTES() // sizeof(floating), cs = p.sh * p.sw * Hq * Wq
     cdef Py_ssize_t Gs = _ceil_div(oH * Wq + VL, VL) * VL
     cdef Py_ssize_t T = kh * kw, nq = _dot_taps(T), nch = _ceil_div(T, nq), slot = 4 * nq * VL
     cdef Py_ssize_t m = _ceil_div((oH - 1) * Wq + oW, VL) * VL
-    cdef Py_ssize_t n, q, q0, q1, h, k, kb, c, l, nb = 1 if nk == 4 else nk
+    # dots calls: one per full block of 4 channels, then one per channel left over
+    cdef Py_ssize_t nfull = nk // 4, ncalls = nfull + nk % 4
+    cdef Py_ssize_t n, q, q0, q1, h, k, kb, b, b0, b1, c, l, first, width
     cdef floating s
     cdef floating *a
-    for q in range(nb * Cg * nch * slot):
+    for q in range(ncalls * Cg * nch * slot):
         acc[q] = 0
     for l in range(VL):
         P[Cg * cs + l] = 0
-    for k in range(nk):
+    for k in range(4):
         for l in range(VL):
             G[k * Gs + oH * Wq + l] = 0
     for n in range(n0, n1):
         _stage_planes(P, x, n, k0 // Kg * Cg, Cg, Hq, Wq, p, kh, kw)
-        for k in range(nk):
-            _stage_plane(G + k * Gs, &grad_output[n, k0 + k, 0, 0], oH, oW, oH, Wq, 0, 0,
-                         &grad_output[n + 1, k0 + k, 0, 0] if n + 1 < n1 else NULL, True)
-        for kb in range(nb):  # one block of 4 channels, or the channels one by one
-            for c in range(Cg):
-                for h in range(nch):  # nch chunks of <= nq taps, as equal as possible
-                    q0 = T * h // nch
-                    q1 = T * (h + 1) // nch
-                    _dots(G + kb * Gs, Gs, P + c * cs, off + q0, q1 - q0, 4 if nk == 4 else 1,
-                          nq, m, acc + ((kb * Cg + c) * nch + h) * slot)
-    for kb in range(nb):
+        for kb in range(0, nk, 4):
+            for k in range(min(4, nk - kb)):
+                _stage_plane(G + k * Gs, &grad_output[n, k0 + kb + k, 0, 0], oH, oW, oH, Wq,
+                             0, 0, &grad_output[n + 1, k0 + kb + k, 0, 0] if n + 1 < n1 else NULL,
+                             True)
+            b0, b1 = (kb // 4, kb // 4 + 1) if kb < 4 * nfull else (nfull, ncalls)
+            for b in range(b0, b1):
+                first = 0 if b < nfull else b - nfull   # its first staged plane
+                for c in range(Cg):
+                    for h in range(nch):  # nch chunks of <= nq taps, as equal as possible
+                        q0 = T * h // nch
+                        q1 = T * (h + 1) // nch
+                        _dots(G + first * Gs, Gs, P + c * cs, off + q0, q1 - q0,
+                              4 if b < nfull else 1, nq, m, acc + ((b * Cg + c) * nch + h) * slot)
+    for b in range(ncalls):
+        width = 4 if b < nfull else 1
+        first = 4 * b if b < nfull else 4 * nfull + b - nfull   # its first channel
         for c in range(Cg):
             for h in range(nch):
                 q0 = T * h // nch
                 q1 = T * (h + 1) // nch
-                for k in range(4 if nk == 4 else 1):
+                for k in range(width):
                     for q in range(q0, q1):
-                        a = acc + ((kb * Cg + c) * nch + h) * slot + (nq * k + q - q0) * VL
+                        a = acc + ((b * Cg + c) * nch + h) * slot + (nq * k + q - q0) * VL
                         s = 0
                         for l in range(VL):
                             s = s + a[l]
-                        part[((kb + k) * Cg + c) * T + q] = s
+                        part[((first + k) * Cg + c) * T + q] = s
 
 
 def grad_weight_nchw(const floating[:, :, :, ::1] grad_output, const floating[:, :, :, ::1] x,
@@ -2074,7 +2083,7 @@ def grad_weight_nchw(const floating[:, :, :, ::1] grad_output, const floating[:,
     cdef Py_ssize_t nthreads = max(num_threads, 1)
     cdef Py_ssize_t ncb = 1, cbs, ntasks, t, g, kb, cb, k0, k1, c0, c1
     cdef Py_ssize_t N = x.shape[0], oH = grad_output.shape[2], oW = grad_output.shape[3]
-    cdef Py_ssize_t kh = grad_weight.shape[2], Hq, Wq, cs, per_thread, nbs, nsb, VL, nacc
+    cdef Py_ssize_t kh = grad_weight.shape[2], Hq, Wq, cs, per_thread, nbs, nsb, VL, nacc, kpt
     cdef Py_ssize_t *jr
     cdef floating *buf
     cdef Py_ssize_t gof
@@ -2084,17 +2093,26 @@ def grad_weight_nchw(const floating[:, :, :, ::1] grad_output, const floating[:,
     Wq = oW + (kw - 1) * dilation_w // stride_w
     cs = stride_h * stride_w * Hq * Wq
     if N > 0 and (Cg == 1 or Cg <= _NARROW and Cg * cs <= 65536):
-        # Depthwise, first and other narrow layers: tasks (sample chunk, block of <= 4
-        # output channels of a group) fixed by the shape, summed in order after the parallel
-        # region (bitwise thread independent).
+        # Depthwise, first and other narrow layers: tasks (sample chunk, run of output
+        # channels of a group) fixed by the shape, summed in order after the parallel
+        # region (bitwise thread independent).  A run is a block of 4 channels at stride 1;
+        # strided, as many blocks as keep the vector sums within 64 Ki elements, so that
+        # the polyphase components are staged once a run (an RGB stride-2 layer's 32
+        # channels staged them 8 times: 0.43 -> 0.30 ms).  At stride 1 staging is a copy,
+        # and more blocks lose more to sums leaving the L1 cache than they save
+        # (fmnist_conv1 0.65 -> 0.69 ms).
+        VL = FASTCONV_VBYTES() // sizeof(floating)
+        nacc = Cg * _ceil_div(kh * kw, _dot_taps(kh * kw)) * 4 * _dot_taps(kh * kw) * VL
+        kpt = min(Kg, 4 if stride_h == stride_w == 1 else max(4, 65536 // nacc // 4 * 4))
+        nkb = _ceil_div(Kg, kpt)
         nbs = _chunk_size(N, _ceil_div(64, groups * nkb))
         nsb = _ceil_div(N, nbs)
-        VL = FASTCONV_VBYTES() // sizeof(floating)
-        # input planes (VL zeros after), <= 4 grad_output planes (each with VL zeros after),
-        # vector sums; each part vector aligned
-        nacc = 4 * Cg * _ceil_div(kh * kw, _dot_taps(kh * kw)) * 4 * _dot_taps(kh * kw) * VL
+        # input planes (VL zeros after), 4 grad_output planes (each with VL zeros after),
+        # vector sums (per dots call: a block of 4 channels, or one of the 3 left over); each
+        # part vector aligned
+        nacc = nacc * (kpt // 4 + 3)
         gof = _ceil_div(Cg * cs + VL, VL) * VL
-        per_thread = gof + min(Kg, 4) * _ceil_div(oH * Wq + VL, VL) * VL + nacc
+        per_thread = gof + 4 * _ceil_div(oH * Wq + VL, VL) * VL + nacc
         part = np.empty((nsb, K * Cg * kh * kw), dtype=np.asarray(x).dtype)
         pq = part
         raw = calloc(nthreads * per_thread + VL, sizeof(floating))  # staged clean
@@ -2107,10 +2125,10 @@ def grad_weight_nchw(const floating[:, :, :, ::1] grad_output, const floating[:,
             with nogil, parallel(num_threads=nthreads):
                 flush_denormals_enter()
                 for t in prange(nsb * groups * nkb, schedule="static"):
-                    k0 = (t % (groups * nkb)) // nkb * Kg + (t % nkb) * 4
+                    k0 = (t % (groups * nkb)) // nkb * Kg + (t % nkb) * kpt
                     _grad_weight_nchw_plane(grad_output, x,
                                             &pq[t // (groups * nkb), k0 * Cg * kh * kw],
-                                            k0, min(4, Kg - (t % nkb) * 4),
+                                            k0, min(kpt, Kg - (t % nkb) * kpt),
                                             (t // (groups * nkb)) * nbs,
                                             min(N, (t // (groups * nkb) + 1) * nbs), p, Cg,
                                             kh, kw, jr, buf + threadid() * per_thread,
