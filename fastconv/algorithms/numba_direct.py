@@ -393,6 +393,8 @@ def forward_nchw(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left,
 
 _PLANE_ELEMENTS = 65536     # staged planes + output runs per task: at most this many
 _VECTOR_BYTES = 64          # an AVX-512 register: the run length of _add_row
+_BLOCK = 32                 # elements a row of a register-held block of 4 rows of sums
+_BLOCK1 = 128               # ... and of a block of one row (8 float32 vectors)
 
 
 def _plane_offsets(Cg, kh, kw, dh, dw, Hp, Wp):
@@ -437,85 +439,66 @@ def _runs_at(P, o, t):
 
 
 @_inlined
-def _runs_axpy4(d, r, P, o, c, m):
-    """d[r, t] += sum_{u < 4} c[u] * P[o[u] + t]  for t < m (4 taps, one output channel)"""
-    for t in range(np.uint64(m)):
-        p0, p1, p2, p3 = _runs_at(P, o, t)
-        d[r, t] = d[r, t] + c[0] * p0 + c[1] * p1 + c[2] * p2 + c[3] * p3
+def _block_taps4(acc, t0, P, off, w, k0, blk):
+    """acc[r, t0 + t] := sum_q w[k0 + r, q] * P[off[q] + t0 + t]  for r < 4, t < _BLOCK
+
+    The sums stay in blk, a (4, _BLOCK) stack array: with the taps in the outer loop and
+    a constant-length inner loop, LLVM keeps its vectors in registers over all the taps
+    (8 accumulators, each load of P serving the 4 output channels)."""
+    B = np.uint64(_BLOCK)
+    for r in range(4):
+        for t in range(B):
+            blk[r, t] = 0
+    for q in range(off.shape[0]):
+        o = off[q] + np.uint64(t0)
+        w0, w1, w2, w3 = w[k0, q], w[k0 + 1, q], w[k0 + 2, q], w[k0 + 3, q]
+        for t in range(B):
+            v = P[o + t]
+            blk[0, t] += w0 * v
+            blk[1, t] += w1 * v
+            blk[2, t] += w2 * v
+            blk[3, t] += w3 * v
+    for r in range(4):
+        for t in range(B):
+            acc[r, np.uint64(t0) + t] = blk[r, t]
 
 
 @_inlined
-def _runs_axpy4x4(d, P, o, c0, c1, c2, c3, m):
-    """d[r, t] += sum_{u < 4} c_r[u] * P[o[u] + t]  for r < 4: each load of P serves the
-    4 output channels"""
-    for t in range(np.uint64(m)):
-        a, b, e, f = _runs_at(P, o, t)
-        d[0, t] = d[0, t] + c0[0] * a + c0[1] * b + c0[2] * e + c0[3] * f
-        d[1, t] = d[1, t] + c1[0] * a + c1[1] * b + c1[2] * e + c1[3] * f
-        d[2, t] = d[2, t] + c2[0] * a + c2[1] * b + c2[2] * e + c2[3] * f
-        d[3, t] = d[3, t] + c3[0] * a + c3[1] * b + c3[2] * e + c3[3] * f
+def _block_taps1(acc, r, t0, P, off, w, k, blk):
+    """acc[r, t0 + t] := sum_q w[k, q] * P[off[q] + t0 + t]  for t < 4*_BLOCK: one output
+    channel, its sums in blk ((1, 4*_BLOCK): 8 vector accumulators in registers)"""
+    B = np.uint64(_BLOCK1)
+    for t in range(B):
+        blk[0, t] = 0
+    for q in range(off.shape[0]):
+        o = off[q] + np.uint64(t0)
+        c = w[k, q]
+        for t in range(B):
+            blk[0, t] += c * P[o + t]
+    for t in range(B):
+        acc[r, np.uint64(t0) + t] = blk[0, t]
 
 
 @_inlined
-def _runs_axpy8x4(d, P, o, c0, c1, c2, c3, m):
-    """d[r, t] += sum_{u < 8} c_r[u] * P[o[u] + t]  for r < 4: 8 taps a pass, so the sums
-    go through memory half as often"""
-    for t in range(np.uint64(m)):
-        p = (P[o[0] + t], P[o[1] + t], P[o[2] + t], P[o[3] + t],
-             P[o[4] + t], P[o[5] + t], P[o[6] + t], P[o[7] + t])
-        d[0, t] = _chain8(d[0, t], c0, p)
-        d[1, t] = _chain8(d[1, t], c1, p)
-        d[2, t] = _chain8(d[2, t], c2, p)
-        d[3, t] = _chain8(d[3, t], c3, p)
+def _plane_taps(acc, nk, P, off, w, k0, m, blk4, blk1):
+    """acc[r, t] := sum_q w[k0 + r, q] * P[off[q] + t]  for r < nk <= 4, t < m
 
-
-@_inlined
-def _chain8(s, c, p):
-    """s + sum_{u < 8} c[u] * p[u], one FMA after another"""
-    return (s + c[0] * p[0] + c[1] * p[1] + c[2] * p[2] + c[3] * p[3]
-            + c[4] * p[4] + c[5] * p[5] + c[6] * p[6] + c[7] * p[7])
-
-
-@_inlined
-def _row8(w, k, q):
-    """the weights w[k, q:q + 8]"""
-    return (w[k, q], w[k, q + 1], w[k, q + 2], w[k, q + 3],
-            w[k, q + 4], w[k, q + 5], w[k, q + 6], w[k, q + 7])
-
-
-@_inlined
-def _row4(w, k, q):
-    """the weights w[k, q:q + 4]"""
-    return (w[k, q], w[k, q + 1], w[k, q + 2], w[k, q + 3])
-
-
-@_inlined
-def _plane_taps(acc, nk, P, off, w, k0, m):
-    """acc[r, t] := sum_q w[k0 + r, q] * P[off[q] + t]  for r < nk <= 4, t < m"""
-    T = off.shape[0]
-    for r in range(nk):
-        for t in range(m):
-            acc[r, t] = 0
-    q = 0
-    while nk == 4 and q + 8 <= T:
-        _runs_axpy8x4(acc, P, (off[q], off[q + 1], off[q + 2], off[q + 3], off[q + 4],
-                               off[q + 5], off[q + 6], off[q + 7]),
-                      _row8(w, k0, q), _row8(w, k0 + 1, q), _row8(w, k0 + 2, q),
-                      _row8(w, k0 + 3, q), m)
-        q += 8
-    while q + 4 <= T:
-        o = (off[q], off[q + 1], off[q + 2], off[q + 3])
-        if nk == 4:
-            _runs_axpy4x4(acc, P, o, _row4(w, k0, q), _row4(w, k0 + 1, q),
-                          _row4(w, k0 + 2, q), _row4(w, k0 + 3, q), m)
-        else:
-            for r in range(nk):
-                _runs_axpy4(acc, r, P, o, _row4(w, k0 + r, q), m)
-        q += 4
-    for q in range(q, T):
+    In blocks of constant length (_block_taps4, _block_taps1), the last one overlapping
+    the one before (the same sums, computed twice); runs shorter than a block tap by tap."""
+    if nk == 4 and m >= _BLOCK:
+        for t0 in range(0, m, _BLOCK):
+            _block_taps4(acc, min(t0, m - _BLOCK), P, off, w, k0, blk4)
+    elif m >= _BLOCK1:
         for r in range(nk):
-            for t in range(np.uint64(m)):
-                acc[r, t] += w[k0 + r, q] * P[off[q] + t]
+            for t0 in range(0, m, _BLOCK1):
+                _block_taps1(acc, r, min(t0, m - _BLOCK1), P, off, w, k0 + r, blk1)
+    else:
+        for r in range(nk):
+            for t in range(m):
+                acc[r, t] = 0
+            for q in range(off.shape[0]):
+                for t in range(np.uint64(m)):
+                    acc[r, t] += w[k0 + r, q] * P[off[q] + t]
 
 
 @njit(parallel=True, cache=True, fastmath=_TREE_FASTMATH)
@@ -537,6 +520,8 @@ def _forward_nchw_planes(x, weight, bias, out, pt, pl, G, Hp, Wp, off, vl, nspli
     for worker in prange(workers):
         P = np.empty(Cg * Hp * Wp, dtype=x.dtype)
         acc = np.empty((4, L), dtype=x.dtype)
+        blk4 = _stack_array(4, _BLOCK, x.dtype)
+        blk1 = _stack_array(1, _BLOCK1, x.dtype)
         for task in range(worker, N * G * nsplit, workers):
             n = task // (G * nsplit)
             g = (task // nsplit) % G
@@ -546,7 +531,7 @@ def _forward_nchw_planes(x, weight, bias, out, pt, pl, G, Hp, Wp, off, vl, nspli
             for kb in range(part * per_part, min(blocks, (part + 1) * per_part)):
                 k0 = g * Kg + kb * 4
                 nk = min(4, (g + 1) * Kg - k0)
-                _plane_taps(acc, nk, P, off, w, k0, L)
+                _plane_taps(acc, nk, P, off, w, k0, L, blk4, blk1)
                 for r in range(nk):
                     for oh in range(oH):
                         _add_row(results, n * K + k0 + r, oh * oW, acc, r, oh * Wp, oW,
