@@ -501,6 +501,16 @@ def _plane_taps(acc, nk, P, off, w, k0, m, blk4, blk1):
                     acc[r, t] += w[k0 + r, q] * P[off[q] + t]
 
 
+@_inlined
+def _prefetch_part(a, row, part, parts):
+    """Ask for the cache lines of part `part` of `parts` of a[row]: a task's planes are
+    short streams the hardware prefetcher has barely locked on to when they end, so the
+    next task's are asked for a part at a time while this one's are summed"""
+    n = a.shape[1]
+    for c in range(part * n // parts, (part + 1) * n // parts, _LINE_ELEMENTS):
+        _prefetch(a, row, c)
+
+
 @njit(parallel=True, cache=True, fastmath=_TREE_FASTMATH)
 def _forward_nchw_planes(x, weight, bias, out, pt, pl, G, Hp, Wp, off, vl, nsplit, workers):
     """out := bias + conv2d(x, weight)  (NCHW, stride 1); tasks (n, group, part of the
@@ -516,18 +526,21 @@ def _forward_nchw_planes(x, weight, bias, out, pt, pl, G, Hp, Wp, off, vl, nspli
     L = (oH - 1) * Wp + oW
     w = weight.reshape(K, off.shape[0])
     planes = x.reshape(N * C, H * W)
+    group_planes = x.reshape(N * G, Cg * H * W)
     results = out.reshape(N * K, oH * oW)
+    ntasks = N * G * nsplit
     for worker in prange(workers):
         P = np.empty(Cg * Hp * Wp, dtype=x.dtype)
         acc = np.empty((4, L), dtype=x.dtype)
         blk4 = _stack_array(4, _BLOCK, x.dtype)
         blk1 = _stack_array(1, _BLOCK1, x.dtype)
-        for task in range(worker, N * G * nsplit, workers):
+        for task in range(worker, ntasks, workers):
             n = task // (G * nsplit)
             g = (task // nsplit) % G
             part = task % nsplit
             for c in range(Cg):
                 _stage_plane(P, c * Hp * Wp, planes, n * C + g * Cg + c, H, W, pt, pl, Hp, Wp)
+            ahead = (task + workers) // nsplit   # (n, g) of the worker's next task
             for kb in range(part * per_part, min(blocks, (part + 1) * per_part)):
                 k0 = g * Kg + kb * 4
                 nk = min(4, (g + 1) * Kg - k0)
@@ -536,6 +549,8 @@ def _forward_nchw_planes(x, weight, bias, out, pt, pl, G, Hp, Wp, off, vl, nspli
                     for oh in range(oH):
                         _add_row(results, n * K + k0 + r, oh * oW, acc, r, oh * Wp, oW,
                                  bias[k0 + r], vl)
+                        if r == 0 and task + workers < ntasks:
+                            _prefetch_part(group_planes, ahead, oh, oH)
 
 
 @_inlined
