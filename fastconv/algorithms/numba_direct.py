@@ -915,6 +915,47 @@ def _broadcast_forward4(pixels, px, bias, w, st, base, off, acc):
 
 
 @_inlined
+def _broadcast_block8(pixels, px, bias, w, st, base, off, k0, blk):
+    """pixels[px[r], k0 + t] := bias[k0 + t] + sum_q st[base[px[r]] + off[q]] * w[q, k0 + t]
+    for r < 8, t < _BLOCK
+
+    8 pixels x _BLOCK output channels of sums in blk (a (8, _BLOCK) stack array, held in
+    registers over all the taps): each tap one input value a pixel, broadcast, and each
+    load of w serving the 8 pixels."""
+    B = np.uint64(_BLOCK)
+    ku = np.uint64(k0)
+    for r in range(8):
+        for t in range(B):
+            blk[r, t] = bias[ku + t]
+    b0, b1, b2, b3 = base[px[0]], base[px[1]], base[px[2]], base[px[3]]
+    b4, b5, b6, b7 = base[px[4]], base[px[5]], base[px[6]], base[px[7]]
+    for q in range(off.shape[0]):
+        o = off[q]
+        x0, x1, x2, x3 = st[b0 + o], st[b1 + o], st[b2 + o], st[b3 + o]
+        x4, x5, x6, x7 = st[b4 + o], st[b5 + o], st[b6 + o], st[b7 + o]
+        for t in range(B):
+            v = w[q, ku + t]
+            blk[0, t] += x0 * v
+            blk[1, t] += x1 * v
+            blk[2, t] += x2 * v
+            blk[3, t] += x3 * v
+            blk[4, t] += x4 * v
+            blk[5, t] += x5 * v
+            blk[6, t] += x6 * v
+            blk[7, t] += x7 * v
+    for r in range(8):
+        for t in range(B):
+            pixels[px[r], ku + t] = blk[r, t]
+
+
+@_inlined
+def _block8(p, last):
+    """the 8 pixels p.., the ones past `last` replaced by it (computed twice, same values)"""
+    return (min(p, last), min(p + 1, last), min(p + 2, last), min(p + 3, last),
+            min(p + 4, last), min(p + 5, last), min(p + 6, last), min(p + 7, last))
+
+
+@_inlined
 def _broadcast_grad_weight(part, g, st, base, off, acc):
     """part[q, :] += sum_p st[base[p] + off[q]] * g[p, :]  over the pixels p of an image
 
@@ -1074,12 +1115,19 @@ def _forward_nhwc_staged(x, weight, bias, out, sh, pt, pl, R, Hs, Wp, off, base,
     for worker in prange(workers):
         stage = np.empty(Hs * Wp * C, dtype=x.dtype)
         acc = _stack_array(4, _STACK_CHANNELS, x.dtype)
+        blk = _stack_array(8, _BLOCK, x.dtype)
         for task in range(worker, N * nrb, workers):
             n = task // nrb
             oh0 = (task - n * nrb) * R
             npix = min(R, oH - oh0) * oW
             _stage_plane(stage, 0, images, n, H, W * C, pt - oh0 * sh, pl * C, Hs, Wp * C)
             pixels = out[n].reshape(oH * oW, K)[oh0 * oW:]
+            if K >= _BLOCK:   # the last channel block overlaps the one before
+                for p in range(0, npix, 8):
+                    for k0 in range(0, K, _BLOCK):
+                        _broadcast_block8(pixels, _block8(p, npix - 1), bias, w, stage, base,
+                                          off, min(k0, K - _BLOCK), blk)
+                continue
             for p in range(0, npix, 4):
                 _broadcast_forward4(pixels, _block4(p, npix - 1), bias, w, stage, base, off,
                                     acc)
