@@ -956,13 +956,54 @@ def _block8(p, last):
 
 
 @_inlined
-def _broadcast_grad_weight(part, g, st, base, off, acc):
+def _broadcast_dots5(part, q0, g, st, base, off, k0, lo, blk):
+    """part[q0 + u, k0 + t] += sum_p st[base[p] + off[q0 + u]] * g[p, k0 + t]  for u < 5
+    (taps past the last computed and dropped), lo <= t < _BLOCK, over the pixels p of an
+    image
+
+    5 taps x _BLOCK output channels of sums in blk (a (5, _BLOCK) stack array), held in
+    registers over the image: each load of g serves the 5 taps, each input value (one a
+    tap, broadcast) the _BLOCK channels.  lo > 0 skips the lanes a channel block shares
+    with the one before."""
+    T = off.shape[0]
+    B = np.uint64(_BLOCK)
+    ku = np.uint64(k0)
+    o0, o1, o2 = off[min(q0, T - 1)], off[min(q0 + 1, T - 1)], off[min(q0 + 2, T - 1)]
+    o3, o4 = off[min(q0 + 3, T - 1)], off[min(q0 + 4, T - 1)]
+    for u in range(5):
+        for t in range(B):
+            blk[u, t] = 0
+    for p in range(g.shape[0]):
+        b = base[p]
+        x0, x1, x2, x3, x4 = st[b + o0], st[b + o1], st[b + o2], st[b + o3], st[b + o4]
+        for t in range(B):
+            v = g[p, ku + t]
+            blk[0, t] += x0 * v
+            blk[1, t] += x1 * v
+            blk[2, t] += x2 * v
+            blk[3, t] += x3 * v
+            blk[4, t] += x4 * v
+    for u in range(min(5, T - q0)):
+        for t in range(lo, _BLOCK):
+            part[q0 + u, k0 + t] += blk[u, t]
+
+
+@_inlined
+def _broadcast_grad_weight(part, g, st, base, off, acc, blk):
     """part[q, :] += sum_p st[base[p] + off[q]] * g[p, :]  over the pixels p of an image
 
-    4 taps at a time, summed in acc over the image, each load of g serving the 4 taps,
-    4 pixels a pass (the pixels left over one by one)."""
+    At least _BLOCK output channels: blocks of 5 taps x _BLOCK channels (_broadcast_dots5),
+    the last channel block overlapping the one before.  Otherwise 4 taps at a time, summed
+    in acc over the image, each load of g serving the 4 taps, 4 pixels a pass (the pixels
+    left over one by one)."""
     T, K = part.shape
     P = g.shape[0]
+    if K >= _BLOCK:
+        for q0 in range(0, T, 5):
+            for k0 in range(0, K, _BLOCK):
+                kb = min(k0, K - _BLOCK)
+                _broadcast_dots5(part, q0, g, st, base, off, kb, k0 - kb, blk)
+        return
     for q0 in range(0, T, 4):
         nq = min(4, T - q0)
         for r in range(4):
@@ -1220,6 +1261,7 @@ def _grad_weight_nhwc_staged(grad_output, x, part, sh, pt, pl, Hs, Wp, off, base
         sums[:] = 0
         stage = np.empty(Hs * Wp * C, dtype=x.dtype)
         acc = _stack_array(4, _STACK_CHANNELS, x.dtype)
+        blk = _stack_array(5, _BLOCK, x.dtype)
         staged = stage.reshape(Hs * Wp, C)   # depthwise: rows of channels
         for n in range(chunk * nbs, min(N, (chunk + 1) * nbs)):
             _stage_plane(stage, 0, images, n, H, W * C, pt, pl * C, Hs, Wp * C)
@@ -1227,7 +1269,7 @@ def _grad_weight_nhwc_staged(grad_output, x, part, sh, pt, pl, Hs, Wp, off, base
             if depthwise:
                 _depthwise_grad_weight(sums, g, staged, base, off, acc)
             else:
-                _broadcast_grad_weight(sums, g, stage, base, off, acc)
+                _broadcast_grad_weight(sums, g, stage, base, off, acc, blk)
 
 
 def _grad_weight_nhwc_staged_call(grad_output, x, grad_weight, sh, sw, pt, pl, dh, dw,
