@@ -1272,6 +1272,75 @@ def _grad_weight_nhwc_staged(grad_output, x, part, sh, pt, pl, Hs, Wp, off, base
                 _broadcast_grad_weight(sums, g, stage, base, off, acc, blk)
 
 
+@_inlined
+def _dw_row_dots3(sums, q0, kw, j0, g, gr, oW, x, xr, W, sw, pl, dw, blk):
+    """sums[q0 + j, c] += sum_ow x[xr + ow*sw - pl + j*dw, c] * g[gr + ow, c]  over the valid
+    ow, for the taps j0 <= j < j0 + 3 of a kernel row (depthwise, one input row against one
+    grad_output row, read in place)
+
+    Over the columns valid for all 3 taps, channels in blocks of _BLOCK whose 3 x _BLOCK
+    sums stay in registers along the row (blk; a tap past the row's last is computed and
+    dropped, the last block overlaps the one before and adds only its own lanes); the
+    edge columns tap by tap."""
+    C = x.shape[1]
+    B = np.uint64(_BLOCK)
+    nj = min(3, kw - j0)
+    j1, j2 = min(j0 + 1, kw - 1), min(j0 + 2, kw - 1)
+    lo, hi = 0, oW   # columns where the 3 taps are valid
+    for j in (j0, j1, j2):
+        a, b = _valid_range(oW, W, sw, j * dw - pl)
+        lo, hi = max(lo, a), min(hi, b)
+    for c0 in range(0, C if hi > lo else 0, _BLOCK):
+        cb = min(c0, C - _BLOCK)
+        cu = np.uint64(cb)
+        for u in range(3):
+            for t in range(B):
+                blk[u, t] = 0
+        for ow in range(lo, hi):
+            xi = xr + ow * sw - pl
+            a0, a1, a2 = np.uint64(xi + j0 * dw), np.uint64(xi + j1 * dw), np.uint64(xi + j2 * dw)
+            gi = np.uint64(gr + ow)
+            for t in range(B):
+                v = g[gi, cu + t]
+                blk[0, t] += x[a0, cu + t] * v
+                blk[1, t] += x[a1, cu + t] * v
+                blk[2, t] += x[a2, cu + t] * v
+        for u in range(nj):
+            for t in range(c0 - cb, _BLOCK):
+                sums[q0 + j0 + u, cb + t] += blk[u, t]
+    for j in range(j0, j0 + nj):
+        a, b = _valid_range(oW, W, sw, j * dw - pl)
+        for ow in range(a, b):
+            if lo <= ow < hi:
+                continue
+            xi = xr + ow * sw - pl + j * dw
+            for c in range(C):
+                sums[q0 + j, c] += x[xi, c] * g[gr + ow, c]
+
+
+@njit(parallel=True, cache=True, fastmath=_TREE_FASTMATH)
+def _grad_weight_nhwc_depthwise(grad_output, x, part, kh, kw, sh, sw, pt, pl, dh, dw, nbs):
+    """part[chunk, i*kw + j, c] := sum over the chunk's samples n and the pixels (oh, ow) of
+    x[n, ih, iw, c] * grad_output[n, oh, ow, c]  (depthwise, C >= _BLOCK); tasks are the
+    chunks of nbs samples, the input read in place a row at a time"""
+    N, H, W, C = x.shape
+    oH, oW = grad_output.shape[1], grad_output.shape[2]
+    pixels = x.reshape(N * H * W, C)
+    grads = grad_output.reshape(N * oH * oW, C)
+    for chunk in prange(part.shape[0]):
+        sums = part[chunk]
+        sums[:] = 0
+        blk = _stack_array(3, _BLOCK, x.dtype)
+        for n in range(chunk * nbs, min(N, (chunk + 1) * nbs)):
+            for oh in range(oH):
+                ih0 = oh * sh - pt
+                i_lo, i_hi = _valid_range(kh, H, dh, ih0)
+                for i in range(i_lo, i_hi):
+                    for j0 in range(0, kw, 3):
+                        _dw_row_dots3(sums, i * kw, kw, j0, grads, (n * oH + oh) * oW, oW,
+                                      pixels, (n * H + ih0 + i * dh) * W, W, sw, pl, dw, blk)
+
+
 def _grad_weight_nhwc_staged_call(grad_output, x, grad_weight, sh, sw, pt, pl, dh, dw,
                                   depthwise):
     """Sample chunks fixed by the shape (as Cython's), their sums added in order afterwards:
@@ -1284,6 +1353,10 @@ def _grad_weight_nhwc_staged_call(grad_output, x, grad_weight, sh, sw, pt, pl, d
     unit = 1 if depthwise else C
     T = kh * kw * unit
     part = np.empty((_ceil_div(N, nbs), T, grad_weight.shape[3]), dtype=x.dtype)
+    if depthwise and C >= _BLOCK:
+        _grad_weight_nhwc_depthwise(grad_output, x, part, kh, kw, sh, sw, pt, pl, dh, dw, nbs)
+        grad_weight.reshape(T, -1)[...] = part.sum(axis=0)
+        return
     _grad_weight_nhwc_staged(grad_output, x, part, sh, pt, pl, Hs, Wp,
                              _tap_offsets(kh, kw, unit, dh, dw, Wp),
                              _pixel_bases(oH, oW, sh, sw, Wp, unit), nbs, depthwise)
