@@ -844,9 +844,13 @@ def _stack_array(typingctx, rows, cols, dtype):
     return array_type(rows, cols, dtype), codegen
 
 
-@intrinsic
-def _prefetch(typingctx, array, row, col):
-    """Ask for the cache line of array[row, col] (a hint: no fault, no effect on results)"""
+def _prefetch_intrinsic(write):
+    """An intrinsic asking for the cache line of array[row, col] (a hint: no fault, no
+    effect on results), to read or (write = 1) to write"""
+    return intrinsic(lambda typingctx, array, row, col: _prefetch_typed(array, row, col, write))
+
+
+def _prefetch_typed(array, row, col, write):
     def codegen(context, builder, signature, args):
         array_type = signature.args[0]
         ary = make_array(array_type)(context, builder, args[0])
@@ -858,9 +862,13 @@ def _prefetch(typingctx, array, row, col):
             builder.module, llvmlite_ir.FunctionType(llvmlite_ir.VoidType(),
                                                      [i8p] + [llvmlite_ir.IntType(32)] * 3),
             "llvm.prefetch.p0")
-        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(write), i32(3), i32(1)])
         return context.get_dummy_value()
     return types.none(array, row, col), codegen
+
+
+_prefetch = _prefetch_intrinsic(0)
+_prefetch_write = _prefetch_intrinsic(1)
 
 
 def _tap_offsets(kh, kw, unit, dh, dw, Wp):
@@ -1061,6 +1069,70 @@ def _depthwise_forward4(pixels, px, bias, w, x, xb, off, acc):
 
 
 @_inlined
+def _prefetch_pixels8(dst, p, x, row, sw, c0):
+    """Ask for channels [c0, c0 + _BLOCK) of the 8 output pixels dst[p:p + 8] (to write)
+    and of the input rows row + r*sw (r < 8) that the last tap of a pixel block ahead reads
+    first: a channel block at a time, so that the requests do not queue up"""
+    for r in range(8):
+        for c in range(c0, c0 + _BLOCK, _LINE_ELEMENTS):
+            if p + r < dst.shape[0]:
+                _prefetch_write(dst, p + r, c)
+            if row + r * sw < x.shape[0]:
+                _prefetch(x, row + r * sw, c)
+
+
+@_inlined
+def _depthwise_block8(pixels, px, bias, w, x, row0, sw, off, c0, blk):
+    """pixels[px[r], c0 + t] := bias[c0 + t] + sum_q x[row0 + px[r]*sw + off[q], c0 + t] * w[q, c0 + t]
+    for r < 8, t < _BLOCK (off: the taps' row offsets, all taps valid)
+
+    8 pixels x _BLOCK channels of sums in blk (a (8, _BLOCK) stack array), held in
+    registers over all the taps, each weight load serving the 8 pixels."""
+    B = np.uint64(_BLOCK)
+    cu = np.uint64(c0)
+    for r in range(8):
+        for t in range(B):
+            blk[r, t] = bias[cu + t]
+    b0, b1, b2, b3 = row0 + px[0] * sw, row0 + px[1] * sw, row0 + px[2] * sw, row0 + px[3] * sw
+    b4, b5, b6, b7 = row0 + px[4] * sw, row0 + px[5] * sw, row0 + px[6] * sw, row0 + px[7] * sw
+    for q in range(off.shape[0]):
+        o = off[q]
+        r0, r1, r2, r3 = np.uint64(b0) + o, np.uint64(b1) + o, np.uint64(b2) + o, np.uint64(b3) + o
+        r4, r5, r6, r7 = np.uint64(b4) + o, np.uint64(b5) + o, np.uint64(b6) + o, np.uint64(b7) + o
+        for t in range(B):
+            c = cu + t
+            v = w[q, c]
+            blk[0, t] += x[r0, c] * v
+            blk[1, t] += x[r1, c] * v
+            blk[2, t] += x[r2, c] * v
+            blk[3, t] += x[r3, c] * v
+            blk[4, t] += x[r4, c] * v
+            blk[5, t] += x[r5, c] * v
+            blk[6, t] += x[r6, c] * v
+            blk[7, t] += x[r7, c] * v
+    for r in range(8):
+        for t in range(B):
+            pixels[px[r], cu + t] = blk[r, t]
+
+
+@_inlined
+def _depthwise_pixel(pixels, p, bias, w, x, rows, qs, nt, c0, blk):
+    """pixels[p, c0 + t] := bias[c0 + t] + sum_{u < nt} x[rows[u], c0 + t] * w[qs[u], c0 + t]
+    for t < _BLOCK: one pixel's valid taps (an edge column), its sums in blk's first row"""
+    B = np.uint64(_BLOCK)
+    cu = np.uint64(c0)
+    for t in range(B):
+        blk[0, t] = bias[cu + t]
+    for u in range(nt):
+        r = rows[u]
+        q = qs[u]
+        for t in range(B):
+            blk[0, t] += x[r, cu + t] * w[q, cu + t]
+    for t in range(B):
+        pixels[p, cu + t] = blk[0, t]
+
+
+@_inlined
 def _row3_mul4(acc, x, r0, w, q, c0, m):
     """acc[r, t] += sum_{j < 3} x[r0 + r + j, c0 + t] * w[q + j, c0 + t]  for r < 4: a 3-wide
     kernel row over 4 consecutive pixels (stride 1), each of the 6 input rows loaded once
@@ -1211,6 +1283,9 @@ def _forward_nhwc_depthwise(x, weight, bias, out, sh, sw, pt, pl, dh, dw, worker
         off[q] = np.uint64((q // kw) * dh * W + (q % kw) * dw)
     for worker in prange(workers):
         acc = _stack_array(4, _STACK_CHANNELS, x.dtype)
+        blk = _stack_array(8, _BLOCK, x.dtype)
+        rows = np.empty(kh * kw, dtype=np.uint64)
+        qs = np.empty(kh * kw, dtype=np.int64)
         for task in range(worker, N * oH, workers):
             n = task // oH
             oh = task - n * oH
@@ -1220,7 +1295,19 @@ def _forward_nhwc_depthwise(x, weight, bias, out, sh, sw, pt, pl, dh, dw, worker
             row0 = (n * H + ih0) * W - pl   # pixel row of tap (0, 0) for ow = 0
             taps = off[i_lo * kw:i_hi * kw]
             wi = w[i_lo * kw:i_hi * kw]
-            for ow in range(lo, hi, 4):
+            last = np.int64(taps[taps.shape[0] - 1]) if i_hi > i_lo else 0
+            for ow in range(lo, hi, 8):
+                if C < _BLOCK:
+                    break
+                # blocks of 8 pixels and of _BLOCK channels, the last ones overlapping the
+                # ones before (fewer than 8 interior pixels: the last one repeated)
+                px = _block8(min(ow, max(lo, hi - 8)), hi - 1)
+                for c0 in range(0, C, _BLOCK):
+                    cb = min(c0, C - _BLOCK)
+                    _prefetch_pixels8(dst, px[0] + _PREFETCH_PIXELS, pixels,
+                                      row0 + (px[0] + _PREFETCH_PIXELS) * sw + last, sw, cb)
+                    _depthwise_block8(dst, px, bias, wi, pixels, row0, sw, taps, cb, blk)
+            for ow in range(lo, hi if C < _BLOCK else lo, 4):
                 if sliding:   # the last block of 4 overlaps the one before
                     p0 = min(ow, hi - 4)
                     _depthwise_forward4_3wide(dst, p0, bias, wi, pixels, np.uint64(row0 + p0),
@@ -1233,15 +1320,23 @@ def _forward_nhwc_depthwise(x, weight, bias, out, sh, sw, pt, pl, dh, dw, worker
             for ow in range(oW):
                 if lo <= ow < hi:
                     continue
-                for c in range(C):
-                    dst[ow, c] = bias[c]
+                nt = 0   # the edge pixel's valid taps: input rows and weight rows
                 for i in range(i_lo, i_hi):
                     for j in range(kw):
                         iw = ow * sw - pl + j * dw
                         if 0 <= iw < W:
-                            row = (n * H + ih0 + i * dh) * W + iw
-                            for c in range(C):
-                                dst[ow, c] += pixels[row, c] * w[i * kw + j, c]
+                            rows[nt] = (n * H + ih0 + i * dh) * W + iw
+                            qs[nt] = i * kw + j
+                            nt += 1
+                for c0 in range(0, C if C >= _BLOCK else 0, _BLOCK):
+                    _depthwise_pixel(dst, ow, bias, w, pixels, rows, qs, nt,
+                                     min(c0, C - _BLOCK), blk)
+                if C < _BLOCK:
+                    for c in range(C):
+                        dst[ow, c] = bias[c]
+                    for q in range(nt):
+                        for c in range(C):
+                            dst[ow, c] += pixels[rows[q], c] * w[qs[q], c]
 
 
 @njit(parallel=True, cache=True, fastmath=_TREE_FASTMATH)
