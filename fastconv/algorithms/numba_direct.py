@@ -409,6 +409,13 @@ def _stage_plane(P, po, planes, plane, H, W, top, left, Hp, Wp):
     else 0, for r < Hp, u < Wp: zeros in one run, then the rows' inside parts"""
     for t in range(np.uint64(Hp * Wp)):
         P[np.uint64(po) + t] = 0
+    _copy_inside(P, po, planes, plane, H, W, top, left, Hp, Wp)
+
+
+@_inlined
+def _copy_inside(P, po, planes, plane, H, W, top, left, Hp, Wp):
+    """_stage_plane without the zeros: P[po + r*Wp + u] := planes[plane, (r - top)*W + u - left]
+    inside the H x W plane (the rest of P left as it is)"""
     lo = min(max(left, 0), Wp)
     hi = min(max(left + W, lo), Wp)
     for r in range(max(top, 0), min(top + H, Hp)):
@@ -515,8 +522,10 @@ def _prefetch_part(a, row, part, parts):
 def _forward_nchw_planes(x, weight, bias, out, pt, pl, G, Hp, Wp, off, vl, nsplit, workers):
     """out := bias + conv2d(x, weight)  (NCHW, stride 1); tasks (n, group, part of the
     group's output channels: nsplit parts of whole blocks of 4), the group's input planes
-    staged once a task, tasks dealt round-robin to `workers` (one a thread: the scratch is
-    allocated once a worker, not a task)"""
+    staged once a task, each of `workers` (one a thread: the scratch is allocated once a
+    worker, not a task) taking a contiguous range of tasks, so that it streams through
+    memory as the hardware prefetcher expects.  Padding never negative: the planes are zeroed
+    once a worker and only their insides staged, the zeros around them staying in place."""
     N, C, H, W = x.shape
     K, oH, oW = out.shape[1], out.shape[2], out.shape[3]
     Cg = weight.shape[1]
@@ -529,18 +538,25 @@ def _forward_nchw_planes(x, weight, bias, out, pt, pl, G, Hp, Wp, off, vl, nspli
     group_planes = x.reshape(N * G, Cg * H * W)
     results = out.reshape(N * K, oH * oW)
     ntasks = N * G * nsplit
+    inside = pt >= 0 and pl >= 0 and pt + H <= Hp and pl + W <= Wp
     for worker in prange(workers):
-        P = np.empty(Cg * Hp * Wp, dtype=x.dtype)
+        P = np.zeros(Cg * Hp * Wp, dtype=x.dtype)
         acc = np.empty((4, L), dtype=x.dtype)
         blk4 = _stack_array(4, _BLOCK, x.dtype)
         blk1 = _stack_array(1, _BLOCK1, x.dtype)
-        for task in range(worker, ntasks, workers):
+        last = (worker + 1) * ntasks // workers
+        for task in range(worker * ntasks // workers, last):
             n = task // (G * nsplit)
             g = (task // nsplit) % G
             part = task % nsplit
             for c in range(Cg):
-                _stage_plane(P, c * Hp * Wp, planes, n * C + g * Cg + c, H, W, pt, pl, Hp, Wp)
-            ahead = (task + workers) // nsplit   # (n, g) of the worker's next task
+                if inside:
+                    _copy_inside(P, c * Hp * Wp, planes, n * C + g * Cg + c, H, W, pt, pl,
+                                 Hp, Wp)
+                else:
+                    _stage_plane(P, c * Hp * Wp, planes, n * C + g * Cg + c, H, W, pt, pl,
+                                 Hp, Wp)
+            ahead = (task + 1) // nsplit   # (n, g) of the worker's next task
             for kb in range(part * per_part, min(blocks, (part + 1) * per_part)):
                 k0 = g * Kg + kb * 4
                 nk = min(4, (g + 1) * Kg - k0)
@@ -549,7 +565,7 @@ def _forward_nchw_planes(x, weight, bias, out, pt, pl, G, Hp, Wp, off, vl, nspli
                     for oh in range(oH):
                         _add_row(results, n * K + k0 + r, oh * oW, acc, r, oh * Wp, oW,
                                  bias[k0 + r], vl)
-                        if r == 0 and task + workers < ntasks:
+                        if r == 0 and task + 1 < last:
                             _prefetch_part(group_planes, ahead, oh, oH)
 
 
