@@ -393,7 +393,8 @@ def forward_nchw(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left,
 
 _PLANE_ELEMENTS = 65536     # staged planes + output runs per task: at most this many
 _VECTOR_BYTES = 64          # an AVX-512 register: the run length of _add_row
-_BLOCK = 32                 # elements a row of a register-held block of 4 rows of sums
+_BLOCK = 32                 # channels a row of a register-held block of sums (NHWC)
+_RUN4 = 64                  # elements a row of a block of 4 rows of sums (staged planes)
 _BLOCK1 = 128               # ... and of a block of one row (8 float32 vectors)
 
 
@@ -447,12 +448,12 @@ def _runs_at(P, o, t):
 
 @_inlined
 def _block_taps4(acc, t0, P, off, w, k0, blk):
-    """acc[r, t0 + t] := sum_q w[k0 + r, q] * P[off[q] + t0 + t]  for r < 4, t < _BLOCK
+    """acc[r, t0 + t] := sum_q w[k0 + r, q] * P[off[q] + t0 + t]  for r < 4, t < _RUN4
 
-    The sums stay in blk, a (4, _BLOCK) stack array: with the taps in the outer loop and
+    The sums stay in blk, a (4, _RUN4) stack array: with the taps in the outer loop and
     a constant-length inner loop, LLVM keeps its vectors in registers over all the taps
-    (8 accumulators, each load of P serving the 4 output channels)."""
-    B = np.uint64(_BLOCK)
+    (16 accumulators, each load of P serving the 4 output channels)."""
+    B = np.uint64(_RUN4)
     for r in range(4):
         for t in range(B):
             blk[r, t] = 0
@@ -472,8 +473,8 @@ def _block_taps4(acc, t0, P, off, w, k0, blk):
 
 @_inlined
 def _block_taps1(acc, r, t0, P, off, w, k, blk):
-    """acc[r, t0 + t] := sum_q w[k, q] * P[off[q] + t0 + t]  for t < 4*_BLOCK: one output
-    channel, its sums in blk ((1, 4*_BLOCK): 8 vector accumulators in registers)"""
+    """acc[r, t0 + t] := sum_q w[k, q] * P[off[q] + t0 + t]  for t < _BLOCK1: one output
+    channel, its sums in blk ((1, _BLOCK1): 8 vector accumulators in registers)"""
     B = np.uint64(_BLOCK1)
     for t in range(B):
         blk[0, t] = 0
@@ -492,9 +493,9 @@ def _plane_taps(acc, nk, P, off, w, k0, m, blk4, blk1):
 
     In blocks of constant length (_block_taps4, _block_taps1), the last one overlapping
     the one before (the same sums, computed twice); runs shorter than a block tap by tap."""
-    if nk == 4 and m >= _BLOCK:
-        for t0 in range(0, m, _BLOCK):
-            _block_taps4(acc, min(t0, m - _BLOCK), P, off, w, k0, blk4)
+    if nk == 4 and m >= _RUN4:
+        for t0 in range(0, m, _RUN4):
+            _block_taps4(acc, min(t0, m - _RUN4), P, off, w, k0, blk4)
     elif m >= _BLOCK1:
         for r in range(nk):
             for t0 in range(0, m, _BLOCK1):
@@ -542,7 +543,7 @@ def _forward_nchw_planes(x, weight, bias, out, pt, pl, G, Hp, Wp, off, vl, nspli
     for worker in prange(workers):
         P = np.zeros(Cg * Hp * Wp, dtype=x.dtype)
         acc = np.empty((4, L), dtype=x.dtype)
-        blk4 = _stack_array(4, _BLOCK, x.dtype)
+        blk4 = _stack_array(4, _RUN4, x.dtype)
         blk1 = _stack_array(1, _BLOCK1, x.dtype)
         last = (worker + 1) * ntasks // workers
         for task in range(worker * ntasks // workers, last):
