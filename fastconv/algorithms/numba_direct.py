@@ -604,34 +604,37 @@ def _plane_dots(sums, g, P, off, m):
 
 
 @_inlined
-def _runs_dots4x4(acc, g, go, P, o, m):
-    """acc[r, u] += sum_t g[go[r] + t] * P[o[u] + t]  for r, u < 4: 4 output channels x 4
-    taps, each load of g serving 4 taps and each load of P 4 channels"""
+def _runs_dots4x5(acc, g, go, P, o, m):
+    """acc[r, u] += sum_t g[go[r] + t] * P[o[u] + t]  for r < 4, u < 5: 4 output channels x
+    5 taps (20 vector sums), each load of g serving 5 taps and each load of P 4 channels"""
     for t in range(np.uint64(m)):
         p0, p1, p2, p3 = _runs_at(P, o, t)
+        p4 = P[o[4] + t]
         for r in range(4):
             v = g[go[r] + t]
             acc[r, 0] += v * p0
             acc[r, 1] += v * p1
             acc[r, 2] += v * p2
             acc[r, 3] += v * p3
+            acc[r, 4] += v * p4
 
 
 @_inlined
 def _plane_dots4(sums, k0, g, Gs, P, off, m, acc):
-    """sums[k0 + r, q] += sum_{t < m} g[r*Gs + t] * P[off[q] + t]  for r < 4, every tap q"""
+    """sums[k0 + r, q] += sum_{t < m} g[r*Gs + t] * P[off[q] + t]  for r < 4, every tap q
+
+    Blocks of 5 taps (a 5x5 kernel a row at a time), the last block's missing taps
+    repeating its last (computed and dropped)."""
     T = off.shape[0]
     go = (np.uint64(0), np.uint64(Gs), np.uint64(2 * Gs), np.uint64(3 * Gs))
-    q = 0
-    while q + 4 <= T:
+    for q in range(0, T, 5):
+        o = (off[q], off[min(q + 1, T - 1)], off[min(q + 2, T - 1)], off[min(q + 3, T - 1)],
+             off[min(q + 4, T - 1)])
         acc[:, :] = 0
-        _runs_dots4x4(acc, g, go, P, (off[q], off[q + 1], off[q + 2], off[q + 3]), m)
+        _runs_dots4x5(acc, g, go, P, o, m)
         for r in range(4):
-            for u in range(4):
+            for u in range(min(5, T - q)):
                 sums[k0 + r, q + u] += acc[r, u]
-        q += 4
-    for r in range(4):
-        _plane_dots(sums[k0 + r, q:], g[r * Gs:], P, off[q:], m)
 
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
@@ -640,7 +643,8 @@ def _grad_weight_nchw_planes(grad_output, x, part, pt, pl, G, Hp, Wp, off, nbs):
     (C/G == 1, stride 1); tasks (sample chunk, group, block of <= 4 output channels)
 
     The input plane is staged as in the forward and the grad_output planes at the same
-    pitch Wp, zero beyond oW, so every tap is one flat dot product."""
+    pitch Wp, zero beyond oW, so every tap is one flat dot product; the staging buffers
+    are zeroed once a task, and only the planes' insides copied a sample."""
     N, C, H, W = x.shape
     K, oH, oW = grad_output.shape[1], grad_output.shape[2], grad_output.shape[3]
     Kg = K // G
@@ -649,6 +653,7 @@ def _grad_weight_nchw_planes(grad_output, x, part, pt, pl, G, Hp, Wp, off, nbs):
     Gs = oH * Wp
     planes = x.reshape(N * C, H * W)
     grads = grad_output.reshape(N * K, oH * oW)
+    inside = pt >= 0 and pl >= 0 and pt + H <= Hp and pl + W <= Wp
     for task in prange(part.shape[0] * G * nkb):
         chunk = task // (G * nkb)
         g = (task // nkb) % G
@@ -656,13 +661,16 @@ def _grad_weight_nchw_planes(grad_output, x, part, pt, pl, G, Hp, Wp, off, nbs):
         nk = min(4, (g + 1) * Kg - k0)
         sums = part[chunk]
         sums[k0:k0 + nk] = 0
-        P = np.empty(Hp * Wp, dtype=x.dtype)
-        gs = np.empty(4 * Gs, dtype=x.dtype)
-        acc = _stack_array(4, 4, x.dtype)
+        P = np.zeros(Hp * Wp, dtype=x.dtype)   # the zeros around the planes stay
+        gs = np.zeros(4 * Gs, dtype=x.dtype)
+        acc = _stack_array(4, 5, x.dtype)
         for n in range(chunk * nbs, min(N, (chunk + 1) * nbs)):
-            _stage_plane(P, 0, planes, n * C + g, H, W, pt, pl, Hp, Wp)
+            if inside:
+                _copy_inside(P, 0, planes, n * C + g, H, W, pt, pl, Hp, Wp)
+            else:
+                _stage_plane(P, 0, planes, n * C + g, H, W, pt, pl, Hp, Wp)
             for r in range(nk):
-                _stage_plane(gs, r * Gs, grads, n * K + k0 + r, oH, oW, 0, 0, oH, Wp)
+                _copy_inside(gs, r * Gs, grads, n * K + k0 + r, oH, oW, 0, 0, oH, Wp)
             if nk == 4:
                 _plane_dots4(sums, k0, gs, Gs, P, off, m, acc)
             else:
