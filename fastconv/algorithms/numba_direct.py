@@ -26,31 +26,39 @@ How the loops are written, so that LLVM vectorises them and nothing else costs m
     threads, which costs as much as a short loop;
   * short sums (a block of 4 rows of output channels) stay in a stack array
     (``_stack_array``): LLVM knows it overlaps no argument, so a loop over 32 channels needs
-    no runtime overlap checks.  Numba runs no SLP vectoriser, so sums cannot be blocked in
-    registers over a runtime number of taps: the loop vectoriser is what works, 4 taps a
-    pass.  Those kernels are compiled without reassociation, so that a short loop's fused
-    sum keeps its tree of independent products (LLVM would re-chain it into serial FMAs).
+    no runtime overlap checks.  Numba runs no SLP vectoriser, but a block of sums of
+    constant size (e.g. 8 pixels x 32 channels) in a stack array, updated by an inner loop
+    of constant length under a runtime loop over the taps, is vectorised and then kept in
+    registers over all the taps, as Cython's vector kernels keep theirs: the last block of
+    a row overlaps the one before (recomputed, or its shared lanes skipped where it adds).
+    Those kernels are compiled without reassociation, so that a short loop's fused sum
+    keeps its tree of independent products (LLVM would re-chain it into serial FMAs).
 
 Parallelism (numba.prange over disjoint output regions or fixed sample chunks summed in
 order afterwards, so results are bitwise reproducible and do not depend on the number of
-threads; where tasks need scratch they are dealt round-robin to one worker a thread):
+threads; where tasks need scratch they are dealt to one worker a thread):
     forward_nchw      stride 1, few C/G (first, narrow, depthwise layers): (n, group, block of
                       4 output channels) over the group's zero-padded planes, every tap one
-                      flat run, 4 channels x 4 taps a pass.  Otherwise (n, block of output
-                      rows), the window's rows staged zero padded, 4 channels x 4 taps.
-    forward_nhwc      groups == 1: (n, block of output rows) over staged rows, 4 pixels x 4
-                      taps a pass, one input value a tap broadcast over the output channels.
-                      Depthwise: (n, oh) read in place, 4 pixels x 4 taps over the channels.
+                      flat run, runs of 64 x 4 channels (128 x 1) summed over all taps in
+                      registers, contiguous task ranges a worker.  Otherwise (n, block of
+                      output rows), the window's rows staged zero padded, 4 channels x 4 taps.
+    forward_nhwc      groups == 1: (n, block of output rows) over staged rows, 8 pixels x 32
+                      channels in registers, one input value a tap broadcast over the output
+                      channels.  Depthwise: (n, oh) read in place, 8 pixels x 32 channels in
+                      registers (fewer than 32 channels: 4 pixels x 4 taps a pass).
                       Otherwise (n, oh) output rows.
     grad_input_nchw   stride 1: forward_nchw of grad_output with the flipped, transposed kernel.
                       Otherwise (n, ih) rows, all C per row.
     grad_input_nhwc   depthwise, stride 1: forward_nhwc with the flipped kernel.  Otherwise
                       (n, ih) input-gradient rows (gather form)
     grad_weight_nchw  C/G == 1, stride 1: (sample chunk, block of 4 output channels), flat dot
-                      products over staged planes, 4 channels x 4 taps.  Otherwise (group,
+                      products over staged planes, 4 channels x 5 taps.  Otherwise (group,
                       block of 4 output channels, block of input channels)
-    grad_weight_nhwc  groups == 1 or depthwise: sample chunks over staged images, 4 taps x 4
-                      pixels a pass.  Otherwise (i, j, block of input channels, block of groups)
+    grad_weight_nhwc  groups == 1: sample chunks over staged images, 5 taps x 32 channels
+                      summed over an image in registers.  Depthwise: sample chunks, the
+                      input read in place, 3 taps x 32 channels summed along each row (fewer
+                      than 32 channels: staged images, 4 taps x 4 pixels a pass).  Otherwise
+                      (i, j, block of input channels, block of groups)
 
 Float reductions use fastmath reassociation flags (no "nnan"/"ninf": NaN and inf propagate).
 """
