@@ -646,13 +646,16 @@ def _plane_dots4(sums, k0, g, Gs, P, off, m, acc):
 
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
-def _grad_weight_nchw_planes(grad_output, x, part, pt, pl, G, Hp, Wp, off, nbs):
+def _grad_weight_nchw_planes(grad_output, x, part, pt, pl, G, Hp, Wp, off, nbs, workers):
     """part[chunk, k, q] := sum over the chunk's samples of grad_weight[k, 0, i, j]
-    (C/G == 1, stride 1); tasks (sample chunk, group, block of <= 4 output channels)
+    (C/G == 1, stride 1); tasks (sample chunk, group, block of <= 4 output channels), each
+    of `workers` taking a contiguous range of them and going through a chunk's samples
+    outermost, so that it streams through the planes of each sample (every sum still runs
+    over the samples in order, whatever the split)
 
     The input plane is staged as in the forward and the grad_output planes at the same
     pitch Wp, zero beyond oW, so every tap is one flat dot product; the staging buffers
-    are zeroed once a task, and only the planes' insides copied a sample."""
+    are zeroed once a worker, and only the planes' insides copied."""
     N, C, H, W = x.shape
     K, oH, oW = grad_output.shape[1], grad_output.shape[2], grad_output.shape[3]
     Kg = K // G
@@ -662,28 +665,35 @@ def _grad_weight_nchw_planes(grad_output, x, part, pt, pl, G, Hp, Wp, off, nbs):
     planes = x.reshape(N * C, H * W)
     grads = grad_output.reshape(N * K, oH * oW)
     inside = pt >= 0 and pl >= 0 and pt + H <= Hp and pl + W <= Wp
-    for task in prange(part.shape[0] * G * nkb):
-        chunk = task // (G * nkb)
-        g = (task // nkb) % G
-        k0 = g * Kg + (task % nkb) * 4
-        nk = min(4, (g + 1) * Kg - k0)
-        sums = part[chunk]
-        sums[k0:k0 + nk] = 0
+    per_chunk = G * nkb
+    ntasks = part.shape[0] * per_chunk
+    for worker in prange(workers):
         P = np.zeros(Hp * Wp, dtype=x.dtype)   # the zeros around the planes stay
         gs = np.zeros(4 * Gs, dtype=x.dtype)
         acc = _stack_array(4, 5, x.dtype)
-        for n in range(chunk * nbs, min(N, (chunk + 1) * nbs)):
-            if inside:
-                _copy_inside(P, 0, planes, n * C + g, H, W, pt, pl, Hp, Wp)
-            else:
-                _stage_plane(P, 0, planes, n * C + g, H, W, pt, pl, Hp, Wp)
-            for r in range(nk):
-                _copy_inside(gs, r * Gs, grads, n * K + k0 + r, oH, oW, 0, 0, oH, Wp)
-            if nk == 4:
-                _plane_dots4(sums, k0, gs, Gs, P, off, m, acc)
-            else:
-                for r in range(nk):
-                    _plane_dots(sums[k0 + r], gs[r * Gs:], P, off, m)
+        lo, hi = worker * ntasks // workers, (worker + 1) * ntasks // workers
+        for chunk in range(lo // per_chunk, (hi + per_chunk - 1) // per_chunk):
+            t0, t1 = max(lo, chunk * per_chunk), min(hi, (chunk + 1) * per_chunk)
+            sums = part[chunk]
+            for task in range(t0, t1):
+                k0 = (task % per_chunk) // nkb * Kg + (task % nkb) * 4
+                sums[k0:min(k0 + 4, (k0 // Kg + 1) * Kg)] = 0
+            for n in range(chunk * nbs, min(N, (chunk + 1) * nbs)):
+                for task in range(t0, t1):
+                    g = (task % per_chunk) // nkb
+                    k0 = g * Kg + (task % nkb) * 4
+                    nk = min(4, (g + 1) * Kg - k0)
+                    if inside:
+                        _copy_inside(P, 0, planes, n * C + g, H, W, pt, pl, Hp, Wp)
+                    else:
+                        _stage_plane(P, 0, planes, n * C + g, H, W, pt, pl, Hp, Wp)
+                    for r in range(nk):
+                        _copy_inside(gs, r * Gs, grads, n * K + k0 + r, oH, oW, 0, 0, oH, Wp)
+                    if nk == 4:
+                        _plane_dots4(sums, k0, gs, Gs, P, off, m, acc)
+                    else:
+                        for r in range(nk):
+                            _plane_dots(sums[k0 + r], gs[r * Gs:], P, off, m)
 
 
 def _planes_fit(Cg, Kg, Hp, Wp, L):
@@ -825,7 +835,8 @@ def grad_weight_nchw(grad_output, x, grad_weight, stride_h, stride_w, pad_top, p
         nbs = _ceil_div(N, min(N, _ceil_div(64, groups * _ceil_div(K // groups, 4))))
         part = np.empty((_ceil_div(N, nbs), K, kh * kw), dtype=x.dtype)
         _grad_weight_nchw_planes(grad_output, x, part, pad_top, pad_left, groups, Hp, Wp,
-                                 _plane_offsets(1, kh, kw, dilation_h, dilation_w, Hp, Wp), nbs)
+                                 _plane_offsets(1, kh, kw, dilation_h, dilation_w, Hp, Wp), nbs,
+                                 nt)
         grad_weight.reshape(K, -1)[...] = part.sum(axis=0)
         return
     nkb = _ceil_div(K // groups, 4)
