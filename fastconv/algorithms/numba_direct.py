@@ -1308,9 +1308,11 @@ def _forward_nhwc_staged_call(x, weight, bias, out, sh, sw, pt, pl, dh, dw, nt):
 def _forward_nhwc_depthwise(x, weight, bias, out, sh, sw, pt, pl, dh, dw, workers):
     """out[n, oh, ow, c] := bias[c] + sum_{i, j} x[n, ih, iw, c] * w[i, j, 0, c]  (depthwise)
 
-    The input read in place, tasks (n, oh) dealt round-robin to `workers`.  In the columns
-    where every kernel column is valid, blocks of 4 pixels share each weight load; the
-    edge columns take their valid taps one by one."""
+    The input read in place, tasks (n, oh) in a contiguous range a worker (of `workers`),
+    so that the input rows an output row shares with the one before are in the worker's own
+    cache.  In the columns where every kernel column is valid, blocks of 8 pixels x 32
+    channels (fewer channels: 4 pixels) share each weight load; the edge columns sum their
+    valid taps only."""
     N, H, W, C = x.shape
     oH, oW = out.shape[1], out.shape[2]
     kh, kw = weight.shape[0], weight.shape[1]
@@ -1330,7 +1332,7 @@ def _forward_nhwc_depthwise(x, weight, bias, out, sh, sw, pt, pl, dh, dw, worker
         blk = _stack_array(8, _BLOCK, x.dtype)
         rows = np.empty(kh * kw, dtype=np.uint64)
         qs = np.empty(kh * kw, dtype=np.int64)
-        for task in range(worker, N * oH, workers):
+        for task in range(worker * N * oH // workers, (worker + 1) * N * oH // workers):
             n = task // oH
             oh = task - n * oH
             ih0 = oh * sh - pt
