@@ -862,6 +862,7 @@ def grad_weight_nchw(grad_output, x, grad_weight, stride_h, stride_w, pad_top, p
 
 _STAGE_ELEMENTS = 65536     # staged rows per forward task: at most this many elements
 _STACK_CHANNELS = 256       # channels a stack accumulator row holds
+_TILE_ELEMENTS = 65536      # grad_output elements a pixel tile of the NHWC grad_weight
 _PREFETCH_PIXELS = 16       # how far ahead the depthwise forward asks for input rows
 _LINE_ELEMENTS = 16         # float32 elements a cache line (float64: every other line)
 
@@ -1008,13 +1009,12 @@ def _block8(p, last):
 
 
 @_inlined
-def _broadcast_dots5(part, q0, g, st, base, off, k0, lo, blk):
-    """part[q0 + u, k0 + t] += sum_p st[base[p] + off[q0 + u]] * g[p, k0 + t]  for u < 5
-    (taps past the last computed and dropped), lo <= t < _BLOCK, over the pixels p of an
-    image
+def _broadcast_dots5(part, q0, g, p0, p1, st, base, off, k0, lo, blk):
+    """part[q0 + u, k0 + t] += sum_{p0 <= p < p1} st[base[p] + off[q0 + u]] * g[p, k0 + t]
+    for u < 5 (taps past the last computed and dropped), lo <= t < _BLOCK
 
     5 taps x _BLOCK output channels of sums in blk (a (5, _BLOCK) stack array), held in
-    registers over the image: each load of g serves the 5 taps, each input value (one a
+    registers over the pixels: each load of g serves the 5 taps, each input value (one a
     tap, broadcast) the _BLOCK channels.  lo > 0 skips the lanes a channel block shares
     with the one before."""
     T = off.shape[0]
@@ -1025,7 +1025,7 @@ def _broadcast_dots5(part, q0, g, st, base, off, k0, lo, blk):
     for u in range(5):
         for t in range(B):
             blk[u, t] = 0
-    for p in range(g.shape[0]):
+    for p in range(p0, p1):
         b = base[p]
         x0, x1, x2, x3, x4 = st[b + o0], st[b + o1], st[b + o2], st[b + o3], st[b + o4]
         for t in range(B):
@@ -1045,16 +1045,20 @@ def _broadcast_grad_weight(part, g, st, base, off, acc, blk):
     """part[q, :] += sum_p st[base[p] + off[q]] * g[p, :]  over the pixels p of an image
 
     At least _BLOCK output channels: blocks of 5 taps x _BLOCK channels (_broadcast_dots5),
-    the last channel block overlapping the one before.  Otherwise 4 taps at a time, summed
+    the last channel block overlapping the one before, over tiles of pixels whose rows of g
+    (_TILE_ELEMENTS) stay in cache over all the blocks.  Otherwise 4 taps at a time, summed
     in acc over the image, each load of g serving the 4 taps, 4 pixels a pass (the pixels
     left over one by one)."""
     T, K = part.shape
     P = g.shape[0]
     if K >= _BLOCK:
-        for q0 in range(0, T, 5):
-            for k0 in range(0, K, _BLOCK):
-                kb = min(k0, K - _BLOCK)
-                _broadcast_dots5(part, q0, g, st, base, off, kb, k0 - kb, blk)
+        tile = max(1, _TILE_ELEMENTS // K)
+        for p0 in range(0, P, tile):
+            for q0 in range(0, T, 5):
+                for k0 in range(0, K, _BLOCK):
+                    kb = min(k0, K - _BLOCK)
+                    _broadcast_dots5(part, q0, g, p0, min(P, p0 + tile), st, base, off, kb,
+                                     k0 - kb, blk)
         return
     for q0 in range(0, T, 4):
         nq = min(4, T - q0)
