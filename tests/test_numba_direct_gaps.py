@@ -6,8 +6,8 @@ Those paths sum fixed-size blocks in stack arrays that LLVM keeps in registers:
                             run overlapping the one before; shorter outputs tap by tap
     NHWC groups == 1        forward 8 pixels x 32 output channels (the last pixel and
                             channel blocks overlapping), grad_weight 5 taps x 32 channels
-                            over an image (taps past the last dropped, overlapping channel
-                            lanes added once)
+                            over a tile of pixels (taps past the last dropped, overlapping
+                            channel lanes added once)
     NHWC depthwise, C >= 32 grad_weight 3 taps of a kernel row x 32 channels along a row,
                             the edge columns tap by tap
 So the cases sit on the edges of those blocks; both thread counts must give the same bits.
@@ -25,6 +25,7 @@ from test_numba_direct_fast_paths import _problem, _run, _to_layout, _to_nchw
 CASES = [
     (2, 1, 9, 11, 40, (5, 5), dict(padding=2)),                   # K = 32 + 8, 99 pixels
     (1, 1, 3, 4, 32, (3, 3), dict(padding=1)),                    # fewer pixels than a block
+    (1, 2, 40, 45, 40, (3, 3), dict(padding=1)),                  # grad_weight: 2 pixel tiles
     (2, 3, 6, 7, 33, (3, 3), dict(padding=1)),                    # 27 taps: 5 x 5 + 2
     (1, 2, 12, 12, 6, (3, 3), dict(padding=1, groups=2)),         # 3 channels a group
     (2, 40, 16, 16, 40, (3, 3), dict(padding=1, groups=40)),      # runs of 128, C = 32 + 8
@@ -59,7 +60,7 @@ def test_blocked_paths_match_reference_on_1_and_2_threads(case, dtype, data_form
 
 
 @pytest.mark.parametrize("data_format", ["NCHW", "NHWC"])
-@pytest.mark.parametrize("case", [CASES[0], CASES[4]], ids=_ids)
+@pytest.mark.parametrize("case", [CASES[0], CASES[5]], ids=_ids)
 def test_blocked_paths_keep_nonfinite_values_where_they_belong(case, data_format):
     """An infinity in the input reaches only the outputs and weight gradients whose sums
     hold it: overlapping blocks recompute or skip their shared lanes, dropped taps are
