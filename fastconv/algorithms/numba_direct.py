@@ -401,6 +401,8 @@ def forward_nchw(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left,
 
 _PLANE_ELEMENTS = 65536     # staged planes + output runs per task: at most this many
 _VECTOR_BYTES = 64          # an AVX-512 register: the run length of _add_row
+# Blocks of sums held in registers span at least two float32 vectors a row: with rows of
+# one vector (16 elements) LLVM left the sums in memory and ran 2-4x slower (measured).
 _BLOCK = 32                 # channels a row of a register-held block of sums (NHWC)
 _RUN4 = 64                  # elements a row of a block of 4 rows of sums (staged planes)
 _BLOCK1 = 128               # ... and of a block of one row (8 float32 vectors)
