@@ -11,6 +11,8 @@ The paths are chosen by shape inside fastconv/algorithms/numba_direct.py:
     NCHW, stride 1, few C/G       forward on whole staged planes, 4 channels x 4 taps a pass
                                   (and the stride-1 grad_input, a forward), grad_weight for
                                   C/G == 1 as flat dot products in sample chunks
+(with 32 channels or more, and for long plane runs, the register-blocked paths that
+test_numba_direct_gaps.py checks on their edges take over.)
 So the cases below sit on their edges: output channels at, below and past multiples of 4
 and of the 256-channel accumulator, tap counts that leave 1 to 3 taps over, outputs with
 fewer pixels than a block, padding wider than the kernel (a negative padding in the

@@ -26,31 +26,39 @@ How the loops are written, so that LLVM vectorises them and nothing else costs m
     threads, which costs as much as a short loop;
   * short sums (a block of 4 rows of output channels) stay in a stack array
     (``_stack_array``): LLVM knows it overlaps no argument, so a loop over 32 channels needs
-    no runtime overlap checks.  Numba runs no SLP vectoriser, so sums cannot be blocked in
-    registers over a runtime number of taps: the loop vectoriser is what works, 4 taps a
-    pass.  Those kernels are compiled without reassociation, so that a short loop's fused
-    sum keeps its tree of independent products (LLVM would re-chain it into serial FMAs).
+    no runtime overlap checks.  Numba runs no SLP vectoriser, but a block of sums of
+    constant size (e.g. 8 pixels x 32 channels) in a stack array, updated by an inner loop
+    of constant length under a runtime loop over the taps, is vectorised and then kept in
+    registers over all the taps, as Cython's vector kernels keep theirs: the last block of
+    a row overlaps the one before (recomputed, or its shared lanes skipped where it adds).
+    Those kernels are compiled without reassociation, so that a short loop's fused sum
+    keeps its tree of independent products (LLVM would re-chain it into serial FMAs).
 
 Parallelism (numba.prange over disjoint output regions or fixed sample chunks summed in
 order afterwards, so results are bitwise reproducible and do not depend on the number of
-threads; where tasks need scratch they are dealt round-robin to one worker a thread):
+threads; where tasks need scratch they are dealt to one worker a thread):
     forward_nchw      stride 1, few C/G (first, narrow, depthwise layers): (n, group, block of
                       4 output channels) over the group's zero-padded planes, every tap one
-                      flat run, 4 channels x 4 taps a pass.  Otherwise (n, block of output
-                      rows), the window's rows staged zero padded, 4 channels x 4 taps.
-    forward_nhwc      groups == 1: (n, block of output rows) over staged rows, 4 pixels x 4
-                      taps a pass, one input value a tap broadcast over the output channels.
-                      Depthwise: (n, oh) read in place, 4 pixels x 4 taps over the channels.
+                      flat run, runs of 64 x 4 channels (128 x 1) summed over all taps in
+                      registers, contiguous task ranges a worker.  Otherwise (n, block of
+                      output rows), the window's rows staged zero padded, 4 channels x 4 taps.
+    forward_nhwc      groups == 1: (n, block of output rows) over staged rows, 8 pixels x 32
+                      channels in registers, one input value a tap broadcast over the output
+                      channels.  Depthwise: (n, oh) read in place, 8 pixels x 32 channels in
+                      registers (fewer than 32 channels: 4 pixels x 4 taps a pass).
                       Otherwise (n, oh) output rows.
     grad_input_nchw   stride 1: forward_nchw of grad_output with the flipped, transposed kernel.
                       Otherwise (n, ih) rows, all C per row.
     grad_input_nhwc   depthwise, stride 1: forward_nhwc with the flipped kernel.  Otherwise
                       (n, ih) input-gradient rows (gather form)
     grad_weight_nchw  C/G == 1, stride 1: (sample chunk, block of 4 output channels), flat dot
-                      products over staged planes, 4 channels x 4 taps.  Otherwise (group,
+                      products over staged planes, 4 channels x 5 taps.  Otherwise (group,
                       block of 4 output channels, block of input channels)
-    grad_weight_nhwc  groups == 1 or depthwise: sample chunks over staged images, 4 taps x 4
-                      pixels a pass.  Otherwise (i, j, block of input channels, block of groups)
+    grad_weight_nhwc  groups == 1: sample chunks over staged images, 5 taps x 32 channels
+                      summed over an image in registers.  Depthwise: sample chunks, the
+                      input read in place, 3 taps x 32 channels summed along each row (fewer
+                      than 32 channels: staged images, 4 taps x 4 pixels a pass).  Otherwise
+                      (i, j, block of input channels, block of groups)
 
 Float reductions use fastmath reassociation flags (no "nnan"/"ninf": NaN and inf propagate).
 """
@@ -393,6 +401,11 @@ def forward_nchw(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left,
 
 _PLANE_ELEMENTS = 65536     # staged planes + output runs per task: at most this many
 _VECTOR_BYTES = 64          # an AVX-512 register: the run length of _add_row
+# Blocks of sums held in registers span at least two float32 vectors a row: with rows of
+# one vector (16 elements) LLVM left the sums in memory and ran 2-4x slower (measured).
+_BLOCK = 32                 # channels a row of a register-held block of sums (NHWC)
+_RUN4 = 64                  # elements a row of a block of 4 rows of sums (staged planes)
+_BLOCK1 = 128               # ... and of a block of one row (8 float32 vectors)
 
 
 def _plane_offsets(Cg, kh, kw, dh, dw, Hp, Wp):
@@ -407,6 +420,13 @@ def _stage_plane(P, po, planes, plane, H, W, top, left, Hp, Wp):
     else 0, for r < Hp, u < Wp: zeros in one run, then the rows' inside parts"""
     for t in range(np.uint64(Hp * Wp)):
         P[np.uint64(po) + t] = 0
+    _copy_inside(P, po, planes, plane, H, W, top, left, Hp, Wp)
+
+
+@_inlined
+def _copy_inside(P, po, planes, plane, H, W, top, left, Hp, Wp):
+    """_stage_plane without the zeros: P[po + r*Wp + u] := planes[plane, (r - top)*W + u - left]
+    inside the H x W plane (the rest of P left as it is)"""
     lo = min(max(left, 0), Wp)
     hi = min(max(left + W, lo), Wp)
     for r in range(max(top, 0), min(top + H, Hp)):
@@ -437,93 +457,86 @@ def _runs_at(P, o, t):
 
 
 @_inlined
-def _runs_axpy4(d, r, P, o, c, m):
-    """d[r, t] += sum_{u < 4} c[u] * P[o[u] + t]  for t < m (4 taps, one output channel)"""
-    for t in range(np.uint64(m)):
-        p0, p1, p2, p3 = _runs_at(P, o, t)
-        d[r, t] = d[r, t] + c[0] * p0 + c[1] * p1 + c[2] * p2 + c[3] * p3
+def _block_taps4(acc, t0, P, off, w, k0, blk):
+    """acc[r, t0 + t] := sum_q w[k0 + r, q] * P[off[q] + t0 + t]  for r < 4, t < _RUN4
+
+    The sums stay in blk, a (4, _RUN4) stack array: with the taps in the outer loop and
+    a constant-length inner loop, LLVM keeps its vectors in registers over all the taps
+    (16 accumulators, each load of P serving the 4 output channels)."""
+    B = np.uint64(_RUN4)
+    for r in range(4):
+        for t in range(B):
+            blk[r, t] = 0
+    for q in range(off.shape[0]):
+        o = off[q] + np.uint64(t0)
+        w0, w1, w2, w3 = w[k0, q], w[k0 + 1, q], w[k0 + 2, q], w[k0 + 3, q]
+        for t in range(B):
+            v = P[o + t]
+            blk[0, t] += w0 * v
+            blk[1, t] += w1 * v
+            blk[2, t] += w2 * v
+            blk[3, t] += w3 * v
+    for r in range(4):
+        for t in range(B):
+            acc[r, np.uint64(t0) + t] = blk[r, t]
 
 
 @_inlined
-def _runs_axpy4x4(d, P, o, c0, c1, c2, c3, m):
-    """d[r, t] += sum_{u < 4} c_r[u] * P[o[u] + t]  for r < 4: each load of P serves the
-    4 output channels"""
-    for t in range(np.uint64(m)):
-        a, b, e, f = _runs_at(P, o, t)
-        d[0, t] = d[0, t] + c0[0] * a + c0[1] * b + c0[2] * e + c0[3] * f
-        d[1, t] = d[1, t] + c1[0] * a + c1[1] * b + c1[2] * e + c1[3] * f
-        d[2, t] = d[2, t] + c2[0] * a + c2[1] * b + c2[2] * e + c2[3] * f
-        d[3, t] = d[3, t] + c3[0] * a + c3[1] * b + c3[2] * e + c3[3] * f
+def _block_taps1(acc, r, t0, P, off, w, k, blk):
+    """acc[r, t0 + t] := sum_q w[k, q] * P[off[q] + t0 + t]  for t < _BLOCK1: one output
+    channel, its sums in blk ((1, _BLOCK1): 8 vector accumulators in registers)"""
+    B = np.uint64(_BLOCK1)
+    for t in range(B):
+        blk[0, t] = 0
+    for q in range(off.shape[0]):
+        o = off[q] + np.uint64(t0)
+        c = w[k, q]
+        for t in range(B):
+            blk[0, t] += c * P[o + t]
+    for t in range(B):
+        acc[r, np.uint64(t0) + t] = blk[0, t]
 
 
 @_inlined
-def _runs_axpy8x4(d, P, o, c0, c1, c2, c3, m):
-    """d[r, t] += sum_{u < 8} c_r[u] * P[o[u] + t]  for r < 4: 8 taps a pass, so the sums
-    go through memory half as often"""
-    for t in range(np.uint64(m)):
-        p = (P[o[0] + t], P[o[1] + t], P[o[2] + t], P[o[3] + t],
-             P[o[4] + t], P[o[5] + t], P[o[6] + t], P[o[7] + t])
-        d[0, t] = _chain8(d[0, t], c0, p)
-        d[1, t] = _chain8(d[1, t], c1, p)
-        d[2, t] = _chain8(d[2, t], c2, p)
-        d[3, t] = _chain8(d[3, t], c3, p)
+def _plane_taps(acc, nk, P, off, w, k0, m, blk4, blk1):
+    """acc[r, t] := sum_q w[k0 + r, q] * P[off[q] + t]  for r < nk <= 4, t < m
 
-
-@_inlined
-def _chain8(s, c, p):
-    """s + sum_{u < 8} c[u] * p[u], one FMA after another"""
-    return (s + c[0] * p[0] + c[1] * p[1] + c[2] * p[2] + c[3] * p[3]
-            + c[4] * p[4] + c[5] * p[5] + c[6] * p[6] + c[7] * p[7])
-
-
-@_inlined
-def _row8(w, k, q):
-    """the weights w[k, q:q + 8]"""
-    return (w[k, q], w[k, q + 1], w[k, q + 2], w[k, q + 3],
-            w[k, q + 4], w[k, q + 5], w[k, q + 6], w[k, q + 7])
-
-
-@_inlined
-def _row4(w, k, q):
-    """the weights w[k, q:q + 4]"""
-    return (w[k, q], w[k, q + 1], w[k, q + 2], w[k, q + 3])
-
-
-@_inlined
-def _plane_taps(acc, nk, P, off, w, k0, m):
-    """acc[r, t] := sum_q w[k0 + r, q] * P[off[q] + t]  for r < nk <= 4, t < m"""
-    T = off.shape[0]
-    for r in range(nk):
-        for t in range(m):
-            acc[r, t] = 0
-    q = 0
-    while nk == 4 and q + 8 <= T:
-        _runs_axpy8x4(acc, P, (off[q], off[q + 1], off[q + 2], off[q + 3], off[q + 4],
-                               off[q + 5], off[q + 6], off[q + 7]),
-                      _row8(w, k0, q), _row8(w, k0 + 1, q), _row8(w, k0 + 2, q),
-                      _row8(w, k0 + 3, q), m)
-        q += 8
-    while q + 4 <= T:
-        o = (off[q], off[q + 1], off[q + 2], off[q + 3])
-        if nk == 4:
-            _runs_axpy4x4(acc, P, o, _row4(w, k0, q), _row4(w, k0 + 1, q),
-                          _row4(w, k0 + 2, q), _row4(w, k0 + 3, q), m)
-        else:
-            for r in range(nk):
-                _runs_axpy4(acc, r, P, o, _row4(w, k0 + r, q), m)
-        q += 4
-    for q in range(q, T):
+    In blocks of constant length (_block_taps4, _block_taps1), the last one overlapping
+    the one before (the same sums, computed twice); runs shorter than a block tap by tap."""
+    if nk == 4 and m >= _RUN4:
+        for t0 in range(0, m, _RUN4):
+            _block_taps4(acc, min(t0, m - _RUN4), P, off, w, k0, blk4)
+    elif m >= _BLOCK1:
         for r in range(nk):
-            for t in range(np.uint64(m)):
-                acc[r, t] += w[k0 + r, q] * P[off[q] + t]
+            for t0 in range(0, m, _BLOCK1):
+                _block_taps1(acc, r, min(t0, m - _BLOCK1), P, off, w, k0 + r, blk1)
+    else:
+        for r in range(nk):
+            for t in range(m):
+                acc[r, t] = 0
+            for q in range(off.shape[0]):
+                for t in range(np.uint64(m)):
+                    acc[r, t] += w[k0 + r, q] * P[off[q] + t]
+
+
+@_inlined
+def _prefetch_part(a, row, part, parts):
+    """Ask for the cache lines of part `part` of `parts` of a[row]: a task's planes are
+    short streams the hardware prefetcher has barely locked on to when they end, so the
+    next task's are asked for a part at a time while this one's are summed"""
+    n = a.shape[1]
+    for c in range(part * n // parts, (part + 1) * n // parts, _LINE_ELEMENTS):
+        _prefetch(a, row, c)
 
 
 @njit(parallel=True, cache=True, fastmath=_TREE_FASTMATH)
 def _forward_nchw_planes(x, weight, bias, out, pt, pl, G, Hp, Wp, off, vl, nsplit, workers):
     """out := bias + conv2d(x, weight)  (NCHW, stride 1); tasks (n, group, part of the
     group's output channels: nsplit parts of whole blocks of 4), the group's input planes
-    staged once a task, tasks dealt round-robin to `workers` (one a thread: the scratch is
-    allocated once a worker, not a task)"""
+    staged once a task, each of `workers` (one a thread: the scratch is allocated once a
+    worker, not a task) taking a contiguous range of tasks, so that it streams through
+    memory as the hardware prefetcher expects.  Padding never negative: the planes are zeroed
+    once a worker and only their insides staged, the zeros around them staying in place."""
     N, C, H, W = x.shape
     K, oH, oW = out.shape[1], out.shape[2], out.shape[3]
     Cg = weight.shape[1]
@@ -533,24 +546,38 @@ def _forward_nchw_planes(x, weight, bias, out, pt, pl, G, Hp, Wp, off, vl, nspli
     L = (oH - 1) * Wp + oW
     w = weight.reshape(K, off.shape[0])
     planes = x.reshape(N * C, H * W)
+    group_planes = x.reshape(N * G, Cg * H * W)
     results = out.reshape(N * K, oH * oW)
+    ntasks = N * G * nsplit
+    inside = pt >= 0 and pl >= 0 and pt + H <= Hp and pl + W <= Wp
     for worker in prange(workers):
-        P = np.empty(Cg * Hp * Wp, dtype=x.dtype)
+        P = np.zeros(Cg * Hp * Wp, dtype=x.dtype)
         acc = np.empty((4, L), dtype=x.dtype)
-        for task in range(worker, N * G * nsplit, workers):
+        blk4 = _stack_array(4, _RUN4, x.dtype)
+        blk1 = _stack_array(1, _BLOCK1, x.dtype)
+        last = (worker + 1) * ntasks // workers
+        for task in range(worker * ntasks // workers, last):
             n = task // (G * nsplit)
             g = (task // nsplit) % G
             part = task % nsplit
             for c in range(Cg):
-                _stage_plane(P, c * Hp * Wp, planes, n * C + g * Cg + c, H, W, pt, pl, Hp, Wp)
+                if inside:
+                    _copy_inside(P, c * Hp * Wp, planes, n * C + g * Cg + c, H, W, pt, pl,
+                                 Hp, Wp)
+                else:
+                    _stage_plane(P, c * Hp * Wp, planes, n * C + g * Cg + c, H, W, pt, pl,
+                                 Hp, Wp)
+            ahead = (task + 1) // nsplit   # (n, g) of the worker's next task
             for kb in range(part * per_part, min(blocks, (part + 1) * per_part)):
                 k0 = g * Kg + kb * 4
                 nk = min(4, (g + 1) * Kg - k0)
-                _plane_taps(acc, nk, P, off, w, k0, L)
+                _plane_taps(acc, nk, P, off, w, k0, L, blk4, blk1)
                 for r in range(nk):
                     for oh in range(oH):
                         _add_row(results, n * K + k0 + r, oh * oW, acc, r, oh * Wp, oW,
                                  bias[k0 + r], vl)
+                        if r == 0 and task + 1 < last:
+                            _prefetch_part(group_planes, ahead, oh, oH)
 
 
 @_inlined
@@ -587,43 +614,50 @@ def _plane_dots(sums, g, P, off, m):
 
 
 @_inlined
-def _runs_dots4x4(acc, g, go, P, o, m):
-    """acc[r, u] += sum_t g[go[r] + t] * P[o[u] + t]  for r, u < 4: 4 output channels x 4
-    taps, each load of g serving 4 taps and each load of P 4 channels"""
+def _runs_dots4x5(acc, g, go, P, o, m):
+    """acc[r, u] += sum_t g[go[r] + t] * P[o[u] + t]  for r < 4, u < 5: 4 output channels x
+    5 taps (20 vector sums), each load of g serving 5 taps and each load of P 4 channels"""
     for t in range(np.uint64(m)):
         p0, p1, p2, p3 = _runs_at(P, o, t)
+        p4 = P[o[4] + t]
         for r in range(4):
             v = g[go[r] + t]
             acc[r, 0] += v * p0
             acc[r, 1] += v * p1
             acc[r, 2] += v * p2
             acc[r, 3] += v * p3
+            acc[r, 4] += v * p4
 
 
 @_inlined
 def _plane_dots4(sums, k0, g, Gs, P, off, m, acc):
-    """sums[k0 + r, q] += sum_{t < m} g[r*Gs + t] * P[off[q] + t]  for r < 4, every tap q"""
+    """sums[k0 + r, q] += sum_{t < m} g[r*Gs + t] * P[off[q] + t]  for r < 4, every tap q
+
+    Blocks of 5 taps (a 5x5 kernel a row at a time), the last block's missing taps
+    repeating its last (computed and dropped)."""
     T = off.shape[0]
     go = (np.uint64(0), np.uint64(Gs), np.uint64(2 * Gs), np.uint64(3 * Gs))
-    q = 0
-    while q + 4 <= T:
+    for q in range(0, T, 5):
+        o = (off[q], off[min(q + 1, T - 1)], off[min(q + 2, T - 1)], off[min(q + 3, T - 1)],
+             off[min(q + 4, T - 1)])
         acc[:, :] = 0
-        _runs_dots4x4(acc, g, go, P, (off[q], off[q + 1], off[q + 2], off[q + 3]), m)
+        _runs_dots4x5(acc, g, go, P, o, m)
         for r in range(4):
-            for u in range(4):
+            for u in range(min(5, T - q)):
                 sums[k0 + r, q + u] += acc[r, u]
-        q += 4
-    for r in range(4):
-        _plane_dots(sums[k0 + r, q:], g[r * Gs:], P, off[q:], m)
 
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
-def _grad_weight_nchw_planes(grad_output, x, part, pt, pl, G, Hp, Wp, off, nbs):
+def _grad_weight_nchw_planes(grad_output, x, part, pt, pl, G, Hp, Wp, off, nbs, workers):
     """part[chunk, k, q] := sum over the chunk's samples of grad_weight[k, 0, i, j]
-    (C/G == 1, stride 1); tasks (sample chunk, group, block of <= 4 output channels)
+    (C/G == 1, stride 1); tasks (sample chunk, group, block of <= 4 output channels), each
+    of `workers` taking a contiguous range of them and going through a chunk's samples
+    outermost, so that it streams through the planes of each sample (every sum still runs
+    over the samples in order, whatever the split)
 
     The input plane is staged as in the forward and the grad_output planes at the same
-    pitch Wp, zero beyond oW, so every tap is one flat dot product."""
+    pitch Wp, zero beyond oW, so every tap is one flat dot product; the staging buffers
+    are zeroed once a worker, and only the planes' insides copied."""
     N, C, H, W = x.shape
     K, oH, oW = grad_output.shape[1], grad_output.shape[2], grad_output.shape[3]
     Kg = K // G
@@ -632,25 +666,36 @@ def _grad_weight_nchw_planes(grad_output, x, part, pt, pl, G, Hp, Wp, off, nbs):
     Gs = oH * Wp
     planes = x.reshape(N * C, H * W)
     grads = grad_output.reshape(N * K, oH * oW)
-    for task in prange(part.shape[0] * G * nkb):
-        chunk = task // (G * nkb)
-        g = (task // nkb) % G
-        k0 = g * Kg + (task % nkb) * 4
-        nk = min(4, (g + 1) * Kg - k0)
-        sums = part[chunk]
-        sums[k0:k0 + nk] = 0
-        P = np.empty(Hp * Wp, dtype=x.dtype)
-        gs = np.empty(4 * Gs, dtype=x.dtype)
-        acc = _stack_array(4, 4, x.dtype)
-        for n in range(chunk * nbs, min(N, (chunk + 1) * nbs)):
-            _stage_plane(P, 0, planes, n * C + g, H, W, pt, pl, Hp, Wp)
-            for r in range(nk):
-                _stage_plane(gs, r * Gs, grads, n * K + k0 + r, oH, oW, 0, 0, oH, Wp)
-            if nk == 4:
-                _plane_dots4(sums, k0, gs, Gs, P, off, m, acc)
-            else:
-                for r in range(nk):
-                    _plane_dots(sums[k0 + r], gs[r * Gs:], P, off, m)
+    inside = pt >= 0 and pl >= 0 and pt + H <= Hp and pl + W <= Wp
+    per_chunk = G * nkb
+    ntasks = part.shape[0] * per_chunk
+    for worker in prange(workers):
+        P = np.zeros(Hp * Wp, dtype=x.dtype)   # the zeros around the planes stay
+        gs = np.zeros(4 * Gs, dtype=x.dtype)
+        acc = _stack_array(4, 5, x.dtype)
+        lo, hi = worker * ntasks // workers, (worker + 1) * ntasks // workers
+        for chunk in range(lo // per_chunk, (hi + per_chunk - 1) // per_chunk):
+            t0, t1 = max(lo, chunk * per_chunk), min(hi, (chunk + 1) * per_chunk)
+            sums = part[chunk]
+            for task in range(t0, t1):
+                k0 = (task % per_chunk) // nkb * Kg + (task % nkb) * 4
+                sums[k0:min(k0 + 4, (k0 // Kg + 1) * Kg)] = 0
+            for n in range(chunk * nbs, min(N, (chunk + 1) * nbs)):
+                for task in range(t0, t1):
+                    g = (task % per_chunk) // nkb
+                    k0 = g * Kg + (task % nkb) * 4
+                    nk = min(4, (g + 1) * Kg - k0)
+                    if inside:
+                        _copy_inside(P, 0, planes, n * C + g, H, W, pt, pl, Hp, Wp)
+                    else:
+                        _stage_plane(P, 0, planes, n * C + g, H, W, pt, pl, Hp, Wp)
+                    for r in range(nk):
+                        _copy_inside(gs, r * Gs, grads, n * K + k0 + r, oH, oW, 0, 0, oH, Wp)
+                    if nk == 4:
+                        _plane_dots4(sums, k0, gs, Gs, P, off, m, acc)
+                    else:
+                        for r in range(nk):
+                            _plane_dots(sums[k0 + r], gs[r * Gs:], P, off, m)
 
 
 def _planes_fit(Cg, Kg, Hp, Wp, L):
@@ -792,7 +837,8 @@ def grad_weight_nchw(grad_output, x, grad_weight, stride_h, stride_w, pad_top, p
         nbs = _ceil_div(N, min(N, _ceil_div(64, groups * _ceil_div(K // groups, 4))))
         part = np.empty((_ceil_div(N, nbs), K, kh * kw), dtype=x.dtype)
         _grad_weight_nchw_planes(grad_output, x, part, pad_top, pad_left, groups, Hp, Wp,
-                                 _plane_offsets(1, kh, kw, dilation_h, dilation_w, Hp, Wp), nbs)
+                                 _plane_offsets(1, kh, kw, dilation_h, dilation_w, Hp, Wp), nbs,
+                                 nt)
         grad_weight.reshape(K, -1)[...] = part.sum(axis=0)
         return
     nkb = _ceil_div(K // groups, 4)
@@ -818,6 +864,7 @@ def grad_weight_nchw(grad_output, x, grad_weight, stride_h, stride_w, pad_top, p
 
 _STAGE_ELEMENTS = 65536     # staged rows per forward task: at most this many elements
 _STACK_CHANNELS = 256       # channels a stack accumulator row holds
+_TILE_ELEMENTS = 65536      # grad_output elements a pixel tile of the NHWC grad_weight
 _PREFETCH_PIXELS = 16       # how far ahead the depthwise forward asks for input rows
 _LINE_ELEMENTS = 16         # float32 elements a cache line (float64: every other line)
 
@@ -844,9 +891,13 @@ def _stack_array(typingctx, rows, cols, dtype):
     return array_type(rows, cols, dtype), codegen
 
 
-@intrinsic
-def _prefetch(typingctx, array, row, col):
-    """Ask for the cache line of array[row, col] (a hint: no fault, no effect on results)"""
+def _prefetch_intrinsic(write):
+    """An intrinsic asking for the cache line of array[row, col] (a hint: no fault, no
+    effect on results), to read or (write = 1) to write"""
+    return intrinsic(lambda typingctx, array, row, col: _prefetch_typed(array, row, col, write))
+
+
+def _prefetch_typed(array, row, col, write):
     def codegen(context, builder, signature, args):
         array_type = signature.args[0]
         ary = make_array(array_type)(context, builder, args[0])
@@ -858,9 +909,13 @@ def _prefetch(typingctx, array, row, col):
             builder.module, llvmlite_ir.FunctionType(llvmlite_ir.VoidType(),
                                                      [i8p] + [llvmlite_ir.IntType(32)] * 3),
             "llvm.prefetch.p0")
-        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(write), i32(3), i32(1)])
         return context.get_dummy_value()
     return types.none(array, row, col), codegen
+
+
+_prefetch = _prefetch_intrinsic(0)
+_prefetch_write = _prefetch_intrinsic(1)
 
 
 def _tap_offsets(kh, kw, unit, dh, dw, Wp):
@@ -915,13 +970,98 @@ def _broadcast_forward4(pixels, px, bias, w, st, base, off, acc):
 
 
 @_inlined
-def _broadcast_grad_weight(part, g, st, base, off, acc):
+def _broadcast_block8(pixels, px, bias, w, st, base, off, k0, blk):
+    """pixels[px[r], k0 + t] := bias[k0 + t] + sum_q st[base[px[r]] + off[q]] * w[q, k0 + t]
+    for r < 8, t < _BLOCK
+
+    8 pixels x _BLOCK output channels of sums in blk (a (8, _BLOCK) stack array, held in
+    registers over all the taps): each tap one input value a pixel, broadcast, and each
+    load of w serving the 8 pixels."""
+    B = np.uint64(_BLOCK)
+    ku = np.uint64(k0)
+    for r in range(8):
+        for t in range(B):
+            blk[r, t] = bias[ku + t]
+    b0, b1, b2, b3 = base[px[0]], base[px[1]], base[px[2]], base[px[3]]
+    b4, b5, b6, b7 = base[px[4]], base[px[5]], base[px[6]], base[px[7]]
+    for q in range(off.shape[0]):
+        o = off[q]
+        x0, x1, x2, x3 = st[b0 + o], st[b1 + o], st[b2 + o], st[b3 + o]
+        x4, x5, x6, x7 = st[b4 + o], st[b5 + o], st[b6 + o], st[b7 + o]
+        for t in range(B):
+            v = w[q, ku + t]
+            blk[0, t] += x0 * v
+            blk[1, t] += x1 * v
+            blk[2, t] += x2 * v
+            blk[3, t] += x3 * v
+            blk[4, t] += x4 * v
+            blk[5, t] += x5 * v
+            blk[6, t] += x6 * v
+            blk[7, t] += x7 * v
+    for r in range(8):
+        for t in range(B):
+            pixels[px[r], ku + t] = blk[r, t]
+
+
+@_inlined
+def _block8(p, last):
+    """the 8 pixels p.., the ones past `last` replaced by it (computed twice, same values)"""
+    return (min(p, last), min(p + 1, last), min(p + 2, last), min(p + 3, last),
+            min(p + 4, last), min(p + 5, last), min(p + 6, last), min(p + 7, last))
+
+
+@_inlined
+def _broadcast_dots5(part, q0, g, p0, p1, st, base, off, k0, lo, blk):
+    """part[q0 + u, k0 + t] += sum_{p0 <= p < p1} st[base[p] + off[q0 + u]] * g[p, k0 + t]
+    for u < 5 (taps past the last computed and dropped), lo <= t < _BLOCK
+
+    5 taps x _BLOCK output channels of sums in blk (a (5, _BLOCK) stack array), held in
+    registers over the pixels: each load of g serves the 5 taps, each input value (one a
+    tap, broadcast) the _BLOCK channels.  lo > 0 skips the lanes a channel block shares
+    with the one before."""
+    T = off.shape[0]
+    B = np.uint64(_BLOCK)
+    ku = np.uint64(k0)
+    o0, o1, o2 = off[min(q0, T - 1)], off[min(q0 + 1, T - 1)], off[min(q0 + 2, T - 1)]
+    o3, o4 = off[min(q0 + 3, T - 1)], off[min(q0 + 4, T - 1)]
+    for u in range(5):
+        for t in range(B):
+            blk[u, t] = 0
+    for p in range(p0, p1):
+        b = base[p]
+        x0, x1, x2, x3, x4 = st[b + o0], st[b + o1], st[b + o2], st[b + o3], st[b + o4]
+        for t in range(B):
+            v = g[p, ku + t]
+            blk[0, t] += x0 * v
+            blk[1, t] += x1 * v
+            blk[2, t] += x2 * v
+            blk[3, t] += x3 * v
+            blk[4, t] += x4 * v
+    for u in range(min(5, T - q0)):
+        for t in range(lo, _BLOCK):
+            part[q0 + u, k0 + t] += blk[u, t]
+
+
+@_inlined
+def _broadcast_grad_weight(part, g, st, base, off, acc, blk):
     """part[q, :] += sum_p st[base[p] + off[q]] * g[p, :]  over the pixels p of an image
 
-    4 taps at a time, summed in acc over the image, each load of g serving the 4 taps,
-    4 pixels a pass (the pixels left over one by one)."""
+    At least _BLOCK output channels: blocks of 5 taps x _BLOCK channels (_broadcast_dots5),
+    the last channel block overlapping the one before, over tiles of pixels whose rows of g
+    (_TILE_ELEMENTS) stay in cache over all the blocks.  Otherwise 4 taps at a time, summed
+    in acc over the image, each load of g serving the 4 taps, 4 pixels a pass (the pixels
+    left over one by one)."""
     T, K = part.shape
     P = g.shape[0]
+    if K >= _BLOCK:
+        tile = max(1, _TILE_ELEMENTS // K)
+        for p0 in range(0, P, tile):
+            for q0 in range(0, T, 5):
+                for k0 in range(0, K, _BLOCK):
+                    kb = min(k0, K - _BLOCK)
+                    _broadcast_dots5(part, q0, g, p0, min(P, p0 + tile), st, base, off, kb,
+                                     k0 - kb, blk)
+        return
     for q0 in range(0, T, 4):
         nq = min(4, T - q0)
         for r in range(4):
@@ -976,6 +1116,70 @@ def _depthwise_forward4(pixels, px, bias, w, x, xb, off, acc):
         for r in range(4):
             for t in range(np.uint64(m)):
                 pixels[px[r], cu + t] = acc[r, t]
+
+
+@_inlined
+def _prefetch_pixels8(dst, p, x, row, sw, c0):
+    """Ask for channels [c0, c0 + _BLOCK) of the 8 output pixels dst[p:p + 8] (to write)
+    and of the input rows row + r*sw (r < 8) that the last tap of a pixel block ahead reads
+    first: a channel block at a time, so that the requests do not queue up"""
+    for r in range(8):
+        for c in range(c0, c0 + _BLOCK, _LINE_ELEMENTS):
+            if p + r < dst.shape[0]:
+                _prefetch_write(dst, p + r, c)
+            if row + r * sw < x.shape[0]:
+                _prefetch(x, row + r * sw, c)
+
+
+@_inlined
+def _depthwise_block8(pixels, px, bias, w, x, row0, sw, off, c0, blk):
+    """pixels[px[r], c0 + t] := bias[c0 + t] + sum_q x[row0 + px[r]*sw + off[q], c0 + t] * w[q, c0 + t]
+    for r < 8, t < _BLOCK (off: the taps' row offsets, all taps valid)
+
+    8 pixels x _BLOCK channels of sums in blk (a (8, _BLOCK) stack array), held in
+    registers over all the taps, each weight load serving the 8 pixels."""
+    B = np.uint64(_BLOCK)
+    cu = np.uint64(c0)
+    for r in range(8):
+        for t in range(B):
+            blk[r, t] = bias[cu + t]
+    b0, b1, b2, b3 = row0 + px[0] * sw, row0 + px[1] * sw, row0 + px[2] * sw, row0 + px[3] * sw
+    b4, b5, b6, b7 = row0 + px[4] * sw, row0 + px[5] * sw, row0 + px[6] * sw, row0 + px[7] * sw
+    for q in range(off.shape[0]):
+        o = off[q]
+        r0, r1, r2, r3 = np.uint64(b0) + o, np.uint64(b1) + o, np.uint64(b2) + o, np.uint64(b3) + o
+        r4, r5, r6, r7 = np.uint64(b4) + o, np.uint64(b5) + o, np.uint64(b6) + o, np.uint64(b7) + o
+        for t in range(B):
+            c = cu + t
+            v = w[q, c]
+            blk[0, t] += x[r0, c] * v
+            blk[1, t] += x[r1, c] * v
+            blk[2, t] += x[r2, c] * v
+            blk[3, t] += x[r3, c] * v
+            blk[4, t] += x[r4, c] * v
+            blk[5, t] += x[r5, c] * v
+            blk[6, t] += x[r6, c] * v
+            blk[7, t] += x[r7, c] * v
+    for r in range(8):
+        for t in range(B):
+            pixels[px[r], cu + t] = blk[r, t]
+
+
+@_inlined
+def _depthwise_pixel(pixels, p, bias, w, x, rows, qs, nt, c0, blk):
+    """pixels[p, c0 + t] := bias[c0 + t] + sum_{u < nt} x[rows[u], c0 + t] * w[qs[u], c0 + t]
+    for t < _BLOCK: one pixel's valid taps (an edge column), its sums in blk's first row"""
+    B = np.uint64(_BLOCK)
+    cu = np.uint64(c0)
+    for t in range(B):
+        blk[0, t] = bias[cu + t]
+    for u in range(nt):
+        r = rows[u]
+        q = qs[u]
+        for t in range(B):
+            blk[0, t] += x[r, cu + t] * w[q, cu + t]
+    for t in range(B):
+        pixels[p, cu + t] = blk[0, t]
 
 
 @_inlined
@@ -1074,12 +1278,19 @@ def _forward_nhwc_staged(x, weight, bias, out, sh, pt, pl, R, Hs, Wp, off, base,
     for worker in prange(workers):
         stage = np.empty(Hs * Wp * C, dtype=x.dtype)
         acc = _stack_array(4, _STACK_CHANNELS, x.dtype)
+        blk = _stack_array(8, _BLOCK, x.dtype)
         for task in range(worker, N * nrb, workers):
             n = task // nrb
             oh0 = (task - n * nrb) * R
             npix = min(R, oH - oh0) * oW
             _stage_plane(stage, 0, images, n, H, W * C, pt - oh0 * sh, pl * C, Hs, Wp * C)
             pixels = out[n].reshape(oH * oW, K)[oh0 * oW:]
+            if K >= _BLOCK:   # the last channel block overlaps the one before
+                for p in range(0, npix, 8):
+                    for k0 in range(0, K, _BLOCK):
+                        _broadcast_block8(pixels, _block8(p, npix - 1), bias, w, stage, base,
+                                          off, min(k0, K - _BLOCK), blk)
+                continue
             for p in range(0, npix, 4):
                 _broadcast_forward4(pixels, _block4(p, npix - 1), bias, w, stage, base, off,
                                     acc)
@@ -1103,9 +1314,11 @@ def _forward_nhwc_staged_call(x, weight, bias, out, sh, sw, pt, pl, dh, dw, nt):
 def _forward_nhwc_depthwise(x, weight, bias, out, sh, sw, pt, pl, dh, dw, workers):
     """out[n, oh, ow, c] := bias[c] + sum_{i, j} x[n, ih, iw, c] * w[i, j, 0, c]  (depthwise)
 
-    The input read in place, tasks (n, oh) dealt round-robin to `workers`.  In the columns
-    where every kernel column is valid, blocks of 4 pixels share each weight load; the
-    edge columns take their valid taps one by one."""
+    The input read in place, tasks (n, oh) in a contiguous range a worker (of `workers`),
+    so that the input rows an output row shares with the one before are in the worker's own
+    cache.  In the columns where every kernel column is valid, blocks of 8 pixels x 32
+    channels (fewer channels: 4 pixels) share each weight load; the edge columns sum their
+    valid taps only."""
     N, H, W, C = x.shape
     oH, oW = out.shape[1], out.shape[2]
     kh, kw = weight.shape[0], weight.shape[1]
@@ -1122,7 +1335,10 @@ def _forward_nhwc_depthwise(x, weight, bias, out, sh, sw, pt, pl, dh, dw, worker
         off[q] = np.uint64((q // kw) * dh * W + (q % kw) * dw)
     for worker in prange(workers):
         acc = _stack_array(4, _STACK_CHANNELS, x.dtype)
-        for task in range(worker, N * oH, workers):
+        blk = _stack_array(8, _BLOCK, x.dtype)
+        rows = np.empty(kh * kw, dtype=np.uint64)
+        qs = np.empty(kh * kw, dtype=np.int64)
+        for task in range(worker * N * oH // workers, (worker + 1) * N * oH // workers):
             n = task // oH
             oh = task - n * oH
             ih0 = oh * sh - pt
@@ -1131,7 +1347,19 @@ def _forward_nhwc_depthwise(x, weight, bias, out, sh, sw, pt, pl, dh, dw, worker
             row0 = (n * H + ih0) * W - pl   # pixel row of tap (0, 0) for ow = 0
             taps = off[i_lo * kw:i_hi * kw]
             wi = w[i_lo * kw:i_hi * kw]
-            for ow in range(lo, hi, 4):
+            last = np.int64(taps[taps.shape[0] - 1]) if i_hi > i_lo else 0
+            for ow in range(lo, hi, 8):
+                if C < _BLOCK:
+                    break
+                # blocks of 8 pixels and of _BLOCK channels, the last ones overlapping the
+                # ones before (fewer than 8 interior pixels: the last one repeated)
+                px = _block8(min(ow, max(lo, hi - 8)), hi - 1)
+                for c0 in range(0, C, _BLOCK):
+                    cb = min(c0, C - _BLOCK)
+                    _prefetch_pixels8(dst, px[0] + _PREFETCH_PIXELS, pixels,
+                                      row0 + (px[0] + _PREFETCH_PIXELS) * sw + last, sw, cb)
+                    _depthwise_block8(dst, px, bias, wi, pixels, row0, sw, taps, cb, blk)
+            for ow in range(lo, hi if C < _BLOCK else lo, 4):
                 if sliding:   # the last block of 4 overlaps the one before
                     p0 = min(ow, hi - 4)
                     _depthwise_forward4_3wide(dst, p0, bias, wi, pixels, np.uint64(row0 + p0),
@@ -1144,15 +1372,23 @@ def _forward_nhwc_depthwise(x, weight, bias, out, sh, sw, pt, pl, dh, dw, worker
             for ow in range(oW):
                 if lo <= ow < hi:
                     continue
-                for c in range(C):
-                    dst[ow, c] = bias[c]
+                nt = 0   # the edge pixel's valid taps: input rows and weight rows
                 for i in range(i_lo, i_hi):
                     for j in range(kw):
                         iw = ow * sw - pl + j * dw
                         if 0 <= iw < W:
-                            row = (n * H + ih0 + i * dh) * W + iw
-                            for c in range(C):
-                                dst[ow, c] += pixels[row, c] * w[i * kw + j, c]
+                            rows[nt] = (n * H + ih0 + i * dh) * W + iw
+                            qs[nt] = i * kw + j
+                            nt += 1
+                for c0 in range(0, C if C >= _BLOCK else 0, _BLOCK):
+                    _depthwise_pixel(dst, ow, bias, w, pixels, rows, qs, nt,
+                                     min(c0, C - _BLOCK), blk)
+                if C < _BLOCK:
+                    for c in range(C):
+                        dst[ow, c] = bias[c]
+                    for q in range(nt):
+                        for c in range(C):
+                            dst[ow, c] += pixels[rows[q], c] * w[qs[q], c]
 
 
 @njit(parallel=True, cache=True, fastmath=_TREE_FASTMATH)
@@ -1172,6 +1408,7 @@ def _grad_weight_nhwc_staged(grad_output, x, part, sh, pt, pl, Hs, Wp, off, base
         sums[:] = 0
         stage = np.empty(Hs * Wp * C, dtype=x.dtype)
         acc = _stack_array(4, _STACK_CHANNELS, x.dtype)
+        blk = _stack_array(5, _BLOCK, x.dtype)
         staged = stage.reshape(Hs * Wp, C)   # depthwise: rows of channels
         for n in range(chunk * nbs, min(N, (chunk + 1) * nbs)):
             _stage_plane(stage, 0, images, n, H, W * C, pt, pl * C, Hs, Wp * C)
@@ -1179,7 +1416,76 @@ def _grad_weight_nhwc_staged(grad_output, x, part, sh, pt, pl, Hs, Wp, off, base
             if depthwise:
                 _depthwise_grad_weight(sums, g, staged, base, off, acc)
             else:
-                _broadcast_grad_weight(sums, g, stage, base, off, acc)
+                _broadcast_grad_weight(sums, g, stage, base, off, acc, blk)
+
+
+@_inlined
+def _dw_row_dots3(sums, q0, kw, j0, g, gr, oW, x, xr, W, sw, pl, dw, blk):
+    """sums[q0 + j, c] += sum_ow x[xr + ow*sw - pl + j*dw, c] * g[gr + ow, c]  over the valid
+    ow, for the taps j0 <= j < j0 + 3 of a kernel row (depthwise, one input row against one
+    grad_output row, read in place)
+
+    Over the columns valid for all 3 taps, channels in blocks of _BLOCK whose 3 x _BLOCK
+    sums stay in registers along the row (blk; a tap past the row's last is computed and
+    dropped, the last block overlaps the one before and adds only its own lanes); the
+    edge columns tap by tap."""
+    C = x.shape[1]
+    B = np.uint64(_BLOCK)
+    nj = min(3, kw - j0)
+    j1, j2 = min(j0 + 1, kw - 1), min(j0 + 2, kw - 1)
+    lo, hi = 0, oW   # columns where the 3 taps are valid
+    for j in (j0, j1, j2):
+        a, b = _valid_range(oW, W, sw, j * dw - pl)
+        lo, hi = max(lo, a), min(hi, b)
+    for c0 in range(0, C if hi > lo else 0, _BLOCK):
+        cb = min(c0, C - _BLOCK)
+        cu = np.uint64(cb)
+        for u in range(3):
+            for t in range(B):
+                blk[u, t] = 0
+        for ow in range(lo, hi):
+            xi = xr + ow * sw - pl
+            a0, a1, a2 = np.uint64(xi + j0 * dw), np.uint64(xi + j1 * dw), np.uint64(xi + j2 * dw)
+            gi = np.uint64(gr + ow)
+            for t in range(B):
+                v = g[gi, cu + t]
+                blk[0, t] += x[a0, cu + t] * v
+                blk[1, t] += x[a1, cu + t] * v
+                blk[2, t] += x[a2, cu + t] * v
+        for u in range(nj):
+            for t in range(c0 - cb, _BLOCK):
+                sums[q0 + j0 + u, cb + t] += blk[u, t]
+    for j in range(j0, j0 + nj):
+        a, b = _valid_range(oW, W, sw, j * dw - pl)
+        for ow in range(a, b):
+            if lo <= ow < hi:
+                continue
+            xi = xr + ow * sw - pl + j * dw
+            for c in range(C):
+                sums[q0 + j, c] += x[xi, c] * g[gr + ow, c]
+
+
+@njit(parallel=True, cache=True, fastmath=_TREE_FASTMATH)
+def _grad_weight_nhwc_depthwise(grad_output, x, part, kh, kw, sh, sw, pt, pl, dh, dw, nbs):
+    """part[chunk, i*kw + j, c] := sum over the chunk's samples n and the pixels (oh, ow) of
+    x[n, ih, iw, c] * grad_output[n, oh, ow, c]  (depthwise, C >= _BLOCK); tasks are the
+    chunks of nbs samples, the input read in place a row at a time"""
+    N, H, W, C = x.shape
+    oH, oW = grad_output.shape[1], grad_output.shape[2]
+    pixels = x.reshape(N * H * W, C)
+    grads = grad_output.reshape(N * oH * oW, C)
+    for chunk in prange(part.shape[0]):
+        sums = part[chunk]
+        sums[:] = 0
+        blk = _stack_array(3, _BLOCK, x.dtype)
+        for n in range(chunk * nbs, min(N, (chunk + 1) * nbs)):
+            for oh in range(oH):
+                ih0 = oh * sh - pt
+                i_lo, i_hi = _valid_range(kh, H, dh, ih0)
+                for i in range(i_lo, i_hi):
+                    for j0 in range(0, kw, 3):
+                        _dw_row_dots3(sums, i * kw, kw, j0, grads, (n * oH + oh) * oW, oW,
+                                      pixels, (n * H + ih0 + i * dh) * W, W, sw, pl, dw, blk)
 
 
 def _grad_weight_nhwc_staged_call(grad_output, x, grad_weight, sh, sw, pt, pl, dh, dw,
@@ -1194,6 +1500,10 @@ def _grad_weight_nhwc_staged_call(grad_output, x, grad_weight, sh, sw, pt, pl, d
     unit = 1 if depthwise else C
     T = kh * kw * unit
     part = np.empty((_ceil_div(N, nbs), T, grad_weight.shape[3]), dtype=x.dtype)
+    if depthwise and C >= _BLOCK:
+        _grad_weight_nhwc_depthwise(grad_output, x, part, kh, kw, sh, sw, pt, pl, dh, dw, nbs)
+        grad_weight.reshape(T, -1)[...] = part.sum(axis=0)
+        return
     _grad_weight_nhwc_staged(grad_output, x, part, sh, pt, pl, Hs, Wp,
                              _tap_offsets(kh, kw, unit, dh, dw, Wp),
                              _pixel_bases(oH, oW, sh, sw, Wp, unit), nbs, depthwise)
