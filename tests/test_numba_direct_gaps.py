@@ -15,11 +15,11 @@ So the cases sit on the edges of those blocks; both thread counts must give the 
 import numpy as np
 import pytest
 
-from fastconv.testing.tolerances import assert_close
 from fastconv.algorithms import reference
 from fastconv._geometry import conv2d_geometry
 from test_direct_depthwise_first_layer import _ids
-from test_numba_direct_fast_paths import _problem, _run, _to_layout, _to_nchw
+from test_numba_direct_fast_paths import (_problem, _run, _to_layout, _to_nchw,
+                                          check_reference_on_1_and_2_threads)
 
 # (N, C, H, W, K, kernel, kwargs)
 CASES = [
@@ -41,22 +41,7 @@ CASES = [
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", CASES, ids=_ids)
 def test_blocked_paths_match_reference_on_1_and_2_threads(case, dtype, data_format):
-    x, weight, bias, grad_output, geom = _problem(case, dtype, data_format)
-    want = (reference.conv2d_forward(x, weight, bias, geom),
-            reference.conv2d_grad_input(grad_output, weight, geom),
-            reference.conv2d_grad_weight(grad_output, x, geom))
-    kg = geom.out_channels // geom.groups
-    lengths = (geom.reduction_length, kg * geom.kernel_h * geom.kernel_w,
-               geom.batch * geom.out_h * geom.out_w)
-    xs, ws, gs = _to_layout(x, weight, grad_output, data_format, dtype)
-    geom_l = conv2d_geometry(xs.shape, ws.shape, data_format=data_format, **case[-1])
-    runs = [_run(xs, ws, bias.astype(dtype), gs, geom_l, data_format, threads)
-            for threads in (1, 2)]
-    for got, expected, length, name in zip(_to_nchw(runs[0], data_format), want, lengths,
-                                           ("forward", "grad_input", "grad_weight")):
-        assert_close(got, expected, dtype, length, name)
-    for one, two in zip(*runs):
-        np.testing.assert_array_equal(one, two)
+    check_reference_on_1_and_2_threads(case, dtype, data_format)
 
 
 @pytest.mark.parametrize("data_format", ["NCHW", "NHWC"])
