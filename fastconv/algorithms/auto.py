@@ -55,10 +55,11 @@ def _nchw_planes_fit(geom):
 def _winograd_fits(geom):
     """Winograd takes 3x3 and 5x5 stride-1 layers: 1.2-2.3x im2col on the 3x3 layers,
     1.1-2.6x on fmnist_conv2's 5x5 (with 8 or more channels per group, or 5-7 input
-    channels in NCHW: 1.25-1.45x; but im2col's NHWC forward is 1.3-1.5x Winograd on LeNet's
-    6 -> 16, and NCHW's narrow plane kernels take that one). Not where the batch has fewer output pixels
-    than threads x output channels (512 channels at 7x7, batch 8): the weight transform is
-    not amortised there, and im2col's single GEMM on all cores is 1.3-1.8x faster."""
+    channels in NCHW: 1.25-1.45x; but im2col's NHWC forward is 1.3-1.5x Winograd on
+    LeNet's 6 -> 16, and NCHW's narrow plane kernels take that one). Not where the batch
+    has fewer output pixels than threads x output channels (512 channels at 7x7, batch 8):
+    the weight transform is not amortised there, and im2col's single GEMM on all cores is
+    1.3-1.8x faster."""
     return ((geom.kernel_h, geom.kernel_w) in ((3, 3), (5, 5)) and geom.stride == (1, 1)
             and geom.dilation == (1, 1)
             and not compiled.weights_outweigh_columns(geom, _config.get_num_threads()))

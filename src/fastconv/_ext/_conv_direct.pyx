@@ -42,8 +42,9 @@ in registers:
 Parallelism (OpenMP, static schedules, each task owns its output region, so results are
 bitwise reproducible and do not depend on the number of threads):
     forward_nchw      C/G <= 32 with staged planes that fit 64 Ki elements (depthwise, first
-                      and narrow layers): (n, group, block of <= 4 output channels) over
-                      whole staged planes.  Otherwise stride 1, K/G >= 4:
+                      and narrow layers): (n, group, run of output channels: the group's
+                      all, or blocks of 4 where that leaves too few tasks) over whole
+                      staged planes.  Otherwise stride 1, K/G >= 4:
                       (n, block of R output rows); the input rows are staged zero padded in
                       per-thread scratch so every tap is one flat AXPY over the R rows, 4
                       output channels x 4 taps per pass.  stride > 1: (n, oh) rows, same
@@ -57,9 +58,9 @@ bitwise reproducible and do not depend on the number of threads):
     grad_input_nhwc   depthwise, stride 1: forward_nhwc with the flipped kernel.  Otherwise
                       (n, ih) input-gradient rows (gather form)
     grad_weight_nchw  C/G == 1, or C/G <= 32 with staged planes that fit: (sample chunk,
-                      block of <= 4 output channels), the chunks' partial sums added in order
-                      afterwards.  Otherwise (group, block of 4 output channels, block of
-                      input channels)
+                      run of output channels: a block of 4, several when strided), the
+                      chunks' partial sums added in order afterwards.  Otherwise (group,
+                      block of 4 output channels, block of input channels)
     grad_weight_nhwc  depthwise: (sample chunk, channel block); first layers: sample chunks
                       (each image staged once); partial sums added in order afterwards.
                       Otherwise (i, j, block of input channels, block of groups)
@@ -2021,7 +2022,8 @@ cdef void _grad_weight_nchw_plane(const floating[:, :, :, ::1] grad_output,
     they add vectors into acc (4*nq entries of VL lanes per (dots call, input channel, tap
     chunk)), summed once at the end.  The columns beyond oW multiply zeros of G by input
     values: an infinity there makes a NaN, which the caller detects."""
-    cdef Py_ssize_t oH = grad_output.shape[2], oW = grad_output.shape[3], Kg = grad_output.shape[1] // p.G
+    cdef Py_ssize_t oH = grad_output.shape[2], oW = grad_output.shape[3]
+    cdef Py_ssize_t Kg = grad_output.shape[1] // p.G
     cdef Py_ssize_t VL = FASTCONV_VBYTES() // sizeof(floating), cs = p.sh * p.sw * Hq * Wq
     cdef Py_ssize_t Gs = _ceil_div(oH * Wq + VL, VL) * VL
     cdef Py_ssize_t T = kh * kw, nq = _dot_taps(T), nch = _ceil_div(T, nq), slot = 4 * nq * VL
