@@ -76,6 +76,39 @@ def test_max_pool2d_without_indices_gives_the_same_output(shape, data_format, ba
     np.testing.assert_array_equal(out, with_indices)
 
 
+def _signed_zeros_and_nan_payloads(shape, dtype, seed):
+    """Ties between +0.0 and -0.0, and NaNs that differ in their payload bits: values equal under ==
+    that differ bit for bit, so a kernel that takes another window element than the first maximum
+    (or the last NaN) shows."""
+    rng = np.random.default_rng(seed)
+    x = rng.choice(np.array([-1.0, -0.0, 0.0, 1.0, -np.inf], dtype), size=shape)
+    bits = x.view(np.uint32 if dtype == np.float32 else np.uint64)
+    nan = rng.choice(x.size, x.size // 40 + 1, replace=False)
+    quiet = 0x7FC00000 if dtype == np.float32 else 0x7FF8000000000000
+    bits.reshape(-1)[nan] = quiet + 1 + np.arange(nan.size)   # NaNs numbered in memory order
+    return x
+
+
+@pytest.mark.parametrize("shape", SHAPES + [(12, 12, 3, 1, 1, False), (20, 9, 2, 3, 1, True),
+                                            (7, 5, 3, 2, 1, False), (40, 131, 3, 2, 1, True)],
+                         ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_max_pool2d_values_only_is_the_indexed_element_bit_for_bit(shape, dtype, threads, monkeypatch):
+    """Without indices, NCHW 2x2 and 3x3 windows at column stride 2 take a separable kernel (each
+    row's maxima, then across rows). Its output must be exactly the element the indices name."""
+    from fastconv import _config
+    h, w, k, s, p, ceil_mode = shape
+    x = _signed_zeros_and_nan_payloads((2, 5, h, w), dtype, h * w + s)
+    monkeypatch.setattr(_config, "SERIAL_BYTES", 0)
+    with fastconv.num_threads(threads):
+        out = fastconv.max_pool2d(x, k, (s, 2), p, ceil_mode=ceil_mode)
+        _, idx = fastconv.max_pool2d(x, k, (s, 2), p, ceil_mode=ceil_mode, return_indices=True)
+    taken = np.take_along_axis(x.reshape(2, 5, -1), idx.reshape(2, 5, -1), axis=2).reshape(out.shape)
+    uint = np.uint32 if dtype == np.float32 else np.uint64
+    np.testing.assert_array_equal(out.view(uint), taken.view(uint))
+
+
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_max_pool2d_fast_paths_match_torch(shape, dtype):

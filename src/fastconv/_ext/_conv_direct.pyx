@@ -70,6 +70,7 @@ from cython.parallel cimport parallel, prange, threadid
 from libc.stdlib cimport calloc, free, malloc
 
 from fastconv._ext._fpenv cimport flush_denormals_enter, flush_denormals_exit
+from fastconv._ext._simd cimport FASTCONV_VBYTES
 
 import numpy as np
 
@@ -117,27 +118,9 @@ cdef extern from *:
 
 cdef extern from *:
     """
-    /* Depthwise kernels in GCC/Clang vector extensions: V holds FASTCONV_VB bytes, the widest
-       registers the build's -march has (AVX-512 in the x86-64-v4 build).  Each kernel is
-       instantiated for V and for the scalar T (V == T) which does the leftover elements, so
-       one body serves both and no element is ever read past the caller's range. */
-    #if defined(__AVX512F__)
-    #define FASTCONV_VB 64
-    #elif defined(__AVX__)
-    #define FASTCONV_VB 32
-    #else
-    #define FASTCONV_VB 16
-    #endif
-    typedef float fastconv_vf __attribute__((vector_size(FASTCONV_VB)));
-    typedef double fastconv_vd __attribute__((vector_size(FASTCONV_VB)));
-    /* half vectors: rows of 14x14 planes hold no whole V of float */
-    typedef float fastconv_hf __attribute__((vector_size(FASTCONV_VB / 2)));
-    typedef double fastconv_hd __attribute__((vector_size(FASTCONV_VB / 2)));
-    #define FASTCONV_VBYTES() FASTCONV_VB
-    /* unaligned load / store of a V (or T) at p */
-    #define FASTCONV_LD(V, p) ({ V v_; __builtin_memcpy(&v_, (p), sizeof(V)); v_; })
-    #define FASTCONV_ST(V, p, v) do { V v_ = (v); __builtin_memcpy((p), &v_, sizeof(V)); } while (0)
-
+    /* Depthwise kernels in the vector types of _simd.pxd. Each kernel is instantiated for
+       V and for the scalar T (V == T) which does the leftover elements, so one body serves
+       both and no element is ever read past the caller's range. */
     /* d[k*ld + t] := b[k] + sum_q w[k*nt + q] * s[t + off[q]]  for k < KB, t in [t, m):
        flat correlations with nt taps, KB output channels sharing each load of s, NV vectors
        per step (KB*NV independent sums hide the FMA latency).  Returns where it stopped. */
@@ -516,7 +499,6 @@ cdef extern from *:
     FASTCONV_BROW_ANY(fastconv_brow_vd1, double, fastconv_vd, 1)
     FASTCONV_BROW_ANY(fastconv_brow_sd1, double, double, 1)
     """
-    Py_ssize_t FASTCONV_VBYTES() noexcept nogil  # bytes in one vector V
     void fastconv_brow_vf2(int nj, float *r, const float *x, const float *g, Py_ssize_t K,
                            Py_ssize_t sx, Py_ssize_t xr, Py_ssize_t npix, Py_ssize_t rows,
                            Py_ssize_t k) noexcept nogil

@@ -27,9 +27,10 @@ from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
 from libc.stdint cimport INT32_MAX, int32_t, int64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from fastconv._ext._fpenv cimport flush_denormals_enter, flush_denormals_exit
+from fastconv._ext._simd cimport FASTCONV_VBYTES
 from libc.math cimport INFINITY
 
 
@@ -259,6 +260,150 @@ cdef void _max_fwd_plane(const floating* x, floating* out, int64_t* ind, idx_t* 
                 irow[ow] = q[ow]
 
 
+cdef extern from *:
+    """
+    /* The max-pool select on the lanes of V, branch-free: m := v where v > m or v is NaN. */
+    #define FASTCONV_SELECT_MAX(V, I, m, v) ({                                               \
+        V m_ = (m), v_ = (v);                                                              \
+        I t_ = (I)(v_ > m_) | (I)(v_ != v_);                                               \
+        (V)(((I)v_ & t_) | ((I)m_ & ~t_)); })
+    #define FASTCONV_SELECT_MAX_1(m, v) (((v) > (m) || (v) != (v)) ? (v) : (m))
+
+    /* h[t] := the select over r[2t + j], j < k in order (k = 2 or 3), for t < n; reads r[0, 2n + k - 2).
+       The even and odd columns are taken apart by shuffles; the last vector overlaps the one before
+       (it recomputes the same h) rather than leaving a scalar remainder. */
+    #define FASTCONV_ROW_MAXIMA_S2(NAME, T, V, I)                                             \
+    static void NAME(const T *restrict r, T *restrict h, Py_ssize_t n, int k) {              \
+        enum { L = sizeof(V) / sizeof(T) };                                                \
+        I even, odd, next;                                                                 \
+        Py_ssize_t t;                                                                      \
+        int i;                                                                             \
+        if (n < L) {                                                                       \
+            for (t = 0; t < n; t++) {                                                      \
+                T m = FASTCONV_SELECT_MAX_1(r[2 * t], r[2 * t + 1]);                       \
+                h[t] = k == 3 ? FASTCONV_SELECT_MAX_1(m, r[2 * t + 2]) : m;                \
+            }                                                                              \
+            return;                                                                        \
+        }                                                                                  \
+        for (i = 0; i < L; i++) {                                                          \
+            even[i] = 2 * i;                                                               \
+            odd[i] = 2 * i + 1;                                                            \
+            next[i] = i + 1;                                                               \
+        }                                                                                  \
+        next[L - 1] = 2 * L - 1;    /* the last lane of the vector that ends at r[2t + 2L] */ \
+        for (t = 0;; t += L) {                                                             \
+            if (t > n - L)                                                                 \
+                t = n - L;                                                                 \
+            V a = FASTCONV_LD(V, r + 2 * t), b = FASTCONV_LD(V, r + 2 * t + L);            \
+            V e = __builtin_shuffle(a, b, even);                                           \
+            V m = FASTCONV_SELECT_MAX(V, I, e, __builtin_shuffle(a, b, odd));              \
+            if (k == 3) {  /* columns 2t + 2: e moved a lane on, by a shuffle (0 + -0.0 is +0.0) */ \
+                V c = FASTCONV_LD(V, r + 2 * t + L + 1);                                   \
+                m = FASTCONV_SELECT_MAX(V, I, m, __builtin_shuffle(e, c, next));           \
+            }                                                                              \
+            FASTCONV_ST(V, h + t, m);                                                      \
+            if (t + L >= n)                                                                \
+                break;                                                                     \
+        }                                                                                  \
+    }
+
+    /* m[t] := the select of m[t] and v[t] for t < n; the last vector overlaps the one before
+       (selecting the same v twice leaves m as after the first time). */
+    #define FASTCONV_SELECT_MAX_ROW(NAME, T, V, I)                                            \
+    static void NAME(T *restrict m, const T *restrict v, Py_ssize_t n) {                     \
+        enum { L = sizeof(V) / sizeof(T) };                                                \
+        Py_ssize_t t;                                                                      \
+        if (n < L) {                                                                       \
+            for (t = 0; t < n; t++)                                                        \
+                m[t] = FASTCONV_SELECT_MAX_1(m[t], v[t]);                                  \
+            return;                                                                        \
+        }                                                                                  \
+        for (t = 0;; t += L) {                                                             \
+            if (t > n - L)                                                                 \
+                t = n - L;                                                                 \
+            FASTCONV_ST(V, m + t, FASTCONV_SELECT_MAX(V, I, FASTCONV_LD(V, m + t), FASTCONV_LD(V, v + t))); \
+            if (t + L >= n)                                                                \
+                break;                                                                     \
+        }                                                                                  \
+    }
+    FASTCONV_ROW_MAXIMA_S2(fastconv_row_maxima_s2_f, float, fastconv_vf, fastconv_if)
+    FASTCONV_ROW_MAXIMA_S2(fastconv_row_maxima_s2_d, double, fastconv_vd, fastconv_id)
+    FASTCONV_SELECT_MAX_ROW(fastconv_select_max_row_f, float, fastconv_vf, fastconv_if)
+    FASTCONV_SELECT_MAX_ROW(fastconv_select_max_row_d, double, fastconv_vd, fastconv_id)
+    """
+    void fastconv_row_maxima_s2_f(const float* r, float* h, Py_ssize_t n, int k) noexcept nogil
+    void fastconv_row_maxima_s2_d(const double* r, double* h, Py_ssize_t n, int k) noexcept nogil
+    void fastconv_select_max_row_f(float* m, const float* v, Py_ssize_t n) noexcept nogil
+    void fastconv_select_max_row_d(double* m, const double* v, Py_ssize_t n) noexcept nogil
+
+
+cdef inline void _select_max(floating* m, const floating* v, Py_ssize_t n) noexcept nogil:
+    """m[i] := v[i] if v[i] > m[i] or v[i] is NaN, for i < n: the max-pool select on values alone."""
+    if floating is float:
+        fastconv_select_max_row_f(m, v, n)
+    else:
+        fastconv_select_max_row_d(m, v, n)
+
+
+cdef inline void _edge_maxima_s2(const floating* xrow, floating* h, Py_ssize_t W, Py_ssize_t k, Py_ssize_t pl,
+                                 Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    """h[ow] for ow in [lo, hi) as _row_maxima_s2, one pixel at a time (windows that cross the row's ends)."""
+    cdef Py_ssize_t ow, j
+    for ow in range(lo, hi):
+        h[ow] = -INFINITY
+        for j in range(_imax(2 * ow - pl, 0), _imin(2 * ow - pl + k, W)):
+            _select_max(h + ow, xrow + j, 1)
+
+
+cdef void _row_maxima_s2(const floating* xrow, floating* h, Py_ssize_t W, Py_ssize_t oW, Py_ssize_t k,
+                         Py_ssize_t pl, Py_ssize_t flo, Py_ssize_t fhi) noexcept nogil:
+    """h[ow] := the select over xrow[2*ow - pl + j], j < k in order (k = 2 or 3), in-bounds columns only.
+    [flo, fhi): the ow whose windows lie inside the row, taken by the vector kernel."""
+    if fhi <= flo:
+        _edge_maxima_s2(xrow, h, W, k, pl, 0, oW)
+        return
+    if floating is float:
+        fastconv_row_maxima_s2_f(xrow + 2 * flo - pl, h + flo, fhi - flo, <int>k)
+    else:
+        fastconv_row_maxima_s2_d(xrow + 2 * flo - pl, h + flo, fhi - flo, <int>k)
+    _edge_maxima_s2(xrow, h, W, k, pl, 0, flo)
+    _edge_maxima_s2(xrow, h, W, k, pl, fhi, oW)
+
+
+cdef void _max_fwd_plane_values_s2(const floating* x, floating* out, floating* ring,
+                                   Py_ssize_t H, Py_ssize_t W, Py_ssize_t oH, Py_ssize_t oW, Py_ssize_t k,
+                                   Py_ssize_t sh, Py_ssize_t pt, Py_ssize_t pl) noexcept nogil:
+    """out := the max of each k x k window (k = 2 or 3, column stride 2, dilation 1), without indices.
+
+    Separable: each input row's k-wide maxima once (kept in a ring of k rows, shared by the output rows
+    whose windows overlap), then the select over the window's rows in order. Taking each row's first
+    maximum and then the first row's is the first maximum in row-major order, and a NaN anywhere wins as
+    in the generic kernel, so the values are those of _max_fwd_plane bit for bit.
+    ring: scratch of k*oW elements.
+    """
+    cdef Py_ssize_t oh, ih, h0, h1, flo, fhi, slot
+    cdef Py_ssize_t tag[3]
+    cdef floating* orow
+    _s2_interior(W, oW, k, pl, &flo, &fhi)
+    tag[0] = tag[1] = tag[2] = -1
+    for oh in range(oH):
+        orow = out + oh * oW
+        h0 = _imax(oh * sh - pt, 0)
+        h1 = _imin(oh * sh - pt + k, H)
+        for ih in range(h0, h1):
+            slot = ih % k
+            if tag[slot] != ih:
+                _row_maxima_s2(x + ih * W, ring + slot * oW, W, oW, k, pl, flo, fhi)
+                tag[slot] = ih
+        if h0 >= h1:
+            for ih in range(oW):
+                orow[ih] = -INFINITY
+            continue
+        memcpy(orow, ring + (h0 % k) * oW, oW * sizeof(floating))
+        for ih in range(h0 + 1, h1):
+            _select_max(orow, ring + (ih % k) * oW, oW)
+
+
 cdef enum:
     _CB = 64    # channels per block of the NHWC max kernel: the running max and argmax stay in a few registers
 
@@ -382,12 +527,19 @@ def max_pool2d_forward_nchw(const floating[:, :, :, ::1] x, floating[:, :, :, ::
     cdef int32_t* scratch = NULL
     cdef int64_t* no64 = NULL
     cdef Py_ssize_t nbuf = 6 * (oW + 1)
-    cdef _IndexRows rows = _index_rows(indices, nt, oHW)
+    # inference (no indices), 2x2 and 3x3 windows at column stride 2: the separable values-only kernel
+    cdef bint values_s2 = (indices is None and dilation_h == 1 and dilation_w == 1 and stride_w == 2
+                           and kernel_h == kernel_w and (kernel_h == 2 or kernel_h == 3))
+    cdef _IndexRows rows = _index_rows(indices, nt, 1 if values_s2 else oHW)
     cdef floating* buf = <floating*> malloc(nt * nbuf * sizeof(floating))
     if buf == NULL:
         free(rows.scratch)
         raise MemoryError()
-    if floating is float and HW < INT32_MAX:
+    if values_s2:
+        for p in prange(P, nogil=True, schedule="static", num_threads=nt):
+            _max_fwd_plane_values_s2(xp + p * HW, op + p * oHW, buf + threadid() * nbuf, H, W, oH, oW,
+                                     kernel_h, stride_h, pad_top, pad_left)
+    elif floating is float and HW < INT32_MAX:
         scratch = <int32_t*> malloc(nt * oW * sizeof(int32_t))
         if scratch == NULL:
             free(buf)
