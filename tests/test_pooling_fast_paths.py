@@ -89,14 +89,15 @@ def _signed_zeros_and_nan_payloads(shape, dtype, seed):
     return x
 
 
-@pytest.mark.parametrize("shape", SHAPES + [(12, 12, 3, 1, 1, False), (20, 9, 2, 3, 1, True),
+@pytest.mark.parametrize("shape", SHAPES + [(12, 12, 3, 1, 1, False), (20, 9, 2, 3, 1, True), (10, 12, 3, 2, 1, False),
                                             (7, 5, 3, 2, 1, False), (40, 131, 3, 2, 1, True)],
                          ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_max_pool2d_values_only_is_the_indexed_element_bit_for_bit(shape, dtype, threads, monkeypatch):
-    """Without indices, NCHW 2x2 and 3x3 windows at column stride 2 take a separable kernel (each
-    row's maxima, then across rows). Its output must be exactly the element the indices name."""
+    """Without indices, NCHW 2x2 and 3x3 windows at column stride 2 take a values-only kernel, in
+    whole vectors, half vectors (rows of 4-15 outputs) or scalars. Its output must be exactly the
+    element the indices name."""
     from fastconv import _config
     h, w, k, s, p, ceil_mode = shape
     x = _signed_zeros_and_nan_payloads((2, 5, h, w), dtype, h * w + s)

@@ -27,7 +27,7 @@ from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
 from libc.stdint cimport INT32_MAX, int32_t, int64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy, memset
+from libc.string cimport memset
 
 from fastconv._ext._fpenv cimport flush_denormals_enter, flush_denormals_exit
 from fastconv._ext._simd cimport FASTCONV_VBYTES
@@ -269,139 +269,107 @@ cdef extern from *:
         (V)(((I)v_ & t_) | ((I)m_ & ~t_)); })
     #define FASTCONV_SELECT_MAX_1(m, v) (((v) > (m) || (v) != (v)) ? (v) : (m))
 
-    /* h[t] := the select over r[2t + j], j < k in order (k = 2 or 3), for t < n; reads r[0, 2n + k - 2).
-       The even and odd columns are taken apart by shuffles; the last vector overlaps the one before
-       (it recomputes the same h) rather than leaving a scalar remainder. */
-    #define FASTCONV_ROW_MAXIMA_S2(NAME, T, V, I)                                             \
-    static void NAME(const T *restrict r, T *restrict h, Py_ssize_t n, int k) {              \
+    /* o[t] := the select over r[i*ld + 2t + j], i < kh, j < kw (kw = 2 or 3), in row-major order,
+       for t < n: the max of windows at column stride 2 (values only). The even and odd columns are
+       taken apart by shuffles; the last vector overlaps the one before (it recomputes the same
+       outputs) rather than leaving a scalar remainder, whose selects would be mispredicted branches.
+       Runs shorter than a V go to SHORT: the same kernel on half vectors, then the scalar loop. */
+    #define FASTCONV_WINDOW_MAX_S2_SCALAR(NAME, T)                                            \
+    static void NAME(const T *restrict r, Py_ssize_t ld, int kh, int kw, T *restrict o,     \
+                     Py_ssize_t n) {                                                       \
+        for (Py_ssize_t t = 0; t < n; t++) {                                               \
+            T m = r[2 * t];                                                                \
+            for (int i = 0; i < kh; i++)                                                   \
+                for (int j = i == 0; j < kw; j++)                                          \
+                    m = FASTCONV_SELECT_MAX_1(m, r[i * ld + 2 * t + j]);                   \
+            o[t] = m;                                                                      \
+        }                                                                                  \
+    }
+    #define FASTCONV_WINDOW_MAX_S2(NAME, T, V, I, SHORT)                                      \
+    static inline __attribute__((always_inline)) void                                      \
+    NAME##_body(const T *restrict r, Py_ssize_t ld, int kh, int kw, T *restrict o,          \
+                Py_ssize_t n) {                                                            \
         enum { L = sizeof(V) / sizeof(T) };                                                \
         I even, odd, next;                                                                 \
-        Py_ssize_t t;                                                                      \
-        int i;                                                                             \
-        if (n < L) {                                                                       \
-            for (t = 0; t < n; t++) {                                                      \
-                T m = FASTCONV_SELECT_MAX_1(r[2 * t], r[2 * t + 1]);                       \
-                h[t] = k == 3 ? FASTCONV_SELECT_MAX_1(m, r[2 * t + 2]) : m;                \
-            }                                                                              \
-            return;                                                                        \
-        }                                                                                  \
-        for (i = 0; i < L; i++) {                                                          \
+        for (int i = 0; i < L; i++) {                                                      \
             even[i] = 2 * i;                                                               \
             odd[i] = 2 * i + 1;                                                            \
             next[i] = i + 1;                                                               \
         }                                                                                  \
-        next[L - 1] = 2 * L - 1;    /* the last lane of the vector that ends at r[2t + 2L] */ \
-        for (t = 0;; t += L) {                                                             \
+        next[L - 1] = 2 * L - 1;    /* the last lane of the vector that ends at p[2L] */   \
+        for (Py_ssize_t t = 0;; t += L) {                                                  \
             if (t > n - L)                                                                 \
                 t = n - L;                                                                 \
-            V a = FASTCONV_LD(V, r + 2 * t), b = FASTCONV_LD(V, r + 2 * t + L);            \
-            V e = __builtin_shuffle(a, b, even);                                           \
-            V m = FASTCONV_SELECT_MAX(V, I, e, __builtin_shuffle(a, b, odd));              \
-            if (k == 3) {  /* columns 2t + 2: e moved a lane on, by a shuffle (0 + -0.0 is +0.0) */ \
-                V c = FASTCONV_LD(V, r + 2 * t + L + 1);                                   \
-                m = FASTCONV_SELECT_MAX(V, I, m, __builtin_shuffle(e, c, next));           \
+            const T *p = r + 2 * t;                                                        \
+            V m;                                                                           \
+            for (int i = 0; i < kh; i++, p += ld) {                                        \
+                V a = FASTCONV_LD(V, p), b = FASTCONV_LD(V, p + L);                        \
+                V e = __builtin_shuffle(a, b, even);                                       \
+                m = i == 0 ? e : FASTCONV_SELECT_MAX(V, I, m, e);                          \
+                m = FASTCONV_SELECT_MAX(V, I, m, __builtin_shuffle(a, b, odd));            \
+                if (kw == 3)  /* columns 2t + 2: e moved on a lane (by a shuffle: 0 + -0.0 is +0.0) */ \
+                    m = FASTCONV_SELECT_MAX(V, I, m, __builtin_shuffle(e, FASTCONV_LD(V, p + L + 1), next)); \
             }                                                                              \
-            FASTCONV_ST(V, h + t, m);                                                      \
+            FASTCONV_ST(V, o + t, m);                                                      \
             if (t + L >= n)                                                                \
                 break;                                                                     \
         }                                                                                  \
+    }                                                                                      \
+    static void NAME(const T *restrict r, Py_ssize_t ld, int kh, int kw, T *restrict o,     \
+                     Py_ssize_t n) {                                                       \
+        if (n < (Py_ssize_t)(sizeof(V) / sizeof(T)))                                       \
+            SHORT(r, ld, kh, kw, o, n);                                                    \
+        else if (kh == 3 && kw == 3)    /* constants: the loop over rows unrolled */        \
+            NAME##_body(r, ld, 3, 3, o, n);                                                \
+        else if (kh == 2 && kw == 2)                                                       \
+            NAME##_body(r, ld, 2, 2, o, n);                                                \
+        else                                                                               \
+            NAME##_body(r, ld, kh, kw, o, n);                                              \
     }
-
-    /* m[t] := the select of m[t] and v[t] for t < n; the last vector overlaps the one before
-       (selecting the same v twice leaves m as after the first time). */
-    #define FASTCONV_SELECT_MAX_ROW(NAME, T, V, I)                                            \
-    static void NAME(T *restrict m, const T *restrict v, Py_ssize_t n) {                     \
-        enum { L = sizeof(V) / sizeof(T) };                                                \
-        Py_ssize_t t;                                                                      \
-        if (n < L) {                                                                       \
-            for (t = 0; t < n; t++)                                                        \
-                m[t] = FASTCONV_SELECT_MAX_1(m[t], v[t]);                                  \
-            return;                                                                        \
-        }                                                                                  \
-        for (t = 0;; t += L) {                                                             \
-            if (t > n - L)                                                                 \
-                t = n - L;                                                                 \
-            FASTCONV_ST(V, m + t, FASTCONV_SELECT_MAX(V, I, FASTCONV_LD(V, m + t), FASTCONV_LD(V, v + t))); \
-            if (t + L >= n)                                                                \
-                break;                                                                     \
-        }                                                                                  \
-    }
-    FASTCONV_ROW_MAXIMA_S2(fastconv_row_maxima_s2_f, float, fastconv_vf, fastconv_if)
-    FASTCONV_ROW_MAXIMA_S2(fastconv_row_maxima_s2_d, double, fastconv_vd, fastconv_id)
-    FASTCONV_SELECT_MAX_ROW(fastconv_select_max_row_f, float, fastconv_vf, fastconv_if)
-    FASTCONV_SELECT_MAX_ROW(fastconv_select_max_row_d, double, fastconv_vd, fastconv_id)
+    FASTCONV_WINDOW_MAX_S2_SCALAR(fastconv_window_max_s2_sf, float)
+    FASTCONV_WINDOW_MAX_S2(fastconv_window_max_s2_hf, float, fastconv_hf, fastconv_ihf, fastconv_window_max_s2_sf)
+    FASTCONV_WINDOW_MAX_S2(fastconv_window_max_s2_f, float, fastconv_vf, fastconv_if, fastconv_window_max_s2_hf)
+    FASTCONV_WINDOW_MAX_S2_SCALAR(fastconv_window_max_s2_sd, double)
+    FASTCONV_WINDOW_MAX_S2(fastconv_window_max_s2_hd, double, fastconv_hd, fastconv_ihd, fastconv_window_max_s2_sd)
+    FASTCONV_WINDOW_MAX_S2(fastconv_window_max_s2_d, double, fastconv_vd, fastconv_id, fastconv_window_max_s2_hd)
     """
-    void fastconv_row_maxima_s2_f(const float* r, float* h, Py_ssize_t n, int k) noexcept nogil
-    void fastconv_row_maxima_s2_d(const double* r, double* h, Py_ssize_t n, int k) noexcept nogil
-    void fastconv_select_max_row_f(float* m, const float* v, Py_ssize_t n) noexcept nogil
-    void fastconv_select_max_row_d(double* m, const double* v, Py_ssize_t n) noexcept nogil
+    void fastconv_window_max_s2_f(const float* r, Py_ssize_t ld, int kh, int kw, float* o,
+                                  Py_ssize_t n) noexcept nogil
+    void fastconv_window_max_s2_d(const double* r, Py_ssize_t ld, int kh, int kw, double* o,
+                                  Py_ssize_t n) noexcept nogil
 
 
-cdef inline void _select_max(floating* m, const floating* v, Py_ssize_t n) noexcept nogil:
-    """m[i] := v[i] if v[i] > m[i] or v[i] is NaN, for i < n: the max-pool select on values alone."""
-    if floating is float:
-        fastconv_select_max_row_f(m, v, n)
-    else:
-        fastconv_select_max_row_d(m, v, n)
-
-
-cdef inline void _edge_maxima_s2(const floating* xrow, floating* h, Py_ssize_t W, Py_ssize_t k, Py_ssize_t pl,
-                                 Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    """h[ow] for ow in [lo, hi) as _row_maxima_s2, one pixel at a time (windows that cross the row's ends)."""
-    cdef Py_ssize_t ow, j
-    for ow in range(lo, hi):
-        h[ow] = -INFINITY
-        for j in range(_imax(2 * ow - pl, 0), _imin(2 * ow - pl + k, W)):
-            _select_max(h + ow, xrow + j, 1)
-
-
-cdef void _row_maxima_s2(const floating* xrow, floating* h, Py_ssize_t W, Py_ssize_t oW, Py_ssize_t k,
-                         Py_ssize_t pl, Py_ssize_t flo, Py_ssize_t fhi) noexcept nogil:
-    """h[ow] := the select over xrow[2*ow - pl + j], j < k in order (k = 2 or 3), in-bounds columns only.
-    [flo, fhi): the ow whose windows lie inside the row, taken by the vector kernel."""
-    if fhi <= flo:
-        _edge_maxima_s2(xrow, h, W, k, pl, 0, oW)
-        return
-    if floating is float:
-        fastconv_row_maxima_s2_f(xrow + 2 * flo - pl, h + flo, fhi - flo, <int>k)
-    else:
-        fastconv_row_maxima_s2_d(xrow + 2 * flo - pl, h + flo, fhi - flo, <int>k)
-    _edge_maxima_s2(xrow, h, W, k, pl, 0, flo)
-    _edge_maxima_s2(xrow, h, W, k, pl, fhi, oW)
-
-
-cdef void _max_fwd_plane_values_s2(const floating* x, floating* out, floating* ring,
+cdef void _max_fwd_plane_values_s2(const floating* x, floating* out,
                                    Py_ssize_t H, Py_ssize_t W, Py_ssize_t oH, Py_ssize_t oW, Py_ssize_t k,
                                    Py_ssize_t sh, Py_ssize_t pt, Py_ssize_t pl) noexcept nogil:
     """out := the max of each k x k window (k = 2 or 3, column stride 2, dilation 1), without indices.
 
-    Separable: each input row's k-wide maxima once (kept in a ring of k rows, shared by the output rows
-    whose windows overlap), then the select over the window's rows in order. Taking each row's first
-    maximum and then the first row's is the first maximum in row-major order, and a NaN anywhere wins as
-    in the generic kernel, so the values are those of _max_fwd_plane bit for bit.
-    ring: scratch of k*oW elements.
+    The windows of a row that lie inside the plane horizontally take the vector kernel on their
+    in-bounds rows; the others, _max_one. Same selects in the same order as _max_fwd_plane.
     """
-    cdef Py_ssize_t oh, ih, h0, h1, flo, fhi, slot
-    cdef Py_ssize_t tag[3]
+    cdef Py_ssize_t oh, ow, h0, h1, flo, fhi
+    cdef int64_t unused
     cdef floating* orow
     _s2_interior(W, oW, k, pl, &flo, &fhi)
-    tag[0] = tag[1] = tag[2] = -1
     for oh in range(oH):
         orow = out + oh * oW
         h0 = _imax(oh * sh - pt, 0)
         h1 = _imin(oh * sh - pt + k, H)
-        for ih in range(h0, h1):
-            slot = ih % k
-            if tag[slot] != ih:
-                _row_maxima_s2(x + ih * W, ring + slot * oW, W, oW, k, pl, flo, fhi)
-                tag[slot] = ih
-        if h0 >= h1:
-            for ih in range(oW):
-                orow[ih] = -INFINITY
+        if h0 >= h1:    # no input row in the windows: -inf, as the generic kernel
+            for ow in range(oW):
+                orow[ow] = -INFINITY
             continue
-        memcpy(orow, ring + (h0 % k) * oW, oW * sizeof(floating))
-        for ih in range(h0 + 1, h1):
-            _select_max(orow, ring + (ih % k) * oW, oW)
+        if flo < fhi:
+            if floating is float:
+                fastconv_window_max_s2_f(x + h0 * W + 2 * flo - pl, W, <int>(h1 - h0), <int>k, orow + flo, fhi - flo)
+            else:
+                fastconv_window_max_s2_d(x + h0 * W + 2 * flo - pl, W, <int>(h1 - h0), <int>k, orow + flo, fhi - flo)
+        else:
+            flo = fhi = oW
+        for ow in range(flo):
+            _max_one(x, orow + ow, &unused, W, h0, h1, 1, _imax(2 * ow - pl, 0), _imin(2 * ow - pl + k, W), 1)
+        for ow in range(fhi, oW):
+            _max_one(x, orow + ow, &unused, W, h0, h1, 1, _imax(2 * ow - pl, 0), _imin(2 * ow - pl + k, W), 1)
 
 
 cdef enum:
@@ -537,8 +505,7 @@ def max_pool2d_forward_nchw(const floating[:, :, :, ::1] x, floating[:, :, :, ::
         raise MemoryError()
     if values_s2:
         for p in prange(P, nogil=True, schedule="static", num_threads=nt):
-            _max_fwd_plane_values_s2(xp + p * HW, op + p * oHW, buf + threadid() * nbuf, H, W, oH, oW,
-                                     kernel_h, stride_h, pad_top, pad_left)
+            _max_fwd_plane_values_s2(xp + p * HW, op + p * oHW, H, W, oH, oW, kernel_h, stride_h, pad_top, pad_left)
     elif floating is float and HW < INT32_MAX:
         scratch = <int32_t*> malloc(nt * oW * sizeof(int32_t))
         if scratch == NULL:

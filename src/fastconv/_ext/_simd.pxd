@@ -3,7 +3,7 @@
 # V holds FASTCONV_VB bytes, the widest registers the build's -march has (AVX-512 in the
 # x86-64-v4 build, AVX2 in x86-64-v3, SSE2 in the baseline). fastconv_vf / fastconv_vd are V of
 # float / double, fastconv_if / fastconv_id the integer vectors of the same lanes (shuffle
-# masks, compare results), fastconv_hf / fastconv_hd half vectors.
+# masks, compare results), fastconv_hf / fastconv_hd half vectors (and fastconv_ihf / fastconv_ihd).
 cdef extern from *:
     """
     #ifndef FASTCONV_SIMD_DEFINED
@@ -22,6 +22,8 @@ cdef extern from *:
     /* half vectors: rows of 14x14 planes hold no whole V of float */
     typedef float fastconv_hf __attribute__((vector_size(FASTCONV_VB / 2)));
     typedef double fastconv_hd __attribute__((vector_size(FASTCONV_VB / 2)));
+    typedef int fastconv_ihf __attribute__((vector_size(FASTCONV_VB / 2)));
+    typedef long long fastconv_ihd __attribute__((vector_size(FASTCONV_VB / 2)));
     #define FASTCONV_VBYTES() FASTCONV_VB
     /* unaligned load / store of a V (or T) at p */
     #define FASTCONV_LD(V, p) ({ V v_; __builtin_memcpy(&v_, (p), sizeof(V)); v_; })
