@@ -269,26 +269,40 @@ cdef extern from *:
         (V)(((I)v_ & t_) | ((I)m_ & ~t_)); })
     #define FASTCONV_SELECT_MAX_1(m, v) (((v) > (m) || (v) != (v)) ? (v) : (m))
 
-    /* o[t] := the select over r[i*ld + 2t + j], i < kh, j < kw (kw = 2 or 3), in row-major order,
-       for t < n: the max of windows at column stride 2 (values only). The even and odd columns are
-       taken apart by shuffles; the last vector overlaps the one before (it recomputes the same
-       outputs) rather than leaving a scalar remainder, whose selects would be mispredicted branches.
-       Runs shorter than a V go to SHORT: the same kernel on half vectors, then the scalar loop. */
-    #define FASTCONV_WINDOW_MAX_S2_SCALAR(NAME, T)                                            \
+    /* Window reductions at column stride 2, kh x kw windows (kw = 2 or 3):
+       o[t] := reduce over r[i*ld + 2t + j], i < kh, j < kw, in row-major order, for t < n.
+       MAX: the max-pool select from the first element (values only).
+       AVG: the sum from 0 (0 + -0.0 is +0.0, as in PyTorch) in that order, divided by dv.
+       The even and odd columns are taken apart by shuffles; the last vector overlaps the one before
+       (it recomputes the same outputs) rather than leaving a scalar remainder, whose max selects
+       would be mispredicted branches. Runs shorter than a V go to SHORT: the same kernel on half
+       vectors, then the scalar loop. */
+    #define FASTCONV_MAX_TREE 1
+    #define FASTCONV_MAX_START(V, e) (e)
+    #define FASTCONV_MAX_ADD(V, I, m, v) FASTCONV_SELECT_MAX(V, I, m, v)
+    #define FASTCONV_MAX_END(m, dv) (m)
+    #define FASTCONV_MAX_ADD_1(m, v) FASTCONV_SELECT_MAX_1(m, v)
+    #define FASTCONV_AVG_TREE 0  /* the sum in PyTorch's order, one chain */
+    #define FASTCONV_AVG_START(V, e) ((V){0} + (e))
+    #define FASTCONV_AVG_ADD(V, I, m, v) ((m) + (v))
+    #define FASTCONV_AVG_END(m, dv) ((m) / (dv))
+    #define FASTCONV_AVG_ADD_1(m, v) ((m) + (v))
+
+    #define FASTCONV_WINDOW_S2_SCALAR(NAME, T, OP)                                            \
     static void NAME(const T *restrict r, Py_ssize_t ld, int kh, int kw, T *restrict o,     \
-                     Py_ssize_t n) {                                                       \
+                     Py_ssize_t n, T dv) {                                                 \
         for (Py_ssize_t t = 0; t < n; t++) {                                               \
-            T m = r[2 * t];                                                                \
+            T m = OP##_START(T, r[2 * t]);                                                 \
             for (int i = 0; i < kh; i++)                                                   \
                 for (int j = i == 0; j < kw; j++)                                          \
-                    m = FASTCONV_SELECT_MAX_1(m, r[i * ld + 2 * t + j]);                   \
-            o[t] = m;                                                                      \
+                    m = OP##_ADD_1(m, r[i * ld + 2 * t + j]);                              \
+            o[t] = OP##_END(m, dv);                                                        \
         }                                                                                  \
     }
-    #define FASTCONV_WINDOW_MAX_S2(NAME, T, V, I, SHORT)                                      \
+    #define FASTCONV_WINDOW_S2(NAME, T, V, I, OP, SHORT)                                      \
     static inline __attribute__((always_inline)) void                                      \
     NAME##_body(const T *restrict r, Py_ssize_t ld, int kh, int kw, T *restrict o,          \
-                Py_ssize_t n) {                                                            \
+                Py_ssize_t n, T dv) {                                                      \
         enum { L = sizeof(V) / sizeof(T) };                                                \
         I even, odd, next;                                                                 \
         for (int i = 0; i < L; i++) {                                                      \
@@ -305,38 +319,62 @@ cdef extern from *:
             for (int i = 0; i < kh; i++, p += ld) {                                        \
                 V a = FASTCONV_LD(V, p), b = FASTCONV_LD(V, p + L);                        \
                 V e = __builtin_shuffle(a, b, even);                                       \
-                m = i == 0 ? e : FASTCONV_SELECT_MAX(V, I, m, e);                          \
-                m = FASTCONV_SELECT_MAX(V, I, m, __builtin_shuffle(a, b, odd));            \
+                /* a row's reduction, then the rows': for max, whose select is associative \
+                   over runs of the scan, the rows' chains are independent */              \
+                V row = OP##_TREE || i == 0 ? OP##_START(V, e) : OP##_ADD(V, I, m, e);     \
+                row = OP##_ADD(V, I, row, __builtin_shuffle(a, b, odd));                   \
                 if (kw == 3)  /* columns 2t + 2: e moved on a lane (by a shuffle: 0 + -0.0 is +0.0) */ \
-                    m = FASTCONV_SELECT_MAX(V, I, m, __builtin_shuffle(e, FASTCONV_LD(V, p + L + 1), next)); \
+                    row = OP##_ADD(V, I, row, __builtin_shuffle(e, FASTCONV_LD(V, p + L + 1), next)); \
+                m = OP##_TREE && i > 0 ? OP##_ADD(V, I, m, row) : row;                     \
             }                                                                              \
-            FASTCONV_ST(V, o + t, m);                                                      \
+            FASTCONV_ST(V, o + t, OP##_END(m, dv));                                        \
             if (t + L >= n)                                                                \
                 break;                                                                     \
         }                                                                                  \
     }                                                                                      \
     static void NAME(const T *restrict r, Py_ssize_t ld, int kh, int kw, T *restrict o,     \
-                     Py_ssize_t n) {                                                       \
+                     Py_ssize_t n, T dv) {                                                 \
         if (n < (Py_ssize_t)(sizeof(V) / sizeof(T)))                                       \
-            SHORT(r, ld, kh, kw, o, n);                                                    \
+            SHORT(r, ld, kh, kw, o, n, dv);                                                \
         else if (kh == 3 && kw == 3)    /* constants: the loop over rows unrolled */        \
-            NAME##_body(r, ld, 3, 3, o, n);                                                \
+            NAME##_body(r, ld, 3, 3, o, n, dv);                                            \
         else if (kh == 2 && kw == 2)                                                       \
-            NAME##_body(r, ld, 2, 2, o, n);                                                \
+            NAME##_body(r, ld, 2, 2, o, n, dv);                                            \
         else                                                                               \
-            NAME##_body(r, ld, kh, kw, o, n);                                              \
+            NAME##_body(r, ld, kh, kw, o, n, dv);                                          \
     }
-    FASTCONV_WINDOW_MAX_S2_SCALAR(fastconv_window_max_s2_sf, float)
-    FASTCONV_WINDOW_MAX_S2(fastconv_window_max_s2_hf, float, fastconv_hf, fastconv_ihf, fastconv_window_max_s2_sf)
-    FASTCONV_WINDOW_MAX_S2(fastconv_window_max_s2_f, float, fastconv_vf, fastconv_if, fastconv_window_max_s2_hf)
-    FASTCONV_WINDOW_MAX_S2_SCALAR(fastconv_window_max_s2_sd, double)
-    FASTCONV_WINDOW_MAX_S2(fastconv_window_max_s2_hd, double, fastconv_hd, fastconv_ihd, fastconv_window_max_s2_sd)
-    FASTCONV_WINDOW_MAX_S2(fastconv_window_max_s2_d, double, fastconv_vd, fastconv_id, fastconv_window_max_s2_hd)
+    /* the three widths of one reduction for one type: fastconv_<op>_s2_<t> */
+    #define FASTCONV_WINDOW_S2_ALL(NAME, T, VT, IT, HT, IHT, OP)                              \
+        FASTCONV_WINDOW_S2_SCALAR(NAME##_scalar, T, OP)                                    \
+        FASTCONV_WINDOW_S2(NAME##_half, T, HT, IHT, OP, NAME##_scalar)                     \
+        FASTCONV_WINDOW_S2(NAME, T, VT, IT, OP, NAME##_half)
+    FASTCONV_WINDOW_S2_ALL(fastconv_max_s2_f, float, fastconv_vf, fastconv_if, fastconv_hf, fastconv_ihf, FASTCONV_MAX)
+    FASTCONV_WINDOW_S2_ALL(fastconv_max_s2_d, double, fastconv_vd, fastconv_id, fastconv_hd, fastconv_ihd, FASTCONV_MAX)
+    FASTCONV_WINDOW_S2_ALL(fastconv_avg_s2_f, float, fastconv_vf, fastconv_if, fastconv_hf, fastconv_ihf, FASTCONV_AVG)
+    FASTCONV_WINDOW_S2_ALL(fastconv_avg_s2_d, double, fastconv_vd, fastconv_id, fastconv_hd, fastconv_ihd, FASTCONV_AVG)
     """
-    void fastconv_window_max_s2_f(const float* r, Py_ssize_t ld, int kh, int kw, float* o,
-                                  Py_ssize_t n) noexcept nogil
-    void fastconv_window_max_s2_d(const double* r, Py_ssize_t ld, int kh, int kw, double* o,
-                                  Py_ssize_t n) noexcept nogil
+    void fastconv_max_s2_f(const float* r, Py_ssize_t ld, int kh, int kw, float* o, Py_ssize_t n,
+                           float unused) noexcept nogil
+    void fastconv_max_s2_d(const double* r, Py_ssize_t ld, int kh, int kw, double* o, Py_ssize_t n,
+                           double unused) noexcept nogil
+    void fastconv_avg_s2_f(const float* r, Py_ssize_t ld, int kh, int kw, float* o, Py_ssize_t n,
+                           float dv) noexcept nogil
+    void fastconv_avg_s2_d(const double* r, Py_ssize_t ld, int kh, int kw, double* o, Py_ssize_t n,
+                           double dv) noexcept nogil
+
+
+cdef inline void _window_s2(const floating* r, Py_ssize_t ld, Py_ssize_t kh, Py_ssize_t kw, floating* o,
+                            Py_ssize_t n, bint average, floating dv) noexcept nogil:
+    """o[t] := the max, or (average) the sum / dv, of the kh x kw window at r + 2t, for t < n (see above)."""
+    if not average:
+        if floating is float:
+            fastconv_max_s2_f(r, ld, <int>kh, <int>kw, o, n, 0)
+        else:
+            fastconv_max_s2_d(r, ld, <int>kh, <int>kw, o, n, 0)
+    elif floating is float:
+        fastconv_avg_s2_f(r, ld, <int>kh, <int>kw, o, n, dv)
+    else:
+        fastconv_avg_s2_d(r, ld, <int>kh, <int>kw, o, n, dv)
 
 
 cdef void _max_fwd_plane_values_s2(const floating* x, floating* out,
@@ -360,10 +398,7 @@ cdef void _max_fwd_plane_values_s2(const floating* x, floating* out,
                 orow[ow] = -INFINITY
             continue
         if flo < fhi:
-            if floating is float:
-                fastconv_window_max_s2_f(x + h0 * W + 2 * flo - pl, W, <int>(h1 - h0), <int>k, orow + flo, fhi - flo)
-            else:
-                fastconv_window_max_s2_d(x + h0 * W + 2 * flo - pl, W, <int>(h1 - h0), <int>k, orow + flo, fhi - flo)
+            _window_s2(x + h0 * W + 2 * flo - pl, W, h1 - h0, k, orow + flo, fhi - flo, False, 0)
         else:
             flo = fhi = oW
         for ow in range(flo):
@@ -661,39 +696,6 @@ cdef inline Py_ssize_t _avg_divisor(Py_ssize_t h0, Py_ssize_t hpad_end, Py_ssize
     return (h1 - h0) * (w1 - w0)
 
 
-cdef inline void _avg_row_s2(const floating* r0, floating* orow, Py_ssize_t W, Py_ssize_t off,
-                             Py_ssize_t lo, Py_ssize_t hi, bint k3, floating dv) noexcept nogil:
-    """Stride 2, 2x2 windows (3x3 if k3) wholly inside the plane, for ow in [lo, hi): orow[ow] := the sum of
-    r0[2*ow + off + i*W + j] in row-major order, from 0 as PyTorch, divided by dv."""
-    cdef const floating* r1 = r0 + W
-    cdef const floating* r2 = r1 + W
-    cdef Py_ssize_t ow, c
-    cdef floating t
-    if k3:     # two loops, not a test inside one: GCC vectorises only branch-free loop bodies
-        for ow in range(lo, hi):
-            c = 2 * ow + off
-            t = 0
-            t = t + r0[c]
-            t = t + r0[c + 1]
-            t = t + r0[c + 2]
-            t = t + r1[c]
-            t = t + r1[c + 1]
-            t = t + r1[c + 2]
-            t = t + r2[c]
-            t = t + r2[c + 1]
-            t = t + r2[c + 2]
-            orow[ow] = t / dv
-    else:
-        for ow in range(lo, hi):
-            c = 2 * ow + off
-            t = 0
-            t = t + r0[c]
-            t = t + r0[c + 1]
-            t = t + r1[c]
-            t = t + r1[c + 1]
-            orow[ow] = t / dv
-
-
 cdef inline floating _avg_one(const floating* x, Py_ssize_t H, Py_ssize_t W, Py_ssize_t h0, Py_ssize_t w0,
                               Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t pb, Py_ssize_t pr,
                               bint count_include_pad, Py_ssize_t divisor_override) noexcept nogil:
@@ -716,7 +718,7 @@ cdef void _avg_fwd_plane(const floating* x, floating* out,
                          bint count_include_pad, Py_ssize_t divisor_override) noexcept nogil:
     """out[oh, ow] := sum_{in-input i,j} x[oh*sh - pt + i, ow*sw - pl + j] / divisor.
 
-    2x2 and 3x3 stride 2: rows whose windows lie inside the input vertically take _avg_row_s2 on the
+    2x2 and 3x3 stride 2: rows whose windows lie inside the input vertically take _window_s2 on the
     columns [flo, fhi) where they lie inside horizontally too (divisor kh*kw or the override there), and
     _avg_one on the others. Same sums in the same order as the generic passes.
     """
@@ -730,7 +732,7 @@ cdef void _avg_fwd_plane(const floating* x, floating* out,
         h0 = oh * sh - pt
         orow = out + oh * oW
         if flo < fhi and h0 >= 0 and h0 + kh <= H:
-            _avg_row_s2(x + h0 * W, orow, W, -pl, flo, fhi, kh == 3, dv)
+            _window_s2(x + h0 * W + 2 * flo - pl, W, kh, kw, orow + flo, fhi - flo, True, dv)
             for ow in range(flo):
                 orow[ow] = _avg_one(x, H, W, h0, 2 * ow - pl, kh, kw, pb, pr, count_include_pad, divisor_override)
             for ow in range(fhi, oW):
