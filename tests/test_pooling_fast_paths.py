@@ -11,7 +11,7 @@ import fastconv
 from fastconv._geometry import pool2d_geometry
 from fastconv.algorithms import reference
 
-# (H, W, kernel, stride, padding, ceil_mode): row lengths 8-33 around the block sizes 8 and 16
+# (H, W, kernel, stride, padding, ceil_mode): row lengths 6-33 around the vector lengths 4, 8 and 16
 SHAPES = [
     (24, 24, 2, 2, 0, False),   # 2x2 windows tile the plane: the backward skips clearing it
     (15, 33, 2, 2, 0, False),   # the last row and column in no window: their gradient is 0
@@ -21,6 +21,7 @@ SHAPES = [
     (14, 33, 3, 2, 0, True),
     (11, 40, 3, 2, 1, True),
     (9, 18, 3, 2, 1, False),
+    (9, 12, 2, 2, 0, False),    # rows of 6 outputs: half vectors of double, scalars of float (AVX-512)
 ]
 
 

@@ -352,6 +352,48 @@ cdef extern from *:
     FASTCONV_WINDOW_S2_ALL(fastconv_max_s2_d, double, fastconv_vd, fastconv_id, fastconv_hd, fastconv_ihd, FASTCONV_MAX)
     FASTCONV_WINDOW_S2_ALL(fastconv_avg_s2_f, float, fastconv_vf, fastconv_if, fastconv_hf, fastconv_ihf, FASTCONV_AVG)
     FASTCONV_WINDOW_S2_ALL(fastconv_avg_s2_d, double, fastconv_vd, fastconv_id, fastconv_hd, fastconv_ihd, FASTCONV_AVG)
+
+    /* The average pool's gradient for 2x2 stride-2 windows that do not overlap:
+       g0[2t + j] := g1[2t + j] := 0 + go[t] / dv for j < 2, t < n; each lane's value is written
+       to two neighbours by a shuffle. The last vector overlaps the one before (same values). */
+    #define FASTCONV_SPREAD_2X2_SCALAR(NAME, T)                                               \
+    static void NAME(const T *restrict go, T *restrict g0, T *restrict g1, Py_ssize_t n, T dv) { \
+        for (Py_ssize_t t = 0; t < n; t++) {                                               \
+            T v = (T)0 + go[t] / dv;                                                       \
+            g0[2 * t] = g0[2 * t + 1] = g1[2 * t] = g1[2 * t + 1] = v;                     \
+        }                                                                                  \
+    }
+    #define FASTCONV_SPREAD_2X2(NAME, T, V, I, SHORT)                                         \
+    static void NAME(const T *restrict go, T *restrict g0, T *restrict g1, Py_ssize_t n, T dv) { \
+        enum { L = sizeof(V) / sizeof(T) };                                                \
+        I lo, hi;                                                                          \
+        if (n < L) {                                                                       \
+            SHORT(go, g0, g1, n, dv);                                                      \
+            return;                                                                        \
+        }                                                                                  \
+        for (int i = 0; i < L; i++) {                                                      \
+            lo[i] = i / 2;                                                                 \
+            hi[i] = L / 2 + i / 2;                                                         \
+        }                                                                                  \
+        for (Py_ssize_t t = 0;; t += L) {                                                  \
+            if (t > n - L)                                                                 \
+                t = n - L;                                                                 \
+            V v = (V){0} + FASTCONV_LD(V, go + t) / dv;                                    \
+            V a = __builtin_shuffle(v, lo), b = __builtin_shuffle(v, hi);                  \
+            FASTCONV_ST(V, g0 + 2 * t, a);                                                 \
+            FASTCONV_ST(V, g0 + 2 * t + L, b);                                             \
+            FASTCONV_ST(V, g1 + 2 * t, a);                                                 \
+            FASTCONV_ST(V, g1 + 2 * t + L, b);                                             \
+            if (t + L >= n)                                                                \
+                break;                                                                     \
+        }                                                                                  \
+    }
+    #define FASTCONV_SPREAD_2X2_ALL(NAME, T, VT, IT, HT, IHT)                                 \
+        FASTCONV_SPREAD_2X2_SCALAR(NAME##_scalar, T)                                       \
+        FASTCONV_SPREAD_2X2(NAME##_half, T, HT, IHT, NAME##_scalar)                        \
+        FASTCONV_SPREAD_2X2(NAME, T, VT, IT, NAME##_half)
+    FASTCONV_SPREAD_2X2_ALL(fastconv_spread_2x2_f, float, fastconv_vf, fastconv_if, fastconv_hf, fastconv_ihf)
+    FASTCONV_SPREAD_2X2_ALL(fastconv_spread_2x2_d, double, fastconv_vd, fastconv_id, fastconv_hd, fastconv_ihd)
     """
     void fastconv_max_s2_f(const float* r, Py_ssize_t ld, int kh, int kw, float* o, Py_ssize_t n,
                            float unused) noexcept nogil
@@ -361,6 +403,8 @@ cdef extern from *:
                            float dv) noexcept nogil
     void fastconv_avg_s2_d(const double* r, Py_ssize_t ld, int kh, int kw, double* o, Py_ssize_t n,
                            double dv) noexcept nogil
+    void fastconv_spread_2x2_f(const float* go, float* g0, float* g1, Py_ssize_t n, float dv) noexcept nogil
+    void fastconv_spread_2x2_d(const double* go, double* g0, double* g1, Py_ssize_t n, double dv) noexcept nogil
 
 
 cdef inline void _window_s2(const floating* r, Py_ssize_t ld, Py_ssize_t kh, Py_ssize_t kw, floating* o,
@@ -756,25 +800,6 @@ cdef void _avg_fwd_plane(const floating* x, floating* out,
                 orow[ow] = 0
 
 
-cdef inline void _avg_bwd_row_2x2(const floating* go, floating* g0, Py_ssize_t W, Py_ssize_t off,
-                                  Py_ssize_t lo, Py_ssize_t hi, floating dv) noexcept nogil:
-    """2x2 stride-2 windows wholly inside the plane, for ow in [lo, hi): g0[2*ow + off + i*W + j] := 0 + go[ow]/dv.
-
-    The windows do not overlap, so each element gets this one contribution, added to the zero it was
-    cleared to (0 + v, not v: -0.0 becomes +0.0 as in PyTorch); writing it spares loading the zero.
-    """
-    cdef floating* g1 = g0 + W
-    cdef Py_ssize_t ow, c
-    cdef floating v, zero = 0
-    for ow in range(lo, hi):
-        c = 2 * ow + off
-        v = zero + go[ow] / dv
-        g0[c] = v
-        g0[c + 1] = v
-        g1[c] = v
-        g1[c + 1] = v
-
-
 cdef void _avg_bwd_plane(const floating* go, floating* gi, floating* g,
                          Py_ssize_t H, Py_ssize_t W, Py_ssize_t oH, Py_ssize_t oW,
                          Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
@@ -784,7 +809,7 @@ cdef void _avg_bwd_plane(const floating* go, floating* gi, floating* g,
 
     Columns are visited with j descending so that every gi element receives its contributions in (oh, ow)
     order, as in PyTorch (bitwise identical sums). 2x2 stride 2 windows do not overlap: rows whose windows
-    lie inside the input vertically take _avg_bwd_row_2x2 on the columns inside horizontally too.
+    lie inside the input vertically take fastconv_spread_2x2 on the columns inside horizontally too.
     """
     cdef Py_ssize_t oh, ow, h0, h1, ih, j, off, lo, hi, d, flo = 0, fhi = 0, c0, c1
     cdef floating* girow
@@ -800,7 +825,14 @@ cdef void _avg_bwd_plane(const floating* go, floating* gi, floating* g,
         h1 = _imin(_imin(h0 + kh, H + pb), H)
         c0, c1 = oW, oW         # the columns for the generic passes: [0, c0) and [c1, oW)
         if flo < fhi and h0 >= 0 and h0 + kh <= H:
-            _avg_bwd_row_2x2(go + oh * oW, gi + h0 * W, W, -pl, flo, fhi, dv)
+            # the windows do not overlap: each element gets one contribution, added to the zero
+            # it was cleared to (0 + v: -0.0 becomes +0.0 as in PyTorch); writing it spares the load
+            if floating is float:
+                fastconv_spread_2x2_f(go + oh * oW + flo, gi + h0 * W + 2 * flo - pl, gi + (h0 + 1) * W + 2 * flo - pl,
+                                      fhi - flo, dv)
+            else:
+                fastconv_spread_2x2_d(go + oh * oW + flo, gi + h0 * W + 2 * flo - pl, gi + (h0 + 1) * W + 2 * flo - pl,
+                                      fhi - flo, dv)
             c0, c1 = flo, fhi
             if c0 == 0 and c1 == oW:
                 continue
