@@ -118,9 +118,15 @@ def test_builtin_rule(op, data_format, monkeypatch):
     assert choose(op, _geom(fmnist2, data_format)) == "winograd"
     expected = "direct" if data_format == "NHWC" and op != "grad_input" else "winograd"
     assert choose(op, _geom(dataclasses.replace(fmnist2, in_channels=8), data_format)) == expected
-    # narrow 1x1 layers: im2col in either layout
+    # 1x1 layers: NCHW's pointwise kernel while the weights fit in L2 (but for the weight
+    # gradient), else im2col
     pointwise = dataclasses.replace(lenet, in_channels=8, kernel=(1, 1))
-    assert choose(op, _geom(pointwise, data_format)) == "im2col"
+    expected = "direct" if data_format == "NCHW" and op != "grad_weight" else "im2col"
+    assert choose(op, _geom(pointwise, data_format)) == expected
+    resnet_1x1 = dataclasses.replace(pointwise, in_channels=64, out_channels=256)
+    assert choose(op, _geom(resnet_1x1, data_format)) == expected
+    assert choose(op, _geom(dataclasses.replace(resnet_1x1, in_channels=512), data_format)) == "im2col"
+    assert choose(op, _geom(dataclasses.replace(resnet_1x1, stride=2), data_format)) == "im2col"
     # an RGB first layer: direct but for the input gradient, ...
     rgb = dataclasses.replace(narrow, in_channels=3)
     expected = "im2col" if op == "grad_input" else "direct"

@@ -1565,6 +1565,40 @@ cdef Py_ssize_t *_row_positions(Py_ssize_t oH, Py_ssize_t oW, Py_ssize_t Wp, Py_
     return sp
 
 
+cdef int _forward_nchw_pointwise(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
+                                 const floating[::1] bias, floating[:, :, :, ::1] out,
+                                 Py_ssize_t nthreads, Py_ssize_t run) except -1:
+    """out[n, k, t] := bias[k] + sum_c w[k, c] * x[n, c, t]: a 1x1, stride-1, unpadded, single-group
+    layer, whose every input plane is already a flat run of the output's pixels.
+
+    Tasks are (sample, run of pixels). Each block of 4 output channels sums over the run's C input
+    rows, which stay in cache for all K/4 blocks, and writes the output once: a GEMM through BLAS
+    first clears its output and then adds to it, three passes over an output that, with an inner
+    dimension of C = 64, outweighs everything else the layer reads. The weights are read once per
+    run: auto takes this path only while they fit in L2 (_pointwise_nchw in auto.py)."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], K = out.shape[1]
+    cdef Py_ssize_t HW = x.shape[2] * x.shape[3]
+    cdef Py_ssize_t nruns = _ceil_div(HW, run), t, n, t0, kb, c
+    cdef Py_ssize_t *off = <Py_ssize_t *> malloc(C * sizeof(Py_ssize_t))
+    if off == NULL:
+        raise MemoryError()
+    for c in range(C):
+        off[c] = c * HW
+    try:
+        with nogil, parallel(num_threads=nthreads):
+            flush_denormals_enter()
+            for t in prange(N * nruns, schedule="static"):
+                n = t // nruns
+                t0 = (t % nruns) * run
+                for kb in range(0, K, 4):
+                    _taps_flat(&out[n, kb, 0, 0] + t0, HW, &x[n, 0, 0, 0] + t0, off, &weight[kb, 0, 0, 0], C,
+                               &bias[kb], min(4, K - kb), min(run, HW - t0))
+            flush_denormals_exit()
+    finally:
+        free(off)
+    return 0
+
+
 def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
                  const floating[::1] bias, floating[:, :, :, ::1] out,
                  Py_ssize_t stride_h, Py_ssize_t stride_w, Py_ssize_t pad_top,
@@ -1583,6 +1617,14 @@ def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
     cdef Py_ssize_t *jr
     cdef Py_ssize_t *pos
     if N == 0:
+        return
+    if (kh == 1 and kw == 1 and stride_h == 1 and stride_w == 1 and groups == 1
+            and oH == x.shape[2] and oW == x.shape[3]):
+        # runs of pixels whose C input rows fill about 32 KB (in L1 at C = 64), whole steps of
+        # the 4 x 4-vector kernel
+        VL = 4 * FASTCONV_VBYTES() // sizeof(floating)
+        R = max(VL, 32768 // (Cg * sizeof(floating)) // VL * VL)
+        _forward_nchw_pointwise(x, weight, bias, out, nthreads, R)
         return
     # planes staged for the plane kernel: sh*sw components of Hq rows of Wq
     Hq = oH + (kh - 1) * dilation_h // stride_h

@@ -1,0 +1,49 @@
+"""Direct's NCHW pointwise kernel: 1x1, stride-1, unpadded, single-group layers, whose input
+planes are flat runs of the output's pixels. Tasks are (sample, run of pixels); blocks of 4
+output channels, then single channels, in steps of 4 vectors, 1 vector and scalars. The
+input gradient at stride 1 is the same kernel on the transposed weights."""
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv.testing import ConvCase, conv_inputs
+from fastconv.testing.tolerances import assert_close
+
+CASES = [
+    ConvCase("c1_k1_5x7", 2, 1, 5, 7, 1, (1, 1)),            # scalars only
+    ConvCase("c3_k9_9x9", 2, 3, 9, 9, 9, (1, 1)),            # 2 blocks of 4 and a single channel
+    ConvCase("c8_k16_20x20", 3, 8, 20, 20, 16, (1, 1)),      # 400 pixels: runs of whole vectors
+    ConvCase("c64_k6_30x31", 2, 64, 30, 31, 6, (1, 1)),      # runs of 128 pixels and a tail
+    ConvCase("c70_k5_13x11", 1, 70, 13, 11, 5, (1, 1)),
+    ConvCase("c300_k4_11x12", 2, 300, 11, 12, 4, (1, 1)),    # the shortest runs (4 vectors)
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_forward_and_input_gradient_match_the_reference(case, dtype):
+    x, w, b = conv_inputs(case, dtype, "NCHW")
+    y = fastconv.conv2d(x, w, b, algorithm="direct")
+    gy = np.random.default_rng(3).standard_normal(y.shape).astype(dtype)
+    gx = fastconv.conv2d_backward(gy, x, w, algorithm="direct", needs=("input",))[0]
+    x64, w64, b64, gy64 = (a.astype(np.float64) for a in (x, w, b, gy))
+    assert_close(y, fastconv.conv2d(x64, w64, b64, algorithm="reference"), dtype, case.in_channels, "forward")
+    want_gx = fastconv.conv2d_backward(gy64, x64, w64, algorithm="reference", needs=("input",))[0]
+    assert_close(gx, want_gx, dtype, case.out_channels, "grad_input")
+
+
+@pytest.mark.parametrize("case", CASES[2:5], ids=lambda c: c.id)
+def test_results_do_not_depend_on_threads(case):
+    x, w, b = conv_inputs(case, np.float32, "NCHW")
+    results = []
+    for threads in (1, 2, 3):
+        with fastconv.num_threads(threads):
+            results.append(fastconv.conv2d(x, w, b, algorithm="direct"))
+    for other in results[1:]:
+        np.testing.assert_array_equal(other, results[0])
+
+
+def test_auto_runs_resnet_bottleneck_1x1_on_it():
+    case = ConvCase("resnet_1x1", 1, 64, 14, 14, 256, (1, 1))
+    x, w, b = conv_inputs(case, np.float32, "NCHW")
+    np.testing.assert_array_equal(fastconv.conv2d(x, w, b), fastconv.conv2d(x, w, b, algorithm="direct"))
