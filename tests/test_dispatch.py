@@ -118,15 +118,20 @@ def test_builtin_rule(op, data_format, monkeypatch):
     assert choose(op, _geom(fmnist2, data_format)) == "winograd"
     expected = "direct" if data_format == "NHWC" and op != "grad_input" else "winograd"
     assert choose(op, _geom(dataclasses.replace(fmnist2, in_channels=8), data_format)) == expected
-    # 1x1 layers: NCHW's pointwise kernel while the weights fit in L2 (but for the weight
-    # gradient), else im2col
+    # 1x1 layers: the pointwise kernels while the weights stay in cache, but for the weight
+    # gradient; else im2col
     pointwise = dataclasses.replace(lenet, in_channels=8, kernel=(1, 1))
-    expected = "direct" if data_format == "NCHW" and op != "grad_weight" else "im2col"
+    expected = "im2col" if op == "grad_weight" else "direct"
     assert choose(op, _geom(pointwise, data_format)) == expected
     resnet_1x1 = dataclasses.replace(pointwise, in_channels=64, out_channels=256)
     assert choose(op, _geom(resnet_1x1, data_format)) == expected
-    assert choose(op, _geom(dataclasses.replace(resnet_1x1, in_channels=512), data_format)) == "im2col"
+    wide_1x1 = dataclasses.replace(resnet_1x1, in_channels=512)    # NHWC's forward takes 128 Ki weights
+    assert choose(op, _geom(wide_1x1, data_format)) == (
+        "direct" if data_format == "NHWC" and op == "forward" else "im2col")
     assert choose(op, _geom(dataclasses.replace(resnet_1x1, stride=2), data_format)) == "im2col"
+    # NHWC's input gradient wants 8 or more input channels
+    assert choose(op, _geom(dataclasses.replace(resnet_1x1, in_channels=5), data_format)) == (
+        "im2col" if op == "grad_input" and data_format == "NHWC" else expected)
     # an RGB first layer: direct but for the input gradient, ...
     rgb = dataclasses.replace(narrow, in_channels=3)
     expected = "im2col" if op == "grad_input" else "direct"

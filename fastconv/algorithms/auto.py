@@ -10,10 +10,10 @@ def builtin_choice(op, geom):
     im2col + BLAS is the default: its tiles run on all cores with the columns in cache, and
     it wins every layer the others do not take, narrow strided NCHW ones too (8-16 channels:
     1.5-4.7x direct). Depthwise and other narrow groups run direct (each group's GEMM would
-    be a sliver: 3-40x), and so do NCHW 1x1 layers with small weights (_pointwise_nchw).
+    be a sliver: 3-40x), and so do 1x1 layers with weights that stay in cache (_pointwise).
     """
     cg, kg = geom.in_channels // geom.groups, geom.out_channels // geom.groups
-    if _pointwise_nchw(op, geom):
+    if _pointwise(op, geom):
         return "direct"
     if geom.groups == 1 and cg <= 4:
         return _first_layer(op, geom)
@@ -41,17 +41,30 @@ def _first_layer(op, geom):
     return "direct"
 
 
-def _pointwise_nchw(op, geom):
-    """NCHW 1x1 stride-1 unpadded single-group forwards and input gradients run on direct's
-    pointwise kernel, which writes each output once where BLAS clears it and adds to it, while
-    the weights stay in L2 (up to 32 Ki of them): resnet_1x1 (64 -> 256 at 56x56) 2.25 ms
-    against im2col's 3.2, 256 -> 64 2.6 vs 3.4, MobileNet's 24 -> 144 0.52 vs 0.83, narrow
-    layers (8 -> 16, 16 -> 8, 5 -> 32) 2-3x, forward and input gradient. With larger weights
-    im2col wins: 128 -> 512 a tie, 960 -> 160 at 7x7 0.42 vs 0.74, 512 -> 2048 2.9 vs 5.0."""
-    return (op != "grad_weight" and not geom.channels_last and geom.groups == 1
-            and (geom.kernel_h, geom.kernel_w) == (1, 1) and geom.stride == (1, 1)
-            and geom.padding == ((0, 0), (0, 0))
-            and geom.in_channels * geom.out_channels <= 32768)
+def _pointwise(op, geom):
+    """1x1 stride-1 unpadded single-group forwards and input gradients run on direct's
+    pointwise kernels, which write each output once where BLAS clears it and adds to it,
+    while the weights stay in cache.
+    - NCHW, up to 32 Ki weights: resnet_1x1 (64 -> 256 at 56x56) 2.25 ms against im2col's
+      3.2, 256 -> 64 2.6 vs 3.4, MobileNet's 24 -> 144 0.52 vs 0.83, narrow layers (8 -> 16,
+      16 -> 8, 5 -> 32) 2-3x. Beyond, im2col: 128 -> 512 a tie, 960 -> 160 at 7x7 0.42 vs
+      0.74, 512 -> 2048 2.9 vs 5.0.
+    - NHWC forwards, up to 256 Ki weights (blocks of 8 pixels x 32 channels): resnet_1x1 2.3
+      vs 2.8, 1024 -> 256 at 14x14 2.0 vs 2.2, 960 -> 160 0.30 vs 0.38, 8 -> 16 2x; but 512 ->
+      2048 2.7 vs 2.3.
+    - NHWC input gradients (the forward on the transposed weights) with 8 or more input
+      channels and up to 64 Ki weights: resnet_1x1 2.5 vs 3.2, 144 -> 24 0.58 vs 0.86; but
+      1024 -> 256 2.5 vs 2.2, and 5 -> 32 0.17 vs 0.13."""
+    if op == "grad_weight" or not (
+            geom.groups == 1 and (geom.kernel_h, geom.kernel_w) == (1, 1)
+            and geom.stride == (1, 1) and geom.padding == ((0, 0), (0, 0))):
+        return False
+    weights = geom.in_channels * geom.out_channels
+    if not geom.channels_last:
+        return weights <= 32768
+    if op == "forward":
+        return weights <= 262144
+    return weights <= 65536 and geom.in_channels >= 8
 
 
 def _nchw_planes_fit(geom):

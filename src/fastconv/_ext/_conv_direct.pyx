@@ -1565,6 +1565,97 @@ cdef Py_ssize_t *_row_positions(Py_ssize_t oH, Py_ssize_t oW, Py_ssize_t Wp, Py_
     return sp
 
 
+cdef extern from *:
+    """
+    /* NHWC 1x1 layers: a GEMM of pixel rows by the weights, d[p*K + k] := b[k] +
+       sum_c s[p*C + c] * w[c*K + k], for P pixels. A block of PB pixels x NV vectors of
+       output channels keeps its PB*NV sums in registers over all C (8 x 2: 16 sums, two
+       weight loads and 8 broadcasts per input channel), then stores them once. The pixel
+       rows of a run stay in L1 while the output channels are swept a block at a time. */
+    #define FASTCONV_PIXEL_BLOCK(NAME, T, V)                                                  \
+    static inline __attribute__((always_inline)) void                                      \
+    NAME(T *restrict d, Py_ssize_t K, const T *restrict s, Py_ssize_t C,                   \
+         const T *restrict w, const T *restrict b, const int PB, const int NV) {           \
+        enum { L = sizeof(V) / sizeof(T) };                                                \
+        V acc[8][2];                                                                       \
+        for (int v = 0; v < NV; v++)                                                       \
+            for (int i = 0; i < PB; i++)                                                   \
+                acc[i][v] = FASTCONV_LD(V, b + v * L);                                     \
+        for (Py_ssize_t c = 0; c < C; c++) {                                               \
+            V wv[2];                                                                       \
+            for (int v = 0; v < NV; v++)                                                   \
+                wv[v] = FASTCONV_LD(V, w + c * K + v * L);                                 \
+            for (int i = 0; i < PB; i++) {                                                 \
+                T xs = s[i * C + c];                                                       \
+                for (int v = 0; v < NV; v++)                                               \
+                    acc[i][v] += xs * wv[v];                                               \
+            }                                                                              \
+        }                                                                                  \
+        for (int i = 0; i < PB; i++)                                                       \
+            for (int v = 0; v < NV; v++)                                                   \
+                FASTCONV_ST(V, d + i * K + v * L, acc[i][v]);                              \
+    }
+    #define FASTCONV_POINTWISE_NHWC(NAME, T, V, HV)                                           \
+    FASTCONV_PIXEL_BLOCK(NAME##_v, T, V)                                                   \
+    FASTCONV_PIXEL_BLOCK(NAME##_h, T, HV)                                                  \
+    FASTCONV_PIXEL_BLOCK(NAME##_s, T, T)                                                   \
+    static void NAME(T *restrict d, const T *restrict s, const T *restrict w,              \
+                     const T *restrict b, Py_ssize_t C, Py_ssize_t K, Py_ssize_t P) {      \
+        enum { L = sizeof(V) / sizeof(T) };                                                \
+        Py_ssize_t k = 0, p;                                                               \
+        for (; k + 2 * L <= K; k += 2 * L) {                                               \
+            for (p = 0; p + 8 <= P; p += 8)                                                \
+                NAME##_v(d + p * K + k, K, s + p * C, C, w + k, b + k, 8, 2);              \
+            for (; p < P; p++)                                                             \
+                NAME##_v(d + p * K + k, K, s + p * C, C, w + k, b + k, 1, 2);              \
+        }                                                                                  \
+        for (; k + L <= K; k += L) {                                                       \
+            for (p = 0; p + 8 <= P; p += 8)                                                \
+                NAME##_v(d + p * K + k, K, s + p * C, C, w + k, b + k, 8, 1);              \
+            for (; p < P; p++)                                                             \
+                NAME##_v(d + p * K + k, K, s + p * C, C, w + k, b + k, 1, 1);              \
+        }                                                                                  \
+        for (; k + L / 2 <= K; k += L / 2) {  /* 24 channels: 16 + 8, not 16 + 8 x 1 */     \
+            for (p = 0; p + 8 <= P; p += 8)                                                \
+                NAME##_h(d + p * K + k, K, s + p * C, C, w + k, b + k, 8, 1);              \
+            for (; p < P; p++)                                                             \
+                NAME##_h(d + p * K + k, K, s + p * C, C, w + k, b + k, 1, 1);              \
+        }                                                                                  \
+        for (; k < K; k++) {                                                               \
+            for (p = 0; p + 8 <= P; p += 8)                                                \
+                NAME##_s(d + p * K + k, K, s + p * C, C, w + k, b + k, 8, 1);              \
+            for (; p < P; p++)                                                             \
+                NAME##_s(d + p * K + k, K, s + p * C, C, w + k, b + k, 1, 1);              \
+        }                                                                                  \
+    }
+    FASTCONV_POINTWISE_NHWC(fastconv_pointwise_nhwc_f, float, fastconv_vf, fastconv_hf)
+    FASTCONV_POINTWISE_NHWC(fastconv_pointwise_nhwc_d, double, fastconv_vd, fastconv_hd)
+    """
+    void fastconv_pointwise_nhwc_f(float *d, const float *s, const float *w, const float *b,
+                                   Py_ssize_t C, Py_ssize_t K, Py_ssize_t P) noexcept nogil
+    void fastconv_pointwise_nhwc_d(double *d, const double *s, const double *w, const double *b,
+                                   Py_ssize_t C, Py_ssize_t K, Py_ssize_t P) noexcept nogil
+
+
+cdef int _pointwise_nhwc(const floating *x, const floating *w, const floating *b, floating *out,
+                         Py_ssize_t pixels, Py_ssize_t C, Py_ssize_t K, Py_ssize_t nthreads) except -1:
+    """out[p, k] := b[k] + sum_c x[p, c] * w[c, k] for the rows p < pixels of an NHWC 1x1,
+    stride-1, unpadded, single-group layer (its forward; its input gradient with w transposed).
+    Tasks are runs of pixels whose C inputs fill about 32 KB; see fastconv_pointwise_nhwc."""
+    cdef Py_ssize_t run = max(8, 32768 // (C * sizeof(floating)) // 8 * 8)
+    cdef Py_ssize_t t, p0
+    with nogil, parallel(num_threads=nthreads):
+        flush_denormals_enter()
+        for t in prange(_ceil_div(pixels, run), schedule="static"):
+            p0 = t * run
+            if floating is float:
+                fastconv_pointwise_nhwc_f(out + p0 * K, x + p0 * C, w, b, C, K, min(run, pixels - p0))
+            else:
+                fastconv_pointwise_nhwc_d(out + p0 * K, x + p0 * C, w, b, C, K, min(run, pixels - p0))
+        flush_denormals_exit()
+    return 0
+
+
 cdef int _forward_nchw_pointwise(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
                                  const floating[::1] bias, floating[:, :, :, ::1] out,
                                  Py_ssize_t nthreads, Py_ssize_t run) except -1:
@@ -2352,6 +2443,11 @@ def forward_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
     cdef floating *stage = NULL
     if N == 0:
         return
+    if (kh == 1 and kw == 1 and stride_h == 1 and stride_w == 1 and groups == 1
+            and oH == x.shape[1] and out.shape[2] == x.shape[2]):
+        _pointwise_nhwc(&x[0, 0, 0, 0], &weight[0, 0, 0, 0], &bias[0], &out[0, 0, 0, 0],
+                        N * oH * out.shape[2], Cg, out.shape[3], nthreads)
+        return
     if few:
         # Blocks of R output rows, whole images unless too few for the threads: the input
         # rows are staged once per block, not kh times.
@@ -2467,6 +2563,22 @@ cdef void _grad_input_nhwc_row(const floating[:, :, :, ::1] grad_output,
             _mul1(dst, gs[c], wsp[c], C)
 
 
+cdef int _pointwise_nhwc_t(const floating[:, :, :, ::1] grad_output, const floating[:, :, :, ::1] w_t,
+                           floating[:, :, :, ::1] grad_input, Py_ssize_t nthreads) except -1:
+    """grad_input[p, c] := sum_k grad_output[p, k] * w_t[0, 0, k, c] (an NHWC 1x1 layer's adjoint)."""
+    cdef Py_ssize_t C = grad_input.shape[3]
+    cdef floating *zeros = <floating *> calloc(C, sizeof(floating))
+    if zeros == NULL:
+        raise MemoryError()
+    try:
+        _pointwise_nhwc(&grad_output[0, 0, 0, 0], &w_t[0, 0, 0, 0], zeros, &grad_input[0, 0, 0, 0],
+                        grad_input.shape[0] * grad_input.shape[1] * grad_input.shape[2],
+                        grad_output.shape[3], C, nthreads)
+    finally:
+        free(zeros)
+    return 0
+
+
 def grad_input_nhwc(const floating[:, :, :, ::1] grad_output, const floating[:, :, :, ::1] weight,
                     floating[:, :, :, ::1] grad_input,
                     Py_ssize_t stride_h, Py_ssize_t stride_w, Py_ssize_t pad_top,
@@ -2477,7 +2589,14 @@ def grad_input_nhwc(const floating[:, :, :, ::1] grad_output, const floating[:, 
     cdef Py_ssize_t N = grad_input.shape[0], H = grad_input.shape[1]
     cdef Py_ssize_t kh = weight.shape[0], kw = weight.shape[1]
     cdef Py_ssize_t t
+    cdef const floating[:, :, :, ::1] w_t
     if N == 0:
+        return
+    if (kh == 1 and kw == 1 and stride_h == 1 and stride_w == 1 and groups == 1
+            and H == grad_output.shape[1] and grad_input.shape[2] == grad_output.shape[2]):
+        # 1x1: the pointwise forward with the weights transposed, (K, C)
+        w_t = np.ascontiguousarray(np.asarray(weight).transpose(0, 1, 3, 2))
+        _pointwise_nhwc_t(grad_output, w_t, grad_input, max(num_threads, 1))
         return
     if stride_h == 1 and stride_w == 1 and weight.shape[2] == 1 and weight.shape[3] == groups:
         # Depthwise, stride 1: the adjoint is the forward correlation with the flipped kernel
