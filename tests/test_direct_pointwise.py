@@ -1,10 +1,11 @@
-"""Direct's pointwise kernels: 1x1, stride-1, unpadded, single-group layers.
+"""Direct's pointwise kernels: 1x1, unpadded, single-group layers (stride 1, and NHWC strided forwards).
 
 NCHW: the input planes are flat runs of the output's pixels. Tasks are (sample, run of
 pixels); blocks of 4 output channels, then single channels, in steps of 4 vectors, 1 vector
 and scalars. NHWC: a GEMM of pixel rows by the weights in blocks of 8 pixels (then single
-ones) x 2 vectors, 1 vector, half a vector and single output channels. In both layouts the
-input gradient is the same kernel on the transposed weights."""
+ones) x 2 vectors, 1 vector, half a vector and single output channels; strided forwards a row
+of output pixels at a time. In both layouts the stride-1 input gradient is the same kernel on
+the transposed weights."""
 import numpy as np
 import pytest
 
@@ -21,6 +22,9 @@ CASES = [
     ConvCase("c300_k4_11x12", 2, 300, 11, 12, 4, (1, 1)),    # the shortest runs (4 vectors)
     ConvCase("c16_k40_7x9", 3, 16, 7, 9, 40, (1, 1)),        # NHWC: 32 + 8 channels, 189 pixels
     ConvCase("c24_k73_6x5", 1, 24, 6, 5, 73, (1, 1)),        # NHWC: 64 + 8 + 1
+    # strided: NHWC's forward takes a task per output row, its input pixels sw*C apart
+    ConvCase("c16_k40_s2", 2, 16, 9, 10, 40, (1, 1), stride=2),
+    ConvCase("c24_k9_s_3_2", 1, 24, 11, 7, 9, (1, 1), stride=(3, 2)),
 ]
 
 
@@ -29,7 +33,7 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_forward_and_input_gradient_match_the_reference(case, data_format, dtype):
     x, w, b = conv_inputs(case, dtype, data_format)
-    kw = dict(data_format=data_format)
+    kw = dict(case.kwargs, data_format=data_format)
     y = fastconv.conv2d(x, w, b, algorithm="direct", **kw)
     gy = np.random.default_rng(3).standard_normal(y.shape).astype(dtype)
     gx = fastconv.conv2d_backward(gy, x, w, algorithm="direct", needs=("input",), **kw)[0]

@@ -1568,13 +1568,14 @@ cdef Py_ssize_t *_row_positions(Py_ssize_t oH, Py_ssize_t oW, Py_ssize_t Wp, Py_
 cdef extern from *:
     """
     /* NHWC 1x1 layers: a GEMM of pixel rows by the weights, d[p*K + k] := b[k] +
-       sum_c s[p*C + c] * w[c*K + k], for P pixels. A block of PB pixels x NV vectors of
-       output channels keeps its PB*NV sums in registers over all C (8 x 2: 16 sums, two
-       weight loads and 8 broadcasts per input channel), then stores them once. The pixel
-       rows of a run stay in L1 while the output channels are swept a block at a time. */
+       sum_c s[p*lds + c] * w[c*K + k], for P pixels (lds = C, or sw*C at a column stride).
+       A block of PB pixels x NV vectors of output channels keeps its PB*NV sums in
+       registers over all C (8 x 2: 16 sums, two weight loads and 8 broadcasts per input
+       channel), then stores them once. The pixel rows of a run stay in L1 while the output
+       channels are swept a block at a time. */
     #define FASTCONV_PIXEL_BLOCK(NAME, T, V)                                                  \
     static inline __attribute__((always_inline)) void                                      \
-    NAME(T *restrict d, Py_ssize_t K, const T *restrict s, Py_ssize_t C,                   \
+    NAME(T *restrict d, Py_ssize_t K, const T *restrict s, Py_ssize_t lds, Py_ssize_t C,   \
          const T *restrict w, const T *restrict b, const int PB, const int NV) {           \
         enum { L = sizeof(V) / sizeof(T) };                                                \
         V acc[8][2];                                                                       \
@@ -1586,7 +1587,7 @@ cdef extern from *:
             for (int v = 0; v < NV; v++)                                                   \
                 wv[v] = FASTCONV_LD(V, w + c * K + v * L);                                 \
             for (int i = 0; i < PB; i++) {                                                 \
-                T xs = s[i * C + c];                                                       \
+                T xs = s[i * lds + c];                                                     \
                 for (int v = 0; v < NV; v++)                                               \
                     acc[i][v] += xs * wv[v];                                               \
             }                                                                              \
@@ -1599,59 +1600,73 @@ cdef extern from *:
     FASTCONV_PIXEL_BLOCK(NAME##_v, T, V)                                                   \
     FASTCONV_PIXEL_BLOCK(NAME##_h, T, HV)                                                  \
     FASTCONV_PIXEL_BLOCK(NAME##_s, T, T)                                                   \
-    static void NAME(T *restrict d, const T *restrict s, const T *restrict w,              \
+    static void NAME(T *restrict d, const T *restrict s, Py_ssize_t lds, const T *restrict w, \
                      const T *restrict b, Py_ssize_t C, Py_ssize_t K, Py_ssize_t P) {      \
         enum { L = sizeof(V) / sizeof(T) };                                                \
         Py_ssize_t k = 0, p;                                                               \
         for (; k + 2 * L <= K; k += 2 * L) {                                               \
             for (p = 0; p + 8 <= P; p += 8)                                                \
-                NAME##_v(d + p * K + k, K, s + p * C, C, w + k, b + k, 8, 2);              \
+                NAME##_v(d + p * K + k, K, s + p * lds, lds, C, w + k, b + k, 8, 2);              \
             for (; p < P; p++)                                                             \
-                NAME##_v(d + p * K + k, K, s + p * C, C, w + k, b + k, 1, 2);              \
+                NAME##_v(d + p * K + k, K, s + p * lds, lds, C, w + k, b + k, 1, 2);              \
         }                                                                                  \
         for (; k + L <= K; k += L) {                                                       \
             for (p = 0; p + 8 <= P; p += 8)                                                \
-                NAME##_v(d + p * K + k, K, s + p * C, C, w + k, b + k, 8, 1);              \
+                NAME##_v(d + p * K + k, K, s + p * lds, lds, C, w + k, b + k, 8, 1);              \
             for (; p < P; p++)                                                             \
-                NAME##_v(d + p * K + k, K, s + p * C, C, w + k, b + k, 1, 1);              \
+                NAME##_v(d + p * K + k, K, s + p * lds, lds, C, w + k, b + k, 1, 1);              \
         }                                                                                  \
         for (; k + L / 2 <= K; k += L / 2) {  /* 24 channels: 16 + 8, not 16 + 8 x 1 */     \
             for (p = 0; p + 8 <= P; p += 8)                                                \
-                NAME##_h(d + p * K + k, K, s + p * C, C, w + k, b + k, 8, 1);              \
+                NAME##_h(d + p * K + k, K, s + p * lds, lds, C, w + k, b + k, 8, 1);              \
             for (; p < P; p++)                                                             \
-                NAME##_h(d + p * K + k, K, s + p * C, C, w + k, b + k, 1, 1);              \
+                NAME##_h(d + p * K + k, K, s + p * lds, lds, C, w + k, b + k, 1, 1);              \
         }                                                                                  \
         for (; k < K; k++) {                                                               \
             for (p = 0; p + 8 <= P; p += 8)                                                \
-                NAME##_s(d + p * K + k, K, s + p * C, C, w + k, b + k, 8, 1);              \
+                NAME##_s(d + p * K + k, K, s + p * lds, lds, C, w + k, b + k, 8, 1);              \
             for (; p < P; p++)                                                             \
-                NAME##_s(d + p * K + k, K, s + p * C, C, w + k, b + k, 1, 1);              \
+                NAME##_s(d + p * K + k, K, s + p * lds, lds, C, w + k, b + k, 1, 1);              \
         }                                                                                  \
     }
     FASTCONV_POINTWISE_NHWC(fastconv_pointwise_nhwc_f, float, fastconv_vf, fastconv_hf)
     FASTCONV_POINTWISE_NHWC(fastconv_pointwise_nhwc_d, double, fastconv_vd, fastconv_hd)
     """
-    void fastconv_pointwise_nhwc_f(float *d, const float *s, const float *w, const float *b,
-                                   Py_ssize_t C, Py_ssize_t K, Py_ssize_t P) noexcept nogil
-    void fastconv_pointwise_nhwc_d(double *d, const double *s, const double *w, const double *b,
-                                   Py_ssize_t C, Py_ssize_t K, Py_ssize_t P) noexcept nogil
+    void fastconv_pointwise_nhwc_f(float *d, const float *s, Py_ssize_t lds, const float *w,
+                                   const float *b, Py_ssize_t C, Py_ssize_t K, Py_ssize_t P) noexcept nogil
+    void fastconv_pointwise_nhwc_d(double *d, const double *s, Py_ssize_t lds, const double *w,
+                                   const double *b, Py_ssize_t C, Py_ssize_t K, Py_ssize_t P) noexcept nogil
 
 
 cdef int _pointwise_nhwc(const floating *x, const floating *w, const floating *b, floating *out,
-                         Py_ssize_t pixels, Py_ssize_t C, Py_ssize_t K, Py_ssize_t nthreads) except -1:
-    """out[p, k] := b[k] + sum_c x[p, c] * w[c, k] for the rows p < pixels of an NHWC 1x1,
-    stride-1, unpadded, single-group layer (its forward; its input gradient with w transposed).
-    Tasks are runs of pixels whose C inputs fill about 32 KB; see fastconv_pointwise_nhwc."""
+                         Py_ssize_t N, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C, Py_ssize_t oH,
+                         Py_ssize_t oW, Py_ssize_t K, Py_ssize_t sh, Py_ssize_t sw,
+                         Py_ssize_t nthreads) except -1:
+    """out[n, oh, ow, k] := b[k] + sum_c x[n, oh*sh, ow*sw, c] * w[c, k]: an NHWC 1x1, unpadded,
+    single-group layer (its forward; at stride 1 its input gradient with w transposed).
+    Stride 1: tasks are runs of the flat pixels whose C inputs fill about 32 KB. Strided: a
+    task is an output row, its input pixels sw*C apart. See fastconv_pointwise_nhwc."""
     cdef Py_ssize_t run = max(8, 32768 // (C * sizeof(floating)) // 8 * 8)
-    cdef Py_ssize_t t, p0
+    cdef Py_ssize_t t, p0, pixels = N * oH * oW
+    cdef const floating *s
+    cdef floating *d
     with nogil, parallel(num_threads=nthreads):
         flush_denormals_enter()
-        for t in prange(_ceil_div(pixels, run), schedule="static"):
-            p0 = t * run
-            if floating is float:
-                fastconv_pointwise_nhwc_f(out + p0 * K, x + p0 * C, w, b, C, K, min(run, pixels - p0))
-            else:
-                fastconv_pointwise_nhwc_d(out + p0 * K, x + p0 * C, w, b, C, K, min(run, pixels - p0))
+        if sh == 1 and sw == 1:
+            for t in prange(_ceil_div(pixels, run), schedule="static"):
+                p0 = t * run
+                if floating is float:
+                    fastconv_pointwise_nhwc_f(out + p0 * K, x + p0 * C, C, w, b, C, K, min(run, pixels - p0))
+                else:
+                    fastconv_pointwise_nhwc_d(out + p0 * K, x + p0 * C, C, w, b, C, K, min(run, pixels - p0))
+        else:
+            for t in prange(N * oH, schedule="static"):
+                s = x + ((t // oH) * H + (t % oH) * sh) * W * C
+                d = out + t * oW * K
+                if floating is float:
+                    fastconv_pointwise_nhwc_f(d, s, sw * C, w, b, C, K, oW)
+                else:
+                    fastconv_pointwise_nhwc_d(d, s, sw * C, w, b, C, K, oW)
         flush_denormals_exit()
     return 0
 
@@ -2443,10 +2458,10 @@ def forward_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
     cdef floating *stage = NULL
     if N == 0:
         return
-    if (kh == 1 and kw == 1 and stride_h == 1 and stride_w == 1 and groups == 1
-            and oH == x.shape[1] and out.shape[2] == x.shape[2]):
-        _pointwise_nhwc(&x[0, 0, 0, 0], &weight[0, 0, 0, 0], &bias[0], &out[0, 0, 0, 0],
-                        N * oH * out.shape[2], Cg, out.shape[3], nthreads)
+    if (kh == 1 and kw == 1 and groups == 1 and pad_top == 0 and pad_left == 0
+            and oH == (x.shape[1] - 1) // stride_h + 1 and out.shape[2] == (x.shape[2] - 1) // stride_w + 1):
+        _pointwise_nhwc(&x[0, 0, 0, 0], &weight[0, 0, 0, 0], &bias[0], &out[0, 0, 0, 0], N, x.shape[1],
+                        x.shape[2], Cg, oH, out.shape[2], out.shape[3], stride_h, stride_w, nthreads)
         return
     if few:
         # Blocks of R output rows, whole images unless too few for the threads: the input
@@ -2572,8 +2587,8 @@ cdef int _pointwise_nhwc_t(const floating[:, :, :, ::1] grad_output, const float
         raise MemoryError()
     try:
         _pointwise_nhwc(&grad_output[0, 0, 0, 0], &w_t[0, 0, 0, 0], zeros, &grad_input[0, 0, 0, 0],
-                        grad_input.shape[0] * grad_input.shape[1] * grad_input.shape[2],
-                        grad_output.shape[3], C, nthreads)
+                        grad_input.shape[0], grad_input.shape[1], grad_input.shape[2], grad_output.shape[3],
+                        grad_input.shape[1], grad_input.shape[2], C, 1, 1, nthreads)
     finally:
         free(zeros)
     return 0
