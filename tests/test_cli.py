@@ -56,6 +56,26 @@ def test_numba_gap_takes_the_best_of_each_family():
     assert numba_gap([r for r in rows if not r["contender"].startswith("numba_")]) == []
 
 
+def test_numba_gap_leaves_out_numba_algorithms_that_ran_another():
+    from fastconv.benchmarks.report import numba_gap
+    rows = [dict(layer="l", data_format="NHWC", op="forward", contender=name, seconds=s, runs=runs)
+            for name, s, runs in (("direct", 1.0, "direct"), ("numba_winograd", 1.0, "direct"),
+                                  ("numba_im2col", 1.2, "numba_im2col"))]
+    assert numba_gap(rows) == ["conv2d Numba vs Cython NHWC: the best Numba algorithm takes 1.20x "
+                               "the best Cython one's time (geometric mean; worst 1.20x, l forward) "
+                               "over 1 measurements"]
+
+
+def test_bench_rows_say_which_algorithm_ran():
+    from fastconv.benchmarks.conv import run_conv_suite
+    rows = run_conv_suite(layers=["resnet_1x1"], algorithm_names=["winograd", "numba_im2col"],
+                          data_formats=("NCHW",), rounds=1, threads=1, with_torch=False,
+                          progress=lambda _: None)
+    runs = {r["contender"]: r["runs"] for r in rows}
+    assert runs["numba_im2col"] == "numba_im2col" and runs["reference"] == "reference"
+    assert runs["winograd"] != "winograd"     # Winograd declines a 1x1 layer
+
+
 def test_bench_markdown_and_plot(tmp_path):
     pytest.importorskip("matplotlib")
     plot = tmp_path / "bench.png"

@@ -5,7 +5,7 @@ pixels); blocks of 4 output channels, then single channels, in steps of 4 vector
 and scalars. NHWC: a GEMM of pixel rows by the weights in blocks of 8 pixels (then single
 ones) x 2 vectors, 1 vector, half a vector and single output channels; strided forwards a row
 of output pixels at a time. In both layouts the stride-1 input gradient is the same kernel on
-the transposed weights."""
+the transposed weights. numba_direct has NCHW's, on its staged-plane tap blocks."""
 import numpy as np
 import pytest
 
@@ -28,15 +28,16 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("algorithm", ["direct", "numba_direct"])   # numba_direct: NCHW's
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("data_format", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_forward_and_input_gradient_match_the_reference(case, data_format, dtype):
+def test_forward_and_input_gradient_match_the_reference(case, data_format, dtype, algorithm):
     x, w, b = conv_inputs(case, dtype, data_format)
     kw = dict(case.kwargs, data_format=data_format)
-    y = fastconv.conv2d(x, w, b, algorithm="direct", **kw)
+    y = fastconv.conv2d(x, w, b, algorithm=algorithm, **kw)
     gy = np.random.default_rng(3).standard_normal(y.shape).astype(dtype)
-    gx = fastconv.conv2d_backward(gy, x, w, algorithm="direct", needs=("input",), **kw)[0]
+    gx = fastconv.conv2d_backward(gy, x, w, algorithm=algorithm, needs=("input",), **kw)[0]
     x64, w64, b64, gy64 = (a.astype(np.float64) for a in (x, w, b, gy))
     assert_close(y, fastconv.conv2d(x64, w64, b64, algorithm="reference", **kw), dtype, case.in_channels,
                  "forward")

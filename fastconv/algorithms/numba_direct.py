@@ -364,6 +364,39 @@ def _rows_per_block(N, oH, width, nthreads):
     return R
 
 
+@njit(parallel=True, cache=True, fastmath=_TREE_FASTMATH)
+def _forward_nchw_pointwise(x, weight, bias, out, off, run, vl, workers):
+    """out[n, k, t] := bias[k] + sum_c w[k, c] * x[n, c, t]: a 1x1, stride-1, unpadded,
+    single-group layer, whose input planes are already flat runs of the output's pixels
+    (off[c] = c*H*W). Tasks are (sample, run of pixels), a contiguous range a worker; the
+    run's C input rows stay in cache while every block of 4 output channels sums over them
+    (_plane_taps) and the output is written once, where BLAS would clear it first and add."""
+    N, C = x.shape[0], x.shape[1]
+    K = out.shape[1]
+    HW = x.shape[2] * x.shape[3]
+    P = x.reshape(N * C * HW)
+    results = out.reshape(N * K, HW)
+    w = weight.reshape(K, C)
+    nruns = (HW + run - 1) // run
+    ntasks = N * nruns
+    for worker in prange(workers):
+        acc = np.empty((4, run), dtype=x.dtype)
+        at = np.empty(C, dtype=np.uint64)     # off, moved to the task's run
+        blk4 = _stack_array(4, _RUN4, x.dtype)
+        blk1 = _stack_array(1, _BLOCK1, x.dtype)
+        for task in range(worker * ntasks // workers, (worker + 1) * ntasks // workers):
+            n = task // nruns
+            t0 = (task % nruns) * run
+            m = min(run, HW - t0)
+            for c in range(C):
+                at[c] = off[c] + np.uint64(n * C * HW + t0)
+            for k0 in range(0, K, 4):
+                nk = min(4, K - k0)
+                _plane_taps(acc, nk, P, at, w, k0, m, blk4, blk1)
+                for r in range(nk):
+                    _add_row(results, n * K + k0 + r, t0, acc, r, 0, m, bias[k0 + r], vl)
+
+
 def forward_nchw(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left,
                  dilation_h, dilation_w, groups, num_threads):
     """out := conv2d(x, weight) + bias  (NCHW)"""
@@ -372,6 +405,13 @@ def forward_nchw(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left,
         return
     nt = _use_threads(num_threads)
     K, Cg, kh, kw = weight.shape
+    if (kh == kw == 1 and stride_h == stride_w == 1 and groups == 1
+            and (oH, oW) == x.shape[2:]):
+        # runs whose C input rows fill about 32 KB, whole blocks of _plane_taps
+        run = max(_RUN4, 32768 // (Cg * x.itemsize) // _RUN4 * _RUN4)
+        _forward_nchw_pointwise(x, weight, bias, out, _plane_offsets(Cg, 1, 1, 1, 1, oH, oW),
+                                min(run, oH * oW), _VECTOR_BYTES // x.itemsize, nt)
+        return
     Hp = oH + (kh - 1) * dilation_h
     Wp = oW + (kw - 1) * dilation_w
     if stride_h == 1 and stride_w == 1 and _planes_fit(Cg, K // groups, Hp, Wp,

@@ -20,6 +20,12 @@ def _fastconv_ops(case, x, weight, bias, data_format, algorithm):
     }
 
 
+def _runs(op, geom, name):
+    if name in ("torch", "reference"):
+        return name
+    return algorithms.select(op, geom, np.float32, name).name
+
+
 def _torch_ops(torch, case, x, weight, bias, data_format):
     """The same ops in torch.nn.functional; NHWC as channels_last tensors."""
     if data_format == "NHWC":
@@ -40,7 +46,8 @@ def _torch_ops(torch, case, x, weight, bias, data_format):
 
 def run_conv_suite(layers=None, algorithm_names=None, ops=("forward",), data_formats=("NCHW", "NHWC"),
                    rounds=5, threads=2, with_torch=True, progress=print):
-    """Rows {layer, data_format, op, contender, seconds, flops} for every measurement."""
+    """Rows {layer, data_format, op, contender, seconds, flops, runs} for every measurement;
+    runs: the algorithm that ran (another than the contender where it declines the case)."""
     cases = [c for c in SUITE_LAYERS if layers is None or c.id in layers]
     names = algorithm_names or [a for a in algorithms.list_algorithms() if a != "reference"] + ["auto"]
     torch = torch_or_none(threads) if with_torch else None
@@ -48,7 +55,7 @@ def run_conv_suite(layers=None, algorithm_names=None, ops=("forward",), data_for
     for case in cases:
         for data_format in data_formats:
             x, weight, bias = conv_inputs(case, np.float32, data_format)
-            flops = conv2d_geometry(x.shape, weight.shape, data_format=data_format, **case.kwargs).flops
+            geom = conv2d_geometry(x.shape, weight.shape, data_format=data_format, **case.kwargs)
             contenders = {name: _fastconv_ops(case, x, weight, bias, data_format, name) for name in names}
             if torch is not None:
                 contenders["torch"] = _torch_ops(torch, case, x, weight, bias, data_format)
@@ -57,6 +64,7 @@ def run_conv_suite(layers=None, algorithm_names=None, ops=("forward",), data_for
                 seconds = interleaved({name: fns[op] for name, fns in contenders.items()}, rounds)
                 seconds["reference"] = median_seconds(reference[op], 1)
                 rows += [dict(layer=case.id, data_format=data_format, op=op, contender=name,
-                              seconds=s, flops=flops) for name, s in seconds.items()]
+                              seconds=s, flops=geom.flops, runs=_runs(op, geom, name))
+                         for name, s in seconds.items()]
             progress(f"  conv2d  {case.id:15s} {data_format}  done")
     return rows

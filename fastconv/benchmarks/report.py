@@ -73,12 +73,16 @@ def summary(conv_rows, pool_rows):
 
 def numba_gap(conv_rows):
     """Per layout: how the best Numba algorithm's time compares with the best compiled
-    (Cython) one's, layer by layer and op by op (geometric mean and the worst case)."""
+    (Cython) one's, layer by layer and op by op (geometric mean and the worst case). A
+    Numba algorithm that declines a case (Winograd a 1x1 layer) runs another, maybe a
+    Cython one: those rows are not Numba's."""
     def best(rows, numba):
         times = {}
         for r in rows:
             name = r["contender"]
             if name in ("auto", "reference", "torch") or name.startswith("numba_") != numba:
+                continue
+            if numba and not r.get("runs", name).startswith("numba_"):
                 continue
             key = (r["layer"], r["data_format"], r["op"])
             times[key] = min(times.get(key, math.inf), r["seconds"])
