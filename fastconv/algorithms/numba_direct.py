@@ -1679,6 +1679,12 @@ def grad_input_nhwc(grad_output, weight, grad_input, stride_h, stride_w, pad_top
                      (kh - 1) * dilation_h - pad_top, (kw - 1) * dilation_w - pad_left,
                      dilation_h, dilation_w, groups, num_threads)
         return
+    if (kh == kw == 1 and stride_h == stride_w == 1 and groups == 1
+            and grad_input.shape[1:3] == grad_output.shape[1:3]):
+        # 1x1: the forward with the weights transposed, (1, 1, K, C), as Cython's direct
+        forward_nhwc(grad_output, np.ascontiguousarray(weight.transpose(0, 1, 3, 2)),
+                     np.zeros(Cg, dtype=weight.dtype), grad_input, 1, 1, 0, 0, 1, 1, 1, num_threads)
+        return
     _use_threads(num_threads)
     _grad_input_nhwc(grad_output, weight, grad_input, stride_h, stride_w, pad_top, pad_left,
                      dilation_h, dilation_w, groups, grad_input.dtype.type(0))
