@@ -1727,9 +1727,9 @@ def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
     if (kh == 1 and kw == 1 and stride_h == 1 and stride_w == 1 and groups == 1
             and oH == x.shape[2] and oW == x.shape[3]):
         # runs of pixels whose C input rows fill about 32 KB (in L1 at C = 64), whole steps of
-        # the 4 x 4-vector kernel
-        VL = 4 * FASTCONV_VBYTES() // sizeof(floating)
-        R = max(VL, 32768 // (Cg * sizeof(floating)) // VL * VL)
+        # 4 vectors of the tap kernel
+        VL = FASTCONV_VBYTES() // sizeof(floating)
+        R = max(4 * VL, 32768 // (Cg * sizeof(floating)) // (4 * VL) * (4 * VL))
         _forward_nchw_pointwise(x, weight, bias, out, nthreads, R)
         return
     # planes staged for the plane kernel: sh*sw components of Hq rows of Wq

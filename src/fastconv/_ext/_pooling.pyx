@@ -571,21 +571,21 @@ def max_pool2d_forward_nchw(const floating[:, :, :, ::1] x, floating[:, :, :, ::
         return
     cdef const floating* xp = &x[0, 0, 0, 0]
     cdef floating* op = &out[0, 0, 0, 0]
+    if (indices is None and dilation_h == 1 and dilation_w == 1 and stride_w == 2 and kernel_h == kernel_w
+            and (kernel_h == 2 or kernel_h == 3)):
+        # inference, 2x2 and 3x3 windows at column stride 2: the values-only vector kernel
+        for p in prange(P, nogil=True, schedule="static", num_threads=nt):
+            _max_fwd_plane_values_s2(xp + p * HW, op + p * oHW, H, W, oH, oW, kernel_h, stride_h, pad_top, pad_left)
+        return
     cdef int32_t* scratch = NULL
     cdef int64_t* no64 = NULL
     cdef Py_ssize_t nbuf = 6 * (oW + 1)
-    # inference (no indices), 2x2 and 3x3 windows at column stride 2: the separable values-only kernel
-    cdef bint values_s2 = (indices is None and dilation_h == 1 and dilation_w == 1 and stride_w == 2
-                           and kernel_h == kernel_w and (kernel_h == 2 or kernel_h == 3))
-    cdef _IndexRows rows = _index_rows(indices, nt, 1 if values_s2 else oHW)
+    cdef _IndexRows rows = _index_rows(indices, nt, oHW)
     cdef floating* buf = <floating*> malloc(nt * nbuf * sizeof(floating))
     if buf == NULL:
         free(rows.scratch)
         raise MemoryError()
-    if values_s2:
-        for p in prange(P, nogil=True, schedule="static", num_threads=nt):
-            _max_fwd_plane_values_s2(xp + p * HW, op + p * oHW, H, W, oH, oW, kernel_h, stride_h, pad_top, pad_left)
-    elif floating is float and HW < INT32_MAX:
+    if floating is float and HW < INT32_MAX:
         scratch = <int32_t*> malloc(nt * oW * sizeof(int32_t))
         if scratch == NULL:
             free(buf)
