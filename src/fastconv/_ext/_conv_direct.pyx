@@ -1596,6 +1596,12 @@ cdef extern from *:
             for (int v = 0; v < NV; v++)                                                   \
                 FASTCONV_ST(V, d + i * K + v * L, acc[i][v]);                              \
     }
+    /* the pixels p < P of one block of output channels k: 8 at a time, then one by one */
+    #define FASTCONV_PIXEL_BLOCKS(BLOCK, NV)                                                  \
+        for (p = 0; p + 8 <= P; p += 8)                                                    \
+            BLOCK(d + p * K + k, K, s + p * lds, lds, C, w + k, b + k, 8, NV);             \
+        for (; p < P; p++)                                                                 \
+            BLOCK(d + p * K + k, K, s + p * lds, lds, C, w + k, b + k, 1, NV);
     #define FASTCONV_POINTWISE_NHWC(NAME, T, V, HV)                                           \
     FASTCONV_PIXEL_BLOCK(NAME##_v, T, V)                                                   \
     FASTCONV_PIXEL_BLOCK(NAME##_h, T, HV)                                                  \
@@ -1605,28 +1611,16 @@ cdef extern from *:
         enum { L = sizeof(V) / sizeof(T) };                                                \
         Py_ssize_t k = 0, p;                                                               \
         for (; k + 2 * L <= K; k += 2 * L) {                                               \
-            for (p = 0; p + 8 <= P; p += 8)                                                \
-                NAME##_v(d + p * K + k, K, s + p * lds, lds, C, w + k, b + k, 8, 2);              \
-            for (; p < P; p++)                                                             \
-                NAME##_v(d + p * K + k, K, s + p * lds, lds, C, w + k, b + k, 1, 2);              \
+            FASTCONV_PIXEL_BLOCKS(NAME##_v, 2)                                             \
         }                                                                                  \
         for (; k + L <= K; k += L) {                                                       \
-            for (p = 0; p + 8 <= P; p += 8)                                                \
-                NAME##_v(d + p * K + k, K, s + p * lds, lds, C, w + k, b + k, 8, 1);              \
-            for (; p < P; p++)                                                             \
-                NAME##_v(d + p * K + k, K, s + p * lds, lds, C, w + k, b + k, 1, 1);              \
+            FASTCONV_PIXEL_BLOCKS(NAME##_v, 1)                                             \
         }                                                                                  \
         for (; k + L / 2 <= K; k += L / 2) {  /* 24 channels: 16 + 8, not 16 + 8 x 1 */     \
-            for (p = 0; p + 8 <= P; p += 8)                                                \
-                NAME##_h(d + p * K + k, K, s + p * lds, lds, C, w + k, b + k, 8, 1);              \
-            for (; p < P; p++)                                                             \
-                NAME##_h(d + p * K + k, K, s + p * lds, lds, C, w + k, b + k, 1, 1);              \
+            FASTCONV_PIXEL_BLOCKS(NAME##_h, 1)                                             \
         }                                                                                  \
         for (; k < K; k++) {                                                               \
-            for (p = 0; p + 8 <= P; p += 8)                                                \
-                NAME##_s(d + p * K + k, K, s + p * lds, lds, C, w + k, b + k, 8, 1);              \
-            for (; p < P; p++)                                                             \
-                NAME##_s(d + p * K + k, K, s + p * lds, lds, C, w + k, b + k, 1, 1);              \
+            FASTCONV_PIXEL_BLOCKS(NAME##_s, 1)                                             \
         }                                                                                  \
     }
     FASTCONV_POINTWISE_NHWC(fastconv_pointwise_nhwc_f, float, fastconv_vf, fastconv_hf)
