@@ -26,6 +26,16 @@ DEPTHWISE = [
     (1, 18, 3, 2, 18, (3, 3), dict(padding=4, groups=18)),
     (1, 17, 5, 6, 17, (1, 3), dict(stride=(1, 2), padding=(0, 1), groups=17)),
     (2, 21, 7, 7, 42, (3, 3), dict(padding=1, groups=21)),
+    # NHWC rows of 8 or more interior pixels (_dw_rows): runs that are not whole blocks,
+    # pixel chunks with a last one of under 8, 1-3 valid kernel rows, stride 2, dilated
+    # rows, channel tails and (misaligned) heads
+    (2, 16, 5, 20, 16, (3, 3), dict(padding=1, groups=16)),
+    (1, 70, 4, 29, 70, (3, 3), dict(padding=1, groups=70)),
+    (1, 200, 3, 40, 200, (3, 3), dict(padding=1, groups=200)),
+    (2, 33, 6, 37, 33, (3, 3), dict(stride=2, padding=1, groups=33)),
+    (1, 20, 3, 30, 20, (3, 3), dict(padding=2, groups=20)),
+    (1, 24, 9, 22, 24, (3, 3), dict(dilation=(2, 1), padding=(2, 1), groups=24)),
+    (1, 18, 6, 25, 18, (3, 3), dict(stride=(1, 2), padding=((1, 0), (0, 1)), groups=18)),
 ]
 FIRST_LAYER = [
     (3, 1, 12, 12, 32, (5, 5), dict(padding=2)),
@@ -88,8 +98,8 @@ def test_direct_matches_reference(case, dtype, data_format, offset):
 
 
 @pytest.mark.parametrize("data_format", ["NCHW", "NHWC"])
-@pytest.mark.parametrize("case", [DEPTHWISE[1], DEPTHWISE[3], DEPTHWISE[4], FIRST_LAYER[0],
-                                  FIRST_LAYER[2]], ids=_ids)
+@pytest.mark.parametrize("case", [DEPTHWISE[1], DEPTHWISE[3], DEPTHWISE[4], DEPTHWISE[12],
+                                  DEPTHWISE[14], FIRST_LAYER[0], FIRST_LAYER[2]], ids=_ids)
 def test_direct_is_bitwise_independent_of_threads(case, data_format):
     # The kernels are called directly: fastconv.conv2d runs problems this small on one thread.
     x, weight, bias, kwargs = _inputs(case, np.float32, data_format, 1)

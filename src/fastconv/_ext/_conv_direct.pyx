@@ -33,7 +33,11 @@ in registers:
     _dots        r_kq  += sum_t G_k[t] * P[t + off_q]           NCHW grad_weight, whole planes,
                                                                 a kernel row of taps a pass
     _dw_pixels   d[p, c] = b[c] + sum_q x_q[p, c] * w_q[c]      NHWC depthwise forward
+    _dw_rows     the same for 3-wide kernel rows (interior columns,   NHWC depthwise forward,
+                 dilation 1): each input vector loaded once a row     stride 1 and 2
     _dw_dots     r_q[c] += sum_p g[p, c] * x_q[p, c]            NHWC depthwise grad_weight
+    _dw_grad_rows the same for 3-wide kernel rows (stride 1): the   NHWC depthwise grad_weight,
+                 input vectors slide along each row                   interior columns
     _bcast_pixels d[p, k] = b[k] + sum_q x_q[p] * w_q[k]        NHWC first-layer forward
     _bcast_dots  r_q[k] += sum_p x_q[p] * g[p, k]               NHWC first-layer grad_weight
     _brow_dots   r_t[k] += sum_p x[p + t] * g[p, k]             the same, whole images, a run
@@ -319,6 +323,58 @@ cdef extern from *:
     FASTCONV_DW(fastconv_dw_sf, float, float)
     FASTCONV_DW(fastconv_dw_vd, double, fastconv_vd)
     FASTCONV_DW(fastconv_dw_sd, double, double)
+    /* NHWC depthwise 3-wide kernel rows, dilation 1, column stride SW, one V of channels
+       at c, over npix >= 8 output pixels whose taps are all valid:
+       d[p*C + c] := bias[c] + sum_{r < NR, j < 3} xr[r][(p*SW + j)*C + c] * wr[r][j*C + c].
+       A block of 8 pixels loads each input vector of a kernel row once and adds it into
+       the (pixel, tap) sums it belongs to (3 at stride 1), where _dw loaded it once per
+       tap; the 3*NR weights stay in registers over the run.  A channel vector's sweep
+       along the rows reads one line of each pixel's channels: the kernel row new to this
+       output row, and the output, are prefetched FASTCONV_PF pixels ahead.  The last
+       block overlaps the one before (same values written twice). */
+    #define FASTCONV_DWROW(NAME, T, V, NR, SW)                                               \
+    static void NAME(T *restrict d, const T *const *xr, const T *const *wr,                 \
+                     const T *restrict bias, Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c) { \
+        enum { P = 8, U = (P - 1) * SW + 3 };                                               \
+        const V bv = FASTCONV_LD(V, bias + c);                                              \
+        V wv[NR][3], a[P], xv[U];                                                           \
+        Py_ssize_t p = 0;                                                                   \
+        int r, u, j, k;                                                                     \
+        for (r = 0; r < NR; r++)                                                            \
+            for (j = 0; j < 3; j++)                                                         \
+                wv[r][j] = FASTCONV_LD(V, wr[r] + j * C + c);                               \
+        for (;;) {                                                                          \
+            if (p + P > npix)                                                               \
+                p = npix - P;                                                               \
+            for (k = 0; k < P; k++) {                                                       \
+                a[k] = bv;                                                                  \
+                __builtin_prefetch(xr[NR - 1] + (p + FASTCONV_PF + k) * SW * C + c);        \
+                __builtin_prefetch(d + (p + FASTCONV_PF + k) * C + c, 1);                   \
+            }                                                                               \
+            for (r = 0; r < NR; r++) {                                                      \
+                const T *x = xr[r] + p * SW * C + c;                                        \
+                for (u = 0; u < U; u++, x += C)                                             \
+                    xv[u] = FASTCONV_LD(V, x);                                              \
+                for (k = 0; k < P; k++)                                                     \
+                    for (j = 0; j < 3; j++)                                                 \
+                        a[k] += xv[k * SW + j] * wv[r][j];                                  \
+            }                                                                               \
+            for (k = 0; k < P; k++)                                                         \
+                FASTCONV_ST(V, d + (p + k) * C + c, a[k]);                                  \
+            if (p + P >= npix)                                                              \
+                return;                                                                     \
+            p += P;                                                                         \
+        }                                                                                   \
+    }
+    #define FASTCONV_DWROW_ALL(SUFFIX, T, V)                                                 \
+        FASTCONV_DWROW(fastconv_dwrow_##SUFFIX##11, T, V, 1, 1)                              \
+        FASTCONV_DWROW(fastconv_dwrow_##SUFFIX##21, T, V, 2, 1)                              \
+        FASTCONV_DWROW(fastconv_dwrow_##SUFFIX##31, T, V, 3, 1)                              \
+        FASTCONV_DWROW(fastconv_dwrow_##SUFFIX##12, T, V, 1, 2)                              \
+        FASTCONV_DWROW(fastconv_dwrow_##SUFFIX##22, T, V, 2, 2)                              \
+        FASTCONV_DWROW(fastconv_dwrow_##SUFFIX##32, T, V, 3, 2)
+    FASTCONV_DWROW_ALL(f, float, fastconv_vf)
+    FASTCONV_DWROW_ALL(d, double, fastconv_vd)
 
     /* NHWC depthwise weight gradient, one V of channels at c:
        r_k[c + l] += sum_{p < npix} g[p*C + c + l] * x_k[p*sx + c + l]  for the nt <= 4 taps k
@@ -359,6 +415,59 @@ cdef extern from *:
     FASTCONV_DWDOT(fastconv_dwdot_sf, float, float)
     FASTCONV_DWDOT(fastconv_dwdot_vd, double, fastconv_vd)
     FASTCONV_DWDOT(fastconv_dwdot_sd, double, double)
+    /* NHWC depthwise weight gradient, 3-wide kernel rows, dilation 1, stride 1, one V of
+       channels at c, over npix output pixels whose taps are all valid:
+       r[k][j*C + c + l] += sum_{p < npix} g[p*C + c + l] * xr[k][(p + j)*C + c + l]
+       for k < NR, j < 3 and the lanes l in [l0, l1) (the others overlap a neighbouring
+       vector's channels).  The 3*NR sums stay in registers over the pixels, and the input
+       vectors slide along each kernel row: a pixel loads its grad_output vector and one
+       new input vector a row (_dwdot: 1 + 4 a row).  (At stride 2 that was slower than
+       _dwdot: 0.58 against 0.48-0.55 ms on 96 channels at 56x56.) */
+    #define FASTCONV_DWGROW(NAME, T, V, NR)                                                  \
+    static void NAME(T *const *r, const T *const *xr, const T *restrict g, Py_ssize_t C,    \
+                     Py_ssize_t npix, Py_ssize_t c, Py_ssize_t l0, Py_ssize_t l1) {         \
+        enum { L = sizeof(V) / sizeof(T) };                                                 \
+        V a[NR][3], s0[NR], s1[NR];                                                         \
+        T lanes[NR][3][L];                                                                  \
+        Py_ssize_t p;                                                                       \
+        int k, j, l;                                                                        \
+        __builtin_memset(a, 0, sizeof(a));                                                  \
+        for (k = 0; k < NR; k++) {   /* the columns the first pixel shares with the next */ \
+            s0[k] = FASTCONV_LD(V, xr[k] + c);                                              \
+            s1[k] = FASTCONV_LD(V, xr[k] + C + c);                                          \
+        }                                                                                   \
+        for (p = 0; p < npix; p++) {                                                        \
+            const V gv = FASTCONV_LD(V, g + p * C + c);                                     \
+            __builtin_prefetch(g + (p + FASTCONV_PF) * C + c);                              \
+            __builtin_prefetch(xr[NR - 1] + (p + FASTCONV_PF) * C + c);                     \
+            for (k = 0; k < NR; k++) {                                                      \
+                const V x2 = FASTCONV_LD(V, xr[k] + (p + 2) * C + c);                       \
+                a[k][0] += gv * s0[k];                                                      \
+                a[k][1] += gv * s1[k];                                                      \
+                a[k][2] += gv * x2;                                                         \
+                s0[k] = s1[k];                                                              \
+                s1[k] = x2;                                                                 \
+            }                                                                               \
+        }                                                                                   \
+        if (l0 == 0 && l1 == L) {                                                           \
+            for (k = 0; k < NR; k++)                                                        \
+                for (j = 0; j < 3; j++)                                                     \
+                    FASTCONV_ST(V, r[k] + j * C + c,                                        \
+                                FASTCONV_LD(V, r[k] + j * C + c) + a[k][j]);                \
+            return;                                                                         \
+        }                                                                                   \
+        __builtin_memcpy(lanes, a, sizeof(lanes));                                          \
+        for (k = 0; k < NR; k++)                                                            \
+            for (j = 0; j < 3; j++)                                                         \
+                for (l = l0; l < l1; l++)                                                   \
+                    r[k][j * C + c + l] += lanes[k][j][l];                                  \
+    }
+    #define FASTCONV_DWGROW_ALL(SUFFIX, T, V)                                                \
+        FASTCONV_DWGROW(fastconv_dwgrow_##SUFFIX##1, T, V, 1)                                \
+        FASTCONV_DWGROW(fastconv_dwgrow_##SUFFIX##2, T, V, 2)                                \
+        FASTCONV_DWGROW(fastconv_dwgrow_##SUFFIX##3, T, V, 3)
+    FASTCONV_DWGROW_ALL(f, float, fastconv_vf)
+    FASTCONV_DWGROW_ALL(d, double, fastconv_vd)
     /* NHWC with few input channels (first layers), output channels [k, k + NV*L):
        d[p*K + k] := bias[k] + sum_q xs[q][xo + p*sx] * ws[q][k]  for FASTCONV_BP pixels
        (full) or 1.  Each tap q is one input value per pixel, broadcast against NV vectors
@@ -615,6 +724,42 @@ cdef extern from *:
     void fastconv_dw_sd(double *d, const double **xs, const double **ws, Py_ssize_t nt,
                               const double *bias, Py_ssize_t C, Py_ssize_t sx, Py_ssize_t xo,
                               int full, Py_ssize_t c) noexcept nogil
+    void fastconv_dwrow_f11(float *d, const float *const *xr, const float *const *wr,
+        const float *bias, Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c) noexcept nogil
+    void fastconv_dwrow_f12(float *d, const float *const *xr, const float *const *wr,
+        const float *bias, Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c) noexcept nogil
+    void fastconv_dwrow_f21(float *d, const float *const *xr, const float *const *wr,
+        const float *bias, Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c) noexcept nogil
+    void fastconv_dwrow_f22(float *d, const float *const *xr, const float *const *wr,
+        const float *bias, Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c) noexcept nogil
+    void fastconv_dwrow_f31(float *d, const float *const *xr, const float *const *wr,
+        const float *bias, Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c) noexcept nogil
+    void fastconv_dwrow_f32(float *d, const float *const *xr, const float *const *wr,
+        const float *bias, Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c) noexcept nogil
+    void fastconv_dwrow_d11(double *d, const double *const *xr, const double *const *wr,
+        const double *bias, Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c) noexcept nogil
+    void fastconv_dwrow_d12(double *d, const double *const *xr, const double *const *wr,
+        const double *bias, Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c) noexcept nogil
+    void fastconv_dwrow_d21(double *d, const double *const *xr, const double *const *wr,
+        const double *bias, Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c) noexcept nogil
+    void fastconv_dwrow_d22(double *d, const double *const *xr, const double *const *wr,
+        const double *bias, Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c) noexcept nogil
+    void fastconv_dwrow_d31(double *d, const double *const *xr, const double *const *wr,
+        const double *bias, Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c) noexcept nogil
+    void fastconv_dwrow_d32(double *d, const double *const *xr, const double *const *wr,
+        const double *bias, Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c) noexcept nogil
+    void fastconv_dwgrow_f1(float *const *r, const float *const *xr, const float *g,
+        Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c, Py_ssize_t l0, Py_ssize_t l1) noexcept nogil
+    void fastconv_dwgrow_f2(float *const *r, const float *const *xr, const float *g,
+        Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c, Py_ssize_t l0, Py_ssize_t l1) noexcept nogil
+    void fastconv_dwgrow_f3(float *const *r, const float *const *xr, const float *g,
+        Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c, Py_ssize_t l0, Py_ssize_t l1) noexcept nogil
+    void fastconv_dwgrow_d1(double *const *r, const double *const *xr, const double *g,
+        Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c, Py_ssize_t l0, Py_ssize_t l1) noexcept nogil
+    void fastconv_dwgrow_d2(double *const *r, const double *const *xr, const double *g,
+        Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c, Py_ssize_t l0, Py_ssize_t l1) noexcept nogil
+    void fastconv_dwgrow_d3(double *const *r, const double *const *xr, const double *g,
+        Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c, Py_ssize_t l0, Py_ssize_t l1) noexcept nogil
     void fastconv_dwdot_vf(float **r, const float **xs, Py_ssize_t nt, const float *g,
                            Py_ssize_t C, Py_ssize_t sx, Py_ssize_t npix, Py_ssize_t c,
                            Py_ssize_t l0, Py_ssize_t l1) noexcept nogil
@@ -1015,6 +1160,70 @@ cdef inline void _dw_pixels(floating *d, const floating **xs, const floating **w
         p = p + (8 if full else 1)
 
 
+cdef inline void _dw_row_vec(floating *d, const floating **xr, const floating **wr, Py_ssize_t nr,
+                             Py_ssize_t sw, const floating *bias, Py_ssize_t C, Py_ssize_t npix,
+                             Py_ssize_t c) noexcept nogil:
+    if floating is float:
+        if sw == 1:
+            if nr == 3:
+                fastconv_dwrow_f31(d, xr, wr, bias, C, npix, c)
+            elif nr == 2:
+                fastconv_dwrow_f21(d, xr, wr, bias, C, npix, c)
+            else:
+                fastconv_dwrow_f11(d, xr, wr, bias, C, npix, c)
+        elif nr == 3:
+            fastconv_dwrow_f32(d, xr, wr, bias, C, npix, c)
+        elif nr == 2:
+            fastconv_dwrow_f22(d, xr, wr, bias, C, npix, c)
+        else:
+            fastconv_dwrow_f12(d, xr, wr, bias, C, npix, c)
+    else:
+        if sw == 1:
+            if nr == 3:
+                fastconv_dwrow_d31(d, xr, wr, bias, C, npix, c)
+            elif nr == 2:
+                fastconv_dwrow_d21(d, xr, wr, bias, C, npix, c)
+            else:
+                fastconv_dwrow_d11(d, xr, wr, bias, C, npix, c)
+        elif nr == 3:
+            fastconv_dwrow_d32(d, xr, wr, bias, C, npix, c)
+        elif nr == 2:
+            fastconv_dwrow_d22(d, xr, wr, bias, C, npix, c)
+        else:
+            fastconv_dwrow_d12(d, xr, wr, bias, C, npix, c)
+
+
+cdef inline void _dw_rows(floating *d, const floating **xr, const floating **wr, Py_ssize_t nr,
+                          Py_ssize_t sw, const floating *bias, Py_ssize_t C,
+                          Py_ssize_t npix) noexcept nogil:
+    """d[p*C + c] := bias[c] + sum_{r < nr, j < 3} xr[r][(p*sw + j)*C + c] * wr[r][j*C + c]
+    for p < npix (>= 8), c < C (>= one vector): 3-wide kernel rows at dilation 1, stride 1
+    or 2, nr <= 3 of them.  In chunks of pixels whose rows fill about 32 KB (the L1 cache),
+    a channel vector at a time over the chunk, its weights in registers; channels from an
+    aligned start as in _dw_pixels."""
+    cdef Py_ssize_t VL = FASTCONV_VBYTES() // sizeof(floating)
+    cdef Py_ssize_t c0 = _align_skip(xr[0], sizeof(floating)) if C >= _ALIGNED_START * VL else 0
+    cdef Py_ssize_t chunk = max(8, 32768 // ((nr * sw + 1) * C * sizeof(floating)) // 8 * 8)
+    cdef Py_ssize_t p = 0, m, c, r
+    cdef const floating *xc[3]
+    while p < npix:
+        m = min(chunk, npix - p)
+        if m < 8:
+            p = npix - 8  # overlaps the chunk before (same values written twice)
+            m = 8
+        for r in range(nr):
+            xc[r] = xr[r] + p * sw * C
+        if c0:
+            _dw_row_vec(d + p * C, xc, wr, nr, sw, bias, C, m, 0)
+        c = c0
+        while c + VL <= C:
+            _dw_row_vec(d + p * C, xc, wr, nr, sw, bias, C, m, c)
+            c = c + VL
+        if c < C:
+            _dw_row_vec(d + p * C, xc, wr, nr, sw, bias, C, m, C - VL)
+        p = p + m
+
+
 cdef inline void _bcast_vec(floating *d, const floating **xs, const floating **ws, Py_ssize_t nt,
                             const floating *bias, Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo,
                             int full, Py_ssize_t k, int nv) noexcept nogil:
@@ -1161,6 +1370,54 @@ cdef inline void _dw_dots(floating **r, const floating **xs, Py_ssize_t nt, cons
             c = c + VL
         if c < c1:
             _dw_dot_vec(r, xb, nt, g + p0 * C, C, sx, m, c1 - VL, VL - (c1 - c), VL, True)
+
+
+cdef inline void _dw_grow_vec(floating **r, const floating **xr, Py_ssize_t nr, const floating *g,
+                              Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c, Py_ssize_t l0,
+                              Py_ssize_t l1) noexcept nogil:
+    if floating is float:
+        if nr == 3:
+            fastconv_dwgrow_f3(r, xr, g, C, npix, c, l0, l1)
+        elif nr == 2:
+            fastconv_dwgrow_f2(r, xr, g, C, npix, c, l0, l1)
+        else:
+            fastconv_dwgrow_f1(r, xr, g, C, npix, c, l0, l1)
+    else:
+        if nr == 3:
+            fastconv_dwgrow_d3(r, xr, g, C, npix, c, l0, l1)
+        elif nr == 2:
+            fastconv_dwgrow_d2(r, xr, g, C, npix, c, l0, l1)
+        else:
+            fastconv_dwgrow_d1(r, xr, g, C, npix, c, l0, l1)
+
+
+cdef inline void _dw_grad_rows(floating **r, const floating **xr, Py_ssize_t nr,
+                               const floating *g, Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c0,
+                               Py_ssize_t c1) noexcept nogil:
+    """r[k][j*C + c] += sum_{p < npix} g[p*C + c] * xr[k][(p + j)*C + c]  for k < nr <= 3,
+    j < 3, c0 <= c < c1 (at least a vector): the weight gradient of 3-wide kernel rows at
+    dilation 1, stride 1.  In chunks of pixels whose rows fill about 32 KB (the L1
+    cache), a channel vector at a time over the chunk; vectors start aligned in the input,
+    as in _dw_dots, and one overlapping its neighbour adds only its own lanes."""
+    cdef Py_ssize_t VL = FASTCONV_VBYTES() // sizeof(floating)
+    cdef Py_ssize_t skip = (_align_skip(xr[0] + c0, sizeof(floating))
+                            if c1 - c0 >= _ALIGNED_START * VL else 0)
+    cdef Py_ssize_t chunk = max(8, 32768 // ((nr + 1) * (c1 - c0) * sizeof(floating)))
+    cdef Py_ssize_t p = 0, m, c, k
+    cdef const floating *xc[3]
+    while p < npix:
+        m = min(chunk, npix - p)
+        for k in range(nr):
+            xc[k] = xr[k] + p * C
+        if skip:
+            _dw_grow_vec(r, xc, nr, g + p * C, C, m, c0, 0, skip)
+        c = c0 + skip
+        while c + VL <= c1:
+            _dw_grow_vec(r, xc, nr, g + p * C, C, m, c, 0, VL)
+            c = c + VL
+        if c < c1:
+            _dw_grow_vec(r, xc, nr, g + p * C, C, m, c1 - VL, VL - (c1 - c), VL)
+        p = p + m
 
 
 cdef inline bint _copy_rows(floating *d, Py_ssize_t dp, const floating *s, Py_ssize_t sp,
@@ -2424,6 +2681,14 @@ cdef void _forward_nhwc_taps_row(const floating[:, :, :, ::1] x,
     ow = 0
     while ow < oW:
         run = hi - ow if lo <= ow < hi else 1
+        if (run >= 8 and kw == 3 and p.dw == 1 and p.sw <= 2 and 0 < i_hi - i_lo <= 3
+                and C >= FASTCONV_VBYTES() // sizeof(floating)):
+            for i in range(i_lo, i_hi):
+                xs[i - i_lo] = &x[n, ih0 + i * p.dh, ow * p.sw - p.pl, 0]
+                ws[i - i_lo] = &weight[i, 0, 0, 0]
+            _dw_rows(&out[n, oh, ow, 0], xs, ws, i_hi - i_lo, p.sw, &bias[0], C, run)
+            ow = ow + run
+            continue
         nt = 0
         for i in range(i_lo, i_hi):
             for j in range(kw):
@@ -2691,16 +2956,35 @@ cdef void _grad_weight_nhwc_dw_task(const floating[:, :, :, ::1] grad_output,
     """part[(i*kw + j)*C + c] := sum_{n0 <= n < n1, oh, ow} x[n, ih, iw, c] * go[n, oh, ow, c]
 
     Depthwise, channels [c0, c1).  Up to 4 taps of a kernel row share each grad_output load
-    over the columns where all of them are valid; the columns left over go tap by tap."""
+    over the columns where all of them are valid; the columns left over go tap by tap.
+    3-wide kernel rows at dilation 1 and stride 1 take all the valid kernel rows of an
+    output row at once (_dw_grad_rows: each grad_output load shared by up to 9 taps)."""
     cdef Py_ssize_t H = x.shape[1], C = x.shape[3], oH = grad_output.shape[1]
-    cdef Py_ssize_t n, oh, i, j, j0, nj, q, ih, lo, hi, c
+    cdef Py_ssize_t VL = FASTCONV_VBYTES() // sizeof(floating)
+    cdef Py_ssize_t n, oh, i, j, j0, nj, q, ih, lo, hi, c, i_lo, i_hi
+    cdef bint rows3 = kw == 3 and p.dw == 1 and p.sw == 1 and c1 - c0 >= VL
     cdef floating *rs[4]
     cdef const floating *xs[4]
     for q in range(kh * kw):
         for c in range(c0, c1):
             part[q * C + c] = 0
+    lo = max(jlo[0], jlo[1], jlo[2]) if rows3 else 0   # the columns all 3 taps reach
+    hi = min(jhi[0], jhi[1], jhi[2]) if rows3 else 0
     for n in range(n0, n1):
         for oh in range(oH):
+            _valid_range(kh, H, p.dh, oh * p.sh - p.pt, &i_lo, &i_hi)
+            if rows3 and hi > lo and 0 < i_hi - i_lo <= 3:
+                for i in range(i_lo, i_hi):
+                    ih = oh * p.sh - p.pt + i * p.dh
+                    rs[i - i_lo] = part + i * kw * C
+                    xs[i - i_lo] = &x[n, ih, lo * p.sw - p.pl, 0]
+                    for j in range(kw):
+                        _dw_dot_range(part + (i * kw + j) * C, grad_output, x, n, oh, ih,
+                                      j - p.pl, jlo[j], lo, c0, c1, p)
+                        _dw_dot_range(part + (i * kw + j) * C, grad_output, x, n, oh, ih,
+                                      j - p.pl, hi, jhi[j], c0, c1, p)
+                _dw_grad_rows(rs, xs, i_hi - i_lo, &grad_output[n, oh, lo, 0], C, hi - lo, c0, c1)
+                continue
             for i in range(kh):
                 ih = oh * p.sh - p.pt + i * p.dh
                 if ih < 0 or ih >= H:
