@@ -4,7 +4,8 @@ The paths are chosen by shape inside fastconv/algorithms/numba_direct.py:
     NHWC, groups == 1, K <= 256   staged rows; forward 4 pixels x 4 taps a pass (the last
                                   block of a task overlapping the one before), grad_weight
                                   4 taps x 4 pixels in sample chunks
-    NHWC depthwise                forward in place (interior columns 4 pixels at a time, the
+    NHWC depthwise                forward in place (interior columns 4 pixels at a time, or
+                                  8 a kernel row a pass for 3-wide rows at stride 1 or 2, the
                                   edge columns tap by tap), grad_input as the forward with
                                   the flipped kernel (stride 1), grad_weight on staged rows
                                   (blocks of 4 taps, channels in blocks of 256)
@@ -44,6 +45,9 @@ GROUPS_1 = [
 DEPTHWISE = [
     (2, 7, 6, 5, 7, (3, 3), dict(padding=1, groups=7)),
     (1, 144, 7, 8, 144, (3, 3), dict(padding=1, groups=144)),     # mobilenet_dw
+    (1, 144, 6, 20, 144, (3, 3), dict(padding=1, groups=144)),    # rows of 8: 18 interior
+    (2, 20, 7, 23, 20, (3, 3), dict(stride=2, padding=1, groups=20)),  # 2 blocks overlapping
+    (1, 16, 3, 12, 16, (3, 3), dict(padding=2, groups=16)),       # 1 to 3 kernel rows valid
     (1, 260, 5, 4, 260, (3, 3), dict(padding=1, groups=260)),     # two channel blocks
     (2, 9, 9, 10, 9, (3, 3), dict(stride=2, padding=1, groups=9)),
     (1, 6, 9, 9, 6, (3, 3), dict(dilation=2, padding=2, groups=6)),

@@ -906,6 +906,7 @@ _STAGE_ELEMENTS = 65536     # staged rows per forward task: at most this many el
 _STACK_CHANNELS = 256       # channels a stack accumulator row holds
 _TILE_ELEMENTS = 65536      # grad_output elements a pixel tile of the NHWC grad_weight
 _PREFETCH_PIXELS = 16       # how far ahead the depthwise forward asks for input rows
+_ROWS8_CHANNELS = 16        # channels of a block of 8 pixels x 3-wide kernel rows
 _LINE_ELEMENTS = 16         # float32 elements a cache line (float64: every other line)
 
 
@@ -1241,6 +1242,71 @@ def _row3_mul4(acc, x, r0, w, q, c0, m):
 
 
 @_inlined
+def _row3_mul8_s1(blk, x, r0, w, q, c0):
+    """blk[r, t] += sum_{j < 3} x[r0 + r + j, c0 + t] * w[q + j, c0 + t]  for r < 8,
+    t < _ROWS8_CHANNELS: a 3-wide kernel row over 8 consecutive pixels at stride 1, each of the 10
+    input rows loaded once for the (up to 3) products it takes part in"""
+    one = np.uint64(1)
+    for t in range(np.uint64(_ROWS8_CHANNELS)):
+        c = c0 + t
+        x0, x1, x2, x3, x4 = (x[r0, c], x[r0 + one, c], x[r0 + 2 * one, c], x[r0 + 3 * one, c],
+                              x[r0 + 4 * one, c])
+        x5, x6, x7, x8, x9 = (x[r0 + 5 * one, c], x[r0 + 6 * one, c], x[r0 + 7 * one, c],
+                              x[r0 + 8 * one, c], x[r0 + 9 * one, c])
+        w0, w1, w2 = w[q, c], w[q + 1, c], w[q + 2, c]
+        blk[0, t] = blk[0, t] + x0 * w0 + x1 * w1 + x2 * w2
+        blk[1, t] = blk[1, t] + x1 * w0 + x2 * w1 + x3 * w2
+        blk[2, t] = blk[2, t] + x2 * w0 + x3 * w1 + x4 * w2
+        blk[3, t] = blk[3, t] + x3 * w0 + x4 * w1 + x5 * w2
+        blk[4, t] = blk[4, t] + x4 * w0 + x5 * w1 + x6 * w2
+        blk[5, t] = blk[5, t] + x5 * w0 + x6 * w1 + x7 * w2
+        blk[6, t] = blk[6, t] + x6 * w0 + x7 * w1 + x8 * w2
+        blk[7, t] = blk[7, t] + x7 * w0 + x8 * w1 + x9 * w2
+
+
+@_inlined
+def _row3_mul8_s2(blk, x, r0, w, q, c0):
+    """the same at stride 2: pixel r reads input rows r0 + 2r + j, 17 rows in all, the even
+    ones shared by neighbouring pixels"""
+    one = np.uint64(1)
+    for t in range(np.uint64(_ROWS8_CHANNELS)):
+        c = c0 + t
+        e0, e1, e2, e3, e4 = (x[r0, c], x[r0 + 2 * one, c], x[r0 + 4 * one, c],
+                              x[r0 + 6 * one, c], x[r0 + 8 * one, c])
+        e5, e6, e7, e8 = (x[r0 + 10 * one, c], x[r0 + 12 * one, c], x[r0 + 14 * one, c],
+                          x[r0 + 16 * one, c])
+        w0, w1, w2 = w[q, c], w[q + 1, c], w[q + 2, c]
+        blk[0, t] = blk[0, t] + e0 * w0 + x[r0 + one, c] * w1 + e1 * w2
+        blk[1, t] = blk[1, t] + e1 * w0 + x[r0 + 3 * one, c] * w1 + e2 * w2
+        blk[2, t] = blk[2, t] + e2 * w0 + x[r0 + 5 * one, c] * w1 + e3 * w2
+        blk[3, t] = blk[3, t] + e3 * w0 + x[r0 + 7 * one, c] * w1 + e4 * w2
+        blk[4, t] = blk[4, t] + e4 * w0 + x[r0 + 9 * one, c] * w1 + e5 * w2
+        blk[5, t] = blk[5, t] + e5 * w0 + x[r0 + 11 * one, c] * w1 + e6 * w2
+        blk[6, t] = blk[6, t] + e6 * w0 + x[r0 + 13 * one, c] * w1 + e7 * w2
+        blk[7, t] = blk[7, t] + e7 * w0 + x[r0 + 15 * one, c] * w1 + e8 * w2
+
+
+@_inlined
+def _depthwise_rows8(pixels, p0, bias, w, x, b, off, sw, c0, blk):
+    """pixels[p0 + r, c0 + t] := bias[c0 + t] + sum_q x[b + r*sw + off[q], c0 + t] * w[q, c0 + t]
+    for r < 8, t < _ROWS8_CHANNELS: 8 consecutive pixels of 3-wide kernel rows at dilation 1 (the
+    taps in threes, a kernel row each), stride 1 or 2, a kernel row a pass"""
+    B = np.uint64(_ROWS8_CHANNELS)
+    cu = np.uint64(c0)
+    for r in range(8):
+        for t in range(B):
+            blk[r, t] = bias[cu + t]
+    for q in range(0, off.shape[0], 3):
+        if sw == 1:
+            _row3_mul8_s1(blk, x, np.uint64(b) + off[q], w, q, cu)
+        else:
+            _row3_mul8_s2(blk, x, np.uint64(b) + off[q], w, q, cu)
+    for r in range(8):
+        for t in range(B):
+            pixels[p0 + r, cu + t] = blk[r, t]
+
+
+@_inlined
 def _depthwise_forward4_3wide(pixels, p0, bias, w, x, b, off, acc):
     """pixels[p0 + r, :] := bias + sum_q x[b + r + off[q], :] * w[q, :]  for r < 4: the
     4 consecutive pixels of a stride-1 layer with 3-wide kernel rows, a kernel row a pass"""
@@ -1357,8 +1423,9 @@ def _forward_nhwc_depthwise(x, weight, bias, out, sh, sw, pt, pl, dh, dw, worker
     The input read in place, tasks (n, oh) in a contiguous range a worker (of `workers`),
     so that the input rows an output row shares with the one before are in the worker's own
     cache.  In the columns where every kernel column is valid, blocks of 8 pixels x 32
-    channels (fewer channels: 4 pixels) share each weight load; the edge columns sum their
-    valid taps only."""
+    channels (fewer channels: 4 pixels) share each weight load, and with 3-wide kernel rows
+    at stride 1 or 2 each input load too (_depthwise_rows8, 16 channels a block, as
+    Cython's _dw_rows: mobilenet_dw 1.15x); the edge columns sum their valid taps only."""
     N, H, W, C = x.shape
     oH, oW = out.shape[1], out.shape[2]
     kh, kw = weight.shape[0], weight.shape[1]
@@ -1370,6 +1437,7 @@ def _forward_nhwc_depthwise(x, weight, bias, out, sh, sw, pt, pl, dh, dw, worker
         lo, hi = max(lo, a), min(hi, b)
     hi = max(hi, lo)
     sliding = kw == 3 and sw == 1 and dw == 1 and hi - lo >= 4
+    rows8 = kw == 3 and sw <= 2 and dw == 1 and hi - lo >= 8 and C >= _ROWS8_CHANNELS
     off = np.empty(kh * kw, dtype=np.uint64)   # row offset of tap (i, j) from (i = 0, j = 0)
     for q in range(kh * kw):
         off[q] = np.uint64((q // kw) * dh * W + (q % kw) * dw)
@@ -1388,8 +1456,16 @@ def _forward_nhwc_depthwise(x, weight, bias, out, sh, sw, pt, pl, dh, dw, worker
             taps = off[i_lo * kw:i_hi * kw]
             wi = w[i_lo * kw:i_hi * kw]
             last = np.int64(taps[taps.shape[0] - 1]) if i_hi > i_lo else 0
+            for ow in range(lo, hi if rows8 else lo, 8):
+                p0 = min(ow, hi - 8)   # the last block overlaps the one before
+                for c0 in range(0, C, _ROWS8_CHANNELS):
+                    cb = min(c0, C - _ROWS8_CHANNELS)
+                    _prefetch_pixels8(dst, p0 + _PREFETCH_PIXELS, pixels,
+                                      row0 + (p0 + _PREFETCH_PIXELS) * sw + last, sw, cb)
+                    _depthwise_rows8(dst, p0, bias, wi, pixels, row0 + p0 * sw, taps, sw, cb,
+                                     blk)
             for ow in range(lo, hi, 8):
-                if C < _BLOCK:
+                if C < _BLOCK or rows8:
                     break
                 # blocks of 8 pixels and of _BLOCK channels, the last ones overlapping the
                 # ones before (fewer than 8 interior pixels: the last one repeated)
