@@ -11,7 +11,7 @@ import importlib
 
 import numpy as np
 
-from .. import _config, _ext
+from .. import _aligned, _config, _ext
 
 
 def _bias_or_zeros(bias, geom, dtype):
@@ -70,7 +70,7 @@ class DirectConv:
             kernel(*arrays, *extra, *geom.kernel_args, kernel_threads)
 
     def forward(self, x, weight, bias, geom):
-        out = np.empty(geom.output_shape, dtype=x.dtype)
+        out = _aligned.empty(geom.output_shape, x.dtype)
         self._call("forward", geom, x.dtype, x, weight, _bias_or_zeros(bias, geom, x.dtype), out)
         return out
 
@@ -90,12 +90,12 @@ class DirectConv:
                       if self._transposes_input_gradient(geom, grad_output.dtype) else None)
         if transposed is not None:
             return self.forward(grad_output, _transposed_weight(weight, geom), None, transposed)
-        grad_input = np.empty(geom.input_shape, dtype=grad_output.dtype)
+        grad_input = _aligned.empty(geom.input_shape, grad_output.dtype)
         self._call("grad_input", geom, grad_output.dtype, grad_output, weight, grad_input)
         return grad_input
 
     def grad_weight(self, grad_output, x, geom):
-        grad_weight = np.empty(geom.weight_shape, dtype=x.dtype)
+        grad_weight = _aligned.empty(geom.weight_shape, x.dtype)
         self._call("grad_weight", geom, x.dtype, grad_output, x, grad_weight)
         return grad_weight
 
@@ -237,7 +237,7 @@ class WinogradConv(Im2colConv):
                           geom.groups, kernel_threads)
 
     def forward(self, x, weight, bias, geom):
-        out = np.empty(geom.output_shape, dtype=x.dtype)
+        out = _aligned.empty(geom.output_shape, x.dtype)
         hwio = weight if geom.channels_last else np.ascontiguousarray(weight.transpose(2, 3, 1, 0))
         nonfinite = self._run("forward", geom, x.dtype, out, x, hwio,
                               _bias_or_zeros(bias, geom, x.dtype))
@@ -254,7 +254,7 @@ class WinogradConv(Im2colConv):
         return self.forward(grad_output, _transposed_weight(weight, geom), None, transposed)
 
     def grad_weight(self, grad_output, x, geom):
-        grad_weight = np.empty(geom.weight_shape, dtype=x.dtype)
+        grad_weight = _aligned.empty(geom.weight_shape, x.dtype)
         self._run("grad_weight", geom, x.dtype, grad_weight, grad_output, x)
         if not np.isfinite(grad_weight).all():   # as in forward: recompute with a direct sum
             return self._fallback.grad_weight(grad_output, x, geom)

@@ -1,7 +1,7 @@
 """conv2d and conv2d_backward: validation, shapes and dispatch to an algorithm."""
 import numpy as np
 
-from .. import _args, _config, _ext, algorithms
+from .. import _aligned, _args, _config, _ext, algorithms
 from .._geometry import conv2d_geometry
 
 _GRADIENTS = ("input", "weight", "bias")
@@ -123,7 +123,7 @@ def _backward(grad_output, x, weight, geom, needs, algorithm):
 
 def _bias_gradient(grad_output, geom):
     """grad_output summed over all but the channel axis: one pass on all threads, in double."""
-    grad_bias = np.empty(geom.out_channels, dtype=grad_output.dtype)
+    grad_bias = _aligned.empty((geom.out_channels,), grad_output.dtype)
     threads = _config.threads_for(grad_output.nbytes, _config.SERIAL_BYTES)
     if geom.channels_last:
         _ext.elementwise.sum_rows(grad_output.reshape(-1, geom.out_channels), grad_bias, threads)

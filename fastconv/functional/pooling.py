@@ -1,7 +1,7 @@
 """Max, average and global-average 2-D pooling, forward and backward."""
 import numpy as np
 
-from .. import _args, _config
+from .. import _aligned, _args, _config
 from .. import _ext
 from .._geometry import pool2d_geometry
 
@@ -79,10 +79,10 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     """
     x, data_format = _input(x, data_format)
     geom = pool2d_geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode, data_format)
-    out = np.empty(geom.output_shape, dtype=x.dtype)
+    out = _aligned.empty(geom.output_shape, x.dtype)
     # Without return_indices the kernel keeps each task's indices in scratch (8 bytes an
     # output not written to memory: a third of an NHWC 2x2 pool's traffic).
-    indices = np.empty(geom.output_shape, dtype=np.int64) if return_indices else None
+    indices = _aligned.empty(geom.output_shape, np.int64) if return_indices else None
     if out.size:
         _kernel("max_pool2d_forward", geom)(
             x, out, indices, *_window_args(geom), *geom.dilation, _threads(x, out))
@@ -106,7 +106,7 @@ def max_pool2d_backward(grad_output, x, indices, kernel_size, stride=None, paddi
     geom = pool2d_geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode, data_format)
     grad_output = _check_grad_output(grad_output, x, geom, "max_pool2d")
     indices = _checked_indices(indices, geom)
-    grad_input = np.empty(geom.input_shape, dtype=x.dtype)
+    grad_input = _aligned.empty(geom.input_shape, x.dtype)
     if grad_input.size:
         _kernel("max_pool2d_backward", geom)(grad_output, indices, grad_input,
                                              _threads(grad_input, grad_output))
@@ -156,7 +156,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
     x, data_format = _input(x, data_format)
     geom = pool2d_geometry(x.shape, kernel_size, stride, padding, 1, ceil_mode, data_format)
     include_pad, divisor = _avg_options(padding, count_include_pad, divisor_override)
-    out = np.empty(geom.output_shape, dtype=x.dtype)
+    out = _aligned.empty(geom.output_shape, x.dtype)
     if out.size:
         (top, bottom), (left, right) = geom.padding
         _kernel("avg_pool2d_forward", geom)(
@@ -172,7 +172,7 @@ def avg_pool2d_backward(grad_output, x, kernel_size, stride=None, padding=0, cei
     geom = pool2d_geometry(x.shape, kernel_size, stride, padding, 1, ceil_mode, data_format)
     include_pad, divisor = _avg_options(padding, count_include_pad, divisor_override)
     grad_output = _check_grad_output(grad_output, x, geom, "avg_pool2d")
-    grad_input = np.empty(geom.input_shape, dtype=x.dtype)
+    grad_input = _aligned.empty(geom.input_shape, x.dtype)
     if grad_input.size:
         (top, bottom), (left, right) = geom.padding
         _kernel("avg_pool2d_backward", geom)(

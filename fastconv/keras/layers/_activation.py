@@ -6,6 +6,7 @@ pre-activation as well.
 """
 import numpy as np
 
+from ... import _aligned
 from .. import _elementwise, activations
 
 _FROM_OUTPUT = ("linear", "relu", "softmax", "sigmoid", "tanh")
@@ -47,7 +48,7 @@ def backward(fn, name, z, y, grad_y):
         return grad_y
     if name == "relu":
         if _elementwise.fusable(y, grad_y):     # the same bits as below, in one pass
-            g = np.empty_like(grad_y)
+            g = _aligned.empty(grad_y.shape, grad_y.dtype)
             _elementwise.kernels().relu_gradient(y.reshape(-1), grad_y.reshape(-1),
                                                  g.reshape(-1), _elementwise.threads(y))
             return g
