@@ -11,7 +11,8 @@ flipped kernel) goes through the same code.  Planes are staged by whole-vector r
 into zeroed scratch when they fit inside it, element by element otherwise (padding larger
 than the kernel makes the grad_input's padding negative): both are here.  The NHWC
 first-layer grad_weight sums whole images in registers, a kernel row's taps in runs of 3 to
-6, for vectors of output channels and the channels left over.
+6, for vectors of output channels and the channels left over; its forward takes blocks of
+14 pixels, or 7 in rows of 7 to 13.
 """
 import numpy as np
 import pytest
@@ -41,6 +42,12 @@ WIDE = [
     (1, 3, 9, 20, 8, (7, 7), dict(stride=2, padding=3)),          # 21 taps a kernel row
     (1, 1, 5, 20, 4, (3, 3), dict(padding=3)),                    # grad_input: padding -1
     (2, 4, 6, 17, 4, (3, 3), dict(padding=(0, 4), groups=4)),     # wider than the plane
+    # NHWC rows of 6, 7, 13 and 15 output pixels: one at a time, half blocks of 7 (the last
+    # overlapping), a block of 14 and a half block
+    (2, 3, 5, 6, 32, (3, 3), dict(padding=1)),
+    (1, 6, 6, 11, 16, (5, 5), dict()),                            # LeNet's 6 -> 16
+    (1, 16, 4, 13, 16, (3, 3), dict(padding=2, dilation=2)),
+    (2, 1, 3, 15, 20, (3, 3), dict(padding=1)),
 ]
 
 

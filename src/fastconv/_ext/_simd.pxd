@@ -28,6 +28,11 @@ cdef extern from *:
     /* unaligned load / store of a V (or T) at p */
     #define FASTCONV_LD(V, p) ({ V v_; __builtin_memcpy(&v_, (p), sizeof(V)); v_; })
     #define FASTCONV_ST(V, p, v) do { V v_ = (v); __builtin_memcpy((p), &v_, sizeof(V)); } while (0)
+    /* hide how the pointer p was computed: loads at constant offsets from it are then
+       addressed by displacement, where GCC would keep each base + offset sum that does not
+       change in a loop in a register of its own (14 of them, moved out of vector registers
+       for every product) */
+    #define FASTCONV_OPAQUE(p) __asm__("" : "+r"(p))
     #endif
     """
     Py_ssize_t FASTCONV_VBYTES() noexcept nogil  # bytes in one vector V
