@@ -88,10 +88,10 @@ def test_builtin_rule(op, data_format, monkeypatch):
     expected = "im2col" if op == "grad_input" else "direct"
     assert choose(op, _geom(narrow, data_format)) == expected
     # LeNet's 6 -> 16 5x5: NCHW's plane kernels; in NHWC col2im for the input gradient
-    # (whose GEMM has 6 rows), the narrow direct kernel for the weight gradient and im2col's
+    # (whose GEMM has 6 rows) and the narrow direct kernels for the weight gradient and the
     # forward
     lenet = dataclasses.replace(narrow, batch=64, in_channels=6, out_channels=16, padding=0)
-    expected = {"grad_input": "im2col", "grad_weight": "direct", "forward": "im2col"}
+    expected = {"grad_input": "im2col", "grad_weight": "direct", "forward": "direct"}
     assert choose(op, _geom(lenet, data_format)) == (
         expected[op] if data_format == "NHWC" else "direct")
     # with 32 outputs, Winograd in NCHW (but for col2im's input gradient)
@@ -99,9 +99,10 @@ def test_builtin_rule(op, data_format, monkeypatch):
     if data_format == "NCHW":
         assert choose(op, _geom(lenet32, data_format)) == (
             "im2col" if op == "grad_input" else "winograd")
-    # cifar_res20's 16 -> 16 3x3: NCHW's plane kernels; Winograd in NHWC
+    # cifar_res20's 16 -> 16 3x3: NCHW's plane kernels; in NHWC the narrow forward kernel
+    # and Winograd's gradients
     cifar = dataclasses.replace(lenet, in_channels=16, kernel=(3, 3), padding=1)
-    expected = "direct" if data_format == "NCHW" else "winograd"
+    expected = "direct" if data_format == "NCHW" or op == "forward" else "winograd"
     assert choose(op, _geom(cifar, data_format)) == expected
     # narrow and dilated: direct
     dilated = dataclasses.replace(cifar, dilation=2, padding=2)

@@ -83,8 +83,8 @@ def _nchw_planes_fit(geom):
 def _winograd_fits(geom):
     """Winograd takes 3x3 and 5x5 stride-1 layers: 1.2-2.3x im2col on the 3x3 layers,
     1.1-2.6x on fmnist_conv2's 5x5 (with 8 or more channels per group, or 5-7 input
-    channels in NCHW: 1.25-1.45x; but im2col's NHWC forward is 1.3-1.5x Winograd on
-    LeNet's 6 -> 16, and NCHW's narrow plane kernels take that one). Not where the batch
+    channels in NCHW: 1.25-1.45x; but on LeNet's 6 -> 16 im2col's NHWC forward is 1.3-1.5x
+    Winograd, and the narrow direct kernels take that one in both layouts). Not where the batch
     has fewer output pixels than threads x output channels (512 channels at 7x7, batch 8):
     the weight transform is not amortised there, and im2col's single GEMM on all cores is
     1.3-1.8x faster."""
@@ -106,10 +106,13 @@ def _narrow_direct(op, geom, cg, kg, winograd):
       6 -> 16 3x, 16 channels strided or dilated 2x im2col;
     - NHWC stride-1 input gradients with 8 or more input and up to 16 output channels where
       Winograd does not run, as the transposed forward: 16 channels dilated 1.2x im2col;
-    - NHWC forwards, up to 16 channels where Winograd does not run, and wide kernels (5x5
-      and up) with up to 32 input and 32 or more output channels, but where Winograd runs
-      F(2x2, 5x5) (16 or more channels per group): fmnist_conv2 direct 5.6-7.2 ms, Winograd
-      F(2x2, 5x5) 4.3 (on 3x3 sub-kernels it had saved only 1.56x the multiplies: 6.4)."""
+    - NHWC forwards, up to 16 input channels (since its blocks address their pixels by
+      displacement: LeNet's 6 -> 16 0.42 ms against im2col's 0.58, 16 -> 32 5x5 at 14x14
+      0.85-1.03 against Winograd's 1.29-1.56, 16 -> 16 3x3 at 32x32 1.47 against 1.79-1.95,
+      cifar_res20 2.8-3.5 against 3.4-3.9), and wide kernels (5x5 and up) with up to 32
+      input and 32 or more output channels, but where Winograd runs F(2x2, 5x5) (16 or more
+      channels per group): fmnist_conv2 direct 5.6-7.2 ms, Winograd F(2x2, 5x5) 4.3 (on 3x3
+      sub-kernels it had saved only 1.56x the multiplies: 6.4)."""
     if geom.kernel_h == geom.kernel_w == 1:
         return False
     if not geom.channels_last:
@@ -124,7 +127,7 @@ def _narrow_direct(op, geom, cg, kg, winograd):
     wide_taps = geom.kernel_h * geom.kernel_w >= 25 and cg <= 32 and kg >= 32 and not f25
     if op == "grad_input":   # the transposed forward on those kernels
         return not winograd and geom.stride == (1, 1) and cg >= 8 and kg <= 16
-    return op == "forward" and (cg <= 16 and not winograd or wide_taps)
+    return op == "forward" and (cg <= 16 or wide_taps)
 
 
 def choose(op, geom, dtype, candidates):
