@@ -29,6 +29,10 @@ PRESETS = [
 
 @pytest.mark.parametrize("name,kind,variance", PRESETS, ids=[p[0] for p in PRESETS])
 def test_variance_scaling_presets(name, kind, variance):
+    # A fixed draw: the sample variance of 4608 values is within 5% of the true one only
+    # 2.4 standard deviations either side for the normal presets (a 1-2% chance of failing
+    # a run on an unseeded draw).
+    set_random_seed(2024)
     values = initializers.get(name)(SHAPE)
     assert values.dtype == np.float32 and values.shape == SHAPE
     assert np.var(values) == pytest.approx(variance, rel=0.05)
