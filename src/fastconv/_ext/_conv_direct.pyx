@@ -366,13 +366,26 @@ cdef extern from *:
             p += P;                                                                         \
         }                                                                                   \
     }
+    /* ... for nr (1-3) kernel rows at stride sw (1, 2) */
     #define FASTCONV_DWROW_ALL(SUFFIX, T, V)                                                 \
         FASTCONV_DWROW(fastconv_dwrow_##SUFFIX##11, T, V, 1, 1)                              \
         FASTCONV_DWROW(fastconv_dwrow_##SUFFIX##21, T, V, 2, 1)                              \
         FASTCONV_DWROW(fastconv_dwrow_##SUFFIX##31, T, V, 3, 1)                              \
         FASTCONV_DWROW(fastconv_dwrow_##SUFFIX##12, T, V, 1, 2)                              \
         FASTCONV_DWROW(fastconv_dwrow_##SUFFIX##22, T, V, 2, 2)                              \
-        FASTCONV_DWROW(fastconv_dwrow_##SUFFIX##32, T, V, 3, 2)
+        FASTCONV_DWROW(fastconv_dwrow_##SUFFIX##32, T, V, 3, 2)                              \
+    static void fastconv_dwrow_##SUFFIX(T *d, const T *const *xr, const T *const *wr,       \
+                                        Py_ssize_t nr, Py_ssize_t sw, const T *bias,        \
+                                        Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c) {      \
+        static void (*const kernels[2][3])(T *restrict, const T *const *, const T *const *, \
+                                           const T *restrict, Py_ssize_t, Py_ssize_t,       \
+                                           Py_ssize_t) = {                                  \
+            {fastconv_dwrow_##SUFFIX##11, fastconv_dwrow_##SUFFIX##21,                       \
+             fastconv_dwrow_##SUFFIX##31},                                                  \
+            {fastconv_dwrow_##SUFFIX##12, fastconv_dwrow_##SUFFIX##22,                       \
+             fastconv_dwrow_##SUFFIX##32}};                                                 \
+        kernels[sw - 1][nr - 1](d, xr, wr, bias, C, npix, c);                               \
+    }
     FASTCONV_DWROW_ALL(f, float, fastconv_vf)
     FASTCONV_DWROW_ALL(d, double, fastconv_vd)
 
@@ -462,10 +475,21 @@ cdef extern from *:
                 for (l = l0; l < l1; l++)                                                   \
                     r[k][j * C + c + l] += lanes[k][j][l];                                  \
     }
+    /* ... for nr (1-3) kernel rows */
     #define FASTCONV_DWGROW_ALL(SUFFIX, T, V)                                                \
         FASTCONV_DWGROW(fastconv_dwgrow_##SUFFIX##1, T, V, 1)                                \
         FASTCONV_DWGROW(fastconv_dwgrow_##SUFFIX##2, T, V, 2)                                \
-        FASTCONV_DWGROW(fastconv_dwgrow_##SUFFIX##3, T, V, 3)
+        FASTCONV_DWGROW(fastconv_dwgrow_##SUFFIX##3, T, V, 3)                                \
+    static void fastconv_dwgrow_##SUFFIX(T *const *r, const T *const *xr, Py_ssize_t nr,    \
+                                         const T *g, Py_ssize_t C, Py_ssize_t npix,         \
+                                         Py_ssize_t c, Py_ssize_t l0, Py_ssize_t l1) {      \
+        static void (*const kernels[3])(T *const *, const T *const *, const T *restrict,    \
+                                        Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,     \
+                                        Py_ssize_t) = {                                     \
+            fastconv_dwgrow_##SUFFIX##1, fastconv_dwgrow_##SUFFIX##2,                        \
+            fastconv_dwgrow_##SUFFIX##3};                                                   \
+        kernels[nr - 1](r, xr, g, C, npix, c, l0, l1);                                      \
+    }
     FASTCONV_DWGROW_ALL(f, float, fastconv_vf)
     FASTCONV_DWGROW_ALL(d, double, fastconv_vd)
     /* NHWC with few input channels (first layers), output channels [k, k + NV*L):
@@ -735,41 +759,13 @@ cdef extern from *:
     void fastconv_dw_sd(double *d, const double **xs, const double **ws, Py_ssize_t nt,
                               const double *bias, Py_ssize_t C, Py_ssize_t sx, Py_ssize_t xo,
                               int full, Py_ssize_t c) noexcept nogil
-    void fastconv_dwrow_f11(float *d, const float *const *xr, const float *const *wr,
-        const float *bias, Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c) noexcept nogil
-    void fastconv_dwrow_f12(float *d, const float *const *xr, const float *const *wr,
-        const float *bias, Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c) noexcept nogil
-    void fastconv_dwrow_f21(float *d, const float *const *xr, const float *const *wr,
-        const float *bias, Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c) noexcept nogil
-    void fastconv_dwrow_f22(float *d, const float *const *xr, const float *const *wr,
-        const float *bias, Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c) noexcept nogil
-    void fastconv_dwrow_f31(float *d, const float *const *xr, const float *const *wr,
-        const float *bias, Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c) noexcept nogil
-    void fastconv_dwrow_f32(float *d, const float *const *xr, const float *const *wr,
-        const float *bias, Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c) noexcept nogil
-    void fastconv_dwrow_d11(double *d, const double *const *xr, const double *const *wr,
-        const double *bias, Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c) noexcept nogil
-    void fastconv_dwrow_d12(double *d, const double *const *xr, const double *const *wr,
-        const double *bias, Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c) noexcept nogil
-    void fastconv_dwrow_d21(double *d, const double *const *xr, const double *const *wr,
-        const double *bias, Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c) noexcept nogil
-    void fastconv_dwrow_d22(double *d, const double *const *xr, const double *const *wr,
-        const double *bias, Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c) noexcept nogil
-    void fastconv_dwrow_d31(double *d, const double *const *xr, const double *const *wr,
-        const double *bias, Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c) noexcept nogil
-    void fastconv_dwrow_d32(double *d, const double *const *xr, const double *const *wr,
-        const double *bias, Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c) noexcept nogil
-    void fastconv_dwgrow_f1(float *const *r, const float *const *xr, const float *g,
+    void fastconv_dwrow_f(float *d, const float *const *xr, const float *const *wr, Py_ssize_t nr,
+        Py_ssize_t sw, const float *bias, Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c) noexcept nogil
+    void fastconv_dwrow_d(double *d, const double *const *xr, const double *const *wr, Py_ssize_t nr,
+        Py_ssize_t sw, const double *bias, Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c) noexcept nogil
+    void fastconv_dwgrow_f(float *const *r, const float *const *xr, Py_ssize_t nr, const float *g,
         Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c, Py_ssize_t l0, Py_ssize_t l1) noexcept nogil
-    void fastconv_dwgrow_f2(float *const *r, const float *const *xr, const float *g,
-        Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c, Py_ssize_t l0, Py_ssize_t l1) noexcept nogil
-    void fastconv_dwgrow_f3(float *const *r, const float *const *xr, const float *g,
-        Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c, Py_ssize_t l0, Py_ssize_t l1) noexcept nogil
-    void fastconv_dwgrow_d1(double *const *r, const double *const *xr, const double *g,
-        Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c, Py_ssize_t l0, Py_ssize_t l1) noexcept nogil
-    void fastconv_dwgrow_d2(double *const *r, const double *const *xr, const double *g,
-        Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c, Py_ssize_t l0, Py_ssize_t l1) noexcept nogil
-    void fastconv_dwgrow_d3(double *const *r, const double *const *xr, const double *g,
+    void fastconv_dwgrow_d(double *const *r, const double *const *xr, Py_ssize_t nr, const double *g,
         Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c, Py_ssize_t l0, Py_ssize_t l1) noexcept nogil
     void fastconv_dwdot_vf(float **r, const float **xs, Py_ssize_t nt, const float *g,
                            Py_ssize_t C, Py_ssize_t sx, Py_ssize_t npix, Py_ssize_t c,
@@ -1193,33 +1189,9 @@ cdef inline void _dw_row_vec(floating *d, const floating **xr, const floating **
                              Py_ssize_t sw, const floating *bias, Py_ssize_t C, Py_ssize_t npix,
                              Py_ssize_t c) noexcept nogil:
     if floating is float:
-        if sw == 1:
-            if nr == 3:
-                fastconv_dwrow_f31(d, xr, wr, bias, C, npix, c)
-            elif nr == 2:
-                fastconv_dwrow_f21(d, xr, wr, bias, C, npix, c)
-            else:
-                fastconv_dwrow_f11(d, xr, wr, bias, C, npix, c)
-        elif nr == 3:
-            fastconv_dwrow_f32(d, xr, wr, bias, C, npix, c)
-        elif nr == 2:
-            fastconv_dwrow_f22(d, xr, wr, bias, C, npix, c)
-        else:
-            fastconv_dwrow_f12(d, xr, wr, bias, C, npix, c)
+        fastconv_dwrow_f(d, xr, wr, nr, sw, bias, C, npix, c)
     else:
-        if sw == 1:
-            if nr == 3:
-                fastconv_dwrow_d31(d, xr, wr, bias, C, npix, c)
-            elif nr == 2:
-                fastconv_dwrow_d21(d, xr, wr, bias, C, npix, c)
-            else:
-                fastconv_dwrow_d11(d, xr, wr, bias, C, npix, c)
-        elif nr == 3:
-            fastconv_dwrow_d32(d, xr, wr, bias, C, npix, c)
-        elif nr == 2:
-            fastconv_dwrow_d22(d, xr, wr, bias, C, npix, c)
-        else:
-            fastconv_dwrow_d12(d, xr, wr, bias, C, npix, c)
+        fastconv_dwrow_d(d, xr, wr, nr, sw, bias, C, npix, c)
 
 
 cdef inline void _dw_rows(floating *d, const floating **xr, const floating **wr, Py_ssize_t nr,
@@ -1434,19 +1406,9 @@ cdef inline void _dw_grow_vec(floating **r, const floating **xr, Py_ssize_t nr, 
                               Py_ssize_t C, Py_ssize_t npix, Py_ssize_t c, Py_ssize_t l0,
                               Py_ssize_t l1) noexcept nogil:
     if floating is float:
-        if nr == 3:
-            fastconv_dwgrow_f3(r, xr, g, C, npix, c, l0, l1)
-        elif nr == 2:
-            fastconv_dwgrow_f2(r, xr, g, C, npix, c, l0, l1)
-        else:
-            fastconv_dwgrow_f1(r, xr, g, C, npix, c, l0, l1)
+        fastconv_dwgrow_f(r, xr, nr, g, C, npix, c, l0, l1)
     else:
-        if nr == 3:
-            fastconv_dwgrow_d3(r, xr, g, C, npix, c, l0, l1)
-        elif nr == 2:
-            fastconv_dwgrow_d2(r, xr, g, C, npix, c, l0, l1)
-        else:
-            fastconv_dwgrow_d1(r, xr, g, C, npix, c, l0, l1)
+        fastconv_dwgrow_d(r, xr, nr, g, C, npix, c, l0, l1)
 
 
 cdef inline void _dw_grad_rows(floating **r, const floating **xr, Py_ssize_t nr,
