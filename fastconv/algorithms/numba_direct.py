@@ -1460,8 +1460,9 @@ def _forward_nhwc_depthwise(x, weight, bias, out, sh, sw, pt, pl, dh, dw, worker
                 p0 = min(ow, hi - 8)   # the last block overlaps the one before
                 for c0 in range(0, C, _ROWS8_CHANNELS):
                     cb = min(c0, C - _ROWS8_CHANNELS)
-                    _prefetch_pixels8(dst, p0 + _PREFETCH_PIXELS, pixels,
-                                      row0 + (p0 + _PREFETCH_PIXELS) * sw + last, sw, cb)
+                    if c0 % _BLOCK == 0:   # it asks for _BLOCK channels
+                        _prefetch_pixels8(dst, p0 + _PREFETCH_PIXELS, pixels,
+                                          row0 + (p0 + _PREFETCH_PIXELS) * sw + last, sw, cb)
                     _depthwise_rows8(dst, p0, bias, wi, pixels, row0 + p0 * sw, taps, sw, cb,
                                      blk)
             for ow in range(lo, hi, 8):
