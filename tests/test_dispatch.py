@@ -99,10 +99,9 @@ def test_builtin_rule(op, data_format, monkeypatch):
     if data_format == "NCHW":
         assert choose(op, _geom(lenet32, data_format)) == (
             "im2col" if op == "grad_input" else "winograd")
-    # cifar_res20's 16 -> 16 3x3: NCHW's plane kernels; in NHWC the narrow forward kernel
-    # and Winograd's gradients
+    # cifar_res20's 16 -> 16 3x3: NCHW's plane kernels; Winograd in NHWC
     cifar = dataclasses.replace(lenet, in_channels=16, kernel=(3, 3), padding=1)
-    expected = "direct" if data_format == "NCHW" or op == "forward" else "winograd"
+    expected = "direct" if data_format == "NCHW" else "winograd"
     assert choose(op, _geom(cifar, data_format)) == expected
     # narrow and dilated: direct
     dilated = dataclasses.replace(cifar, dilation=2, padding=2)

@@ -106,13 +106,14 @@ def _narrow_direct(op, geom, cg, kg, winograd):
       6 -> 16 3x, 16 channels strided or dilated 2x im2col;
     - NHWC stride-1 input gradients with 8 or more input and up to 16 output channels where
       Winograd does not run, as the transposed forward: 16 channels dilated 1.2x im2col;
-    - NHWC forwards, up to 16 input channels (since its blocks address their pixels by
-      displacement: LeNet's 6 -> 16 0.42 ms against im2col's 0.58, 16 -> 32 5x5 at 14x14
-      0.85-1.03 against Winograd's 1.29-1.56, 16 -> 16 3x3 at 32x32 1.47 against 1.79-1.95,
-      cifar_res20 2.8-3.5 against 3.4-3.9), and wide kernels (5x5 and up) with up to 32
-      input and 32 or more output channels, but where Winograd runs F(2x2, 5x5) (16 or more
-      channels per group): fmnist_conv2 direct 5.6-7.2 ms, Winograd F(2x2, 5x5) 4.3 (on 3x3
-      sub-kernels it had saved only 1.56x the multiplies: 6.4)."""
+    - NHWC forwards, up to 16 input channels where Winograd does not run (fewer than 8
+      channels on a side, as LeNet's 6 -> 16: 0.40-0.42 ms against im2col's 0.43-0.45), and
+      wide kernels (5x5 and up) with up to 32 input and 32 or more output channels, but
+      where Winograd runs F(2x2, 5x5) (16 or more channels per group): fmnist_conv2 direct
+      5.6-7.2 ms, Winograd F(2x2, 5x5) 4.3 (on 3x3 sub-kernels it had saved only 1.56x the
+      multiplies: 6.4). Winograd keeps 16 channels (cifar_res20 2.7-2.8 against direct's
+      2.8-3.3, 16 -> 16 3x3 at 32x32 1.19-1.23 against 1.42-1.45) on a quiet machine; with
+      its neighbours loading it, direct led by 1.1-1.5x, as BLAS's threads lose more."""
     if geom.kernel_h == geom.kernel_w == 1:
         return False
     if not geom.channels_last:
@@ -127,7 +128,7 @@ def _narrow_direct(op, geom, cg, kg, winograd):
     wide_taps = geom.kernel_h * geom.kernel_w >= 25 and cg <= 32 and kg >= 32 and not f25
     if op == "grad_input":   # the transposed forward on those kernels
         return not winograd and geom.stride == (1, 1) and cg >= 8 and kg <= 16
-    return op == "forward" and (cg <= 16 or wide_taps)
+    return op == "forward" and (cg <= 16 and (not winograd or min(cg, kg) < 8) or wide_taps)
 
 
 def choose(op, geom, dtype, candidates):
