@@ -33,6 +33,7 @@ EXTENSIONS = {
     "fastconv._ext._conv_grouped": ("src/fastconv/_ext/_conv_grouped.pyx", True, True),
     "fastconv._ext._pooling": ("src/fastconv/_ext/_pooling.pyx", True, False),
     "fastconv._ext._elementwise": ("src/fastconv/_ext/_elementwise.pyx", True, False),
+    "fastconv._ext._gemm": ("src/fastconv/_ext/_gemm.pyx", True, False),
     "fastconv._ext._layout": ("src/fastconv/_ext/_layout.pyx", True, False),
 }
 

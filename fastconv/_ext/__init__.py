@@ -59,6 +59,7 @@ try:
         _import(name, VARIANT) for name in KERNEL_MODULES)
     from . import _elementwise as elementwise   # memory-bound: the baseline build only
     from . import _layout as layout             # the same
+    from . import _gemm as gemm                 # BLAS does the sums: the baseline build only
 except ImportError as exc:  # pragma: no cover - exercised only on a broken install
     raise ImportError(
         "fastconv's compiled extensions are missing or failed to load "
