@@ -12,7 +12,8 @@ from threadpoolctl import threadpool_info
 import fastconv
 from fastconv import algorithms
 from fastconv._geometry import conv2d_geometry
-from fastconv.testing import CONV_CASES, conv_inputs
+from fastconv.algorithms import compiled
+from fastconv.testing import CONV_CASES, ConvCase, conv_inputs
 
 
 def _blas_threads():
@@ -60,13 +61,14 @@ def test_results_depend_on_threads_only_within_rounding(algorithm):
 @pytest.mark.parametrize("data_format", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("algorithm", ["im2col", "winograd", "numba_winograd"])
 def test_few_pixels_many_channels_run_one_gemm_on_all_cores(algorithm, data_format):
-    # 32 output pixels < 2 threads x 128 channels: the tiles run in turn, BLAS on both cores
+    # 32 output pixels < 2 threads x 128 channels: the tiles run in turn, each GEMM on both
+    # cores: split over the kernel's OpenMP threads (im2col) or on BLAS's (the others)
     case = dataclasses.replace(next(c for c in CONV_CASES if c.id == "wide_channels"),
                                batch=2, in_channels=128, height=4, width=4, out_channels=128)
     x, w, b = conv_inputs(case, np.float64, data_format)
     geom = conv2d_geometry(x.shape, w.shape, data_format=data_format, **case.kwargs)
     chosen = algorithms._REGISTRY[algorithm]
-    assert chosen._thread_split("forward", geom, 2) == (1, 2)
+    assert chosen._thread_split("forward", geom, 2) == ((2, 1) if algorithm == "im2col" else (1, 2))
     kw = dict(case.kwargs, data_format=data_format)
     gy = np.random.default_rng(3).standard_normal(geom.output_shape)
     with fastconv.num_threads(2):
@@ -76,6 +78,37 @@ def test_few_pixels_many_channels_run_one_gemm_on_all_cores(algorithm, data_form
             *fastconv.conv2d_backward(gy, x, w, algorithm="reference", **kw)[:2]]
     for g, r in zip(got, want):
         np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("data_format", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("kernel, stride, padding", [((3, 3), 2, 1), ((1, 1), 1, 0)])
+def test_im2col_tiles_in_turn_split_each_gemm_over_the_threads(kernel, stride, padding, groups,
+                                                                dtype, data_format):
+    # One sample of 25 output pixels (a strided 3x3, or a 1x1 that multiplies the input in
+    # place), 96 channels: every op runs its tiles (and col2im its sample) in turn, and each
+    # GEMM's rows or columns are cut into blocks of 16 for the threads, with 3 threads some
+    # blocks short or empty.
+    size = 9 if stride == 2 else 5
+    case = ConvCase("in_turn", 1, 64, size, size, 96, kernel, stride=stride, padding=padding,
+                    groups=groups)
+    x, w, b = conv_inputs(case, dtype, data_format)
+    geom = conv2d_geometry(x.shape, w.shape, data_format=data_format, **case.kwargs)
+    assert compiled.weights_outweigh_columns(geom, 2)
+    kw = dict(case.kwargs, data_format=data_format)
+    gy = np.random.default_rng(5).standard_normal(geom.output_shape).astype(dtype)
+    want = [fastconv.conv2d(x, w, b, algorithm="reference", **kw),
+            *fastconv.conv2d_backward(gy, x, w, algorithm="reference", **kw)[:2]]
+    tol = 1e-4 if dtype == np.float32 else 1e-11
+    for threads in (1, 2, 3):
+        with fastconv.num_threads(threads):
+            got = [fastconv.conv2d(x, w, b, algorithm="im2col", **kw),
+                   *fastconv.conv2d_backward(gy, x, w, algorithm="im2col", **kw)[:2]]
+            again = fastconv.conv2d(x, w, b, algorithm="im2col", **kw)
+        np.testing.assert_array_equal(got[0], again)
+        for g, r in zip(got, want):
+            np.testing.assert_allclose(g, r, rtol=tol, atol=tol)
 
 
 SCRIPT = textwrap.dedent("""

@@ -127,12 +127,16 @@ class Im2colConv(DirectConv):
     def _threading(self, op, blas_threads):
         return _config.kernel_blas_threads(blas_threads)
 
+    # Whether the kernels split a GEMM over their OpenMP threads themselves where the tiles
+    # run in turn (the Cython im2col does); else BLAS's threads do it.
+    _splits_gemms = True
+
     def _thread_split(self, op, geom, threads):
         # Tiles (or samples) run on OpenMP threads, each calling single-threaded BLAS. But
         # where a thread's share of the columns is smaller than the weights (few pixels, many
         # channels: 512 at 7x7), each tile's GEMM would mostly repack the weights; there the
-        # tiles run in turn, each GEMM on all cores.
-        if threads > 1 and weights_outweigh_columns(geom, threads):
+        # tiles run in turn, each GEMM on all cores: the kernel's OpenMP threads, or BLAS's.
+        if threads > 1 and weights_outweigh_columns(geom, threads) and not self._splits_gemms:
             return 1, threads
         return threads, 1
 
@@ -215,6 +219,7 @@ class WinogradConv(Im2colConv):
 
     name = "winograd"
     _module = "conv_winograd"
+    _splits_gemms = False
     _fallback = _IM2COL     # where Winograd's result would differ from a direct sum
 
     def supports(self, geom, dtype):
@@ -282,6 +287,7 @@ class NumbaIm2colConv(Im2colConv):
 
     name = "numba_im2col"
     _module = "fastconv.algorithms.numba_im2col"
+    _splits_gemms = False
 
 
 class NumbaWinogradConv(WinogradConv):

@@ -598,6 +598,10 @@ def _rows_and_threads(g, ws_n, acc_elements, span, nt):
     per thread after the first)."""
     row_cols = _min_workspace(g)
     threads = max(nt, 1)
+    if g.N * g.P < threads * g.Kg:
+        # The weights outweigh a thread's share of the columns: the tiles run in turn (the
+        # adapter passes one thread there, and BLAS runs on all of them).
+        threads = 1
     rows = max(1, min(_tile_elements(g) // (g.oW * (g.R + g.Kg)), span))
     if threads > 1:   # at least two tiles per thread, for balance
         rows = max(1, min(rows, g.N * g.oH // (2 * threads)))

@@ -20,7 +20,10 @@ Threads: forward and grad_weight run their tiles in an OpenMP prange; each threa
 own columns and calls BLAS itself, which the Python caller limits to one thread meanwhile
 (fastconv._config.kernel_blas_threads). grad_weight sums per-thread accumulators under a
 static schedule, so the bits do not depend on timing. grad_input's col2im scatters into
-input rows shared by neighbouring tiles, so each thread takes whole samples.
+input rows shared by neighbouring tiles, so each thread takes whole samples. Where the tiles
+(or samples) run in turn instead, on one thread (layers whose weights outweigh a thread's
+share of the columns, a batch of one sample), each GEMM is split over the threads
+(_blas.gemm_on): BLAS never runs threads of its own, which would contend with OpenMP's.
 """
 from cython.parallel cimport parallel, prange, threadid
 
@@ -28,7 +31,7 @@ from fastconv._ext._fpenv cimport flush_denormals_enter, flush_denormals_exit
 from libc.limits cimport INT_MAX
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
-from fastconv._ext._blas cimport floating, gemm as _gemm
+from fastconv._ext._blas cimport floating, gemm_on as _gemm_on
 
 # grad_input's workspace (elements, all threads), below the caller's max.
 cdef Py_ssize_t _TILE_ELEMENTS = 4 << 20
@@ -358,6 +361,14 @@ cdef struct Tiles:
     int threads
 
 
+cdef inline bint _weights_outweigh_columns(const Geom *g, Py_ssize_t threads) noexcept nogil:
+    """Fewer output pixels than threads x output channels per group: a thread's share of the
+    columns would be smaller than the weights, which BLAS repacks on every call (512 channels
+    at 7x7, batch 8). Such layers run their tiles (or samples) in turn, and each GEMM on all
+    the threads (_blas.gemm_on), as fastconv.algorithms.compiled.weights_outweigh_columns."""
+    return g.N * g.P < threads * g.Kg
+
+
 cdef Tiles _plan_tiles(const Geom *g, Py_ssize_t ws_n, Py_ssize_t acc_elements, bint nhwc,
                        int nt) noexcept nogil:
     """Tile size and thread count that fit ws_n elements of scratch.
@@ -370,6 +381,8 @@ cdef Tiles _plan_tiles(const Geom *g, Py_ssize_t ws_n, Py_ssize_t acc_elements, 
     cdef Py_ssize_t row_cols = 0 if pw else g.oW * g.R
     cdef Py_ssize_t span = g.N * g.oH if nhwc else g.oH     # rows one tile may cover
     cdef Py_ssize_t want, rows, threads = _max(nt, 1)
+    if _weights_outweigh_columns(g, threads):
+        threads = 1
     # L2-sized columns, but at least two weight matrices' worth of them: BLAS repacks the weights
     # on every call, which must stay small next to the multiply.
     want = _max(_THREAD_TILE_ELEMENTS, 2 * g.Kg * g.R)
@@ -428,8 +441,9 @@ cdef inline void _tile_rows(const Geom *g, const Tiles *tl, Py_ssize_t t, Py_ssi
 
 cdef void _fwd_tile(const floating *x, const floating *w, const floating *bias, floating *out,
                     floating *col, const Geom *g, const Tiles *tl, bint nhwc,
-                    Py_ssize_t t) noexcept nogil:
-    """out of tile t := bias + (columns of the tile) @ weights, group by group."""
+                    Py_ssize_t t, int gnt) noexcept nogil:
+    """out of tile t := bias + (columns of the tile) @ weights, group by group; each GEMM on
+    gnt threads."""
     cdef Py_ssize_t K = g.K, Kg = g.Kg, Cg = g.Cg, R = g.R, P = g.P
     cdef Py_ssize_t r0, r1, T, n, po, gi, k, p
     cdef bint pw = _pointwise(g)
@@ -443,11 +457,11 @@ cdef void _fwd_tile(const floating *x, const floating *w, const floating *bias, 
         o = out + r0 * g.oW * K
         for gi in range(g.G):
             if pw:
-                _gemm(False, False, T, Kg, R, x + r0 * g.oW * g.C + gi * Cg, g.C, w + gi * Kg, K,
+                _gemm_on(gnt, False, False, T, Kg, R, x + r0 * g.oW * g.C + gi * Cg, g.C, w + gi * Kg, K,
                       0, o + gi * Kg, K)
             else:
                 _im2col_nhwc(x, col, g, gi * Cg, r0, r1)
-                _gemm(False, False, T, Kg, R, col, R, w + gi * Kg, K, 0, o + gi * Kg, K)
+                _gemm_on(gnt, False, False, T, Kg, R, col, R, w + gi * Kg, K, 0, o + gi * Kg, K)
         for p in range(T):
             for k in range(K):
                 o[p * K + k] += bias[k]
@@ -456,7 +470,7 @@ cdef void _fwd_tile(const floating *x, const floating *w, const floating *bias, 
         stage = col + R * T
         for gi in range(g.G):
             _im2col_nchw(x, col, g, gi * Cg, r0, r1)
-            _gemm(False, False, Kg, T, R, w + gi * Kg * R, R, col, T, 0, stage, T)
+            _gemm_on(gnt, False, False, Kg, T, R, w + gi * Kg * R, R, col, T, 0, stage, T)
             for k in range(Kg):
                 bk = bias[gi * Kg + k]
                 for p in range(T):
@@ -469,11 +483,11 @@ cdef void _fwd_tile(const floating *x, const floating *w, const floating *bias, 
         for gi in range(g.G):
             o = out + (n * K + gi * Kg) * P + po
             if pw:
-                _gemm(False, False, Kg, T, R, w + gi * Kg * R, R,
+                _gemm_on(gnt, False, False, Kg, T, R, w + gi * Kg * R, R,
                       x + (n * g.C + gi * Cg) * P + po, P, 0, o, P)
             else:
                 _im2col_nchw(x, col, g, gi * Cg, r0, r1)
-                _gemm(False, False, Kg, T, R, w + gi * Kg * R, R, col, T, 0, o, P)
+                _gemm_on(gnt, False, False, Kg, T, R, w + gi * Kg * R, R, col, T, 0, o, P)
             for k in range(Kg):
                 bk = bias[gi * Kg + k]
                 for p in range(T):
@@ -481,8 +495,10 @@ cdef void _fwd_tile(const floating *x, const floating *w, const floating *bias, 
 
 
 cdef void _gw_tile(const floating *gout, const floating *x, floating *acc, floating *col,
-                   const Geom *g, const Tiles *tl, bint nhwc, Py_ssize_t t) noexcept nogil:
-    """acc += the weight gradient of tile t: grad_output of the tile times its columns."""
+                   const Geom *g, const Tiles *tl, bint nhwc, Py_ssize_t t,
+                   int gnt) noexcept nogil:
+    """acc += the weight gradient of tile t: grad_output of the tile times its columns; each
+    GEMM on gnt threads."""
     cdef Py_ssize_t K = g.K, Kg = g.Kg, Cg = g.Cg, R = g.R, P = g.P
     cdef Py_ssize_t r0, r1, T, n, po, p0, gi
     cdef bint pw = _pointwise(g)
@@ -494,11 +510,11 @@ cdef void _gw_tile(const floating *gout, const floating *x, floating *acc, float
         p0 = r0 * g.oW
         for gi in range(g.G):
             if pw:
-                _gemm(True, False, R, Kg, T, x + p0 * g.C + gi * Cg, g.C,
+                _gemm_on(gnt, True, False, R, Kg, T, x + p0 * g.C + gi * Cg, g.C,
                       gout + p0 * K + gi * Kg, K, 1, acc + gi * Kg, K)
             else:
                 _im2col_nhwc(x, col, g, gi * Cg, r0, r1)
-                _gemm(True, False, R, Kg, T, col, R, gout + p0 * K + gi * Kg, K, 1,
+                _gemm_on(gnt, True, False, R, Kg, T, col, R, gout + p0 * K + gi * Kg, K, 1,
                       acc + gi * Kg, K)
     elif (r1 - 1) // g.oH != r0 // g.oH:
         # whole samples: grad_output gathered into a (Kg, T) staging block first
@@ -506,18 +522,18 @@ cdef void _gw_tile(const floating *gout, const floating *x, floating *acc, float
         for gi in range(g.G):
             _pack_rows(gout, stage, g, gi * Kg, Kg, r0, r1, True)
             _im2col_nchw(x, col, g, gi * Cg, r0, r1)
-            _gemm(False, True, Kg, R, T, stage, T, col, T, 1, acc + gi * Kg * R, R)
+            _gemm_on(gnt, False, True, Kg, R, T, stage, T, col, T, 1, acc + gi * Kg * R, R)
     else:
         # acc (K, R) group block (Kg, R) += gout (Kg, T) @ col^T (T, R)
         n = r0 // g.oH
         po = (r0 - n * g.oH) * g.oW
         for gi in range(g.G):
             if pw:
-                _gemm(False, True, Kg, R, T, gout + (n * K + gi * Kg) * P + po, P,
+                _gemm_on(gnt, False, True, Kg, R, T, gout + (n * K + gi * Kg) * P + po, P,
                       x + (n * g.C + gi * Cg) * P + po, P, 1, acc + gi * Kg * R, R)
             else:
                 _im2col_nchw(x, col, g, gi * Cg, r0, r1)
-                _gemm(False, True, Kg, R, T, gout + (n * K + gi * Kg) * P + po, P, col, T, 1,
+                _gemm_on(gnt, False, True, Kg, R, T, gout + (n * K + gi * Kg) * P + po, P, col, T, 1,
                       acc + gi * Kg * R, R)
 
 
@@ -530,7 +546,7 @@ cdef void _fwd(const floating *x, const floating *w, const floating *bias, float
     if tl.threads <= 1:
         flush_denormals_enter()
         for t in range(tl.count):
-            _fwd_tile(x, w, bias, out, ws, g, &tl, nhwc, t)
+            _fwd_tile(x, w, bias, out, ws, g, &tl, nhwc, t, nt)
         flush_denormals_exit()
         return
     with parallel(num_threads=tl.threads):
@@ -538,7 +554,7 @@ cdef void _fwd(const floating *x, const floating *w, const floating *bias, float
         tid = threadid()
         col = ws + tid * tl.col_elements
         for t in prange(tl.count, schedule="dynamic"):
-            _fwd_tile(x, w, bias, out, col, g, &tl, nhwc, t)
+            _fwd_tile(x, w, bias, out, col, g, &tl, nhwc, t, 1)
         flush_denormals_exit()
 
 
@@ -558,7 +574,7 @@ cdef void _gw(const floating *gout, const floating *x, floating *gw, floating *w
     if tl.threads <= 1:
         flush_denormals_enter()
         for t in range(tl.count):
-            _gw_tile(gout, x, gw, ws, g, &tl, nhwc, t)
+            _gw_tile(gout, x, gw, ws, g, &tl, nhwc, t, nt)
         flush_denormals_exit()
         return
     accs = ws + tl.threads * tl.col_elements
@@ -569,7 +585,7 @@ cdef void _gw(const floating *gout, const floating *x, floating *gw, floating *w
         col = ws + tid * tl.col_elements
         acc = gw if tid == 0 else accs + (tid - 1) * KR
         for t in prange(tl.count, schedule="static"):
-            _gw_tile(gout, x, acc, col, g, &tl, nhwc, t)
+            _gw_tile(gout, x, acc, col, g, &tl, nhwc, t, 1)
         flush_denormals_exit()
     for i in prange(KR, num_threads=tl.threads, schedule="static", nogil=True):
         s = gw[i]
@@ -587,7 +603,7 @@ cdef void _gw(const floating *gout, const floating *x, floating *gw, floating *w
 # fastconv.algorithms.compiled.)
 
 cdef void _gin_nhwc(const floating *gout, const floating *w, floating *gin, floating *ws,
-                    Py_ssize_t ws_n, const Geom *g) noexcept nogil:
+                    Py_ssize_t ws_n, const Geom *g, int gnt) noexcept nogil:
     """gin[n, ih, iw, c] = sum over (oh, ow, i, j) hitting it of gout[n, oh, ow, k] * w[i, j, c, k]."""
     cdef Py_ssize_t K = g.K, Kg = g.Kg, Cg = g.Cg, R = g.R, gi, p0, m, chunk, spp, rpt
     cdef Py_ssize_t r0 = 0, r1 = 0, npix = g.N * g.P
@@ -597,7 +613,7 @@ cdef void _gin_nhwc(const floating *gout, const floating *w, floating *gin, floa
         while p0 < npix:
             m = _min(chunk, npix - p0)
             for gi in range(g.G):
-                _gemm(False, True, m, Cg, Kg, gout + p0 * K + gi * Kg, K, w + gi * Kg, K,
+                _gemm_on(gnt, False, True, m, Cg, Kg, gout + p0 * K + gi * Kg, K, w + gi * Kg, K,
                       0, gin + p0 * g.C + gi * Cg, g.C)
             p0 += m
         return
@@ -607,12 +623,12 @@ cdef void _gin_nhwc(const floating *gout, const floating *w, floating *gin, floa
         p0 = r0 * g.oW
         m = (r1 - r0) * g.oW
         for gi in range(g.G):
-            _gemm(False, True, m, R, Kg, gout + p0 * K + gi * Kg, K, w + gi * Kg, K, 0, ws, R)
+            _gemm_on(gnt, False, True, m, R, Kg, gout + p0 * K + gi * Kg, K, w + gi * Kg, K, 0, ws, R)
             _col2im_nhwc(ws, gin, g, gi * Cg, r0, r1)
 
 
 cdef void _gin_nchw(const floating *gout, const floating *w, floating *gin, floating *ws,
-                    Py_ssize_t ws_n, const Geom *g) noexcept nogil:
+                    Py_ssize_t ws_n, const Geom *g, int gnt) noexcept nogil:
     """gin[n, c, ih, iw] = sum over (oh, ow, i, j) hitting it of gout[n, k, oh, ow] * w[k, c, i, j]."""
     cdef Py_ssize_t K = g.K, Kg = g.Kg, Cg = g.Cg, R = g.R, P = g.P
     cdef Py_ssize_t n, gi, spp, rpt, T, nf, nl, r0 = 0, r1 = 0
@@ -620,7 +636,7 @@ cdef void _gin_nchw(const floating *gout, const floating *w, floating *gin, floa
     if _pointwise(g):
         for n in range(g.N):
             for gi in range(g.G):
-                _gemm(True, False, Cg, P, Kg, w + gi * Kg * Cg, Cg, gout + (n * K + gi * Kg) * P, P,
+                _gemm_on(gnt, True, False, Cg, P, Kg, w + gi * Kg * Cg, Cg, gout + (n * K + gi * Kg) * P, P,
                       0, gin + (n * g.C + gi * Cg) * P, P)
         return
     memset(gin, 0, g.N * g.C * g.H * g.W * sizeof(floating))
@@ -632,11 +648,11 @@ cdef void _gin_nchw(const floating *gout, const floating *w, floating *gin, floa
         tmp = ws + R * T
         for gi in range(g.G):
             if nf == nl:
-                _gemm(True, False, R, T, Kg, w + gi * Kg * R, R,
+                _gemm_on(gnt, True, False, R, T, Kg, w + gi * Kg * R, R,
                       gout + (nf * K + gi * Kg) * P + (r0 - nf * g.oH) * g.oW, P, 0, ws, T)
             else:
                 _pack_rows(gout, tmp, g, gi * Kg, Kg, r0, r1, True)
-                _gemm(True, False, R, T, Kg, w + gi * Kg * R, R, tmp, T, 0, ws, T)
+                _gemm_on(gnt, True, False, R, T, Kg, w + gi * Kg * R, R, tmp, T, 0, ws, T)
             _col2im_nchw(ws, gin, g, gi * Cg, r0, r1)
 
 
@@ -646,14 +662,16 @@ cdef void _gin(const floating *gout, const floating *w, floating *gin, floating 
     cdef Py_ssize_t n, per_thread, need = _min_workspace(g)
     cdef Py_ssize_t out_sample = g.oH * g.oW * g.K, in_sample = g.H * g.W * g.C
     cdef int threads = <int>_min(nt, g.N), tid = 0
+    if _weights_outweigh_columns(g, nt):
+        threads = 1
     if need > 0:
         threads = <int>_max(1, _min(threads, ws_n // need))
     if threads <= 1:
         flush_denormals_enter()
         if nhwc:
-            _gin_nhwc(gout, w, gin, ws, ws_n, g)
+            _gin_nhwc(gout, w, gin, ws, ws_n, g, nt)
         else:
-            _gin_nchw(gout, w, gin, ws, ws_n, g)
+            _gin_nchw(gout, w, gin, ws, ws_n, g, nt)
         flush_denormals_exit()
         return
     one.N = 1
@@ -664,10 +682,10 @@ cdef void _gin(const floating *gout, const floating *w, floating *gin, floating 
         for n in prange(g.N, schedule="dynamic"):
             if nhwc:
                 _gin_nhwc(gout + n * out_sample, w, gin + n * in_sample, ws + tid * per_thread,
-                          per_thread, &one)
+                          per_thread, &one, 1)
             else:
                 _gin_nchw(gout + n * out_sample, w, gin + n * in_sample, ws + tid * per_thread,
-                          per_thread, &one)
+                          per_thread, &one, 1)
         flush_denormals_exit()
 
 
