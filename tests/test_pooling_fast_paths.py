@@ -146,3 +146,30 @@ def test_avg_pool2d_fast_paths_match_torch(shape, dtype, count_include_pad, divi
     grad = fastconv.avg_pool2d_backward(go, x, k, s, p, **kw)
     np.testing.assert_array_equal(grad, grad_t.numpy())
     np.testing.assert_array_equal(np.signbit(grad), np.signbit(grad_t.numpy()))
+
+
+@pytest.mark.parametrize("shape", SHAPES + [(12, 15, 3, 3, 0, False)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch, threads", [(1, 2), (3, 1), (9, 2)])
+@pytest.mark.parametrize("count_include_pad,divisor_override", [(True, None), (True, 3)])
+def test_avg_pool2d_nhwc_backward_matches_torch(shape, dtype, batch, threads, count_include_pad,
+                                                divisor_override):
+    """NHWC input gradient, channel blocks (one sample on two threads: blocks of 16 of the 70
+    channels) and windows that tile the plane (written once, not cleared and added to): the
+    same bits as PyTorch's, -0.0 gradients landing as +0.0."""
+    torch = pytest.importorskip("torch")
+    h, w, k, s, p, ceil_mode = shape
+    rng = np.random.default_rng(h * w + batch)
+    x = rng.standard_normal((batch, h, w, 70)).astype(dtype)
+    kw = dict(ceil_mode=ceil_mode, count_include_pad=count_include_pad, divisor_override=divisor_override)
+    xt = torch.from_numpy(x).permute(0, 3, 1, 2).requires_grad_()
+    out_t = torch.nn.functional.avg_pool2d(xt, k, s, p, **kw)
+    go = rng.standard_normal(out_t.shape).astype(dtype)
+    go[0, :5, 0, 0] = -0.0
+    (grad_t,) = torch.autograd.grad(out_t, xt, torch.from_numpy(go))
+    grad_t = grad_t.permute(0, 2, 3, 1).numpy()
+    with fastconv.num_threads(threads):
+        grad = fastconv.avg_pool2d_backward(np.ascontiguousarray(go.transpose(0, 2, 3, 1)), x, k, s, p,
+                                            data_format="NHWC", **kw)
+    np.testing.assert_array_equal(grad, grad_t)
+    np.testing.assert_array_equal(np.signbit(grad), np.signbit(grad_t))

@@ -986,7 +986,12 @@ def avg_pool2d_backward_nhwc(const floating[:, :, :, ::1] grad_output, floating[
     cdef floating* gp
     cdef floating* gv
     cdef const floating* o
-    cdef floating dv
+    cdef floating dv, v
+    # Windows that tile the plane (2x2 stride 2 on an even plane): each element gets exactly one
+    # contribution, written as 0 + v (-0.0 becomes +0.0, as in the general path and PyTorch)
+    # without clearing the sample first and adding to it: one pass over grad_input, not three.
+    cdef bint tiled = (kernel_h == stride_h and kernel_w == stride_w and pad_top == 0
+                       and pad_left == 0 and H == oH * kernel_h and W == oW * kernel_w)
     with nogil, parallel(num_threads=nt):
         flush_denormals_enter()
         for t in prange(N * nblk, schedule="static"):
@@ -996,6 +1001,27 @@ def avg_pool2d_backward_nhwc(const floating[:, :, :, ::1] grad_output, floating[
             c1 = _imin(c0 + cb, C)
             g = gi + n * HW * C
             gv = scratch + threadid() * cb          # gv[c - c0] for c in [c0, c1)
+            if tiled:
+                dv = <floating>(divisor_override if divisor_override != 0 else kernel_h * kernel_w)
+                for oh in range(oH):
+                    for ow in range(oW):
+                        o = go + ((n * oH + oh) * oW + ow) * C
+                        gp = g + (oh * kernel_h * W + ow * kernel_w) * C    # the window's corner
+                        if kernel_h == 2 and kernel_w == 2:     # one loop, four stores a value
+                            for c in range(c0, c1):
+                                v = 0 + o[c] / dv
+                                gp[c] = v
+                                gp[C + c] = v
+                                gp[W * C + c] = v
+                                gp[(W + 1) * C + c] = v
+                            continue
+                        for c in range(c0, c1):
+                            gv[c - c0] = 0 + o[c] / dv
+                        for ih in range(kernel_h):
+                            for iw in range(kernel_w):
+                                for c in range(c0, c1):
+                                    gp[(ih * W + iw) * C + c] = gv[c - c0]
+                continue
             if c0 == 0 and c1 == C:
                 memset(g, 0, HW * C * sizeof(floating))
             else:
