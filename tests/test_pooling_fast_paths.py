@@ -173,3 +173,41 @@ def test_avg_pool2d_nhwc_backward_matches_torch(shape, dtype, batch, threads, co
                                             data_format="NHWC", **kw)
     np.testing.assert_array_equal(grad, grad_t)
     np.testing.assert_array_equal(np.signbit(grad), np.signbit(grad_t))
+
+
+@pytest.mark.parametrize("h, w, k", [(24, 24, 2), (8, 12, 2), (12, 15, 3), (4, 6, (2, 3))])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("backend", ["cython", "numba"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_max_pool2d_nhwc_backward_of_tiling_windows_bitwise(h, w, k, dtype, backend, threads):
+    """Windows that tile the plane: the input gradient written once, without clearing it first,
+    is the scatter's bit for bit (-0.0 gradients landing as +0.0), and PyTorch's; indices that
+    leave their window (a caller's own) fall back to the scatter."""
+    torch = pytest.importorskip("torch")
+    x = _input((3, h, w, 37), dtype, h * w, nan=True)
+    go = np.random.default_rng(h).standard_normal(
+        fastconv.pool2d_output_shape(x.shape, k, data_format="NHWC")).astype(dtype)
+    go[0, 0, 0, :4] = -0.0
+    out, idx = fastconv.max_pool2d(x, k, return_indices=True, data_format="NHWC")
+    scatter = np.empty_like(x)
+    fastconv._ext.pooling.max_pool2d_backward_nhwc(go, idx, scatter, 1)
+    xt = torch.from_numpy(x).permute(0, 3, 1, 2).requires_grad_()
+    out_t = torch.nn.functional.max_pool2d(xt, k)
+    (want,) = torch.autograd.grad(out_t, xt, torch.from_numpy(go).permute(0, 3, 1, 2))
+    want = want.permute(0, 2, 3, 1).numpy()
+    moved = idx.copy()
+    moved[1, 0, 0, 5] = (h - 1) * w + w - 1     # in the plane, not in window (0, 0)
+    moved_scatter = np.empty_like(x)
+    fastconv._ext.pooling.max_pool2d_backward_nhwc(go, moved, moved_scatter, 1)
+    fastconv.set_pooling_backend(backend)
+    try:
+        with fastconv.num_threads(threads):
+            got = fastconv.max_pool2d_backward(go, x, idx, k, data_format="NHWC")
+            got_moved = fastconv.max_pool2d_backward(go, x, moved, k, data_format="NHWC")
+    finally:
+        fastconv.set_pooling_backend("cython")
+    for a in (scatter, want):
+        np.testing.assert_array_equal(got, a)
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(a))
+    np.testing.assert_array_equal(got_moved, moved_scatter)
+    assert got_moved[1, -1, -1, 5] != 0 or go[1, 0, 0, 5] == 0

@@ -233,6 +233,42 @@ def max_pool2d_backward_nhwc(grad_output, indices, grad_input, num_threads):
     _max_bwd_nhwc(grad_output, indices, grad_input, _channel_block(N, C, nt))
 
 
+@_parallel
+def _max_bwd_tiles_nhwc(grad_output, indices, grad_input, kh, kw):
+    N, H, W, C = grad_input.shape
+    oH, oW = grad_output.shape[1], grad_output.shape[2]
+    found = 0
+    for row in prange(N * oH):
+        n = row // oH
+        oh = row - n * oH
+        g = grad_input[n].reshape(H * W, C)
+        for ow in range(oW):
+            o = grad_output[n, oh, ow]
+            q = indices[n, oh, ow]
+            for i in range(kh):
+                for j in range(kw):
+                    pos = (oh * kh + i) * W + ow * kw + j
+                    for c in range(C):
+                        hit = q[c] == pos
+                        g[pos, c] = (0 + o[c]) if hit else 0
+                        found += hit
+    return found
+
+
+def max_pool2d_backward_tiles_nhwc(grad_output, indices, grad_input, kernel_h, kernel_w, num_threads):
+    """max_pool2d_backward_nhwc where the windows tile the plane: each element written once
+    (0 + grad_output at its window's index, else 0); False if an index lies outside its window."""
+    N, H, W, C = grad_input.shape
+    oH, oW = grad_output.shape[1], grad_output.shape[2]
+    if H != oH * kernel_h or W != oW * kernel_w:
+        raise ValueError(f"the windows must tile the plane. Received: H={H}, W={W}, "
+                         f"{kernel_h}x{kernel_w} windows, output {oH}x{oW}")
+    if N * oH * oW * C == 0:
+        return True
+    _use_threads(num_threads)
+    return _max_bwd_tiles_nhwc(grad_output, indices, grad_input, kernel_h, kernel_w) == N * oH * oW * C
+
+
 # ------------------------------------------------------------------------------------ avg pooling
 
 @_inner

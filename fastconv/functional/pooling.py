@@ -105,19 +105,39 @@ def max_pool2d_backward(grad_output, x, indices, kernel_size, stride=None, paddi
     x, data_format = _input(x, data_format)
     geom = pool2d_geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode, data_format)
     grad_output = _check_grad_output(grad_output, x, geom, "max_pool2d")
-    indices = _checked_indices(indices, geom)
+    indices = _index_array(indices, geom)
     grad_input = _aligned.empty(geom.input_shape, x.dtype)
-    if grad_input.size:
-        _kernel("max_pool2d_backward", geom)(grad_output, indices, grad_input,
-                                             _threads(grad_input, grad_output))
+    if not grad_input.size:
+        return grad_input
+    threads = _threads(grad_input, grad_output)
+    # Windows that tile the plane: each element is written once. That kernel only compares
+    # the indices with its windows' positions (any value is safe), and declines if one lies
+    # outside its window; the scatter writes where they point, so they are checked first.
+    if geom.channels_last and _windows_tile(geom) and _kernel("max_pool2d_backward_tiles", geom)(
+            grad_output, indices, grad_input, *geom.kernel, threads):
+        return grad_input
+    _check_index_range(indices, geom)
+    _kernel("max_pool2d_backward", geom)(grad_output, indices, grad_input, threads)
     return grad_input
 
 
-def _checked_indices(indices, geom):
+def _windows_tile(geom):
+    """Whether the pooling windows cover the plane without overlap or gaps (2x2 stride 2 on
+    an even plane)."""
+    return (geom.stride == geom.kernel and geom.dilation == (1, 1)
+            and geom.padding == ((0, 0), (0, 0))
+            and (geom.in_h, geom.in_w) == (geom.out_h * geom.kernel[0], geom.out_w * geom.kernel[1]))
+
+
+def _index_array(indices, geom):
     indices = np.asarray(indices)
     if indices.dtype.kind not in "iu":
         raise TypeError(f"indices must be an integer array. Received: indices.dtype={indices.dtype}")
     _args.check_shape(indices, geom.output_shape, "indices", "the shape of max_pool2d's output")
+    return np.ascontiguousarray(indices, dtype=np.int64)
+
+
+def _check_index_range(indices, geom):
     plane = geom.in_h * geom.in_w
     if indices.size:
         low, high = int(indices.min()), int(indices.max())
@@ -125,7 +145,6 @@ def _checked_indices(indices, geom):
             raise ValueError(
                 f"indices must lie in [0, H*W) = [0, {plane}). Received: indices between {low} and {high}"
             )
-    return np.ascontiguousarray(indices, dtype=np.int64)
 
 
 # --------------------------------------------------------------------------- average pooling

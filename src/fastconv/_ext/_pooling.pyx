@@ -716,6 +716,50 @@ def max_pool2d_backward_nhwc(const floating[:, :, :, ::1] grad_output, const int
         flush_denormals_exit()
 
 
+def max_pool2d_backward_tiles_nhwc(const floating[:, :, :, ::1] grad_output,
+                                   const int64_t[:, :, :, ::1] indices, floating[:, :, :, ::1] grad_input,
+                                   Py_ssize_t kernel_h, Py_ssize_t kernel_w, int num_threads):
+    """max_pool2d_backward_nhwc where the windows tile the plane (stride = kernel, no padding or
+    dilation, H = oH*kh, W = oW*kw), so that each element lies in one window: written once, as
+    0 + grad_output where its window's index points at it and 0 elsewhere, with no clearing
+    pass before the scatter. Returns False if some index lies outside its window (grad_input
+    is then incomplete: the caller runs max_pool2d_backward_nhwc)."""
+    cdef Py_ssize_t N = grad_input.shape[0], H = grad_input.shape[1], W = grad_input.shape[2]
+    cdef Py_ssize_t C = grad_input.shape[3]
+    cdef Py_ssize_t oH = grad_output.shape[1], oW = grad_output.shape[2]
+    cdef Py_ssize_t row, n, oh, ow, i, j, c, pos
+    cdef Py_ssize_t found = 0
+    cdef int nt = num_threads if num_threads > 0 else 1
+    if H != oH * kernel_h or W != oW * kernel_w:
+        raise ValueError(f"the windows must tile the plane. Received: H={H}, W={W}, "
+                         f"{kernel_h}x{kernel_w} windows, output {oH}x{oW}")
+    if N * oH * oW * C == 0:
+        return True
+    cdef floating* gi = &grad_input[0, 0, 0, 0]
+    cdef const floating* go = &grad_output[0, 0, 0, 0]
+    cdef const int64_t* ip = &indices[0, 0, 0, 0]
+    cdef floating* g
+    cdef const floating* o
+    cdef const int64_t* q
+    with nogil, parallel(num_threads=nt):
+        flush_denormals_enter()
+        for row in prange(N * oH, schedule="static"):
+            n = row // oH
+            oh = row - n * oH
+            for ow in range(oW):
+                o = go + (row * oW + ow) * C
+                q = ip + (row * oW + ow) * C
+                for i in range(kernel_h):
+                    for j in range(kernel_w):
+                        pos = (oh * kernel_h + i) * W + ow * kernel_w + j
+                        g = gi + (n * H * W + pos) * C
+                        for c in range(C):
+                            g[c] = (0 + o[c]) if q[c] == pos else 0
+                            found += q[c] == pos
+        flush_denormals_exit()
+    return found == N * oH * oW * C
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # average pooling
 # ----------------------------------------------------------------------------------------------------------------
