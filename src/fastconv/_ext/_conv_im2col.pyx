@@ -154,9 +154,14 @@ cdef void _im2col_nhwc_row(const floating *x, floating *col, const Geom *g, Py_s
 
 
 cdef void _im2col_nhwc(const floating *x, floating *col, const Geom *g, Py_ssize_t c0,
-                       Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
-    """col (T, R) of output rows [r0, r1) for the group whose channels start at c0."""
+                       Py_ssize_t r0, Py_ssize_t r1, int gnt) noexcept nogil:
+    """col (T, R) of output rows [r0, r1) for the group whose channels start at c0, the rows
+    shared among gnt threads (tiles that run in turn)."""
     cdef Py_ssize_t r
+    if gnt > 1:
+        for r in prange(r0, r1, num_threads=gnt, schedule="static"):
+            _im2col_nhwc_row(x, col, g, c0, r0, r)
+        return
     for r in range(r0, r1):
         _im2col_nhwc_row(x, col, g, c0, r0, r)
 
@@ -243,9 +248,14 @@ cdef void _im2col_nchw_row(const floating *x, floating *col, const Geom *g, Py_s
 
 
 cdef void _im2col_nchw(const floating *x, floating *col, const Geom *g, Py_ssize_t c0,
-                       Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
-    """col (R, T) of output rows [r0, r1) for the group whose channels start at c0."""
+                       Py_ssize_t r0, Py_ssize_t r1, int gnt) noexcept nogil:
+    """col (R, T) of output rows [r0, r1) for the group whose channels start at c0, the rows
+    of col shared among gnt threads (tiles that run in turn)."""
     cdef Py_ssize_t rr
+    if gnt > 1:
+        for rr in prange(g.R, num_threads=gnt, schedule="static"):
+            _im2col_nchw_row(x, col, g, c0, r0, r1, rr)
+        return
     for rr in range(g.R):
         _im2col_nchw_row(x, col, g, c0, r0, r1, rr)
 
@@ -460,7 +470,7 @@ cdef void _fwd_tile(const floating *x, const floating *w, const floating *bias, 
                 _gemm_on(gnt, False, False, T, Kg, R, x + r0 * g.oW * g.C + gi * Cg, g.C, w + gi * Kg, K,
                       0, o + gi * Kg, K)
             else:
-                _im2col_nhwc(x, col, g, gi * Cg, r0, r1)
+                _im2col_nhwc(x, col, g, gi * Cg, r0, r1, gnt)
                 _gemm_on(gnt, False, False, T, Kg, R, col, R, w + gi * Kg, K, 0, o + gi * Kg, K)
         for p in range(T):
             for k in range(K):
@@ -469,7 +479,7 @@ cdef void _fwd_tile(const floating *x, const floating *w, const floating *bias, 
         # whole samples: (Kg, T) = W_g (Kg, R) @ col (R, T) in a staging block, then out
         stage = col + R * T
         for gi in range(g.G):
-            _im2col_nchw(x, col, g, gi * Cg, r0, r1)
+            _im2col_nchw(x, col, g, gi * Cg, r0, r1, gnt)
             _gemm_on(gnt, False, False, Kg, T, R, w + gi * Kg * R, R, col, T, 0, stage, T)
             for k in range(Kg):
                 bk = bias[gi * Kg + k]
@@ -486,7 +496,7 @@ cdef void _fwd_tile(const floating *x, const floating *w, const floating *bias, 
                 _gemm_on(gnt, False, False, Kg, T, R, w + gi * Kg * R, R,
                       x + (n * g.C + gi * Cg) * P + po, P, 0, o, P)
             else:
-                _im2col_nchw(x, col, g, gi * Cg, r0, r1)
+                _im2col_nchw(x, col, g, gi * Cg, r0, r1, gnt)
                 _gemm_on(gnt, False, False, Kg, T, R, w + gi * Kg * R, R, col, T, 0, o, P)
             for k in range(Kg):
                 bk = bias[gi * Kg + k]
@@ -513,7 +523,7 @@ cdef void _gw_tile(const floating *gout, const floating *x, floating *acc, float
                 _gemm_on(gnt, True, False, R, Kg, T, x + p0 * g.C + gi * Cg, g.C,
                       gout + p0 * K + gi * Kg, K, 1, acc + gi * Kg, K)
             else:
-                _im2col_nhwc(x, col, g, gi * Cg, r0, r1)
+                _im2col_nhwc(x, col, g, gi * Cg, r0, r1, gnt)
                 _gemm_on(gnt, True, False, R, Kg, T, col, R, gout + p0 * K + gi * Kg, K, 1,
                       acc + gi * Kg, K)
     elif (r1 - 1) // g.oH != r0 // g.oH:
@@ -521,7 +531,7 @@ cdef void _gw_tile(const floating *gout, const floating *x, floating *acc, float
         stage = col + R * T
         for gi in range(g.G):
             _pack_rows(gout, stage, g, gi * Kg, Kg, r0, r1, True)
-            _im2col_nchw(x, col, g, gi * Cg, r0, r1)
+            _im2col_nchw(x, col, g, gi * Cg, r0, r1, gnt)
             _gemm_on(gnt, False, True, Kg, R, T, stage, T, col, T, 1, acc + gi * Kg * R, R)
     else:
         # acc (K, R) group block (Kg, R) += gout (Kg, T) @ col^T (T, R)
@@ -532,7 +542,7 @@ cdef void _gw_tile(const floating *gout, const floating *x, floating *acc, float
                 _gemm_on(gnt, False, True, Kg, R, T, gout + (n * K + gi * Kg) * P + po, P,
                       x + (n * g.C + gi * Cg) * P + po, P, 1, acc + gi * Kg * R, R)
             else:
-                _im2col_nchw(x, col, g, gi * Cg, r0, r1)
+                _im2col_nchw(x, col, g, gi * Cg, r0, r1, gnt)
                 _gemm_on(gnt, False, True, Kg, R, T, gout + (n * K + gi * Kg) * P + po, P, col, T, 1,
                       acc + gi * Kg * R, R)
 
