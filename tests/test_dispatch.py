@@ -106,12 +106,19 @@ def test_builtin_rule(op, data_format, monkeypatch):
     # narrow and dilated: direct
     dilated = dataclasses.replace(cifar, dilation=2, padding=2)
     assert choose(op, _geom(dilated, data_format)) == "direct"
-    # and strided: NHWC's narrow kernels, NCHW's weight gradient on polyphase planes
+    # and strided: NHWC's narrow kernels, NCHW's forward and weight gradient on polyphase
+    # planes
     strided16 = dataclasses.replace(cifar, stride=2)
-    expected = "direct" if data_format == "NHWC" or op == "grad_weight" else "im2col"
-    if op == "grad_input":
-        expected = "im2col"
+    expected = "im2col" if op == "grad_input" else "direct"
     assert choose(op, _geom(strided16, data_format)) == expected
+    # NCHW strided forwards of up to 32 -> 64 channels, where the planes fit
+    strided32 = dataclasses.replace(cifar, batch=32, in_channels=32, out_channels=64, stride=2,
+                                    height=32, width=32)
+    if data_format == "NCHW":
+        assert choose(op, _geom(strided32, data_format)) == ("direct" if op == "forward" else "im2col")
+        for wider in (dict(in_channels=64), dict(out_channels=128), dict(height=56, width=56),
+                      dict(kernel=(1, 1), padding=0)):
+            assert choose("forward", _geom(dataclasses.replace(strided32, **wider), data_format)) == "im2col"
     # fmnist_conv2 (5x5, 32 -> 64): Winograd F(2x2, 5x5); with 8 input channels (Winograd on
     # 3x3 sub-kernels) NHWC's forward and weight gradient run direct
     fmnist2 = dataclasses.replace(lenet, in_channels=32, out_channels=64, padding=2)
