@@ -211,3 +211,25 @@ def test_max_pool2d_nhwc_backward_of_tiling_windows_bitwise(h, w, k, dtype, back
         np.testing.assert_array_equal(np.signbit(got), np.signbit(a))
     np.testing.assert_array_equal(got_moved, moved_scatter)
     assert got_moved[1, -1, -1, 5] != 0 or go[1, 0, 0, 5] == 0
+
+
+@pytest.mark.parametrize("data_format", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch, hw", [(1, (7, 7)), (3, (8, 8)), (9, (1, 3)), (2, (13, 11))])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_global_avg_pool2d_kernels(data_format, dtype, batch, hw, threads):
+    """Rows of whole vectors, a vector and a tail (NCHW), channel blocks of one sample on two
+    threads (NHWC): the mean within rounding of float64's, infinities and NaNs carried."""
+    x = np.random.default_rng(batch).standard_normal((batch, 70) + hw).astype(dtype)
+    x[0, 1, 0, 0], x[0, 2, 0, 0], x[-1, 3, -1, -1] = np.inf, np.nan, -np.inf
+    x[0, 4, 0, 0], x[0, 4, -1, -1] = np.inf, -np.inf
+    with np.errstate(invalid="ignore"):
+        want = x.astype(np.float64).mean(axis=(2, 3))
+    if data_format == "NHWC":
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    with fastconv.num_threads(threads):
+        got = fastconv.global_avg_pool2d(x, data_format=data_format)
+    assert got.dtype == dtype and got.shape == (batch, 70)
+    np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == np.float32 else 1e-13, atol=1e-6)
+    assert np.isposinf(got[0, 1]) and np.isnan(got[0, 2]) and np.isneginf(got[-1, 3])
+    assert np.isnan(got[0, 4])    # inf - inf

@@ -407,6 +407,94 @@ cdef extern from *:
     void fastconv_spread_2x2_d(const double* go, double* g0, double* g1, Py_ssize_t n, double dv) noexcept nogil
 
 
+cdef extern from *:
+    """
+    /* sum of r[0..n): two V accumulators over the whole vectors, their lanes added, then the
+       tail in order */
+    #define FASTCONV_ROW_SUM(NAME, T, V)                                                      \
+    static T NAME(const T *restrict r, Py_ssize_t n) {                                     \
+        enum { L = sizeof(V) / sizeof(T) };                                                \
+        V a = {0}, b = {0};                                                                \
+        Py_ssize_t t = 0;                                                                  \
+        T s = 0;                                                                           \
+        for (; t + 2 * L <= n; t += 2 * L) {                                               \
+            a += FASTCONV_LD(V, r + t);                                                    \
+            b += FASTCONV_LD(V, r + t + L);                                                \
+        }                                                                                  \
+        if (t + L <= n) {                                                                  \
+            a += FASTCONV_LD(V, r + t);                                                    \
+            t += L;                                                                        \
+        }                                                                                  \
+        a += b;                                                                            \
+        for (int i = 0; i < L; i++)                                                        \
+            s += a[i];                                                                     \
+        for (; t < n; t++)                                                                 \
+            s += r[t];                                                                     \
+        return s;                                                                          \
+    }
+    FASTCONV_ROW_SUM(fastconv_row_sum_f, float, fastconv_vf)
+    FASTCONV_ROW_SUM(fastconv_row_sum_d, double, fastconv_vd)
+    """
+    float fastconv_row_sum_f(const float* r, Py_ssize_t n) noexcept nogil
+    double fastconv_row_sum_d(const double* r, Py_ssize_t n) noexcept nogil
+
+
+def global_avg_pool2d_forward_nchw(const floating[:, ::1] x, floating[::1] out, int num_threads):
+    """out[p] := mean of the row x[p] (the planes of an NCHW array as rows of H*W), the rows on
+    num_threads threads."""
+    cdef Py_ssize_t P = x.shape[0], HW = x.shape[1], p
+    cdef int nt = num_threads if num_threads > 0 else 1
+    if out.shape[0] != P:
+        raise ValueError(f"out must hold one mean per row. Received: {out.shape[0]} for {P} rows")
+    if P == 0:
+        return
+    cdef const floating* xp = &x[0, 0]
+    cdef floating* op = &out[0]
+    with nogil, parallel(num_threads=nt):
+        flush_denormals_enter()
+        for p in prange(P, schedule="static"):
+            if floating is float:
+                op[p] = fastconv_row_sum_f(xp + p * HW, HW) / <float>HW
+            else:
+                op[p] = fastconv_row_sum_d(xp + p * HW, HW) / <double>HW
+        flush_denormals_exit()
+
+
+def global_avg_pool2d_forward_nhwc(const floating[:, :, ::1] x, floating[:, ::1] out, int num_threads):
+    """out[n, c] := mean over s of x[n, s, c] (an NHWC array as (N, H*W, C)): each channel's
+    sum in pixel order, vectorised over the channels, in (sample, channel block) tasks."""
+    cdef Py_ssize_t N = x.shape[0], HW = x.shape[1], C = x.shape[2]
+    cdef int nt = num_threads if num_threads > 0 else 1
+    cdef Py_ssize_t cb, nblk, t, n, b, c, c0, c1, s
+    if out.shape[0] != N or out.shape[1] != C:
+        raise ValueError(f"out must be (N, C) = ({N}, {C}). Received: ({out.shape[0]}, {out.shape[1]})")
+    if N == 0:
+        return
+    cb = _channel_block(N, C, nt)
+    nblk = (C + cb - 1) // cb
+    cdef const floating* xp = &x[0, 0, 0]
+    cdef floating* op = &out[0, 0]
+    cdef floating* o
+    cdef const floating* r
+    with nogil, parallel(num_threads=nt):
+        flush_denormals_enter()
+        for t in prange(N * nblk, schedule="static"):
+            n = t // nblk
+            b = t - n * nblk
+            c0 = b * cb
+            c1 = _imin(c0 + cb, C)
+            o = op + n * C
+            for c in range(c0, c1):
+                o[c] = 0
+            for s in range(HW):
+                r = xp + (n * HW + s) * C
+                for c in range(c0, c1):
+                    o[c] = o[c] + r[c]
+            for c in range(c0, c1):
+                o[c] = o[c] / <floating>HW
+        flush_denormals_exit()
+
+
 cdef inline void _window_s2(const floating* r, Py_ssize_t ld, Py_ssize_t kh, Py_ssize_t kw, floating* o,
                             Py_ssize_t n, bint average, floating dv) noexcept nogil:
     """o[t] := the max, or (average) the sum / dv, of the kh x kw window at r + 2t, for t < n (see above)."""
