@@ -106,11 +106,8 @@ def _narrow_direct(op, geom, cg, kg, winograd):
     - NCHW weight gradients, up to 16 channels on both sides, on staged (polyphase) planes:
       16 channels dilated 2-4x im2col, cifar_res20 1.05-1.25x Winograd, LeNet's 6 -> 16
       1.1-1.4x Winograd;
-    - NHWC weight gradients, up to 32 input channels (16 where Winograd runs): LeNet's
-      6 -> 16 3x, 16 channels strided or dilated 2x im2col; 16 -> 16 3x3 at 32x32 1.17 ms
-      and cifar_res20 2.05-2.20 on a loaded host, where Winograd took 2.5 and 4.4, and
-      1.2-1.5 and 2.1-3.2 on a quiet one (32 channels: 1.67 loaded against Winograd's
-      1.6-2.0 quiet, undecided, so Winograd keeps them);
+    - NHWC weight gradients, up to 32 input channels (8 where Winograd runs): LeNet's
+      6 -> 16 3x, 16 channels strided or dilated 2x im2col;
     - NHWC stride-1 input gradients with 8 or more input and up to 16 output channels where
       Winograd does not run, as the transposed forward: 16 channels dilated 1.2x im2col;
     - NHWC forwards, up to 16 input channels where Winograd does not run (fewer than 8
@@ -133,7 +130,7 @@ def _narrow_direct(op, geom, cg, kg, winograd):
     if geom.groups != 1:
         return False
     if op == "grad_weight":
-        return cg <= (16 if winograd else 32)
+        return cg <= (8 if winograd else 32)
     f25 = winograd and geom.kernel_h == geom.kernel_w == 5 and cg >= 16
     wide_taps = geom.kernel_h * geom.kernel_w >= 25 and cg <= 32 and kg >= 32 and not f25
     if op == "grad_input":   # the transposed forward on those kernels
