@@ -100,9 +100,8 @@ def _narrow_direct(op, geom, cg, kg, winograd):
       1.4-1.6x Winograd, 16 channels dilated or 7x7 2-3x, LeNet's 6 -> 16 forward 2x
       Winograd and input gradient 1.05-1.15x im2col;
     - NCHW strided forwards of 3x3 and wider kernels, up to 32 input and 64 output channels,
-      on staged polyphase planes: 32 -> 64 at 32x32 1.3 ms against im2col's 2.4 (PyTorch
-      1.5), 16 -> 32 0.36 vs 0.82, 32 -> 64 at 28x28 0.61 vs 1.08, on a loaded host where
-      im2col stood to PyTorch as on a quiet one (1.5-1.6x); 64 channels lose (2-4x);
+      on staged polyphase planes: 32 -> 64 at 32x32 1.07 ms against im2col's 1.45 (PyTorch
+      1.00), 16 -> 32 0.33 vs 0.56, 32 -> 64 at 28x28 0.47 vs 0.60; 64 channels lose (4-7x);
     - NCHW weight gradients, up to 16 channels on both sides, on staged (polyphase) planes:
       16 channels dilated 2-4x im2col, cifar_res20 1.05-1.25x Winograd, LeNet's 6 -> 16
       1.1-1.4x Winograd;
