@@ -12,9 +12,10 @@ Idle OpenMP workers (GNU libgomp, which PyTorch shares when both are loaded) spi
     every parallel region, 30-60 us each on a 2-core VM: a 0.07 ms average pool took
     0.13-0.17 ms, and PyTorch's small convolutions in the same process ran 1.5-2x slower
     than on their own;
-  - short enough that where a GEMM still runs on OpenBLAS's threads (im2col's tiles in
-    turn, for layers with fewer output pixels than threads x channels), the OpenMP workers
-    do not keep its cores: with libgomp's 3 ms, 512 channels at 7x7 ran 1.5x slower.
+  - short enough that where a GEMM still runs on OpenBLAS's threads (Winograd's and the
+    Numba kernels' tiles in turn, NumPy's products in the user's own code), the OpenMP
+    workers do not keep its cores: with libgomp's 3 ms, 512 channels at 7x7 ran 1.5x
+    slower while im2col's GEMMs there still ran on BLAS's threads.
 Users' own settings win; this only fills in what is unset, and it has no effect on
 libraries already loaded when fastconv is imported.
 """
