@@ -55,3 +55,14 @@ def test_openmp_workers_spin_briefly_unless_the_user_chose():
     assert _spin_count_after_import({}) == "30000"
     assert _spin_count_after_import({"GOMP_SPINCOUNT": "7"}) == "7"
     assert _spin_count_after_import({"OMP_WAIT_POLICY": "PASSIVE"}) == "None"
+
+
+def test_the_kernel_checks_its_shapes_and_empty_products():
+    a, b = np.ones((4, 3), np.float32), np.ones((3, 5), np.float32)
+    with pytest.raises(ValueError, match="does not fit c.*c 4x6"):
+        fastconv._ext.gemm.gemm(a, b, np.empty((4, 6), np.float32), False, False, 2)
+    with pytest.raises(ValueError, match="does not fit c"):
+        fastconv._ext.gemm.gemm(a, b, np.empty((4, 5), np.float32), True, False, 2)
+    c = np.full((4, 5), 7.0, np.float32)
+    fastconv._ext.gemm.gemm(np.ones((4, 0), np.float32), np.ones((0, 5), np.float32), c, False, False, 2)
+    np.testing.assert_array_equal(c, 0)
