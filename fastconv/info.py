@@ -22,6 +22,7 @@ def config():
                   f"({_build_info.BUILD_FLAGS})"),
         "kernels": f"{_ext.VARIANT} (built: {', '.join(_ext.AVAILABLE)}; FASTCONV_CPU_VARIANT chooses)",
         "threads": _config.get_num_threads(),
+        "openmp idle": _openmp_wait_description(),
         "blas": _blas_description(),
         "numba": _numba_description(),
         "memory": _heap.description(),
@@ -29,6 +30,19 @@ def config():
         "default algorithm": algorithms.get_default_algorithm(),
         "autotune cache": tuning.cache_path(),
     }
+
+
+def _openmp_wait_description():
+    import os
+
+    from . import _runtime_env
+
+    policy, spins = os.environ.get("OMP_WAIT_POLICY"), os.environ.get("GOMP_SPINCOUNT")
+    if policy:
+        return f"OMP_WAIT_POLICY={policy}" + (f", GOMP_SPINCOUNT={spins}" if spins else "")
+    if spins == _runtime_env.OPENMP_SPIN_COUNT:
+        return f"spin {spins} rounds, then sleep (fastconv's default; GOMP_SPINCOUNT)"
+    return f"GOMP_SPINCOUNT={spins}"
 
 
 def _blas_description():

@@ -17,7 +17,8 @@ def _run(*args):
 def test_info():
     result = _run("info")
     assert result.returncode == 0, result.stderr
-    for field in ("OpenMP", "threads:", "blas:", "numba:", "memory:", "algorithms:", "autotune cache:"):
+    for field in ("OpenMP", "threads:", "openmp idle:", "blas:", "numba:", "memory:", "algorithms:",
+                  "autotune cache:"):
         assert field in result.stdout, field
     assert "direct" in result.stdout
 
