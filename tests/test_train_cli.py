@@ -238,8 +238,10 @@ def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
 def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(tmp_path):
     out = tmp_path / "interrupted"
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # -X faulthandler: if the run does not stop, SIGABRT makes it print every thread's stack
     process = subprocess.Popen(
-        [sys.executable, "-m", "fastconv.train", "--epochs", "100000", "--output", str(out), *QUICK],
+        [sys.executable, "-X", "faulthandler", "-m", "fastconv.train", "--epochs", "100000",
+         "--output", str(out), *QUICK],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -252,7 +254,12 @@ def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(tmp_path):
             time.sleep(0.05)
         assert process.poll() is None, process.communicate()
         process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=60)
+        try:
+            stdout, stderr = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)
+            stdout, stderr = process.communicate(timeout=60)
+            pytest.fail("the run did not stop within 60 s of Ctrl-C; its threads:\n" + stderr[-6000:])
     finally:
         if process.poll() is None:
             process.kill()
