@@ -235,12 +235,20 @@ def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
     assert target.read_text() == "old" and os.listdir(tmp_path) == ["file.txt"]
 
 
+RUN_WITH_CTRL_C = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                   "runpy.run_module('fastconv.train', run_name='__main__', alter_sys=True)")
+
+
 def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(tmp_path):
     out = tmp_path / "interrupted"
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    # -X faulthandler: if the run does not stop, SIGABRT makes it print every thread's stack
+    # The run takes Ctrl-C as a terminal's foreground process does, even where this test's own
+    # process ignores SIGINT: a background job of a non-interactive shell does, a child
+    # inherits that, and Python then leaves it ignored (the run would stop only if the signal
+    # came while a checkpoint was being written). -X faulthandler: if it does not stop,
+    # SIGABRT makes it print every thread's stack.
     process = subprocess.Popen(
-        [sys.executable, "-X", "faulthandler", "-m", "fastconv.train", "--epochs", "100000",
+        [sys.executable, "-X", "faulthandler", "-c", RUN_WITH_CTRL_C, "--epochs", "100000",
          "--output", str(out), *QUICK],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
