@@ -166,3 +166,35 @@ def test_pickled_payload_is_not_unpickled(finished_run, tmp_path):
     with pytest.raises((ValueError, TypeError, OSError, KeyError)):
         load_model(path, compile=False)
     assert not (tmp_path / "pwned").exists()
+
+
+def _write_then_signal(tmp):
+    with open(tmp, "w") as fh:
+        fh.write("complete")
+    os.kill(os.getpid(), signal.SIGINT)     # Ctrl-C in the middle of a write
+
+
+@pytest.fixture
+def sigint_handler():
+    """Restores the test process's SIGINT handler, whatever a test sets."""
+    previous = signal.getsignal(signal.SIGINT)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_during_a_write_is_raised_once_the_file_is_in_place(tmp_path, sigint_handler):
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    path = tmp_path / "state.txt"
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.atomic_write(path, _write_then_signal)
+    assert path.read_text() == "complete"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_an_ignored_ctrl_c_stays_ignored_during_a_write(tmp_path, sigint_handler):
+    # A background job or a nohup'ed run ignores SIGINT; writing a checkpoint must not undo that.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    path = tmp_path / "state.txt"
+    checkpoint.atomic_write(path, _write_then_signal)
+    assert path.read_text() == "complete"
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN

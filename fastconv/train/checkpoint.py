@@ -30,8 +30,14 @@ FORMAT_VERSION = 1
 
 @contextlib.contextmanager
 def sigint_deferred():
-    """Holds back SIGINT (Ctrl-C) inside the block; a Ctrl-C that arrived is raised after it."""
-    if threading.current_thread() is not threading.main_thread():
+    """Holds back SIGINT (Ctrl-C) inside the block; a Ctrl-C that arrived is raised after it.
+
+    An ignored SIGINT stays ignored.
+    """
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is signal.SIG_IGN):
+        # Signal handlers can only be set from the main thread; and a process that ignores
+        # SIGINT (a background job, nohup) must go on ignoring it, even during a write.
         yield
         return
     received = []
