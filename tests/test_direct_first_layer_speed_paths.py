@@ -110,3 +110,33 @@ def test_wide_direct_accepts_strided_views(case, data_format):
     got = fastconv.conv2d(view, weight, bias, data_format=data_format, algorithm="direct",
                           **kwargs)
     np.testing.assert_array_equal(got, want)
+
+
+# NCHW first layers whose staged input planes exceed the plane kernel's 64 Ki elements take
+# them in bands of output rows, the last band shorter: stride 1, a 7x7 stride-2 stem
+# (4 polyphase components), dilation, blocks of 4 output channels and leftovers, and a
+# batch that gives each task all the output channels.
+BANDED = [
+    (1, 3, 150, 160, 5, (3, 3), dict(padding=1)),
+    (1, 3, 230, 190, 8, (7, 7), dict(stride=2, padding=3)),
+    (1, 2, 180, 200, 7, (3, 3), dict(padding=2, dilation=2)),
+    (3, 1, 300, 230, 6, (5, 5), dict(padding=(2, 1))),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", BANDED, ids=_ids)
+def test_nchw_forward_on_bands_of_large_planes_matches_reference(case, dtype):
+    from fastconv.algorithms.auto import _nchw_bands_fit, _nchw_planes_fit
+    x, weight, bias, kwargs = _inputs(case, dtype, "NCHW", 1)
+    geom = conv2d_geometry(x.shape, weight.shape, data_format="NCHW", **kwargs)
+    assert not _nchw_planes_fit(geom) and _nchw_bands_fit(geom)
+    f64 = (lambda a: a.astype(np.float64))
+    want = reference.conv2d_forward(f64(x), f64(weight), f64(bias), geom)
+    for threads in (1, 2, 3):
+        out = np.empty(geom.output_shape, dtype)
+        fastconv._ext.conv_direct.forward_nchw(x, weight, bias, out, *geom.kernel_args, threads)
+        assert_close(out, want, dtype, geom.reduction_length, "forward")
+        if threads == 1:
+            first = out
+        np.testing.assert_array_equal(out, first)    # the same bits on any thread count

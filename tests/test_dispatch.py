@@ -143,11 +143,15 @@ def test_builtin_rule(op, data_format, monkeypatch):
     rgb = dataclasses.replace(narrow, in_channels=3)
     expected = "im2col" if op == "grad_input" else "direct"
     assert choose(op, _geom(rgb, data_format)) == expected
-    # ... and for NCHW where the staged planes would not fit (a 7x7 stem)
+    # ... and for NCHW's weight gradient where the staged planes would not fit (a 7x7 stem,
+    # VGG's first layer), whose forwards take bands of the planes
     stem = dataclasses.replace(rgb, batch=8, height=224, width=224, kernel=(7, 7), stride=2,
                                padding=3)
-    expected = "im2col" if op == "grad_input" or data_format == "NCHW" else "direct"
+    vgg1 = dataclasses.replace(stem, kernel=(3, 3), stride=1, padding=1)
+    expected = "im2col" if op == "grad_input" or (
+        data_format == "NCHW" and op == "grad_weight") else "direct"
     assert choose(op, _geom(stem, data_format)) == expected
+    assert choose(op, _geom(vgg1, data_format)) == expected
     # strided first layers: direct (NCHW on polyphase planes)
     expected = "im2col" if op == "grad_input" else "direct"
     assert choose(op, _geom(dataclasses.replace(narrow, stride=2), data_format)) == expected

@@ -31,12 +31,15 @@ def builtin_choice(op, geom):
 def _first_layer(op, geom):
     """C <= 4. Direct wins the forward and weight gradient (fmnist_conv1 1.3-1.9x im2col;
     in NCHW on staged planes an RGB 3x3's weight gradient 1.7x, an RGB stride-2 forward
-    1.8x) but in NCHW where the staged planes do not fit (a 7x7 stride-2 stem: im2col
-    2-4x). The input gradient is im2col's col2im (2-8x the transposed forward, whose GEMM
-    has only C rows)."""
+    1.8x) but the NCHW weight gradient where the staged planes do not fit (a 7x7 stride-2
+    stem: im2col 2-4x). NCHW forwards there take the planes in bands of rows (batch 8 at
+    224x224: the 7x7 stride-2 stem 5.4 ms against im2col's 7.6, VGG's 3 -> 64 3x3 10.2
+    against 14.0, MobileNet's 3 -> 32 stride-2 3x3 1.6 against 2.4). The input gradient
+    is im2col's col2im (2-8x the transposed forward, whose GEMM has only C rows)."""
     if op == "grad_input":
         return "im2col"
-    if not geom.channels_last and not _nchw_planes_fit(geom):
+    if not geom.channels_last and not (
+            _nchw_planes_fit(geom) or op == "forward" and _nchw_bands_fit(geom)):
         return "im2col"
     return "direct"
 
@@ -78,6 +81,18 @@ def _nchw_planes_fit(geom):
     outputs = (geom.out_h - 1) * planes_w + geom.out_w
     staged = (geom.in_channels // geom.groups) * sh * sw * planes_h * planes_w
     return staged + 4 * outputs <= 65536
+
+
+def _nchw_bands_fit(geom):
+    """Whether forward_nchw takes a first layer's planes in bands (_plane_band_rows in
+    _conv_direct.pyx): of 8 or more output rows, each at least a vector (16 floats) wide."""
+    (sh, sw), (dh, dw) = geom.stride, geom.dilation
+    planes_w = geom.out_w + (geom.kernel_w - 1) * dw // sw
+    halo = (geom.kernel_h - 1) * dh // sh
+    phases = (geom.in_channels // geom.groups) * sh * sw
+    per_row = (phases + 4) * planes_w
+    fixed = phases * halo * planes_w + 4 * (geom.out_w - planes_w)
+    return geom.out_w >= 16 and (65536 - fixed) // per_row >= 8
 
 
 def _winograd_fits(geom):

@@ -1761,33 +1761,37 @@ cdef void _forward_nchw_flat(const floating[:, :, :, ::1] x, const floating[:, :
 
 cdef void _forward_nchw_plane(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
                               const floating[::1] bias, floating[:, :, :, ::1] out,
-                              Py_ssize_t n, Py_ssize_t k0, Py_ssize_t nk, Geom p,
-                              const Py_ssize_t *off, floating *P, floating *D,
-                              Py_ssize_t Wq, const Py_ssize_t *pos, Py_ssize_t npos) noexcept nogil:
-    """out[n, k] := bias[k] + sum_{c, i, j} w[k, c, i, j] * x[n, g*Cg + c, ih, iw]
+                              Py_ssize_t n, Py_ssize_t k0, Py_ssize_t nk, Py_ssize_t oh0,
+                              Py_ssize_t R, Geom p, const Py_ssize_t *off, floating *P,
+                              floating *D, Py_ssize_t Hq, Py_ssize_t Wq, const Py_ssize_t *pos,
+                              Py_ssize_t npos) noexcept nogil:
+    """out[n, k, oh0:oh0+R] := bias[k] + sum_{c, i, j} w[k, c, i, j] * x[n, g*Cg + c, ih, iw]
 
-    For the nk output channels k0 <= k < k0 + nk of one group g; few C/G.  The group's input
-    planes are staged zero padded in P (_stage_planes: Hq rows of Wq each, in sh*sw
-    polyphase components when strided), so that output (oh, ow) at flat index t = oh*Wq + ow
-    reads tap (c, i, j) at P[t + off[(c*kh + i)*kw + j]] (_plane_offsets): every tap is one
-    flat run over the plane, shared by blocks of 4 channels.  With a _row_positions list
-    (pos, npos) the output rows are written in place, a vector at a time; otherwise D gets
-    a block's rows at pitch Wq (columns >= oW are scratch), in whole vectors (reading up to
-    a vector past the planes, into D: a scalar tail took as long as the vectors on 10x10
-    outputs), then compacted."""
+    For the nk output channels k0 <= k < k0 + nk of one group g; few C/G; the output rows
+    oh0 <= oh < oh0 + R (all of them, or a band).  The group's input planes (the band's
+    rows of them) are staged zero padded in P (_stage_planes: Hq rows of Wq each, in sh*sw
+    polyphase components when strided), so that output (oh, ow) at flat index
+    t = (oh - oh0)*Wq + ow reads tap (c, i, j) at P[t + off[(c*kh + i)*kw + j]]
+    (_plane_offsets): every tap is one flat run over the plane, shared by blocks of 4
+    channels.  With a _row_positions list of R rows (pos, npos) the output rows are written
+    in place, a vector at a time; otherwise (whole planes only) D gets a block's rows at
+    pitch Wq (columns >= oW are scratch), in whole vectors (reading up to a vector past the
+    planes, into D: a scalar tail took as long as the vectors on 10x10 outputs), then
+    compacted."""
     cdef Py_ssize_t K = out.shape[1], oH = out.shape[2], oW = out.shape[3]
     cdef Py_ssize_t Cg = weight.shape[1], kh = weight.shape[2], kw = weight.shape[3]
     cdef Py_ssize_t VL = FASTCONV_VBYTES() // sizeof(floating), T = Cg * kh * kw
-    cdef Py_ssize_t Hq = oH + (kh - 1) * p.dh // p.sh
     cdef Py_ssize_t L = _ceil_div((oH - 1) * Wq + oW, VL) * VL
     cdef Py_ssize_t k, kb, nb, oh, ow
     cdef floating *row
-    _stage_planes(P, x, n, k0 // (K // p.G) * Cg, Cg, Hq, Wq, p, kh, kw)
+    cdef Geom band = p
+    band.pt = p.pt - oh0 * p.sh    # the band's first staged row is its own row 0
+    _stage_planes(P, x, n, k0 // (K // p.G) * Cg, Cg, Hq, Wq, band, kh, kw)
     for kb in range(k0, k0 + nk, 4):
         nb = min(4, k0 + nk - kb)
         if pos != NULL:
-            _taps_rows(&out[n, kb, 0, 0], oH * oW, P, off, &weight[kb, 0, 0, 0], T, &bias[kb],
-                       nb, pos, pos + npos, npos)
+            _taps_rows(&out[n, kb, oh0, 0], oH * oW, P, off, &weight[kb, 0, 0, 0], T,
+                       &bias[kb], nb, pos, pos + npos, npos)
             continue
         _taps_flat(D, L, P, off, &weight[kb, 0, 0, 0], T, &bias[kb], nb, L)
         for k in range(nb):
@@ -1976,6 +1980,21 @@ cdef int _forward_nchw_pointwise(const floating[:, :, :, ::1] x, const floating[
     return 0
 
 
+# First layers whose input planes do not fit take the plane kernel in bands of rows (up to
+# this many input channels per group).
+cdef Py_ssize_t _BANDED = 4
+
+
+cdef Py_ssize_t _plane_band_rows(Py_ssize_t Cg, Py_ssize_t oH, Py_ssize_t oW, Py_ssize_t halo,
+                                 Py_ssize_t Wq, Py_ssize_t phases) noexcept nogil:
+    """Output rows per band of the plane kernel: oH when the staged input planes (phases
+    components of Cg channels, oH + halo rows of Wq each) and 4 output planes at pitch Wq
+    fit 64 Ki elements (256 KB of float32, a quarter of L2), else the most rows that do."""
+    cdef Py_ssize_t per_row = Cg * phases * Wq + 4 * Wq
+    cdef Py_ssize_t fixed = Cg * phases * halo * Wq + 4 * (oW - Wq)
+    return max(1, min(oH, (65536 - fixed) // per_row))
+
+
 def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
                  const floating[::1] bias, floating[:, :, :, ::1] out,
                  Py_ssize_t stride_h, Py_ssize_t stride_w, Py_ssize_t pad_top,
@@ -1989,10 +2008,11 @@ def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
     cdef Py_ssize_t Wp = (oW - 1) * stride_w + (kw - 1) * dilation_w + 1
     cdef Py_ssize_t per_thread = Cg * kh * Wp
     cdef Py_ssize_t Kg = out.shape[1] // groups
-    cdef Py_ssize_t t, R, nrb, L, Hq, Wq, nkb, kpt, k0, npos, VL
+    cdef Py_ssize_t t, R, nrb, L, Hq, Wq, nkb, kpt, k0, oh0, npos, nlast, VL
     cdef floating *buf
     cdef Py_ssize_t *jr
     cdef Py_ssize_t *pos
+    cdef Py_ssize_t *last
     if N == 0:
         return
     if (kh == 1 and kw == 1 and stride_h == 1 and stride_w == 1 and groups == 1
@@ -2003,44 +2023,61 @@ def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
         R = max(4 * VL, 32768 // (Cg * sizeof(floating)) // (4 * VL) * (4 * VL))
         _forward_nchw_pointwise(x, weight, bias, out, nthreads, R)
         return
-    # planes staged for the plane kernel: sh*sw components of Hq rows of Wq
+    # planes staged for the plane kernel: sh*sw components of Hq rows of Wq, for bands of R
+    # output rows: all oH where they fit
     Hq = oH + (kh - 1) * dilation_h // stride_h
     Wq = oW + (kw - 1) * dilation_w // stride_w
-    L = (oH - 1) * Wq + oW
-    if Cg <= _NARROW and (Cg == 1 and Kg < 4
-                          or Cg * stride_h * stride_w * Hq * Wq + 4 * L <= 65536):
+    VL = FASTCONV_VBYTES() // sizeof(floating)
+    R = _plane_band_rows(Cg, oH, oW, Hq - oH, Wq, stride_h * stride_w)
+    if (Cg <= _NARROW and (Cg == 1 and Kg < 4 or R == oH
+                           or groups == 1 and Cg <= _BANDED and R >= 8 and oW >= VL)):
         # Depthwise, first and other narrow layers: tasks (n, group, run of output channels)
         # over whole planes, every tap one flat run over the staged input planes.  A task
         # takes all the group's channels (the planes staged once, not once per 4 channels:
         # an RGB stride-2 layer's 32 channels staged as often as they were multiplied) but
-        # where that leaves fewer than 4 tasks per thread; else blocks of 4.
-        kpt = Kg if N * groups >= 4 * nthreads else 4
+        # where that leaves fewer than 4 tasks per thread; else blocks of 4.  First layers
+        # on planes too large (ImageNet's 224 x 224) take bands of R rows of them.
+        if Cg == 1 and Kg < 4:
+            R = oH
+        nrb = _ceil_div(oH, R)
+        kpt = Kg if N * groups * nrb >= 4 * nthreads else 4
         nkb = _ceil_div(Kg, kpt)
         # staged planes, then the output rows at pitch Wq (_taps_flat's, in whole vectors)
-        VL = FASTCONV_VBYTES() // sizeof(floating)
-        L = _ceil_div(L, VL) * VL
-        per_thread = Cg * stride_h * stride_w * Hq * Wq + min(Kg, 4) * L
+        L = _ceil_div((R - 1) * Wq + oW, VL) * VL
+        per_thread = Cg * stride_h * stride_w * (R + Hq - oH) * Wq + min(Kg, 4) * L
         buf = <floating *> calloc(nthreads * per_thread, sizeof(floating))  # staged clean
         if buf == NULL:
             raise MemoryError()
         jr = NULL
         pos = NULL
         npos = 0
+        last = NULL
+        nlast = 0
         try:
-            jr = _plane_offsets(Cg, kh, kw, p, Hq, Wq)
+            jr = _plane_offsets(Cg, kh, kw, p, R + Hq - oH, Wq)
             if oW * sizeof(floating) >= FASTCONV_VBYTES():
-                pos = _row_positions(oH, oW, Wq, FASTCONV_VBYTES() // sizeof(floating), &npos)
+                pos = _row_positions(R, oW, Wq, VL, &npos)
+                last = pos
+                nlast = npos
+                if oH % R:
+                    last = _row_positions(oH % R, oW, Wq, VL, &nlast)
             with nogil, parallel(num_threads=nthreads):
                 flush_denormals_enter()
-                for t in prange(N * groups * nkb, schedule="static"):
-                    k0 = (t % (groups * nkb)) // nkb * Kg + (t % nkb) * kpt
-                    _forward_nchw_plane(x, weight, bias, out, t // (groups * nkb), k0,
-                                        min(kpt, Kg - (t % nkb) * kpt), p, jr,
+                for t in prange(N * groups * nrb * nkb, schedule="static"):
+                    # t = ((n * groups + g) * nrb + band) * nkb + k block
+                    k0 = t // (nrb * nkb) % groups * Kg + (t % nkb) * kpt
+                    oh0 = t // nkb % nrb * R
+                    _forward_nchw_plane(x, weight, bias, out, t // (groups * nrb * nkb), k0,
+                                        min(kpt, Kg - (t % nkb) * kpt), oh0,
+                                        min(R, oH - oh0), p, jr,
                                         buf + threadid() * per_thread,
                                         buf + (threadid() + 1) * per_thread - min(Kg, 4) * L,
-                                        Wq, pos, npos)
+                                        R + Hq - oH, Wq, pos if oh0 + R <= oH else last,
+                                        npos if oh0 + R <= oH else nlast)
                 flush_denormals_exit()
         finally:
+            if last != pos:
+                free(last)
             free(pos)
             free(jr)
             free(buf)
