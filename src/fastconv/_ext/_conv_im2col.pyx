@@ -213,6 +213,58 @@ cdef void _col2im_nhwc(const floating *col, floating *gin, const Geom *g, Py_ssi
 # NCHW im2col / col2im
 # ----------------------------------------------------------------------------------------------
 
+cdef extern from *:
+    """
+    #include <string.h>
+    #if defined(__AVX512F__)
+    #include <immintrin.h>
+    #endif
+    /* d[u] := s[u] (or 0 where s is NULL) for u < w: rows of output pixels are often short
+       (7 at 7x7), where a copy loop's setup and scalar tail cost more than the copy.
+       AVX-512 moves them in whole vectors, the last one masked. */
+    static inline void fastconv_move_f(float *d, const float *s, Py_ssize_t w) {
+    #if defined(__AVX512F__)
+        for (; w >= 16; w -= 16, d += 16) {
+            _mm512_storeu_ps(d, s ? _mm512_loadu_ps(s) : _mm512_setzero_ps());
+            if (s) s += 16;
+        }
+        if (w > 0) {
+            const __mmask16 m = (__mmask16)((1u << w) - 1);
+            _mm512_mask_storeu_ps(d, m, s ? _mm512_maskz_loadu_ps(m, s) : _mm512_setzero_ps());
+        }
+    #else
+        if (s) memcpy(d, s, w * sizeof(float)); else memset(d, 0, w * sizeof(float));
+    #endif
+    }
+    static inline void fastconv_move_d(double *d, const double *s, Py_ssize_t w) {
+    #if defined(__AVX512F__)
+        for (; w >= 8; w -= 8, d += 8) {
+            _mm512_storeu_pd(d, s ? _mm512_loadu_pd(s) : _mm512_setzero_pd());
+            if (s) s += 8;
+        }
+        if (w > 0) {
+            const __mmask8 m = (__mmask8)((1u << w) - 1);
+            _mm512_mask_storeu_pd(d, m, s ? _mm512_maskz_loadu_pd(m, s) : _mm512_setzero_pd());
+        }
+    #else
+        if (s) memcpy(d, s, w * sizeof(double)); else memset(d, 0, w * sizeof(double));
+    #endif
+    }
+    """
+    void fastconv_move_f(float *d, const float *s, Py_ssize_t w) noexcept nogil
+    void fastconv_move_d(double *d, const double *s, Py_ssize_t w) noexcept nogil
+
+
+cdef inline void _move(floating *d, const floating *s, Py_ssize_t w) noexcept nogil:
+    """d[:w] := s[:w], or zeros where s is NULL (w may be 0 or negative: nothing)."""
+    if w <= 0:
+        return
+    if floating is float:
+        fastconv_move_f(d, s, w)
+    else:
+        fastconv_move_d(d, s, w)
+
+
 cdef void _im2col_nchw_row(const floating *x, floating *col, const Geom *g, Py_ssize_t c0,
                            Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t rr) noexcept nogil:
     """col[rr = (c*kh + i)*kw + j, (r - r0)*oW + ow] = x[n, c0 + c, ih, iw] (0 in the padding)."""
@@ -223,28 +275,29 @@ cdef void _im2col_nchw_row(const floating *x, floating *col, const Geom *g, Py_s
     cdef floating *d
     cdef const floating *s
     _valid_range(off, sw, g.W, oW, &lo, &hi)
+    n = r0 // g.oH
+    oh = r0 - n * g.oH
     for r in range(r0, r1):
-        n = r // g.oH
-        oh = r - n * g.oH
         ih = oh * g.sh - g.pt + i * g.dh
         d = col + rr * T + (r - r0) * oW
         if ih < 0 or ih >= g.H:
-            memset(d, 0, oW * sizeof(floating))
-            continue
-        s = x + ((n * g.C + c0 + c) * g.H + ih) * g.W
-        for ow in range(lo):
-            d[ow] = 0
-        if sw == 1:
-            for ow in range(lo, hi):
-                d[ow] = s[ow + off]
-        elif sw == 2:   # a constant stride: the compiler vectorises it with permutes
-            for ow in range(lo, hi):
-                d[ow] = s[2 * ow + off]
+            _move(d, <const floating *> NULL, oW)
         else:
-            for ow in range(lo, hi):
-                d[ow] = s[ow * sw + off]
-        for ow in range(hi, oW):
-            d[ow] = 0
+            s = x + ((n * g.C + c0 + c) * g.H + ih) * g.W
+            _move(d, <const floating *> NULL, lo)
+            if sw == 1:
+                _move(d + lo, s + lo + off, hi - lo)
+            elif sw == 2:   # a constant stride: the compiler vectorises it with permutes
+                for ow in range(lo, hi):
+                    d[ow] = s[2 * ow + off]
+            else:
+                for ow in range(lo, hi):
+                    d[ow] = s[ow * sw + off]
+            _move(d + hi, <const floating *> NULL, oW - hi)
+        oh = oh + 1
+        if oh == g.oH:
+            oh = 0
+            n = n + 1
 
 
 cdef void _im2col_nchw(const floating *x, floating *col, const Geom *g, Py_ssize_t c0,
