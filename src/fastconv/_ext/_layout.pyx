@@ -10,6 +10,7 @@ from cython.parallel cimport parallel, prange, threadid
 
 from fastconv._ext._blas cimport floating
 from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
 
 cdef Py_ssize_t _BLOCK = 32
 
@@ -44,31 +45,87 @@ def flip_transpose(const floating[:, :, :, ::1] src, floating[:, :, :, ::1] dst,
     free(tiles)
 
 
+cdef extern from *:
+    """
+    #include <stddef.h>
+    #include <string.h>
+    #if defined(__SSE2__)
+    #include <emmintrin.h>
+    #endif
+    /* d[j*ld_d + i] := s[i*ld_s + j]  for i < m, j < n (floats): 4 x 4 blocks in SSE
+       registers (every x86-64 CPU has SSE2), the ragged edges one by one. */
+    static void fastconv_transpose_f(float *d, ptrdiff_t ld_d, const float *s,
+                                     ptrdiff_t ld_s, ptrdiff_t m, ptrdiff_t n) {
+        ptrdiff_t i = 0, j;
+    #if defined(__SSE2__)
+        for (; i + 4 <= m; i += 4) {
+            for (j = 0; j + 4 <= n; j += 4) {
+                __m128 r0 = _mm_loadu_ps(s + i * ld_s + j);
+                __m128 r1 = _mm_loadu_ps(s + (i + 1) * ld_s + j);
+                __m128 r2 = _mm_loadu_ps(s + (i + 2) * ld_s + j);
+                __m128 r3 = _mm_loadu_ps(s + (i + 3) * ld_s + j);
+                _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+                _mm_storeu_ps(d + j * ld_d + i, r0);
+                _mm_storeu_ps(d + (j + 1) * ld_d + i, r1);
+                _mm_storeu_ps(d + (j + 2) * ld_d + i, r2);
+                _mm_storeu_ps(d + (j + 3) * ld_d + i, r3);
+            }
+            for (; j < n; j++)
+                for (ptrdiff_t u = i; u < i + 4; u++)
+                    d[j * ld_d + u] = s[u * ld_s + j];
+        }
+    #endif
+        for (; i < m; i++)
+            for (j = 0; j < n; j++)
+                d[j * ld_d + i] = s[i * ld_s + j];
+    }
+    """
+    void fastconv_transpose_f(float *d, Py_ssize_t ld_d, const float *s, Py_ssize_t ld_s,
+                              Py_ssize_t m, Py_ssize_t n) noexcept nogil
+
+
 cdef inline void _swap_block(const floating[:, :, :, ::1] src, floating[:, :, :, ::1] dst,
                              floating *tile, Py_ssize_t b, Py_ssize_t ob, bint flip_inner,
                              Py_ssize_t i0, Py_ssize_t j0) noexcept nogil:
     """One block, through a contiguous tile: the source's rows are read and the destination's
     written along their length. Straight from one to the other, the rows of one side are a
-    power of two apart (512 channels: 2 KB) and share two L1 sets, evicting each other."""
+    power of two apart (512 channels: 2 KB) and share two L1 sets, evicting each other.
+    Runs of E elements move whole; single float elements (NHWC) in 4 x 4 SSE transposes."""
     cdef Py_ssize_t M = src.shape[1], N = src.shape[2], E = src.shape[3]
     cdef Py_ssize_t i1 = min(i0 + _BLOCK, M), j1 = min(j0 + _BLOCK, N), i, j, e
-    cdef const floating *row
-    cdef floating *out
-    if E == 1:      # single elements (NHWC): plain loops, without the run loop's overhead
-        for i in range(i0, i1):
-            row = &src[b, i, 0, 0]
-            for j in range(j0, j1):
-                tile[(j - j0) * _BLOCK + i - i0] = row[j]
-        for j in range(j0, j1):
-            out = &dst[ob, j, 0, 0]
-            for i in range(i0, i1):
-                out[i] = tile[(j - j0) * _BLOCK + i - i0]
-        return
+    cdef Py_ssize_t src_row = src.strides[1] // sizeof(floating)
+    cdef Py_ssize_t src_step = src.strides[2] // sizeof(floating)
+    cdef const floating *s
+    cdef floating *t
+    if floating is float:
+        if E == 1 and src_step == 1:
+            fastconv_transpose_f(tile, _BLOCK, &src[b, i0, j0, 0], src_row, i1 - i0, j1 - j0)
+            _tile_to_rows(tile, dst, ob, i0, i1, j0, j1)
+            return
     for i in range(i0, i1):
+        s = &src[b, i, j0, 0]
         for j in range(j0, j1):
-            for e in range(E):
-                tile[((j - j0) * _BLOCK + i - i0) * E + e] = src[b, i, j, e]
+            t = tile + ((j - j0) * _BLOCK + i - i0) * E
+            if flip_inner:
+                for e in range(E):
+                    t[E - 1 - e] = s[e]
+            else:
+                memcpy(t, s, E * sizeof(floating))
+            s = s + src_step
+    _tile_to_rows(tile, dst, ob, i0, i1, j0, j1)
+
+
+cdef inline void _tile_to_rows(const floating *tile, floating[:, :, :, ::1] dst, Py_ssize_t ob,
+                               Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t j0,
+                               Py_ssize_t j1) noexcept nogil:
+    """dst[ob, j, i0:i1, :] := the tile's row j - j0, in one copy where those runs are dense."""
+    cdef Py_ssize_t E = dst.shape[3], j, i, e
+    cdef bint dense = dst.strides[2] == E * <Py_ssize_t> sizeof(floating)
     for j in range(j0, j1):
-        for i in range(i0, i1):
-            for e in range(E):
-                dst[ob, j, i, E - 1 - e if flip_inner else e] = tile[((j - j0) * _BLOCK + i - i0) * E + e]
+        if dense:
+            memcpy(&dst[ob, j, i0, 0], tile + (j - j0) * _BLOCK * E,
+                   (i1 - i0) * E * sizeof(floating))
+        else:
+            for i in range(i0, i1):
+                for e in range(E):
+                    dst[ob, j, i, e] = tile[((j - j0) * _BLOCK + i - i0) * E + e]
