@@ -130,8 +130,16 @@ def test_builtin_rule(op, data_format, monkeypatch):
     pointwise = dataclasses.replace(lenet, in_channels=8, kernel=(1, 1))
     expected = "im2col" if op == "grad_weight" else "direct"
     assert choose(op, _geom(pointwise, data_format)) == expected
-    resnet_1x1 = dataclasses.replace(pointwise, in_channels=64, out_channels=256)
+    resnet_1x1 = dataclasses.replace(pointwise, in_channels=64, out_channels=256, height=56,
+                                     width=56)
     assert choose(op, _geom(resnet_1x1, data_format)) == expected
+    # NCHW's kernels want planes of 4 pixels or more per channel summed over: at 14x14, 64
+    # channels on both sides of the sum go to im2col
+    small_planes = dataclasses.replace(resnet_1x1, height=14, width=14)
+    assert choose(op, _geom(small_planes, data_format)) == (
+        "im2col" if data_format == "NCHW" else expected)
+    assert choose(op, _geom(dataclasses.replace(small_planes, in_channels=32, out_channels=32),
+                            data_format)) == expected
     wide_1x1 = dataclasses.replace(resnet_1x1, in_channels=512)    # NHWC's forward takes 128 Ki weights
     assert choose(op, _geom(wide_1x1, data_format)) == (
         "direct" if data_format == "NHWC" and op == "forward" else "im2col")

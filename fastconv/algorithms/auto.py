@@ -48,10 +48,12 @@ def _pointwise(op, geom):
     """1x1 stride-1 unpadded single-group forwards and input gradients run on direct's
     pointwise kernels, which write each output once where BLAS clears it and adds to it,
     while the weights stay in cache.
-    - NCHW, up to 32 Ki weights: resnet_1x1 (64 -> 256 at 56x56) 2.25 ms against im2col's
-      3.2, 256 -> 64 2.6 vs 3.4, MobileNet's 24 -> 144 0.52 vs 0.83, narrow layers (8 -> 16,
-      16 -> 8, 5 -> 32) 2-3x. Beyond, im2col: 128 -> 512 a tie, 960 -> 160 at 7x7 0.42 vs
-      0.74, 512 -> 2048 2.9 vs 5.0.
+    - NCHW, up to 32 Ki weights and planes of at least 4 pixels per channel summed over:
+      resnet_1x1 (64 -> 256 at 56x56) 2.25 ms against im2col's 3.2, 256 -> 64 2.6 vs 3.4, at
+      28x28 64 -> 256 1.13 vs 1.42, MobileNet's 24 -> 144 0.52 vs 0.83, narrow layers (8 -> 16,
+      16 -> 8, 5 -> 32) 2-3x. Smaller planes go to im2col (batch 16 at 14x14: 256 -> 64 0.47
+      vs 0.60, 64 -> 256 0.41 vs 0.49; at 7x7 256 -> 128 0.25 vs 0.34), as do more weights:
+      128 -> 512 a tie, 960 -> 160 at 7x7 0.42 vs 0.74, 512 -> 2048 2.9 vs 5.0.
     - NHWC forwards, up to 256 Ki weights (blocks of 8 pixels x 32 channels): resnet_1x1 2.3
       vs 2.8, 1024 -> 256 at 14x14 2.0 vs 2.2, 960 -> 160 0.30 vs 0.38, 8 -> 16 2x; but 512 ->
       2048 2.7 vs 2.3.
@@ -64,7 +66,8 @@ def _pointwise(op, geom):
         return False
     weights = geom.in_channels * geom.out_channels
     if not geom.channels_last:
-        return weights <= 32768
+        summed = geom.in_channels if op == "forward" else geom.out_channels
+        return weights <= 32768 and 4 * summed <= geom.out_h * geom.out_w
     if op == "forward":
         return weights <= 262144
     return weights <= 65536 and geom.in_channels >= 8
