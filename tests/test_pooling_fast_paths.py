@@ -233,3 +233,29 @@ def test_global_avg_pool2d_kernels(data_format, dtype, batch, hw, threads):
     np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == np.float32 else 1e-13, atol=1e-6)
     assert np.isposinf(got[0, 1]) and np.isnan(got[0, 2]) and np.isneginf(got[-1, 3])
     assert np.isnan(got[0, 4])    # inf - inf
+
+
+@pytest.mark.parametrize("backend", ["cython", "numba"])
+@pytest.mark.parametrize("data_format", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("bad", [-1, 19 * 21, 2**40])
+def test_max_pool2d_backward_scatter_refuses_an_index_outside_its_plane(backend, data_format,
+                                                                        bad):
+    """The scatter checks each index as it goes (no pass over them first): one outside its
+    plane, among valid ones, is never followed and gives the range error."""
+    x = np.random.default_rng(7).standard_normal((2, 5, 19, 21)).astype(np.float32)
+    if data_format == "NHWC":
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    kw = dict(kernel_size=3, stride=2, padding=1, data_format=data_format)
+    out, idx = fastconv.max_pool2d(x, return_indices=True, **kw)
+    idx.reshape(-1)[idx.size // 2] = bad
+    fastconv.set_pooling_backend(backend)
+    try:
+        with pytest.raises(ValueError, match=rf"indices must lie in \[0, H\*W\) = \[0, 399\)\. "
+                                             rf"Received: indices between {min(bad, 0)} and"):
+            fastconv.max_pool2d_backward(out, x, idx, **kw)
+        idx.reshape(-1)[idx.size // 2] = 0
+        want = fastconv.max_pool2d_backward(out, x, idx, **kw)
+        fastconv.set_pooling_backend("cython" if backend == "numba" else "numba")
+        np.testing.assert_array_equal(fastconv.max_pool2d_backward(out, x, idx, **kw), want)
+    finally:
+        fastconv.set_pooling_backend("cython")

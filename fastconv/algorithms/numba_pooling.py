@@ -177,29 +177,38 @@ def max_pool2d_forward_nhwc(x, out, indices, kernel_h, kernel_w, stride_h, strid
 @_parallel
 def _max_bwd_nchw(grad_output, indices, grad_input):
     N, C, H, W = grad_input.shape
+    HW = H * W
     oHW = grad_output.shape[2] * grad_output.shape[3]
+    outside = 0
     for p in prange(N * C):
         n = p // C
         c = p - n * C
-        g = grad_input[n, c].reshape(H * W)
+        g = grad_input[n, c].reshape(HW)
         o = grad_output[n, c].reshape(oHW)
         q = indices[n, c].reshape(oHW)
         g[:] = 0
         for k in range(oHW):
-            g[q[k]] += o[k]
+            j = q[k]
+            if 0 <= j < HW:
+                g[j] += o[k]
+            else:
+                outside += 1
+    return outside
 
 
 @_parallel
 def _max_bwd_nhwc(grad_output, indices, grad_input, cb):
     N, H, W, C = grad_input.shape
+    HW = H * W
     oHW = grad_output.shape[1] * grad_output.shape[2]
     nblk = (C + cb - 1) // cb
+    outside = 0
     for t in prange(N * nblk):
         n = t // nblk
         b = t - n * nblk
         c0 = b * cb
         c1 = min(c0 + cb, C)
-        g = grad_input[n].reshape(H * W, C)
+        g = grad_input[n].reshape(HW, C)
         o = grad_output[n].reshape(oHW, C)
         q = indices[n].reshape(oHW, C)
         g[:, c0:c1] = 0
@@ -207,30 +216,39 @@ def _max_bwd_nhwc(grad_output, indices, grad_input, cb):
             ok = o[k]
             qk = q[k]
             for c in range(c0, c1):
-                g[qk[c], c] += ok[c]
+                j = qk[c]
+                if 0 <= j < HW:
+                    g[j, c] += ok[c]
+                else:
+                    outside += 1
+    return outside
 
 
 def max_pool2d_backward_nchw(grad_output, indices, grad_input, num_threads):
-    """grad_input[n, c].flat := 0; grad_input[n, c].flat[indices[n, c, oh, ow]] += grad_output[n, c, oh, ow]."""
+    """grad_input[n, c].flat := 0; grad_input[n, c].flat[indices[n, c, oh, ow]] += grad_output[n, c, oh, ow].
+
+    Returns whether every index lay in its plane: one outside is counted, never followed."""
     if grad_input.shape[0] * grad_input.shape[1] == 0:
-        return
+        return True
     if grad_output.shape[2] * grad_output.shape[3] == 0:
         grad_input[...] = 0
-        return
+        return True
     _use_threads(num_threads)
-    _max_bwd_nchw(grad_output, indices, grad_input)
+    return _max_bwd_nchw(grad_output, indices, grad_input) == 0
 
 
 def max_pool2d_backward_nhwc(grad_output, indices, grad_input, num_threads):
-    """grad_input[n, :, :, c].flat := 0, then += grad_output[n, oh, ow, c] at indices[n, oh, ow, c]."""
+    """grad_input[n, :, :, c].flat := 0, then += grad_output[n, oh, ow, c] at indices[n, oh, ow, c].
+
+    Returns whether every index lay in its plane, as max_pool2d_backward_nchw."""
     N, C = grad_input.shape[0], grad_input.shape[3]
     if N == 0 or C == 0:
-        return
+        return True
     if grad_output.shape[1] * grad_output.shape[2] == 0:
         grad_input[...] = 0
-        return
+        return True
     nt = _use_threads(num_threads)
-    _max_bwd_nhwc(grad_output, indices, grad_input, _channel_block(N, C, nt))
+    return _max_bwd_nhwc(grad_output, indices, grad_input, _channel_block(N, C, nt)) == 0
 
 
 @_parallel

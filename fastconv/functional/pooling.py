@@ -112,12 +112,13 @@ def max_pool2d_backward(grad_output, x, indices, kernel_size, stride=None, paddi
     threads = _threads(grad_input, grad_output)
     # Windows that tile the plane: each element is written once. That kernel only compares
     # the indices with its windows' positions (any value is safe), and declines if one lies
-    # outside its window; the scatter writes where they point, so they are checked first.
+    # outside its window. The scatter writes where they point, once it has checked that
+    # each lies in its plane (and declines, writing nothing there, if one does not).
     if geom.channels_last and _windows_tile(geom) and _kernel("max_pool2d_backward_tiles", geom)(
             grad_output, indices, grad_input, *geom.kernel, threads):
         return grad_input
-    _check_index_range(indices, geom)
-    _kernel("max_pool2d_backward", geom)(grad_output, indices, grad_input, threads)
+    if not _kernel("max_pool2d_backward", geom)(grad_output, indices, grad_input, threads):
+        raise _index_range_error(indices, geom)
     return grad_input
 
 
@@ -137,14 +138,12 @@ def _index_array(indices, geom):
     return np.ascontiguousarray(indices, dtype=np.int64)
 
 
-def _check_index_range(indices, geom):
+def _index_range_error(indices, geom):
+    """The error for indices that max_pool2d_backward's scatter found outside the plane."""
     plane = geom.in_h * geom.in_w
-    if indices.size:
-        low, high = int(indices.min()), int(indices.max())
-        if low < 0 or high >= plane:
-            raise ValueError(
-                f"indices must lie in [0, H*W) = [0, {plane}). Received: indices between {low} and {high}"
-            )
+    low, high = int(indices.min()), int(indices.max())
+    return ValueError(
+        f"indices must lie in [0, H*W) = [0, {plane}). Received: indices between {low} and {high}")
 
 
 # --------------------------------------------------------------------------- average pooling

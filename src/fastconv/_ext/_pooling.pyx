@@ -731,18 +731,22 @@ def max_pool2d_forward_nhwc(const floating[:, :, :, ::1] x, floating[:, :, :, ::
 
 def max_pool2d_backward_nchw(const floating[:, :, :, ::1] grad_output, const int64_t[:, :, :, ::1] indices,
                              floating[:, :, :, ::1] grad_input, int num_threads):
-    """grad_input[n, c].flat := 0; grad_input[n, c].flat[indices[n, c, oh, ow]] += grad_output[n, c, oh, ow]."""
+    """grad_input[n, c].flat := 0; grad_input[n, c].flat[indices[n, c, oh, ow]] += grad_output[n, c, oh, ow].
+
+    Returns whether every index lay in its plane: one outside is counted, never followed
+    (the caller raises), so no separate pass over the indices checks them first."""
     cdef Py_ssize_t N = grad_input.shape[0], C = grad_input.shape[1]
     cdef Py_ssize_t HW = grad_input.shape[2] * grad_input.shape[3]
     cdef Py_ssize_t oHW = grad_output.shape[2] * grad_output.shape[3]
-    cdef Py_ssize_t p, k, P = N * C
+    cdef Py_ssize_t p, k, P = N * C, outside = 0
+    cdef int64_t j
     cdef int nt = num_threads if num_threads > 0 else 1
     if P == 0:
-        return
+        return True
     cdef floating* gi = &grad_input[0, 0, 0, 0]
     if oHW == 0:
         memset(gi, 0, P * HW * sizeof(floating))
-        return
+        return True
     cdef const floating* go = &grad_output[0, 0, 0, 0]
     cdef const int64_t* ip = &indices[0, 0, 0, 0]
     cdef floating* g
@@ -756,28 +760,36 @@ def max_pool2d_backward_nchw(const floating[:, :, :, ::1] grad_output, const int
             q = ip + p * oHW
             memset(g, 0, HW * sizeof(floating))
             for k in range(oHW):
-                g[q[k]] += o[k]
+                j = q[k]
+                if 0 <= j < HW:
+                    g[j] += o[k]
+                else:
+                    outside += 1
         flush_denormals_exit()
+    return outside == 0
 
 
 def max_pool2d_backward_nhwc(const floating[:, :, :, ::1] grad_output, const int64_t[:, :, :, ::1] indices,
                              floating[:, :, :, ::1] grad_input, int num_threads):
-    """grad_input[n, :, :, c].flat := 0, then += grad_output[n, oh, ow, c] at indices[n, oh, ow, c]."""
+    """grad_input[n, :, :, c].flat := 0, then += grad_output[n, oh, ow, c] at indices[n, oh, ow, c].
+
+    Returns whether every index lay in its plane, as max_pool2d_backward_nchw."""
     cdef Py_ssize_t N = grad_input.shape[0], H = grad_input.shape[1], W = grad_input.shape[2]
     cdef Py_ssize_t C = grad_input.shape[3]
     cdef Py_ssize_t oHW = grad_output.shape[1] * grad_output.shape[2]
-    cdef Py_ssize_t HW = H * W
+    cdef Py_ssize_t HW = H * W, outside = 0
     cdef int nt = num_threads if num_threads > 0 else 1
     cdef Py_ssize_t cb, nblk
     cdef Py_ssize_t t, n, b, c, c0, c1, k, s
+    cdef int64_t j
     if N == 0 or C == 0:
-        return
+        return True
     cb = _channel_block(N, C, nt)
     nblk = (C + cb - 1) // cb
     cdef floating* gi = &grad_input[0, 0, 0, 0]
     if oHW == 0:
         memset(gi, 0, N * HW * C * sizeof(floating))
-        return
+        return True
     cdef const floating* go = &grad_output[0, 0, 0, 0]
     cdef const int64_t* ip = &indices[0, 0, 0, 0]
     cdef floating* g
@@ -800,8 +812,13 @@ def max_pool2d_backward_nhwc(const floating[:, :, :, ::1] grad_output, const int
                 o = go + (n * oHW + k) * C
                 q = ip + (n * oHW + k) * C
                 for c in range(c0, c1):
-                    g[q[c] * C + c] += o[c]
+                    j = q[c]
+                    if 0 <= j < HW:
+                        g[j * C + c] += o[c]
+                    else:
+                        outside += 1
         flush_denormals_exit()
+    return outside == 0
 
 
 def max_pool2d_backward_tiles_nhwc(const floating[:, :, :, ::1] grad_output,
