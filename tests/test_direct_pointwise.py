@@ -59,7 +59,7 @@ def test_results_do_not_depend_on_threads(case, data_format):
 
 @pytest.mark.parametrize("data_format", ["NCHW", "NHWC"])
 def test_auto_runs_resnet_bottleneck_1x1_on_it(data_format):
-    case = ConvCase("resnet_1x1", 1, 64, 14, 14, 256, (1, 1))
+    case = ConvCase("resnet_1x1", 1, 64, 28, 28, 256, (1, 1))  # NCHW: 4 pixels per input channel
     x, w, b = conv_inputs(case, np.float32, data_format)
     kw = dict(data_format=data_format)
     np.testing.assert_array_equal(fastconv.conv2d(x, w, b, **kw), fastconv.conv2d(x, w, b, algorithm="direct", **kw))
