@@ -259,3 +259,23 @@ def test_max_pool2d_backward_scatter_refuses_an_index_outside_its_plane(backend,
         np.testing.assert_array_equal(fastconv.max_pool2d_backward(out, x, idx, **kw), want)
     finally:
         fastconv.set_pooling_backend("cython")
+
+
+@pytest.mark.parametrize("backend", ["cython", "numba"])
+@pytest.mark.parametrize("data_format", ["NCHW", "NHWC"])
+def test_max_pool2d_backward_scatter_counts_bad_indices_on_every_thread(backend, data_format):
+    """Each thread's count of indices outside the plane reaches the caller (an OpenMP or
+    prange reduction), wherever the bad index lies: the first or the last thread's share."""
+    from fastconv.functional import pooling
+    geom = pool2d_geometry((4, 6, 9, 9) if data_format == "NCHW" else (4, 9, 9, 6), 3, 2, 1, 1,
+                           False, data_format)
+    grad_output = np.ones(geom.output_shape, np.float32)
+    kernel = (fastconv._ext.pooling if backend == "cython" else pooling._numba_pooling())
+    kernel = getattr(kernel, f"max_pool2d_backward_{data_format.lower()}")
+    for where in (0, grad_output.size - 1):
+        for threads in (1, 2, 3):
+            indices = np.zeros(geom.output_shape, np.int64)
+            grad_input = np.empty(geom.input_shape, np.float32)
+            assert kernel(grad_output, indices, grad_input, threads)
+            indices.reshape(-1)[where] = 81
+            assert not kernel(grad_output, indices, grad_input, threads)
