@@ -2008,7 +2008,7 @@ def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
     cdef Py_ssize_t Wp = (oW - 1) * stride_w + (kw - 1) * dilation_w + 1
     cdef Py_ssize_t per_thread = Cg * kh * Wp
     cdef Py_ssize_t Kg = out.shape[1] // groups
-    cdef Py_ssize_t t, R, nrb, L, Hq, Wq, nkb, kpt, k0, oh0, npos, nlast, VL
+    cdef Py_ssize_t t, R, nrb, L, Hq, Hb, Wq, nkb, kpt, k0, oh0, npos, nlast, VL
     cdef floating *buf
     cdef Py_ssize_t *jr
     cdef Py_ssize_t *pos
@@ -2040,11 +2040,12 @@ def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
         if Cg == 1 and Kg < 4:
             R = oH
         nrb = _ceil_div(oH, R)
+        Hb = R + Hq - oH    # staged rows of a band's planes
         kpt = Kg if N * groups * nrb >= 4 * nthreads else 4
         nkb = _ceil_div(Kg, kpt)
         # staged planes, then the output rows at pitch Wq (_taps_flat's, in whole vectors)
         L = _ceil_div((R - 1) * Wq + oW, VL) * VL
-        per_thread = Cg * stride_h * stride_w * (R + Hq - oH) * Wq + min(Kg, 4) * L
+        per_thread = Cg * stride_h * stride_w * Hb * Wq + min(Kg, 4) * L
         buf = <floating *> calloc(nthreads * per_thread, sizeof(floating))  # staged clean
         if buf == NULL:
             raise MemoryError()
@@ -2054,7 +2055,7 @@ def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
         last = NULL
         nlast = 0
         try:
-            jr = _plane_offsets(Cg, kh, kw, p, R + Hq - oH, Wq)
+            jr = _plane_offsets(Cg, kh, kw, p, Hb, Wq)
             if oW * sizeof(floating) >= FASTCONV_VBYTES():
                 pos = _row_positions(R, oW, Wq, VL, &npos)
                 last = pos
@@ -2072,7 +2073,7 @@ def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
                                         min(R, oH - oh0), p, jr,
                                         buf + threadid() * per_thread,
                                         buf + (threadid() + 1) * per_thread - min(Kg, 4) * L,
-                                        R + Hq - oH, Wq, pos if oh0 + R <= oH else last,
+                                        Hb, Wq, pos if oh0 + R <= oH else last,
                                         npos if oh0 + R <= oH else nlast)
                 flush_denormals_exit()
         finally:
