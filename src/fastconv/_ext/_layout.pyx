@@ -90,42 +90,24 @@ cdef inline void _swap_block(const floating[:, :, :, ::1] src, floating[:, :, :,
     """One block, through a contiguous tile: the source's rows are read and the destination's
     written along their length. Straight from one to the other, the rows of one side are a
     power of two apart (512 channels: 2 KB) and share two L1 sets, evicting each other.
-    Runs of E elements move whole; single float elements (NHWC) in 4 x 4 SSE transposes."""
+    Runs of E elements move whole; single float elements (NHWC) in 4 x 4 SSE transposes.
+    src and dst are C-contiguous (flip_transpose's fused signature accepts nothing else)."""
     cdef Py_ssize_t M = src.shape[1], N = src.shape[2], E = src.shape[3]
     cdef Py_ssize_t i1 = min(i0 + _BLOCK, M), j1 = min(j0 + _BLOCK, N), i, j, e
-    cdef Py_ssize_t src_row = src.strides[1] // sizeof(floating)
-    cdef Py_ssize_t src_step = src.strides[2] // sizeof(floating)
     cdef const floating *s
     cdef floating *t
     if floating is float:
-        if E == 1 and src_step == 1:
-            fastconv_transpose_f(tile, _BLOCK, &src[b, i0, j0, 0], src_row, i1 - i0, j1 - j0)
-            _tile_to_rows(tile, dst, ob, i0, i1, j0, j1)
-            return
-    for i in range(i0, i1):
-        s = &src[b, i, j0, 0]
-        for j in range(j0, j1):
-            t = tile + ((j - j0) * _BLOCK + i - i0) * E
-            if flip_inner:
-                for e in range(E):
-                    t[E - 1 - e] = s[e]
-            else:
-                memcpy(t, s, E * sizeof(floating))
-            s = s + src_step
-    _tile_to_rows(tile, dst, ob, i0, i1, j0, j1)
-
-
-cdef inline void _tile_to_rows(const floating *tile, floating[:, :, :, ::1] dst, Py_ssize_t ob,
-                               Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t j0,
-                               Py_ssize_t j1) noexcept nogil:
-    """dst[ob, j, i0:i1, :] := the tile's row j - j0, in one copy where those runs are dense."""
-    cdef Py_ssize_t E = dst.shape[3], j, i, e
-    cdef bint dense = dst.strides[2] == E * <Py_ssize_t> sizeof(floating)
+        if E == 1:
+            fastconv_transpose_f(tile, _BLOCK, &src[b, i0, j0, 0], N, i1 - i0, j1 - j0)
+    if floating is not float or E > 1:
+        for i in range(i0, i1):
+            s = &src[b, i, j0, 0]
+            for j in range(j1 - j0):
+                t = tile + (j * _BLOCK + i - i0) * E
+                if flip_inner:
+                    for e in range(E):
+                        t[E - 1 - e] = s[j * E + e]
+                else:
+                    memcpy(t, s + j * E, E * sizeof(floating))
     for j in range(j0, j1):
-        if dense:
-            memcpy(&dst[ob, j, i0, 0], tile + (j - j0) * _BLOCK * E,
-                   (i1 - i0) * E * sizeof(floating))
-        else:
-            for i in range(i0, i1):
-                for e in range(E):
-                    dst[ob, j, i, e] = tile[((j - j0) * _BLOCK + i - i0) * E + e]
+        memcpy(&dst[ob, j, i0, 0], tile + (j - j0) * _BLOCK * E, (i1 - i0) * E * sizeof(floating))
