@@ -12,7 +12,7 @@ into zeroed scratch when they fit inside it, element by element otherwise (paddi
 than the kernel makes the grad_input's padding negative): both are here.  The NHWC
 first-layer grad_weight sums whole images in registers, a kernel row's taps in runs of 3 to
 6, for vectors of output channels and the channels left over; its forward takes blocks of
-14 pixels, or 7 in rows of 7 to 13.
+14 pixels, or 7 in rows of 7 to 13, or 16 for one vector of channels in rows of 32 or 48.
 """
 import numpy as np
 import pytest
@@ -48,6 +48,10 @@ WIDE = [
     (1, 6, 6, 11, 16, (5, 5), dict()),                            # LeNet's 6 -> 16
     (1, 16, 4, 13, 16, (3, 3), dict(padding=2, dilation=2)),
     (2, 1, 3, 15, 20, (3, 3), dict(padding=1)),
+    # one vector of float32 channels (16, or 24 as two overlapping) over rows of 32 and 48
+    # pixels: blocks of 16
+    (2, 3, 5, 32, 16, (3, 3), dict(padding=1)),
+    (1, 16, 4, 48, 24, (3, 3), dict(padding=2, dilation=2)),
 ]
 
 

@@ -555,6 +555,9 @@ cdef extern from *:
         FASTCONV_BCAST(fastconv_bcast_##SUFFIX##p, T, V, NV, 1, )
     FASTCONV_BCAST_ALL(vf2, float, fastconv_vf, 2)
     FASTCONV_BCAST_ALL(vf1, float, fastconv_vf, 1)
+    /* One AVX-512 vector of output channels over 16 pixels (17 registers): rows of 32, 48,
+       64 ... pixels in whole blocks, where blocks of FASTCONV_BP computed 42 for 32. */
+    FASTCONV_BCAST(fastconv_bcast_vf1x, float, fastconv_vf, 1, 16, __attribute__((always_inline)))
     FASTCONV_BCAST_ALL(sf1, float, float, 1)
     FASTCONV_BCAST_ALL(vd2, double, fastconv_vd, 2)
     FASTCONV_BCAST_ALL(vd1, double, fastconv_vd, 1)
@@ -790,6 +793,8 @@ cdef extern from *:
     void fastconv_bcast_vf1h(float *d, const float **xs, const float **ws, Py_ssize_t nt,
         const float *bias, Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo, Py_ssize_t k) noexcept nogil
     void fastconv_bcast_vf1p(float *d, const float **xs, const float **ws, Py_ssize_t nt,
+        const float *bias, Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo, Py_ssize_t k) noexcept nogil
+    void fastconv_bcast_vf1x(float *d, const float **xs, const float **ws, Py_ssize_t nt,
         const float *bias, Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo, Py_ssize_t k) noexcept nogil
     void fastconv_bcast_sf1(float *d, const float **xs, const float **ws, Py_ssize_t nt,
         const float *bias, Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo, Py_ssize_t k) noexcept nogil
@@ -1281,10 +1286,20 @@ cdef inline void _bcast_pixels(floating *d, const floating **xs, const floating 
 
     FASTCONV_BP pixels (rows of fewer: half as many) x two vectors of output channels per
     pass (one broadcast input value feeds both); the last pixel block and the last vector
-    overlap their neighbours when npix and K are not multiples of the block sizes."""
+    overlap their neighbours when npix and K are not multiples of the block sizes.  One
+    AVX-512 vector of float32 channels (16-31 of them) over rows of a multiple of 16 pixels
+    but not of FASTCONV_BP (CIFAR's 32) takes blocks of 16 pixels, which fit the row."""
     cdef Py_ssize_t VL = FASTCONV_VBYTES() // sizeof(floating)
     cdef Py_ssize_t p = 0, k
     cdef int block = 2 if npix >= FASTCONV_BP else (1 if npix >= FASTCONV_BP // 2 else 0)
+    if floating is float:
+        if (VL == 16 and VL <= K < 2 * VL and npix % FASTCONV_BP != 0 and npix % 16 == 0):
+            while p < npix:
+                fastconv_bcast_vf1x(d + p * K, xs, ws, nt, bias, K, sx, xo + p * sx, 0)
+                if K > VL:
+                    fastconv_bcast_vf1x(d + p * K, xs, ws, nt, bias, K, sx, xo + p * sx, K - VL)
+                p = p + 16
+            return
     cdef Py_ssize_t width = FASTCONV_BP if block == 2 else (FASTCONV_BP // 2 if block else 1)
     while p < npix:
         if p + width > npix:
