@@ -9,9 +9,11 @@ The paths are chosen by shape inside fastconv/algorithms/numba_direct.py:
                                   edge columns tap by tap), grad_input as the forward with
                                   the flipped kernel (stride 1), grad_weight on staged rows
                                   (blocks of 4 taps, channels in blocks of 256)
-    NCHW, stride 1, few C/G       forward on whole staged planes, 4 channels x 4 taps a pass
-                                  (and the stride-1 grad_input, a forward), grad_weight for
-                                  C/G == 1 as flat dot products in sample chunks
+    NCHW, stride 1, few C/G       forward on whole staged planes (kw column-shifted copies
+                                  written straight to the output where K/G > (kw - 1)*C/G,
+                                  else padded planes whose sums are copied out), 4 channels a
+                                  block (and the stride-1 grad_input, a forward), grad_weight
+                                  for C/G == 1 as flat dot products in sample chunks
 (with 32 channels or more, and for long plane runs, the register-blocked paths that
 test_numba_direct_gaps.py checks on their edges take over.)
 So the cases below sit on their edges: output channels at, below and past multiples of 4
@@ -60,6 +62,8 @@ NCHW_PLANES = [
     (2, 2, 6, 8, 8, (3, 3), dict(padding=1, groups=2)),           # C/G = 1, 4 channels a group
     (1, 12, 5, 6, 6, (3, 3), dict(padding=1, groups=3)),          # C/G = 4, K/G = 2
     (2, 1, 7, 5, 3, (1, 1), dict()),
+    (1, 1, 2, 3, 8, (5, 5), dict(padding=4)),                     # shifted copies past the plane
+    (1, 8, 3, 4, 1, (3, 3), dict(padding=3)),                     # grad_input: of a cropped plane
 ]
 CASES = GROUPS_1 + DEPTHWISE + NCHW_PLANES
 

@@ -365,7 +365,7 @@ def _rows_per_block(N, oH, width, nthreads):
 
 
 @njit(parallel=True, cache=True, fastmath=_TREE_FASTMATH)
-def _forward_nchw_pointwise(x, weight, bias, out, off, run, vl, workers):
+def _forward_nchw_pointwise(x, weight, bias, out, off, run, workers):
     """out[n, k, t] := bias[k] + sum_c w[k, c] * x[n, c, t]: a 1x1, stride-1, unpadded,
     single-group layer, whose input planes are already flat runs of the output's pixels
     (off[c] = c*H*W). Tasks are (sample, run of pixels), a contiguous range a worker; the
@@ -380,8 +380,7 @@ def _forward_nchw_pointwise(x, weight, bias, out, off, run, vl, workers):
     nruns = (HW + run - 1) // run
     ntasks = N * nruns
     for worker in prange(workers):
-        acc = np.empty((4, run), dtype=x.dtype)
-        at = np.empty(C, dtype=np.uint64)     # off, moved to the task's run
+        at = np.empty(C, dtype=np.uint64)     # off, moved to the task's sample
         blk4 = _stack_array(4, _RUN4, x.dtype)
         blk1 = _stack_array(1, _BLOCK1, x.dtype)
         for task in range(worker * ntasks // workers, (worker + 1) * ntasks // workers):
@@ -389,12 +388,10 @@ def _forward_nchw_pointwise(x, weight, bias, out, off, run, vl, workers):
             t0 = (task % nruns) * run
             m = min(run, HW - t0)
             for c in range(C):
-                at[c] = off[c] + np.uint64(n * C * HW + t0)
+                at[c] = off[c] + np.uint64(n * C * HW)
             for k0 in range(0, K, 4):
-                nk = min(4, K - k0)
-                _plane_taps(acc, nk, P, at, w, k0, m, blk4, blk1)
-                for r in range(nk):
-                    _add_row(results, n * K + k0 + r, t0, acc, r, 0, m, bias[k0 + r], vl)
+                _plane_taps(results, n * K + k0, t0, min(4, K - k0), P, at, w, k0, bias, m,
+                            blk4, blk1)
 
 
 def forward_nchw(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left,
@@ -410,15 +407,21 @@ def forward_nchw(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left,
         # runs whose C input rows fill about 32 KB, whole blocks of _plane_taps
         run = max(_RUN4, 32768 // (Cg * x.itemsize) // _RUN4 * _RUN4)
         _forward_nchw_pointwise(x, weight, bias, out, _plane_offsets(Cg, 1, 1, 1, 1, oH, oW),
-                                min(run, oH * oW), _VECTOR_BYTES // x.itemsize, nt)
+                                min(run, oH * oW), nt)
         return
     Hp = oH + (kh - 1) * dilation_h
-    Wp = oW + (kw - 1) * dilation_w
-    if stride_h == 1 and stride_w == 1 and _planes_fit(Cg, K // groups, Hp, Wp,
-                                                       (oH - 1) * Wp + oW):
-        _forward_nchw_planes(x, weight, bias, out, pad_top, pad_left, groups, Hp, Wp,
-                             _plane_offsets(Cg, kh, kw, dilation_h, dilation_w, Hp, Wp),
-                             _VECTOR_BYTES // x.itemsize,
+    Kg = K // groups
+    # a task copies its Kg planes of sums out, or stages (kw - 1)*Cg more planes: the
+    # fewer copies win (measured both ways, first layers gain 15-30%)
+    if Kg >= 4 and Kg > (kw - 1) * Cg:
+        copies, pitch = kw, oW
+    else:
+        copies, pitch = 1, oW + (kw - 1) * dilation_w
+    staged = Cg * copies * Hp * pitch + (0 if pitch == oW else 4 * ((oH - 1) * pitch + oW))
+    if stride_h == 1 and stride_w == 1 and _planes_fit(Cg, Kg, staged):
+        _forward_nchw_planes(x, weight, bias, out, pad_top, pad_left, groups, Hp, pitch, copies,
+                             dilation_w, _staged_offsets(Cg, kh, kw, dilation_h, dilation_w,
+                                                         Hp, pitch, copies),
                              _ceil_div(4 * nt, N * groups) if N * groups < 4 * nt else 1, nt)
         return
     if stride_h == 1 and stride_w == 1:
@@ -433,19 +436,34 @@ def forward_nchw(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left,
 # --------------------------------------------------------------------------- NCHW staged planes
 #
 # Stride 1, few input channels per group (first, narrow and depthwise layers).  A group's
-# input planes are staged zero padded (Hp rows of pitch Wp each, plane after plane), so
-# output (oh, ow) at flat index t = oh*Wp + ow reads tap (c, i, j) at P[off[q] + t],
-# off[q] = c*Hp*Wp + i*dh*Wp + j*dw: every tap is one flat run over the staged planes
-# (columns ow >= oW of a run are scratch).  Offsets and run indices are unsigned, which
-# spares Numba's negative-index wraparound, so the offset runs vectorise.
+# input planes are staged zero padded, so that every tap is one flat run over them:
+#   * kw copies of each plane, each shifted by a kernel column and cut to the output's
+#     width (copy (c, j): S[c, j, r, ow] = padded plane c at (r, ow + j*dw), Hp rows of
+#     pitch oW).  Output (oh, ow) at flat index t = oh*oW + ow reads tap (c, i, j) at
+#     S[off[q] + t], off[q] = ((c*kw + j)*Hp + i*dh)*oW: the runs of sums are the output
+#     planes themselves, written once, bias added, from registers.
+#   * Or one copy of each plane at pitch Wp = oW + (kw - 1)*dw, off[q] = (c*Hp + i*dh)*Wp
+#     + j*dw: the runs of sums have kw - 1 scratch columns a row and are copied out row by
+#     row.  That costs a task Kg plane copies where the shifted copies cost (kw - 1)*Cg
+#     more planes staged; forward_nchw takes the fewer, and this for Kg < 4 (depthwise 3x3
+#     ran 1.2x slower on shifted copies).
+# Offsets and run indices are unsigned, which spares Numba's negative-index wraparound, so
+# the offset runs vectorise.
 
-_PLANE_ELEMENTS = 65536     # staged planes + output runs per task: at most this many
-_VECTOR_BYTES = 64          # an AVX-512 register: the run length of _add_row
+_PLANE_ELEMENTS = 65536     # staged planes + runs of sums a task: at most this many
 # Blocks of sums held in registers span at least two float32 vectors a row: with rows of
 # one vector (16 elements) LLVM left the sums in memory and ran 2-4x slower (measured).
 _BLOCK = 32                 # channels a row of a register-held block of sums (NHWC)
 _RUN4 = 64                  # elements a row of a block of 4 rows of sums (staged planes)
 _BLOCK1 = 128               # ... and of a block of one row (8 float32 vectors)
+
+
+def _staged_offsets(Cg, kh, kw, dh, dw, Hp, pitch, copies):
+    """off[(c*kh + i)*kw + j]: where tap (c, i, j) of output 0 lies in the staged planes,
+    `copies` (kw or 1) copies of each at `pitch` (see above)"""
+    c, i, j = np.meshgrid(np.arange(Cg), np.arange(kh), np.arange(kw), indexing="ij")
+    copy, column = (j, 0 * j) if copies == kw else (0 * j, j * dw)
+    return (((c * copies + copy) * Hp + i * dh) * pitch + column).ravel().astype(np.uint64)
 
 
 def _plane_offsets(Cg, kh, kw, dh, dw, Hp, Wp):
@@ -477,17 +495,17 @@ def _copy_inside(P, po, planes, plane, H, W, top, left, Hp, Wp):
 
 
 @_inlined
-def _add_row(dst, d, do, src, s, so, width, b, vl):
-    """dst[d, do + u] := src[s, so + u] + b  for u < width, in whole runs of vl elements
-    (one vector) where width >= vl, the last run overlapping the one before: short rows
-    would otherwise end in scalar remainder loops"""
+def _copy_row(dst, d, do, src, s, so, width, vl):
+    """dst[d, do + u] := src[s, so + u]  for u < width, in whole runs of vl elements (one
+    vector) where width >= vl, the last run overlapping the one before: short rows would
+    otherwise end in scalar remainder loops"""
     n = width - width % vl if width >= vl else width
     for u in range(np.uint64(n)):
-        dst[d, np.uint64(do) + u] = src[s, np.uint64(so) + u] + b
+        dst[d, np.uint64(do) + u] = src[s, np.uint64(so) + u]
     if n < width:
         tail = width - vl
         for u in range(np.uint64(vl)):
-            dst[d, np.uint64(do + tail) + u] = src[s, np.uint64(so + tail) + u] + b
+            dst[d, np.uint64(do + tail) + u] = src[s, np.uint64(so + tail) + u]
 
 
 @_inlined
@@ -497,18 +515,20 @@ def _runs_at(P, o, t):
 
 
 @_inlined
-def _block_taps4(acc, t0, P, off, w, k0, blk):
-    """acc[r, t0 + t] := sum_q w[k0 + r, q] * P[off[q] + t0 + t]  for r < 4, t < _RUN4
+def _block_taps4(dst, d, do, P, off, w, k0, bias, blk):
+    """dst[d + r, do + t] := bias[k0 + r] + sum_q w[k0 + r, q] * P[off[q] + do + t]
+    for r < 4, t < _RUN4
 
     The sums stay in blk, a (4, _RUN4) stack array: with the taps in the outer loop and
     a constant-length inner loop, LLVM keeps its vectors in registers over all the taps
-    (16 accumulators, each load of P serving the 4 output channels)."""
+    (16 accumulators, each load of P serving the 4 output channels), and the block is
+    written once, bias added, straight to its output rows."""
     B = np.uint64(_RUN4)
     for r in range(4):
         for t in range(B):
             blk[r, t] = 0
     for q in range(off.shape[0]):
-        o = off[q] + np.uint64(t0)
+        o = off[q] + np.uint64(do)
         w0, w1, w2, w3 = w[k0, q], w[k0 + 1, q], w[k0 + 2, q], w[k0 + 3, q]
         for t in range(B):
             v = P[o + t]
@@ -517,46 +537,53 @@ def _block_taps4(acc, t0, P, off, w, k0, blk):
             blk[2, t] += w2 * v
             blk[3, t] += w3 * v
     for r in range(4):
+        b = bias[k0 + r]
         for t in range(B):
-            acc[r, np.uint64(t0) + t] = blk[r, t]
+            dst[d + r, np.uint64(do) + t] = blk[r, t] + b
 
 
 @_inlined
-def _block_taps1(acc, r, t0, P, off, w, k, blk):
-    """acc[r, t0 + t] := sum_q w[k, q] * P[off[q] + t0 + t]  for t < _BLOCK1: one output
-    channel, its sums in blk ((1, _BLOCK1): 8 vector accumulators in registers)"""
+def _block_taps1(dst, d, do, P, off, w, k, bias, blk):
+    """dst[d, do + t] := bias[k] + sum_q w[k, q] * P[off[q] + do + t]  for t < _BLOCK1:
+    one output channel, its sums in blk ((1, _BLOCK1): 8 vector accumulators in registers)"""
     B = np.uint64(_BLOCK1)
     for t in range(B):
         blk[0, t] = 0
     for q in range(off.shape[0]):
-        o = off[q] + np.uint64(t0)
+        o = off[q] + np.uint64(do)
         c = w[k, q]
         for t in range(B):
             blk[0, t] += c * P[o + t]
+    b = bias[k]
     for t in range(B):
-        acc[r, np.uint64(t0) + t] = blk[0, t]
+        dst[d, np.uint64(do) + t] = blk[0, t] + b
 
 
 @_inlined
-def _plane_taps(acc, nk, P, off, w, k0, m, blk4, blk1):
-    """acc[r, t] := sum_q w[k0 + r, q] * P[off[q] + t]  for r < nk <= 4, t < m
+def _plane_taps(dst, d, do, nk, P, off, w, k0, bias, m, blk4, blk1):
+    """dst[d + r, do + t] := bias[k0 + r] + sum_q w[k0 + r, q] * P[off[q] + do + t]
+    for r < nk <= 4, t < m: runs of the output planes, where tap q of output t reads
+    P[off[q] + t]
 
     In blocks of constant length (_block_taps4, _block_taps1), the last one overlapping
-    the one before (the same sums, computed twice); runs shorter than a block tap by tap."""
+    the one before (the same sums, computed twice); runs shorter than a block tap by tap,
+    summed in place and the bias added last, as in the blocks."""
     if nk == 4 and m >= _RUN4:
         for t0 in range(0, m, _RUN4):
-            _block_taps4(acc, min(t0, m - _RUN4), P, off, w, k0, blk4)
+            _block_taps4(dst, d, do + min(t0, m - _RUN4), P, off, w, k0, bias, blk4)
     elif m >= _BLOCK1:
         for r in range(nk):
             for t0 in range(0, m, _BLOCK1):
-                _block_taps1(acc, r, min(t0, m - _BLOCK1), P, off, w, k0 + r, blk1)
+                _block_taps1(dst, d + r, do + min(t0, m - _BLOCK1), P, off, w, k0 + r, bias,
+                             blk1)
     else:
         for r in range(nk):
-            for t in range(m):
-                acc[r, t] = 0
+            row = dst[d + r, do:do + m]
+            row[:] = 0
             for q in range(off.shape[0]):
                 for t in range(np.uint64(m)):
-                    acc[r, t] += w[k0 + r, q] * P[off[q] + t]
+                    row[t] += w[k0 + r, q] * P[off[q] + np.uint64(do) + t]
+            row += bias[k0 + r]
 
 
 @_inlined
@@ -570,29 +597,32 @@ def _prefetch_part(a, row, part, parts):
 
 
 @njit(parallel=True, cache=True, fastmath=_TREE_FASTMATH)
-def _forward_nchw_planes(x, weight, bias, out, pt, pl, G, Hp, Wp, off, vl, nsplit, workers):
+def _forward_nchw_planes(x, weight, bias, out, pt, pl, G, Hp, pitch, copies, dw, off, nsplit,
+                         workers):
     """out := bias + conv2d(x, weight)  (NCHW, stride 1); tasks (n, group, part of the
     group's output channels: nsplit parts of whole blocks of 4), the group's input planes
-    staged once a task, each of `workers` (one a thread: the scratch is allocated once a
-    worker, not a task) taking a contiguous range of tasks, so that it streams through
-    memory as the hardware prefetcher expects.  Padding never negative: the planes are zeroed
-    once a worker and only their insides staged, the zeros around them staying in place."""
+    staged once a task (see above), each of `workers` (one a thread: the scratch is
+    allocated once a worker, not a task) taking a contiguous range of tasks, so that it
+    streams through memory as the hardware prefetcher expects.
+
+    Which staged positions a copy writes depends on the geometry alone, so the copies are
+    zeroed once a worker and only their insides staged: the zeros around them stay."""
     N, C, H, W = x.shape
     K, oH, oW = out.shape[1], out.shape[2], out.shape[3]
     Cg = weight.shape[1]
     Kg = K // G
     blocks = (Kg + 3) // 4
     per_part = (blocks + nsplit - 1) // nsplit
-    L = (oH - 1) * Wp + oW
     w = weight.reshape(K, off.shape[0])
     planes = x.reshape(N * C, H * W)
     group_planes = x.reshape(N * G, Cg * H * W)
     results = out.reshape(N * K, oH * oW)
     ntasks = N * G * nsplit
-    inside = pt >= 0 and pl >= 0 and pt + H <= Hp and pl + W <= Wp
+    L = (oH - 1) * pitch + oW      # a run of sums: the output plane where pitch == oW
+    vl = 64 // x.itemsize          # an AVX-512 vector: the runs of _copy_row
     for worker in prange(workers):
-        P = np.zeros(Cg * Hp * Wp, dtype=x.dtype)
-        acc = np.empty((4, L), dtype=x.dtype)
+        S = np.zeros(Cg * copies * Hp * pitch, dtype=x.dtype)
+        acc = np.empty((0 if pitch == oW else 4, L), dtype=x.dtype)
         blk4 = _stack_array(4, _RUN4, x.dtype)
         blk1 = _stack_array(1, _BLOCK1, x.dtype)
         last = (worker + 1) * ntasks // workers
@@ -601,23 +631,26 @@ def _forward_nchw_planes(x, weight, bias, out, pt, pl, G, Hp, Wp, off, vl, nspli
             g = (task // nsplit) % G
             part = task % nsplit
             for c in range(Cg):
-                if inside:
-                    _copy_inside(P, c * Hp * Wp, planes, n * C + g * Cg + c, H, W, pt, pl,
-                                 Hp, Wp)
-                else:
-                    _stage_plane(P, c * Hp * Wp, planes, n * C + g * Cg + c, H, W, pt, pl,
-                                 Hp, Wp)
+                for j in range(copies):
+                    _copy_inside(S, (c * copies + j) * Hp * pitch, planes, n * C + g * Cg + c,
+                                 H, W, pt, pl - j * dw, Hp, pitch)
             ahead = (task + 1) // nsplit   # (n, g) of the worker's next task
-            for kb in range(part * per_part, min(blocks, (part + 1) * per_part)):
+            kb0, kb1 = part * per_part, min(blocks, (part + 1) * per_part)
+            for kb in range(kb0, kb1):
                 k0 = g * Kg + kb * 4
                 nk = min(4, (g + 1) * Kg - k0)
-                _plane_taps(acc, nk, P, off, w, k0, L, blk4, blk1)
-                for r in range(nk):
-                    for oh in range(oH):
-                        _add_row(results, n * K + k0 + r, oh * oW, acc, r, oh * Wp, oW,
-                                 bias[k0 + r], vl)
-                        if r == 0 and task + 1 < last:
-                            _prefetch_part(group_planes, ahead, oh, oH)
+                if pitch == oW:
+                    _plane_taps(results, n * K + k0, 0, nk, S, off, w, k0, bias, L, blk4, blk1)
+                else:
+                    _plane_taps(acc, 0, 0, nk, S, off, w, k0, bias, L, blk4, blk1)
+                    for r in range(nk):
+                        for oh in range(oH):
+                            _copy_row(results, n * K + k0 + r, oh * oW, acc, r, oh * pitch, oW,
+                                      vl)
+                            if r == 0 and task + 1 < last:
+                                _prefetch_part(group_planes, ahead, oh, oH)
+                if pitch == oW and task + 1 < last:
+                    _prefetch_part(group_planes, ahead, kb - kb0, kb1 - kb0)
 
 
 @_inlined
@@ -738,10 +771,10 @@ def _grad_weight_nchw_planes(grad_output, x, part, pt, pl, G, Hp, Wp, off, nbs, 
                             _plane_dots(sums[k0 + r], gs[r * Gs:], P, off, m)
 
 
-def _planes_fit(Cg, Kg, Hp, Wp, L):
-    """Few input channels a group, and the staged planes and output runs of a task small
-    (depthwise always)"""
-    return Cg <= 32 and (Cg == 1 and Kg < 4 or Cg * Hp * Wp + 4 * L <= _PLANE_ELEMENTS)
+def _planes_fit(Cg, Kg, staged):
+    """Few input channels a group, and a task's staged planes and runs of sums (`staged`
+    elements) small (depthwise always)"""
+    return Cg <= 32 and (Cg == 1 and Kg < 4 or staged <= _PLANE_ELEMENTS)
 
 
 # --------------------------------------------------------------------------- NCHW grad_input
