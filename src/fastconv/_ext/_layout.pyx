@@ -9,6 +9,7 @@ goes through 32 x 32 blocks that stay in the L1 cache, on all threads.
 from cython.parallel cimport parallel, prange, threadid
 
 from fastconv._ext._blas cimport floating
+from fastconv._ext._transpose cimport transpose
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
@@ -45,61 +46,21 @@ def flip_transpose(const floating[:, :, :, ::1] src, floating[:, :, :, ::1] dst,
     free(tiles)
 
 
-cdef extern from *:
-    """
-    #include <stddef.h>
-    #include <string.h>
-    #if defined(__SSE2__)
-    #include <emmintrin.h>
-    #endif
-    /* d[j*ld_d + i] := s[i*ld_s + j]  for i < m, j < n (floats): 4 x 4 blocks in SSE
-       registers (every x86-64 CPU has SSE2), the ragged edges one by one. */
-    static void fastconv_transpose_f(float *d, ptrdiff_t ld_d, const float *s,
-                                     ptrdiff_t ld_s, ptrdiff_t m, ptrdiff_t n) {
-        ptrdiff_t i = 0, j;
-    #if defined(__SSE2__)
-        for (; i + 4 <= m; i += 4) {
-            for (j = 0; j + 4 <= n; j += 4) {
-                __m128 r0 = _mm_loadu_ps(s + i * ld_s + j);
-                __m128 r1 = _mm_loadu_ps(s + (i + 1) * ld_s + j);
-                __m128 r2 = _mm_loadu_ps(s + (i + 2) * ld_s + j);
-                __m128 r3 = _mm_loadu_ps(s + (i + 3) * ld_s + j);
-                _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
-                _mm_storeu_ps(d + j * ld_d + i, r0);
-                _mm_storeu_ps(d + (j + 1) * ld_d + i, r1);
-                _mm_storeu_ps(d + (j + 2) * ld_d + i, r2);
-                _mm_storeu_ps(d + (j + 3) * ld_d + i, r3);
-            }
-            for (; j < n; j++)
-                for (ptrdiff_t u = i; u < i + 4; u++)
-                    d[j * ld_d + u] = s[u * ld_s + j];
-        }
-    #endif
-        for (; i < m; i++)
-            for (j = 0; j < n; j++)
-                d[j * ld_d + i] = s[i * ld_s + j];
-    }
-    """
-    void fastconv_transpose_f(float *d, Py_ssize_t ld_d, const float *s, Py_ssize_t ld_s,
-                              Py_ssize_t m, Py_ssize_t n) noexcept nogil
-
-
 cdef inline void _swap_block(const floating[:, :, :, ::1] src, floating[:, :, :, ::1] dst,
                              floating *tile, Py_ssize_t b, Py_ssize_t ob, bint flip_inner,
                              Py_ssize_t i0, Py_ssize_t j0) noexcept nogil:
     """One block, through a contiguous tile: the source's rows are read and the destination's
     written along their length. Straight from one to the other, the rows of one side are a
     power of two apart (512 channels: 2 KB) and share two L1 sets, evicting each other.
-    Runs of E elements move whole; single float elements (NHWC) in 4 x 4 SSE transposes.
+    Runs of E elements move whole; single elements (NHWC) in SSE transposes (_transpose.pxd).
     src and dst are C-contiguous (flip_transpose's fused signature accepts nothing else)."""
     cdef Py_ssize_t M = src.shape[1], N = src.shape[2], E = src.shape[3]
     cdef Py_ssize_t i1 = min(i0 + _BLOCK, M), j1 = min(j0 + _BLOCK, N), i, j, e
     cdef const floating *s
     cdef floating *t
-    if floating is float:
-        if E == 1:
-            fastconv_transpose_f(tile, _BLOCK, &src[b, i0, j0, 0], N, i1 - i0, j1 - j0)
-    if floating is not float or E > 1:
+    if E == 1:
+        transpose(tile, _BLOCK, &src[b, i0, j0, 0], N, i1 - i0, j1 - j0)
+    else:
         for i in range(i0, i1):
             s = &src[b, i, j0, 0]
             for j in range(j1 - j0):
