@@ -121,8 +121,11 @@ def _narrow_direct(op, geom, cg, kg, winograd):
       on staged polyphase planes: 32 -> 64 at 32x32 1.07 ms against im2col's 1.45 (PyTorch
       1.00), 16 -> 32 0.33 vs 0.56, 32 -> 64 at 28x28 0.47 vs 0.60; 64 channels lose (4-7x);
     - NCHW weight gradients, up to 16 channels on both sides, on staged (polyphase) planes:
-      16 channels dilated 2-4x im2col, cifar_res20 1.05-1.25x Winograd, LeNet's 6 -> 16
-      1.1-1.4x Winograd;
+      16 channels dilated 2-4x im2col, LeNet's 6 -> 16 1.1-1.4x Winograd, 8 -> 8 at 32x32
+      0.86 ms against Winograd's 1.23; but Winograd takes 16 input channels (its NCHW
+      staging through transposes: cifar_res20 2.3 ms against direct's 3.0-3.2, 16 -> 16
+      at 32x32 1.12-1.18 vs 1.52-1.56, 5x5 at 14x14 0.60 vs 1.10, 16 -> 8 0.17-0.33 vs
+      0.24-0.40);
     - NHWC weight gradients, up to 32 input channels (8 where Winograd runs): LeNet's
       6 -> 16 3x, 16 channels strided or dilated 2x im2col;
     - NHWC stride-1 input gradients with 8 or more input and up to 16 output channels where
@@ -139,7 +142,8 @@ def _narrow_direct(op, geom, cg, kg, winograd):
         return False
     if not geom.channels_last:
         if op == "grad_weight":
-            return max(cg, kg) <= 16 and _nchw_planes_fit(geom)
+            return (max(cg, kg) <= 16 and _nchw_planes_fit(geom)
+                    and not (winograd and cg >= 16))
         if op == "forward" and geom.stride != (1, 1) and geom.groups == 1:
             return (cg <= 32 and kg <= 64 and geom.kernel_h * geom.kernel_w >= 9
                     and _nchw_planes_fit(geom))
