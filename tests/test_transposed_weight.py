@@ -74,3 +74,14 @@ def test_im2col_input_gradient_runs_the_transposed_forward_where_weights_outweig
     assert calls, "the transposed forward did not run"
     expected = fastconv.conv2d_backward(g, x, w, algorithm="reference", **kwargs)[0]
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(5, 3, 3, 3), (70, 33, 3, 3), (32, 64, 5, 5), (97, 40, 1, 3),
+                                   (512, 512, 3, 3), (1, 1, 1, 1)])
+def test_hwio_weight_equals_numpys_transpose(shape, dtype):
+    """Winograd's NCHW weights in Keras's HWIO layout, through two blocked transposes."""
+    weight = np.random.default_rng(0).standard_normal(shape).astype(dtype)
+    got = compiled._hwio_weight(weight)
+    assert got.flags.c_contiguous and got.dtype == dtype
+    np.testing.assert_array_equal(got, weight.transpose(2, 3, 1, 0))

@@ -211,6 +211,22 @@ def _transposed_weight(weight, geom):
     return out
 
 
+def _hwio_weight(weight):
+    """NCHW weights (K, Cg, kh, kw) in Keras's HWIO layout (kh, kw, Cg, K), which Winograd's
+    weight transform reads (K contiguous): two blocked transposes (_ext.layout), (K, Cg, taps)
+    -> (Cg, K, taps) in runs of taps, then (Cg*K, taps) -> (taps, Cg*K). NumPy's strided copy
+    took 0.74 ms for 256 x 256 3x3 weights (these 0.19), 4.2 ms for 512 x 512 (1.7)."""
+    k, cg, kh, kw = weight.shape
+    threads = _config.threads_for(weight.nbytes, _config.SERIAL_BYTES)
+    swapped = np.empty((cg, k, kh * kw), dtype=weight.dtype)
+    _ext.layout.flip_transpose(weight.reshape(1, k, cg, kh * kw),
+                               swapped.reshape(1, cg, k, kh * kw), False, False, threads)
+    hwio = np.empty((kh, kw, cg, k), dtype=weight.dtype)
+    _ext.layout.flip_transpose(swapped.reshape(1, cg * k, kh * kw, 1),
+                               hwio.reshape(1, kh * kw, cg * k, 1), False, False, threads)
+    return hwio
+
+
 class WinogradConv(Im2colConv):
     """Winograd F(2x2, 3x3) for stride-1, undilated layers with 3x3 or 5x5 kernels (a 5x5
     kernel as four 3x3 sub-kernels, zero-padded to 6x6): forward, grad_input as the forward
@@ -243,7 +259,7 @@ class WinogradConv(Im2colConv):
 
     def forward(self, x, weight, bias, geom):
         out = _aligned.empty(geom.output_shape, x.dtype)
-        hwio = weight if geom.channels_last else np.ascontiguousarray(weight.transpose(2, 3, 1, 0))
+        hwio = weight if geom.channels_last else _hwio_weight(weight)
         nonfinite = self._run("forward", geom, x.dtype, out, x, hwio,
                               _bias_or_zeros(bias, geom, x.dtype))
         if nonfinite:

@@ -622,6 +622,25 @@ cdef enum:
     _PIXEL_BLOCK = 32    # pixels a block of the layout transposes
 
 
+cdef void _transpose_rows(floating *d, Py_ssize_t ld_d, const floating *s, Py_ssize_t ld_s,
+                          Py_ssize_t m, Py_ssize_t n) noexcept nogil:
+    """d[j*ld_d + i] := s[i*ld_s + j]  for i < m, j < n (a block that fits L1).
+
+    The transpose's inner loop writes 16 bytes to each of d's n rows in turn.  Rows whose
+    distance has a large power of two in it share a few L1 sets (4 KB apart: one set; a 4
+    KB way holds 4 KB / 2^p rows 2^p bytes apart), and with more of them than the sets'
+    ways hold each line is evicted between its 4 writes: there the rows go 4 at a time,
+    the inner loop along them.  A C harness: 32 channels back to 32 x 32 planes 9x faster,
+    512 channels to channels-last rows 2.4x; elsewhere 4 at a time is 1.2-2x slower."""
+    cdef Py_ssize_t j = 0, strip = n
+    cdef Py_ssize_t distance = ld_d * sizeof(floating)
+    if n * _min(distance & -distance, 4096) > 8 * 4096:   # more rows than 8 ways hold
+        strip = 4
+    while j < n:
+        transpose(d + j * ld_d, ld_d, s + j, ld_s, m, _min(strip, n - j))
+        j = j + strip
+
+
 cdef void _to_channels_last(const floating *src, Py_ssize_t plane, Py_ssize_t channels,
                             Py_ssize_t n, floating *dst) noexcept nogil:
     """dst[e*channels + c] = src[c*plane + e] for e in [0, n): n pixels of NCHW planes, in
@@ -630,27 +649,18 @@ cdef void _to_channels_last(const floating *src, Py_ssize_t plane, Py_ssize_t ch
     Winograd weight gradient)."""
     cdef Py_ssize_t e = 0
     while e < n:
-        transpose(dst + e * channels, channels, src + e, plane, channels, _min(_PIXEL_BLOCK, n - e))
+        _transpose_rows(dst + e * channels, channels, src + e, plane, channels,
+                        _min(_PIXEL_BLOCK, n - e))
         e = e + _PIXEL_BLOCK
 
 
 cdef void _from_channels_last(const floating *src, Py_ssize_t plane, Py_ssize_t channels,
                               Py_ssize_t n, floating *dst) noexcept nogil:
-    """dst[c*plane + e] = src[e*channels + c] for e in [0, n), in blocks of pixels.
-
-    A transpose's inner loop writes 16 bytes to each of its output rows in turn.  Planes a
-    multiple of 1 KB apart (32 x 32 floats: 4 KB) put those rows in a few L1 sets, which
-    evict each line between its 4 writes: there the channels go 4 at a time, the inner loop
-    along 4 rows (a C harness: 32 channels of 32 x 32 9x faster, Winograd's 32-channel
-    forward 1.86 -> 1.33 ms); elsewhere all at once (4 at a time is 1.5-2x slower there)."""
-    cdef Py_ssize_t e = 0, c
-    cdef Py_ssize_t strip = 4 if plane * sizeof(floating) % 1024 == 0 else channels
+    """dst[c*plane + e] = src[e*channels + c] for e in [0, n), in blocks of pixels."""
+    cdef Py_ssize_t e = 0
     while e < n:
-        c = 0
-        while c < channels:
-            transpose(dst + c * plane + e, plane, src + e * channels + c, channels,
-                      _min(_PIXEL_BLOCK, n - e), _min(strip, channels - c))
-            c = c + strip
+        _transpose_rows(dst + e, plane, src + e * channels, channels, _min(_PIXEL_BLOCK, n - e),
+                        channels)
         e = e + _PIXEL_BLOCK
 
 
