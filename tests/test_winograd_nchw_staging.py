@@ -1,9 +1,10 @@
 """Winograd's NCHW layers go through channels-last copies of the rows each block needs
 (_to_channels_last / _from_channels_last in _conv_winograd.pyx): SSE transposes of 4 x 4
-floats or 2 x 2 doubles in blocks of 32 pixels, 4 destination rows at a time where more of
-them than the L1's ways hold would share a few sets (_transpose_rows).  The cases put
-channel counts and row runs on and off those blocks' edges, for the forward (whose output
-comes back through the reverse copy), the input gradient and the weight gradient."""
+floats or 2 x 2 doubles in blocks of 32 pixels (64 on large planes), 4 destination rows at
+a time where more of them than the L1's ways hold would share a few sets
+(_transpose_rows).  The cases put channel counts and row runs on and off those blocks'
+edges, for the forward (whose output comes back through the reverse copy), the input
+gradient and the weight gradient."""
 import numpy as np
 import pytest
 
@@ -20,6 +21,7 @@ CASES = [
     (2, 6, 16, 16, 5),      # 16 x 16 planes (1 KB of floats)
     (1, 12, 32, 32, 10),    # back to 32 x 32 planes (4 KB apart): 4 channels at a time, then 2
     (1, 512, 6, 6, 2),      # 512 channels (rows 2 KB apart): 4 pixels at a time
+    (1, 5, 64, 65, 3),      # a plane of 4160 pixels: blocks of 64
 ]
 
 

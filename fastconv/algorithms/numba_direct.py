@@ -38,8 +38,9 @@ Parallelism (numba.prange over disjoint output regions or fixed sample chunks su
 order afterwards, so results are bitwise reproducible and do not depend on the number of
 threads; where tasks need scratch they are dealt to one worker a thread):
     forward_nchw      stride 1, few C/G (first, narrow, depthwise layers): (n, group, block of
-                      4 output channels) over the group's zero-padded planes, every tap one
-                      flat run, runs of 64 x 4 channels (128 x 1) summed over all taps in
+                      4 output channels) over the group's zero-padded planes (first layers:
+                      kw column-shifted copies at the output's pitch), every tap one flat
+                      run, runs of 64 x 4 channels (128 x 1) summed over all taps in
                       registers, contiguous task ranges a worker.  Otherwise (n, block of
                       output rows), the window's rows staged zero padded, 4 channels x 4 taps.
     forward_nhwc      groups == 1: (n, block of output rows) over staged rows, 8 pixels x 32
