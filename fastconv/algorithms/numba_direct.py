@@ -421,8 +421,8 @@ def forward_nchw(x, weight, bias, out, stride_h, stride_w, pad_top, pad_left,
     staged = Cg * copies * Hp * pitch + (0 if pitch == oW else 4 * ((oH - 1) * pitch + oW))
     if stride_h == 1 and stride_w == 1 and _planes_fit(Cg, Kg, staged):
         _forward_nchw_planes(x, weight, bias, out, pad_top, pad_left, groups, Hp, pitch, copies,
-                             dilation_w, _staged_offsets(Cg, kh, kw, dilation_h, dilation_w,
-                                                         Hp, pitch, copies),
+                             dilation_w, _plane_offsets(Cg, kh, kw, dilation_h, dilation_w,
+                                                        Hp, pitch, copies),
                              _ceil_div(4 * nt, N * groups) if N * groups < 4 * nt else 1, nt)
         return
     if stride_h == 1 and stride_w == 1:
@@ -459,18 +459,13 @@ _RUN4 = 64                  # elements a row of a block of 4 rows of sums (stage
 _BLOCK1 = 128               # ... and of a block of one row (8 float32 vectors)
 
 
-def _staged_offsets(Cg, kh, kw, dh, dw, Hp, pitch, copies):
-    """off[(c*kh + i)*kw + j]: where tap (c, i, j) of output 0 lies in the staged planes,
-    `copies` (kw or 1) copies of each at `pitch` (see above)"""
+def _plane_offsets(Cg, kh, kw, dh, dw, Hp, pitch, copies=1):
+    """off[(c*kh + i)*kw + j]: where tap (c, i, j) of output 0 lies in planes staged as
+    `copies` (1, or kw shifted by a column: see above) copies of Hp rows at `pitch`; for
+    one copy c*Hp*pitch + i*dh*pitch + j*dw"""
     c, i, j = np.meshgrid(np.arange(Cg), np.arange(kh), np.arange(kw), indexing="ij")
-    copy, column = (j, 0 * j) if copies == kw else (0 * j, j * dw)
+    copy, column = (j, 0 * j) if copies > 1 else (0 * j, j * dw)
     return (((c * copies + copy) * Hp + i * dh) * pitch + column).ravel().astype(np.uint64)
-
-
-def _plane_offsets(Cg, kh, kw, dh, dw, Hp, Wp):
-    """off[(c*kh + i)*kw + j] := c*Hp*Wp + i*dh*Wp + j*dw"""
-    c, i, j = np.meshgrid(np.arange(Cg), np.arange(kh), np.arange(kw), indexing="ij")
-    return (c * Hp * Wp + i * dh * Wp + j * dw).ravel().astype(np.uint64)
 
 
 @_inlined
