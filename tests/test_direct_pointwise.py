@@ -1,10 +1,10 @@
-"""Direct's pointwise kernels: 1x1, unpadded, single-group layers (stride 1, and NHWC strided forwards).
+"""Direct's pointwise kernels: 1x1, unpadded, single-group layers (and strided ones).
 
 NCHW: the input planes are flat runs of the output's pixels. Tasks are (sample, run of
 pixels); blocks of 4 output channels, then single channels, in steps of 4 vectors, 1 vector
 and scalars. NHWC: a GEMM of pixel rows by the weights in blocks of 8 pixels (then single
-ones) x 2 vectors, 1 vector, half a vector and single output channels; strided forwards a row
-of output pixels at a time. In both layouts the stride-1 input gradient is the same kernel on
+ones) x 2 vectors, 1 vector, half a vector and single output channels; strided forwards on
+the staged-row kernels (tests/test_direct_nhwc_staged.py). In both layouts the stride-1 input gradient is the same kernel on
 the transposed weights. numba_direct has NCHW's, on its staged-plane tap blocks."""
 import numpy as np
 import pytest
@@ -22,7 +22,7 @@ CASES = [
     ConvCase("c300_k4_11x12", 2, 300, 11, 12, 4, (1, 1)),    # the shortest runs (4 vectors)
     ConvCase("c16_k40_7x9", 3, 16, 7, 9, 40, (1, 1)),        # NHWC: 32 + 8 channels, 189 pixels
     ConvCase("c24_k73_6x5", 1, 24, 6, 5, 73, (1, 1)),        # NHWC: 64 + 8 + 1
-    # strided: NHWC's forward takes a task per output row, its input pixels sw*C apart
+    # strided: NHWC's forward runs on the staged rows, its input pixels sw*C apart
     ConvCase("c16_k40_s2", 2, 16, 9, 10, 40, (1, 1), stride=2),
     ConvCase("c24_k9_s_3_2", 1, 24, 11, 7, 9, (1, 1), stride=(3, 2)),
 ]

@@ -38,7 +38,7 @@ in registers:
     _dw_dots     r_q[c] += sum_p g[p, c] * x_q[p, c]            NHWC depthwise grad_weight
     _dw_grad_rows the same for 3-wide kernel rows (stride 1): the   NHWC depthwise grad_weight,
                  input vectors slide along each row                   interior columns
-    _bcast_pixels d[p, k] = b[k] + sum_q x_q[p] * w_q[k]        NHWC first-layer forward
+    _bcast_pixels d[p, k] = b[k] + sum_q x_q[p] * w_q[k]        NHWC single-group forward
     _bcast_dots  r_q[k] += sum_p x_q[p] * g[p, k]               NHWC first-layer grad_weight
     _brow_dots   r_t[k] += sum_p x[p + t] * g[p, k]             the same, whole images, a run
                                                                 of taps of a kernel row
@@ -53,9 +53,9 @@ bitwise reproducible and do not depend on the number of threads):
                       per-thread scratch so every tap is one flat AXPY over the R rows, 4
                       output channels x 4 taps per pass.  stride > 1: (n, oh) rows, same
                       staging.  K/G < 4: (n, oh) rows read in place.
-    forward_nhwc      first layers: (n, block of output rows), whole images unless there are
-                      too few for the threads, the block's input rows staged once.
-                      Otherwise (n, oh) output rows
+    forward_nhwc      single group: (n, block of output rows), whole images unless there
+                      are too few for the threads or the staging outgrows 64 Ki elements,
+                      the block's input rows staged once.  Otherwise (n, oh) output rows
     grad_input_nchw   stride 1: forward_nchw of grad_output with the flipped, transposed kernel
                       (a small copy made here).  Strided depthwise: (n, c) planes, a
                       polyphase component at a time.  Otherwise (n, ih) rows, all C per row.
@@ -492,7 +492,7 @@ cdef extern from *:
     }
     FASTCONV_DWGROW_ALL(f, float, fastconv_vf)
     FASTCONV_DWGROW_ALL(d, double, fastconv_vd)
-    /* NHWC with few input channels (first layers), output channels [k, k + NV*L):
+    /* NHWC single-group forward (an implicit GEMM), output channels [k, k + NV*L):
        d[p*K + k] := bias[k] + sum_q xs[q][xo + p*sx] * ws[q][k]  for FASTCONV_BP pixels
        (full) or 1.  Each tap q is one input value per pixel, broadcast against NV vectors
        of weights; BP*NV accumulators (28 of the 32 AVX-512 registers for NV = 2) and
@@ -558,6 +558,9 @@ cdef extern from *:
     /* One AVX-512 vector of output channels over 16 pixels (17 registers): rows of 32, 48,
        64 ... pixels in whole blocks, where blocks of FASTCONV_BP computed 42 for 32. */
     FASTCONV_BCAST(fastconv_bcast_vf1x, float, fastconv_vf, 1, 16, __attribute__((always_inline)))
+    /* Two vectors over 8 pixels: rows of 16, 24, 32 ... pixels with 32 or more channels,
+       where 16 x 1 needs a load per product (17 a tap) and BCAST's pipes run short. */
+    FASTCONV_BCAST(fastconv_bcast_vf2e, float, fastconv_vf, 2, 8, __attribute__((always_inline)))
     FASTCONV_BCAST_ALL(sf1, float, float, 1)
     FASTCONV_BCAST_ALL(vd2, double, fastconv_vd, 2)
     FASTCONV_BCAST_ALL(vd1, double, fastconv_vd, 1)
@@ -796,6 +799,8 @@ cdef extern from *:
         const float *bias, Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo, Py_ssize_t k) noexcept nogil
     void fastconv_bcast_vf1x(float *d, const float **xs, const float **ws, Py_ssize_t nt,
         const float *bias, Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo, Py_ssize_t k) noexcept nogil
+    void fastconv_bcast_vf2e(float *d, const float **xs, const float **ws, Py_ssize_t nt,
+        const float *bias, Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo, Py_ssize_t k) noexcept nogil
     void fastconv_bcast_sf1(float *d, const float **xs, const float **ws, Py_ssize_t nt,
         const float *bias, Py_ssize_t K, Py_ssize_t sx, Py_ssize_t xo, Py_ssize_t k) noexcept nogil
     void fastconv_bcast_sf1h(float *d, const float **xs, const float **ws, Py_ssize_t nt,
@@ -1012,6 +1017,11 @@ cdef inline void _flush_taps(floating *dst, const floating **src, const floating
 # (one broadcast input value or one flat run per tap): 2-4x the row kernels on 6-32 channels
 # (LeNet's 6 -> 16, 16 -> 16 3x3 dilated or strided).
 cdef Py_ssize_t _NARROW = 32
+
+# NHWC forward (single group): output rows run in blocks whose zero-padded input rows are
+# staged once, up to this many elements a thread (256 KB in float32, leaving L2 to the
+# weights): 3x3 stride-2 64 -> 128 at 112x112 8.5 ms against 8.9 for whole images.
+cdef Py_ssize_t _NHWC_STAGE = 65536
 
 
 cdef int _fill_ranges(Py_ssize_t *lo, Py_ssize_t *hi, Py_ssize_t ksize, Py_ssize_t n_out,
@@ -1286,14 +1296,25 @@ cdef inline void _bcast_pixels(floating *d, const floating **xs, const floating 
 
     FASTCONV_BP pixels (rows of fewer: half as many) x two vectors of output channels per
     pass (one broadcast input value feeds both); the last pixel block and the last vector
-    overlap their neighbours when npix and K are not multiples of the block sizes.  One
-    AVX-512 vector of float32 channels (16-31 of them) over rows of a multiple of 16 pixels
-    but not of FASTCONV_BP (CIFAR's 32) takes blocks of 16 pixels, which fit the row."""
+    overlap their neighbours when npix and K are not multiples of the block sizes, the last
+    pixel block a half one where that covers the tail.  float32 rows of a multiple of 8
+    pixels but not of FASTCONV_BP (CIFAR's 16 and 32) take blocks that fit them: 8 pixels x
+    two AVX-512 vectors for 32 or more channels, 16 pixels x one vector for 16-31 (rows of a
+    multiple of 16)."""
     cdef Py_ssize_t VL = FASTCONV_VBYTES() // sizeof(floating)
     cdef Py_ssize_t p = 0, k
     cdef int block = 2 if npix >= FASTCONV_BP else (1 if npix >= FASTCONV_BP // 2 else 0)
     if floating is float:
-        if (VL == 16 and VL <= K < 2 * VL and npix % FASTCONV_BP != 0 and npix % 16 == 0):
+        if VL == 16 and K >= 2 * VL and npix % FASTCONV_BP != 0 and npix % 8 == 0:
+            while p < npix:
+                k = 0
+                while k < K:
+                    fastconv_bcast_vf2e(d + p * K, xs, ws, nt, bias, K, sx, xo + p * sx,
+                                        min(k, K - 2 * VL))
+                    k = k + 2 * VL
+                p = p + 8
+            return
+        if VL == 16 and VL <= K < 2 * VL and npix % FASTCONV_BP != 0 and npix % 16 == 0:
             while p < npix:
                 fastconv_bcast_vf1x(d + p * K, xs, ws, nt, bias, K, sx, xo + p * sx, 0)
                 if K > VL:
@@ -1303,6 +1324,9 @@ cdef inline void _bcast_pixels(floating *d, const floating **xs, const floating 
     cdef Py_ssize_t width = FASTCONV_BP if block == 2 else (FASTCONV_BP // 2 if block else 1)
     while p < npix:
         if p + width > npix:
+            if block == 2 and npix - p <= FASTCONV_BP // 2:
+                block = 1  # a short tail: a half block (17 pixels: 14 + 7, not 14 + 14)
+                width = FASTCONV_BP // 2
             p = npix - width  # the last block overlaps the one before (same values)
         k = 0
         while k + 2 * VL <= K:
@@ -1864,7 +1888,7 @@ cdef Py_ssize_t *_row_positions(Py_ssize_t oH, Py_ssize_t oW, Py_ssize_t Wp, Py_
 cdef extern from *:
     """
     /* NHWC 1x1 layers: a GEMM of pixel rows by the weights, d[p*K + k] := b[k] +
-       sum_c s[p*lds + c] * w[c*K + k], for P pixels (lds = C, or sw*C at a column stride).
+       sum_c s[p*lds + c] * w[c*K + k], for P pixels (lds = C, the pixels' pitch).
        A block of PB pixels x NV vectors of output channels keeps its PB*NV sums in
        registers over all C (8 x 2: 16 sums, two weight loads and 8 broadcasts per input
        channel), then stores them once. The pixel rows of a run stay in L1 while the output
@@ -1929,34 +1953,23 @@ cdef extern from *:
 
 
 cdef int _pointwise_nhwc(const floating *x, const floating *w, const floating *b, floating *out,
-                         Py_ssize_t N, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C, Py_ssize_t oH,
-                         Py_ssize_t oW, Py_ssize_t K, Py_ssize_t sh, Py_ssize_t sw,
+                         Py_ssize_t pixels, Py_ssize_t C, Py_ssize_t K,
                          Py_ssize_t nthreads) except -1:
-    """out[n, oh, ow, k] := b[k] + sum_c x[n, oh*sh, ow*sw, c] * w[c, k]: an NHWC 1x1, unpadded,
-    single-group layer (its forward; at stride 1 its input gradient with w transposed).
-    Stride 1: tasks are runs of the flat pixels whose C inputs fill about 32 KB. Strided: a
-    task is an output row, its input pixels sw*C apart. See fastconv_pointwise_nhwc."""
+    """out[p, k] := b[k] + sum_c x[p, c] * w[c, k]: an NHWC 1x1, stride-1, unpadded,
+    single-group layer (its forward; its input gradient with w transposed). Tasks are runs
+    of the flat pixels whose C inputs fill about 32 KB. See fastconv_pointwise_nhwc.
+    (Strided 1x1 layers run on the staged-row kernels, whose 14-pixel blocks suit short
+    output rows: 256 -> 512 at stride 2, 28x28, 3.5 ms against 7.4 in blocks of 8 and 1.)"""
     cdef Py_ssize_t run = max(8, 32768 // (C * sizeof(floating)) // 8 * 8)
-    cdef Py_ssize_t t, p0, pixels = N * oH * oW
-    cdef const floating *s
-    cdef floating *d
+    cdef Py_ssize_t t, p0
     with nogil, parallel(num_threads=nthreads):
         flush_denormals_enter()
-        if sh == 1 and sw == 1:
-            for t in prange(_ceil_div(pixels, run), schedule="static"):
-                p0 = t * run
-                if floating is float:
-                    fastconv_pointwise_nhwc_f(out + p0 * K, x + p0 * C, C, w, b, C, K, min(run, pixels - p0))
-                else:
-                    fastconv_pointwise_nhwc_d(out + p0 * K, x + p0 * C, C, w, b, C, K, min(run, pixels - p0))
-        else:
-            for t in prange(N * oH, schedule="static"):
-                s = x + ((t // oH) * H + (t % oH) * sh) * W * C
-                d = out + t * oW * K
-                if floating is float:
-                    fastconv_pointwise_nhwc_f(d, s, sw * C, w, b, C, K, oW)
-                else:
-                    fastconv_pointwise_nhwc_d(d, s, sw * C, w, b, C, K, oW)
+        for t in prange(_ceil_div(pixels, run), schedule="static"):
+            p0 = t * run
+            if floating is float:
+                fastconv_pointwise_nhwc_f(out + p0 * K, x + p0 * C, C, w, b, C, K, min(run, pixels - p0))
+            else:
+                fastconv_pointwise_nhwc_d(out + p0 * K, x + p0 * C, C, w, b, C, K, min(run, pixels - p0))
         flush_denormals_exit()
     return 0
 
@@ -2702,15 +2715,16 @@ cdef void _stage_nhwc_rows(floating *stage, const floating[:, :, :, ::1] x, Py_s
             _stage_nhwc_row(stage + r * Wp * C, x, n, ih, Wp, left)
 
 
-cdef void _forward_nhwc_few_block(const floating[:, :, :, ::1] x,
+cdef void _forward_nhwc_staged_block(const floating[:, :, :, ::1] x,
                                   const floating[:, :, :, ::1] weight, const floating[::1] bias,
                                   floating[:, :, :, ::1] out, Py_ssize_t n, Py_ssize_t oh0,
                                   Py_ssize_t R, Geom p, const floating **xs, const floating **ws,
                                   floating *stage) noexcept nogil:
-    """out[n, oh0:oh0+R, :, :] := bias + conv  for G == 1 with few input channels
+    """out[n, oh0:oh0+R, :, :] := bias + conv  for G == 1
 
     out[.., k] = bias[k] + sum_{i, j, c} x[n, ih, iw, c] * w[i, j, c, k], one broadcast input
-    value per tap, vectorised over k.  The input rows of the R output rows are staged zero
+    value per tap (i, j, c), vectorised over k: _bcast_pixels's register blocks, an implicit
+    GEMM with no im2col columns and no packing.  The input rows of the R output rows are staged zero
     padded once (Wp pixels each), so every column has every tap (the zero padding takes part
     in the products, as in the NCHW plane kernels: 0 * Inf is NaN there too)."""
     cdef Py_ssize_t C = x.shape[3], oW = out.shape[2], K = out.shape[3]
@@ -2783,31 +2797,33 @@ def forward_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
     cdef Py_ssize_t N = out.shape[0], oH = out.shape[1], kh = weight.shape[0], kw = weight.shape[1]
     cdef Py_ssize_t Cg = weight.shape[2], nthreads = max(num_threads, 1), taps = kh * kw * Cg
     cdef bint depthwise = Cg == 1 and out.shape[3] == groups
-    cdef bint few = not depthwise and groups == 1 and Cg <= _NARROW   # first, narrow layers
-    cdef Py_ssize_t t, R = 1, nrb = oH, stage_size = 0
+    cdef bint staged = not depthwise and groups == 1
+    cdef Py_ssize_t t, R = 1, nrb = oH, stage_size = 0, row_size
     cdef Py_ssize_t *jr
     cdef const floating **ptrs = NULL
     cdef floating *stage = NULL
     if N == 0:
         return
     if (kh == 1 and kw == 1 and groups == 1 and pad_top == 0 and pad_left == 0
-            and oH == (x.shape[1] - 1) // stride_h + 1 and out.shape[2] == (x.shape[2] - 1) // stride_w + 1):
-        _pointwise_nhwc(&x[0, 0, 0, 0], &weight[0, 0, 0, 0], &bias[0], &out[0, 0, 0, 0], N, x.shape[1],
-                        x.shape[2], Cg, oH, out.shape[2], out.shape[3], stride_h, stride_w, nthreads)
+            and stride_h == 1 and stride_w == 1
+            and oH == x.shape[1] and out.shape[2] == x.shape[2]):
+        _pointwise_nhwc(&x[0, 0, 0, 0], &weight[0, 0, 0, 0], &bias[0], &out[0, 0, 0, 0],
+                        N * oH * out.shape[2], Cg, out.shape[3], nthreads)
         return
-    if few:
-        # Blocks of R output rows, whole images unless too few for the threads: the input
-        # rows are staged once per block, not kh times.
+    if staged:
+        # Blocks of R output rows, whole images unless too few for the threads or too big
+        # for _NHWC_STAGE: the input rows are staged once per block, not kh times.
         nrb = min(oH, _ceil_div(4 * nthreads, N))
         R = _ceil_div(oH, nrb)
+        row_size = x.shape[3] * ((out.shape[2] - 1) * stride_w + (kw - 1) * dilation_w + 1)
+        R = max(1, min(R, (_NHWC_STAGE // row_size - (kh - 1) * dilation_h - 1) // stride_h + 1))
         nrb = _ceil_div(oH, R)
-        stage_size = (((R - 1) * stride_h + (kh - 1) * dilation_h + 1) * x.shape[3]
-                      * ((out.shape[2] - 1) * stride_w + (kw - 1) * dilation_w + 1))
+        stage_size = ((R - 1) * stride_h + (kh - 1) * dilation_h + 1) * row_size
     jr = <Py_ssize_t *> malloc(2 * kw * sizeof(Py_ssize_t))
-    if depthwise or few:
+    if depthwise or staged:
         ptrs = <const floating **> malloc(nthreads * 2 * taps * sizeof(floating *))
         stage = <floating *> calloc(nthreads * stage_size + 1, sizeof(floating))  # staged clean
-    if jr == NULL or ((depthwise or few) and (ptrs == NULL or stage == NULL)):
+    if jr == NULL or ((depthwise or staged) and (ptrs == NULL or stage == NULL)):
         free(jr)
         free(ptrs)
         free(stage)
@@ -2817,8 +2833,8 @@ def forward_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
         with nogil, parallel(num_threads=nthreads):
             flush_denormals_enter()
             for t in prange(N * nrb, schedule="static"):
-                if few:
-                    _forward_nhwc_few_block(x, weight, bias, out, t // nrb, (t % nrb) * R,
+                if staged:
+                    _forward_nhwc_staged_block(x, weight, bias, out, t // nrb, (t % nrb) * R,
                                             min(R, oH - (t % nrb) * R), p,
                                             ptrs + threadid() * 2 * taps,
                                             ptrs + threadid() * 2 * taps + taps,
@@ -2919,8 +2935,8 @@ cdef int _pointwise_nhwc_t(const floating[:, :, :, ::1] grad_output, const float
         raise MemoryError()
     try:
         _pointwise_nhwc(&grad_output[0, 0, 0, 0], &w_t[0, 0, 0, 0], zeros, &grad_input[0, 0, 0, 0],
-                        grad_input.shape[0], grad_input.shape[1], grad_input.shape[2], grad_output.shape[3],
-                        grad_input.shape[1], grad_input.shape[2], C, 1, 1, nthreads)
+                        grad_input.shape[0] * grad_input.shape[1] * grad_input.shape[2],
+                        grad_output.shape[3], C, nthreads)
     finally:
         free(zeros)
     return 0
