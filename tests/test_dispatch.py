@@ -126,23 +126,26 @@ def test_builtin_rule(op, data_format, monkeypatch):
                                     height=32, width=32)
     if data_format == "NCHW":
         assert choose(op, _geom(strided32, data_format)) == ("direct" if op == "forward" else "im2col")
-        for wider in (dict(in_channels=64), dict(out_channels=128), dict(height=56, width=56),
+        for wider in (dict(out_channels=128), dict(height=56, width=56),
                       dict(kernel=(1, 1), padding=0)):
             assert choose("forward", _geom(dataclasses.replace(strided32, **wider), data_format)) == "im2col"
-    # NHWC single-group forwards that Winograd does not take: direct's implicit GEMM on
-    # staged rows, while the weights stay within 512 Ki and the output rows fill a block of
-    # 14 pixels (the weight gradient: the narrow kernels up to 32 input channels)
+        # (64 input channels: the staged rows below)
+        assert choose("forward", _geom(dataclasses.replace(strided32, in_channels=64), data_format)) == "direct"
+    # single-group forwards that Winograd does not take: direct's implicit GEMM on staged
+    # rows, while the weights stay within 512 Ki and the output rows fill a block of 14
+    # pixels (NCHW past 32 input channels; NHWC's weight gradient: the narrow kernels up to
+    # 32 input channels)
     if data_format == "NHWC":
         narrow_gw = "direct" if op == "grad_weight" else "im2col"
         assert choose(op, _geom(strided32, data_format)) == (
             "direct" if op == "forward" else narrow_gw)
-        resnet_down = dataclasses.replace(strided32, in_channels=128, out_channels=256,
-                                          height=28, width=28)
-        assert choose(op, _geom(resnet_down, data_format)) == (
-            "direct" if op == "forward" else "im2col")
-        for beyond in (dict(height=24, width=24),                # rows of 12 pixels
-                       dict(in_channels=256, out_channels=512)):  # 1152 Ki weights
-            assert choose(op, _geom(dataclasses.replace(resnet_down, **beyond), data_format)) == "im2col"
+    resnet_down = dataclasses.replace(strided32, in_channels=128, out_channels=256,
+                                      height=28, width=28)
+    assert choose(op, _geom(resnet_down, data_format)) == (
+        "direct" if op == "forward" else "im2col")
+    for beyond in (dict(height=24, width=24),                # rows of 12 pixels
+                   dict(in_channels=256, out_channels=512)):  # 1152 Ki weights
+        assert choose(op, _geom(dataclasses.replace(resnet_down, **beyond), data_format)) == "im2col"
     # fmnist_conv2 (5x5, 32 -> 64): Winograd F(2x2, 5x5); with 8 input channels (Winograd on
     # 3x3 sub-kernels) NHWC's forward and weight gradient run direct
     fmnist2 = dataclasses.replace(lenet, in_channels=32, out_channels=64, padding=2)

@@ -160,20 +160,25 @@ def _narrow_direct(op, geom, cg, kg, winograd):
 
 
 def _implicit_gemm(op, geom, winograd):
-    """NHWC single-group forwards that Winograd does not take (strided, dilated, other
-    kernel shapes) run on direct's staged rows: an implicit GEMM, one broadcast input value
-    per tap and channel against vectors of output channels in blocks of 14 pixels, with no
-    columns gathered and nothing packed. Against im2col: 3x3 stride 2 64 -> 128 at 56x56
-    4.1-4.3 ms vs 5.4-6.0 (PyTorch 4.6-4.9), 128 -> 256 at 28x28 4.3-4.4 vs 5.2-5.7 (4.4-4.6),
-    64 -> 128 at 112x112 8.5 vs 10.7 (8.9), 32 -> 64 at 32x32 0.91 vs 1.04; 256 channels
-    dilated 2 at 28x28 16.6 vs 18.4; 7x7 64 -> 64 at 28x28 16.3 vs 22.1. Not where the
-    weights pass 512 Ki (2 MB, so each block streams them from L3) or the output rows are
-    shorter than a block: 256 -> 512 at stride 2 to 7x7 6.4 vs 4.9. 1x1 layers keep
-    im2col's single GEMM (256 -> 512 at stride 2, 28x28: 3.5 vs 2.8)."""
+    """Single-group forwards that Winograd does not take (strided, dilated, other kernel
+    shapes) run on direct's staged rows: an implicit GEMM, one broadcast input value per tap
+    and channel against vectors of output channels in blocks of 14 pixels, with no columns
+    gathered and nothing packed (NCHW through channels-last copies of each block's rows and
+    sums, 12-15% of its time). Against im2col, NHWC: 3x3 stride 2 64 -> 128 at 56x56 4.1-4.3
+    ms vs 5.4-6.0 (PyTorch 4.2-4.9), 128 -> 256 at 28x28 4.2-4.4 vs 5.0-5.7 (4.2-4.6), 64 ->
+    128 at 112x112 8.5 vs 10.7 (8.8), 32 -> 64 at 32x32 0.87 vs 1.04; 256 channels dilated 2
+    at 28x28 16.6 vs 18.4; 7x7 64 -> 64 at 28x28 16.3 vs 22.1. NCHW: 4.9 vs 7.0 (PyTorch
+    5.7), 4.8 vs 5.4 (4.7), 9.5 vs 12.9 (13.4). Not where the weights pass 512 Ki (2 MB, so
+    each block streams them from L3) or the output rows are shorter than a block: 256 -> 512
+    at stride 2 to 7x7 6.4 vs 4.9. 1x1 layers keep im2col's single GEMM (256 -> 512 at
+    stride 2, 28x28: 3.5 vs 2.8). NCHW layers of up to 32 input channels stay on the
+    plane kernels (_narrow_direct) or im2col: forward_nchw stages rows only past 32."""
     weights = geom.kernel_h * geom.kernel_w * geom.in_channels * geom.out_channels
-    return (op == "forward" and geom.channels_last and geom.groups == 1 and not winograd
+    if not (op == "forward" and geom.groups == 1 and not winograd
             and (geom.kernel_h, geom.kernel_w) != (1, 1) and weights <= 1 << 19
-            and geom.out_w >= 14)
+            and geom.out_w >= 14):
+        return False
+    return geom.channels_last or geom.in_channels > 32 and geom.out_channels >= 16
 
 
 def choose(op, geom, dtype, candidates):

@@ -72,9 +72,11 @@ Sample chunks and channel blocks depend on the shape only, never on the thread c
 """
 from cython.parallel cimport parallel, prange, threadid
 from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memset
 
 from fastconv._ext._fpenv cimport flush_denormals_enter, flush_denormals_exit
 from fastconv._ext._simd cimport FASTCONV_VBYTES
+from fastconv._ext._transpose cimport floating, from_channels_last, to_channels_last, transpose
 
 import numpy as np
 
@@ -844,10 +846,6 @@ cdef extern from *:
                            Py_ssize_t K, Py_ssize_t sx, Py_ssize_t npix,
                            Py_ssize_t k) noexcept nogil
 
-ctypedef fused floating:
-    float
-    double
-
 
 ctypedef struct Geom:
     Py_ssize_t sh, sw, pt, pl, dh, dw, G
@@ -1018,10 +1016,11 @@ cdef inline void _flush_taps(floating *dst, const floating **src, const floating
 # (LeNet's 6 -> 16, 16 -> 16 3x3 dilated or strided).
 cdef Py_ssize_t _NARROW = 32
 
-# NHWC forward (single group): output rows run in blocks whose zero-padded input rows are
-# staged once, up to this many elements a thread (256 KB in float32, leaving L2 to the
-# weights): 3x3 stride-2 64 -> 128 at 112x112 8.5 ms against 8.9 for whole images.
-cdef Py_ssize_t _NHWC_STAGE = 65536
+# Single-group forwards on _sum_staged_rows: output rows run in blocks whose zero-padded
+# input rows are staged once, up to this many elements a thread (256 KB in float32, leaving
+# L2 to the weights): NHWC 3x3 stride-2 64 -> 128 at 112x112 8.5 ms against 8.9 for whole
+# images.
+cdef Py_ssize_t _ROW_STAGE = 65536
 
 
 cdef int _fill_ranges(Py_ssize_t *lo, Py_ssize_t *hi, Py_ssize_t ksize, Py_ssize_t n_out,
@@ -2023,6 +2022,80 @@ cdef Py_ssize_t _plane_band_rows(Py_ssize_t Cg, Py_ssize_t oH, Py_ssize_t oW, Py
     return max(1, min(oH, (65536 - fixed) // per_row))
 
 
+cdef void _stage_nchw_rows(floating *stage, const floating[:, :, :, ::1] x, Py_ssize_t n,
+                           Py_ssize_t ih0, Py_ssize_t rows, Py_ssize_t Wp,
+                           Py_ssize_t left) noexcept nogil:
+    """stage[r, u, c] := x[n, c, ih0 + r, u - left] inside the image, else 0  (rows of Wp
+    pixels, channels-last), by blocked transposes.  stage must be zero or hold rows staged
+    with the same Wp and left: the padding columns are never written."""
+    cdef Py_ssize_t C = x.shape[1], H = x.shape[2], W = x.shape[3], r, ih
+    cdef Py_ssize_t width = min(W, Wp - left)   # columns past Wp are not read
+    for r in range(rows):
+        ih = ih0 + r
+        if 0 <= ih < H and width > 0:
+            to_channels_last(&x[n, 0, ih, 0], H * W, C, width, stage + (r * Wp + left) * C)
+        elif not 0 <= ih < H:
+            memset(stage + r * Wp * C, 0, Wp * C * sizeof(floating))
+
+
+cdef void _forward_nchw_staged_block(const floating[:, :, :, ::1] x, const floating *w_t,
+                                     Py_ssize_t kh, Py_ssize_t kw, const floating[::1] bias,
+                                     floating[:, :, :, ::1] out, Py_ssize_t n, Py_ssize_t oh0,
+                                     Py_ssize_t R, Geom p, const floating **xs,
+                                     const floating **ws, floating *stage,
+                                     floating *sums) noexcept nogil:
+    """out[n, :, oh0:oh0+R, :] := bias + conv  for G == 1, as forward_nhwc's blocks: the
+    input rows staged channels-last, _sum_staged_rows into channels-last sums, those
+    transposed into the R rows of the output planes.  w_t: the weights as (C, kh, kw, K)."""
+    cdef Py_ssize_t C = x.shape[1], K = out.shape[1], oH = out.shape[2], oW = out.shape[3]
+    cdef Py_ssize_t Wp = (oW - 1) * p.sw + (kw - 1) * p.dw + 1
+    _stage_nchw_rows(stage, x, n, oh0 * p.sh - p.pt, (R - 1) * p.sh + (kh - 1) * p.dh + 1, Wp,
+                     p.pl)
+    _sum_staged_rows(sums, stage, Wp, C, w_t, kw * K, K, kh * kw * K, &bias[0], K, kh, kw, oW,
+                     R, p, xs, ws)
+    from_channels_last(sums, oH * oW, K, R * oW, &out[n, 0, oh0, 0])
+
+
+cdef int _forward_nchw_staged(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
+                              const floating[::1] bias, floating[:, :, :, ::1] out, Geom p,
+                              Py_ssize_t nthreads) except -1:
+    """forward_nchw of a single-group layer off the plane kernels: tasks (n, block of output
+    rows) on _forward_nchw_staged_block, the weights transposed to (C, kh, kw, K) once."""
+    cdef Py_ssize_t N = out.shape[0], K = out.shape[1], oH = out.shape[2], oW = out.shape[3]
+    cdef Py_ssize_t C = x.shape[1], kh = weight.shape[2], kw = weight.shape[3]
+    cdef Py_ssize_t taps = C * kh * kw, R, nrb, t, stage_size, per_thread
+    stage_size = _staged_blocks(N, oH, C * ((oW - 1) * p.sw + (kw - 1) * p.dw + 1), kh, p,
+                                nthreads, &R)
+    nrb = _ceil_div(oH, R)
+    per_thread = stage_size + R * oW * K
+    cdef floating *w_t = <floating *> malloc(taps * K * sizeof(floating))
+    cdef floating *buf = <floating *> calloc(nthreads * per_thread, sizeof(floating))  # staged clean
+    cdef const floating **ptrs = <const floating **> malloc(nthreads * 2 * taps * sizeof(floating *))
+    if w_t == NULL or buf == NULL or ptrs == NULL:
+        free(w_t)
+        free(buf)
+        free(ptrs)
+        raise MemoryError()
+    try:
+        with nogil:
+            transpose(w_t, K, &weight[0, 0, 0, 0], taps, K, taps)
+        with nogil, parallel(num_threads=nthreads):
+            flush_denormals_enter()
+            for t in prange(N * nrb, schedule="static"):
+                _forward_nchw_staged_block(x, w_t, kh, kw, bias, out, t // nrb, (t % nrb) * R,
+                                           min(R, oH - (t % nrb) * R), p,
+                                           ptrs + threadid() * 2 * taps,
+                                           ptrs + threadid() * 2 * taps + taps,
+                                           buf + threadid() * per_thread,
+                                           buf + threadid() * per_thread + stage_size)
+            flush_denormals_exit()
+    finally:
+        free(ptrs)
+        free(buf)
+        free(w_t)
+    return 0
+
+
 def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
                  const floating[::1] bias, floating[:, :, :, ::1] out,
                  Py_ssize_t stride_h, Py_ssize_t stride_w, Py_ssize_t pad_top,
@@ -2110,6 +2183,9 @@ def forward_nchw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
             free(pos)
             free(jr)
             free(buf)
+        return
+    if groups == 1 and Kg >= VL:
+        _forward_nchw_staged(x, weight, bias, out, p, nthreads)
         return
     if out.shape[1] // groups < 4:
         # Few output channels per group (depthwise): no reuse to win by staging input rows.
@@ -2715,34 +2791,55 @@ cdef void _stage_nhwc_rows(floating *stage, const floating[:, :, :, ::1] x, Py_s
             _stage_nhwc_row(stage + r * Wp * C, x, n, ih, Wp, left)
 
 
-cdef void _forward_nhwc_staged_block(const floating[:, :, :, ::1] x,
-                                  const floating[:, :, :, ::1] weight, const floating[::1] bias,
-                                  floating[:, :, :, ::1] out, Py_ssize_t n, Py_ssize_t oh0,
-                                  Py_ssize_t R, Geom p, const floating **xs, const floating **ws,
-                                  floating *stage) noexcept nogil:
-    """out[n, oh0:oh0+R, :, :] := bias + conv  for G == 1
+cdef void _sum_staged_rows(floating *d, const floating *stage, Py_ssize_t Wp, Py_ssize_t C,
+                           const floating *w, Py_ssize_t si, Py_ssize_t sj, Py_ssize_t sc,
+                           const floating *bias, Py_ssize_t K, Py_ssize_t kh, Py_ssize_t kw,
+                           Py_ssize_t oW, Py_ssize_t R, Geom p, const floating **xs,
+                           const floating **ws) noexcept nogil:
+    """d[(r*oW + ow)*K + k] := bias[k] + sum_{i, j, c} w[i*si + j*sj + c*sc + k]
+                                 * stage[((r*sh + i*dh)*Wp + ow*sw + j*dw)*C + c]
+    for r < R, ow < oW: R output rows of a single-group layer from its input rows, staged
+    channels-last and zero padded (Wp pixels a row), so every column has every tap (the
+    padding takes part in the products, as in the NCHW plane kernels: 0 * Inf is NaN there
+    too).  One broadcast input value per tap (i, j, c), vectorised over k: _bcast_pixels's
+    register blocks, an implicit GEMM with no im2col columns and no packing."""
+    cdef Py_ssize_t r, i, j, c, nt = 0
+    for i in range(kh):  # the taps of row 0; row r's are r*sh staged rows on
+        for j in range(kw):
+            for c in range(C):
+                xs[nt] = stage + (i * p.dh * Wp + j * p.dw) * C + c
+                ws[nt] = w + i * si + j * sj + c * sc
+                nt = nt + 1
+    for r in range(R):
+        _bcast_pixels(d + r * oW * K, xs, ws, nt, bias, K, p.sw * C, r * p.sh * Wp * C, oW)
 
-    out[.., k] = bias[k] + sum_{i, j, c} x[n, ih, iw, c] * w[i, j, c, k], one broadcast input
-    value per tap (i, j, c), vectorised over k: _bcast_pixels's register blocks, an implicit
-    GEMM with no im2col columns and no packing.  The input rows of the R output rows are staged zero
-    padded once (Wp pixels each), so every column has every tap (the zero padding takes part
-    in the products, as in the NCHW plane kernels: 0 * Inf is NaN there too)."""
+
+cdef Py_ssize_t _staged_blocks(Py_ssize_t N, Py_ssize_t oH, Py_ssize_t row_size, Py_ssize_t kh,
+                               Geom p, Py_ssize_t nthreads, Py_ssize_t *R) noexcept nogil:
+    """Output rows R per block of _sum_staged_rows's tasks (whole images unless there are
+    too few for the threads, or their staged input rows of row_size elements outgrow
+    _ROW_STAGE); returns the staged elements of a block."""
+    cdef Py_ssize_t nrb = min(oH, _ceil_div(4 * nthreads, N))
+    R[0] = _ceil_div(oH, nrb)
+    R[0] = max(1, min(R[0], (_ROW_STAGE // row_size - (kh - 1) * p.dh - 1) // p.sh + 1))
+    return ((R[0] - 1) * p.sh + (kh - 1) * p.dh + 1) * row_size
+
+
+cdef void _forward_nhwc_staged_block(const floating[:, :, :, ::1] x,
+                                     const floating[:, :, :, ::1] weight,
+                                     const floating[::1] bias, floating[:, :, :, ::1] out,
+                                     Py_ssize_t n, Py_ssize_t oh0, Py_ssize_t R, Geom p,
+                                     const floating **xs, const floating **ws,
+                                     floating *stage) noexcept nogil:
+    """out[n, oh0:oh0+R, :, :] := bias + conv  for G == 1: the block's input rows staged
+    once, then _sum_staged_rows straight into the output rows."""
     cdef Py_ssize_t C = x.shape[3], oW = out.shape[2], K = out.shape[3]
-    cdef Py_ssize_t kh = weight.shape[0], kw = weight.shape[1], Cg = weight.shape[2]
+    cdef Py_ssize_t kh = weight.shape[0], kw = weight.shape[1]
     cdef Py_ssize_t Wp = (oW - 1) * p.sw + (kw - 1) * p.dw + 1
-    cdef Py_ssize_t oh, i, j, c, nt
     _stage_nhwc_rows(stage, x, n, oh0 * p.sh - p.pt, (R - 1) * p.sh + (kh - 1) * p.dh + 1, Wp,
                      p.pl)
-    nt = 0
-    for i in range(kh):  # the taps of row oh0; row oh's are (oh - oh0)*sh staged rows on
-        for j in range(kw):
-            for c in range(Cg):
-                xs[nt] = stage + (i * p.dh * Wp + j * p.dw) * C + c
-                ws[nt] = &weight[i, j, c, 0]
-                nt = nt + 1
-    for oh in range(oh0, oh0 + R):
-        _bcast_pixels(&out[n, oh, 0, 0], xs, ws, nt, &bias[0], K, p.sw * C,
-                      (oh - oh0) * p.sh * Wp * C, oW)
+    _sum_staged_rows(&out[n, oh0, 0, 0], stage, Wp, C, &weight[0, 0, 0, 0], kw * C * K, C * K,
+                     K, &bias[0], K, kh, kw, oW, R, p, xs, ws)
 
 
 cdef void _forward_nhwc_taps_row(const floating[:, :, :, ::1] x,
@@ -2798,7 +2895,7 @@ def forward_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
     cdef Py_ssize_t Cg = weight.shape[2], nthreads = max(num_threads, 1), taps = kh * kw * Cg
     cdef bint depthwise = Cg == 1 and out.shape[3] == groups
     cdef bint staged = not depthwise and groups == 1
-    cdef Py_ssize_t t, R = 1, nrb = oH, stage_size = 0, row_size
+    cdef Py_ssize_t t, R = 1, nrb = oH, stage_size = 0
     cdef Py_ssize_t *jr
     cdef const floating **ptrs = NULL
     cdef floating *stage = NULL
@@ -2811,14 +2908,11 @@ def forward_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
                         N * oH * out.shape[2], Cg, out.shape[3], nthreads)
         return
     if staged:
-        # Blocks of R output rows, whole images unless too few for the threads or too big
-        # for _NHWC_STAGE: the input rows are staged once per block, not kh times.
-        nrb = min(oH, _ceil_div(4 * nthreads, N))
-        R = _ceil_div(oH, nrb)
-        row_size = x.shape[3] * ((out.shape[2] - 1) * stride_w + (kw - 1) * dilation_w + 1)
-        R = max(1, min(R, (_NHWC_STAGE // row_size - (kh - 1) * dilation_h - 1) // stride_h + 1))
+        # Blocks of R output rows: the input rows are staged once per block, not kh times.
+        stage_size = _staged_blocks(
+            N, oH, x.shape[3] * ((out.shape[2] - 1) * stride_w + (kw - 1) * dilation_w + 1), kh, p,
+            nthreads, &R)
         nrb = _ceil_div(oH, R)
-        stage_size = ((R - 1) * stride_h + (kh - 1) * dilation_h + 1) * row_size
     jr = <Py_ssize_t *> malloc(2 * kw * sizeof(Py_ssize_t))
     if depthwise or staged:
         ptrs = <const floating **> malloc(nthreads * 2 * taps * sizeof(floating *))

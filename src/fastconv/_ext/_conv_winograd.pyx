@@ -36,7 +36,7 @@ from cython.parallel cimport parallel, prange, threadid
 
 from fastconv._ext._blas cimport floating, gemm
 from fastconv._ext._fpenv cimport flush_denormals_enter, flush_denormals_exit
-from fastconv._ext._transpose cimport transpose
+from fastconv._ext._transpose cimport from_channels_last, to_channels_last
 from libc.float cimport DBL_MAX, FLT_MAX
 from libc.string cimport memset
 
@@ -618,56 +618,6 @@ cdef void _grad_row(const floating *img, Py_ssize_t rs, Py_ssize_t ps, Py_ssize_
 # NCHW samples as channels-last images
 # ----------------------------------------------------------------------------------------------
 
-cdef inline Py_ssize_t _pixel_block(Py_ssize_t plane) noexcept nogil:
-    """Pixels a block of the layout transposes: 32, or 64 on planes of 4096 pixels or more,
-    whose channels' rows are streams of their own from memory (VGG's 64 channels at
-    224 x 224, batch 1: forward and weight gradient 12% faster; 64 on smaller planes was
-    up to 5% slower, 128 no better than 64)."""
-    return 64 if plane >= 4096 else 32
-
-
-cdef void _transpose_rows(floating *d, Py_ssize_t ld_d, const floating *s, Py_ssize_t ld_s,
-                          Py_ssize_t m, Py_ssize_t n) noexcept nogil:
-    """d[j*ld_d + i] := s[i*ld_s + j]  for i < m, j < n (a block that fits L1).
-
-    The transpose's inner loop writes 16 bytes to each of d's n rows in turn.  Rows whose
-    distance has a large power of two in it share a few L1 sets (4 KB apart: one set; a 4
-    KB way holds 4 KB / 2^p rows 2^p bytes apart), and with more of them than the sets'
-    ways hold each line is evicted between its 4 writes: there the rows go 4 at a time,
-    the inner loop along them.  A C harness: 32 channels back to 32 x 32 planes 9x faster,
-    512 channels to channels-last rows 2.4x; elsewhere 4 at a time is 1.2-2x slower."""
-    cdef Py_ssize_t j = 0, strip = n
-    cdef Py_ssize_t distance = ld_d * sizeof(floating)
-    if n * _min(distance & -distance, 4096) > 8 * 4096:   # more rows than 8 ways hold
-        strip = 4
-    while j < n:
-        transpose(d + j * ld_d, ld_d, s + j, ld_s, m, _min(strip, n - j))
-        j = j + strip
-
-
-cdef void _to_channels_last(const floating *src, Py_ssize_t plane, Py_ssize_t channels,
-                            Py_ssize_t n, floating *dst) noexcept nogil:
-    """dst[e*channels + c] = src[c*plane + e] for e in [0, n): n pixels of NCHW planes, in
-    blocks of pixels whose channels-last rows stay in L1 while every channel is moved in
-    (element by element, its stores a row of channels apart, 128 channels took a third of a
-    Winograd weight gradient)."""
-    cdef Py_ssize_t e = 0, block = _pixel_block(plane)
-    while e < n:
-        _transpose_rows(dst + e * channels, channels, src + e, plane, channels,
-                        _min(block, n - e))
-        e = e + block
-
-
-cdef void _from_channels_last(const floating *src, Py_ssize_t plane, Py_ssize_t channels,
-                              Py_ssize_t n, floating *dst) noexcept nogil:
-    """dst[c*plane + e] = src[e*channels + c] for e in [0, n), in blocks of pixels."""
-    cdef Py_ssize_t e = 0, block = _pixel_block(plane)
-    while e < n:
-        _transpose_rows(dst + e, plane, src + e * channels, channels, _min(block, n - e),
-                        channels)
-        e = e + block
-
-
 cdef inline Py_ssize_t _sample_end(const Plan *p, Py_ssize_t q, Py_ssize_t q1) noexcept nogil:
     """End of the tile rows [q, end) of q's sample within [q, q1)."""
     return _min(q1, (q // p.tH + 1) * p.tH)
@@ -684,7 +634,7 @@ cdef void _input_nchw(const floating *x, floating *v, floating *stage, const flo
         h0 = _max(0, 2 * th0 - p.pt)
         h1 = _min(p.H, 2 * (end - 1 - n * p.tH) - p.pt + p.span)
         if h1 > h0:
-            _to_channels_last(x + (n * p.C + c0) * HW + h0 * p.W, HW, p.Cg, (h1 - h0) * p.W,
+            to_channels_last(x + (n * p.C + c0) * HW + h0 * p.W, HW, p.Cg, (h1 - h0) * p.W,
                               stage)
         for th in range(th0, th0 + end - q):
             _input_row(stage, p.W * p.Cg, p.Cg, h0, v, zeros, p, th, (q - q0 + th - th0) * p.tW)
@@ -716,7 +666,7 @@ cdef bint _output_nchw(const floating *m, const floating *bias, floating *out, f
                                      stage + 2 * (th - th0) * p.oW * p.Kg, p.oW * p.Kg, p.Kg,
                                      p, th, junk)
         rows = _min(p.oH, 2 * (th0 + end - q)) - 2 * th0
-        _from_channels_last(stage, P, p.Kg, rows * p.oW,
+        from_channels_last(stage, P, p.Kg, rows * p.oW,
                             out + (n * p.K + k0) * P + 2 * th0 * p.oW)
         q = end
     return nonfinite
@@ -893,7 +843,7 @@ cdef void _grad_tiles_nchw(const floating *gout, floating *qb, floating *stage,
         th0 = q - n * p.tH
         h0 = 2 * th0
         h1 = _min(p.oH, 2 * (th0 + end - q))
-        _to_channels_last(gout + (n * p.K + k0) * P + h0 * p.oW, P, p.Kg, (h1 - h0) * p.oW, stage)
+        to_channels_last(gout + (n * p.K + k0) * P + h0 * p.oW, P, p.Kg, (h1 - h0) * p.oW, stage)
         for th in range(th0, th0 + end - q):
             _grad_row(stage, p.oW * p.Kg, p.Kg, h0, qb, zeros, p, th, (q - q0 + th - th0) * p.tW)
         q = end
