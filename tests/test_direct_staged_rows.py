@@ -5,8 +5,8 @@ or as many rows as fit _ROW_STAGE = 64 Ki elements a thread) and sums one broadc
 value per tap (i, j, c) against vectors of output channels, in register blocks of 14 pixels
 x 2 vectors (a half block of 7 for a short tail: 17 pixels are 14 + 7), 8 pixels x 2
 vectors for rows of 16, 24, 32 ... pixels, or 16 x 1 for 16-31 channels.  forward_nchw
-does the same for layers past its plane kernels (more than 32 input channels, 16 or more
-output channels) on channels-last copies: the rows staged by blocked transposes, the sums
+does the same for layers past its plane kernels (more than 32 input channels, or strided
+with more than 4; 16 or more output channels) on channels-last copies: the rows staged by blocked transposes, the sums
 transposed back into the output planes.  The cases here have more channels than the first
 layers of tests/test_direct_first_layer_speed_paths.py: strided and dilated layers (which
 "auto" runs here), strided 1x1 layers, rows cut short by the stride, and rows wide enough
@@ -30,6 +30,9 @@ CASES = [
     (2, 64, 9, 14, 96, (1, 1), dict(stride=2)),                  # a strided 1x1: 7 pixels a row
     (1, 40, 6, 20, 17, (1, 1), dict(stride=(1, 2))),
     (2, 40, 7, 10, 16, (3, 3), dict(stride=2)),                  # the last input column unread
+    # strided NCHW layers of 5-32 input channels: the staged rows, not the polyphase planes
+    (2, 16, 9, 20, 32, (3, 3), dict(stride=2, padding=1)),
+    (1, 8, 8, 13, 16, (3, 3), dict(stride=(2, 1), padding=1)),
     # 256 channels x 68 staged pixels a row: 3 rows fit 64 Ki elements, so the 10 output rows
     # run in blocks of 1 (stride 1, 3x3) or 2 (stride 2, 1x3 rows), the stage reused
     (1, 256, 10, 66, 20, (3, 3), dict(padding=1)),

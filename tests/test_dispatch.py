@@ -121,16 +121,16 @@ def test_builtin_rule(op, data_format, monkeypatch):
     strided16 = dataclasses.replace(cifar, stride=2)
     expected = "im2col" if op == "grad_input" else "direct"
     assert choose(op, _geom(strided16, data_format)) == expected
-    # NCHW strided forwards of up to 32 -> 64 channels, where the planes fit
+    # NCHW strided forwards of 5 or more input channels: direct's staged rows (below), wider
+    # too, but not 1x1 ones
     strided32 = dataclasses.replace(cifar, batch=32, in_channels=32, out_channels=64, stride=2,
                                     height=32, width=32)
     if data_format == "NCHW":
         assert choose(op, _geom(strided32, data_format)) == ("direct" if op == "forward" else "im2col")
-        for wider in (dict(out_channels=128), dict(height=56, width=56),
-                      dict(kernel=(1, 1), padding=0)):
-            assert choose("forward", _geom(dataclasses.replace(strided32, **wider), data_format)) == "im2col"
-        # (64 input channels: the staged rows below)
-        assert choose("forward", _geom(dataclasses.replace(strided32, in_channels=64), data_format)) == "direct"
+        for wider in (dict(out_channels=128), dict(height=56, width=56), dict(in_channels=64)):
+            assert choose("forward", _geom(dataclasses.replace(strided32, **wider), data_format)) == "direct"
+        assert choose("forward", _geom(dataclasses.replace(strided32, kernel=(1, 1), padding=0),
+                                       data_format)) == "im2col"
     # single-group forwards that Winograd does not take: direct's implicit GEMM on staged
     # rows, while the weights stay within 512 Ki and the output rows fill a block of 14
     # pixels (NCHW past 32 input channels; NHWC's weight gradient: the narrow kernels up to

@@ -118,8 +118,10 @@ def _narrow_direct(op, geom, cg, kg, winograd):
       1.4-1.6x Winograd, 16 channels dilated or 7x7 2-3x, LeNet's 6 -> 16 forward 2x
       Winograd and input gradient 1.05-1.15x im2col;
     - NCHW strided forwards of 3x3 and wider kernels, up to 32 input and 64 output channels,
-      on staged polyphase planes: 32 -> 64 at 32x32 1.07 ms against im2col's 1.45 (PyTorch
-      1.00), 16 -> 32 0.33 vs 0.56, 32 -> 64 at 28x28 0.47 vs 0.60; 64 channels lose (4-7x);
+      where their polyphase planes would fit (forward_nchw now runs those with 16 or more
+      output channels on the staged rows of _implicit_gemm): 32 -> 64 at 32x32 0.93 ms
+      against the planes' 1.14 and im2col's 1.45 (PyTorch 1.06), 16 -> 32 0.52 vs 0.70, 32
+      -> 64 at 28x28 0.31 vs 0.53 (0.39);
     - NCHW weight gradients, up to 16 channels on both sides, on staged (polyphase) planes:
       16 channels dilated 2-4x im2col, LeNet's 6 -> 16 1.1-1.4x Winograd, 8 -> 8 at 32x32
       0.86 ms against Winograd's 1.23; but Winograd takes 16 input channels (its NCHW
@@ -171,14 +173,18 @@ def _implicit_gemm(op, geom, winograd):
     5.7), 4.8 vs 5.4 (4.7), 9.5 vs 12.9 (13.4). Not where the weights pass 512 Ki (2 MB, so
     each block streams them from L3) or the output rows are shorter than a block: 256 -> 512
     at stride 2 to 7x7 6.4 vs 4.9. 1x1 layers keep im2col's single GEMM (256 -> 512 at
-    stride 2, 28x28: 3.5 vs 2.8). NCHW layers of up to 32 input channels stay on the
-    plane kernels (_narrow_direct) or im2col: forward_nchw stages rows only past 32."""
+    stride 2, 28x28: 3.5 vs 2.8). NCHW stride-1 layers of up to 32 input channels stay on
+    the plane kernels (_narrow_direct) or im2col, as do first layers: forward_nchw stages
+    rows past 32 input channels, or past 4 where strided (32 -> 64 at stride 2 on 56x56
+    0.61 ms against im2col's 1.08, PyTorch 0.73)."""
     weights = geom.kernel_h * geom.kernel_w * geom.in_channels * geom.out_channels
     if not (op == "forward" and geom.groups == 1 and not winograd
             and (geom.kernel_h, geom.kernel_w) != (1, 1) and weights <= 1 << 19
             and geom.out_w >= 14):
         return False
-    return geom.channels_last or geom.in_channels > 32 and geom.out_channels >= 16
+    strided = geom.stride != (1, 1)
+    return geom.channels_last or (geom.in_channels > (4 if strided else 32)
+                                  and geom.out_channels >= 16)
 
 
 def choose(op, geom, dtype, candidates):
