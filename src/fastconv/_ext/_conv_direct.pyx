@@ -48,7 +48,9 @@ bitwise reproducible and do not depend on the number of threads):
     forward_nchw      C/G <= 32 with staged planes that fit 64 Ki elements (depthwise, first
                       and narrow layers): (n, group, run of output channels: the group's
                       all, or blocks of 4 where that leaves too few tasks) over whole
-                      staged planes.  Otherwise stride 1, K/G >= 4:
+                      staged planes.  Single group, K >= one vector, past those planes or
+                      strided with C > 4: (n, block of output rows), the block's input rows
+                      staged channels-last as forward_nhwc's.  Otherwise stride 1, K/G >= 4:
                       (n, block of R output rows); the input rows are staged zero padded in
                       per-thread scratch so every tap is one flat AXPY over the R rows, 4
                       output channels x 4 taps per pass.  stride > 1: (n, oh) rows, same
