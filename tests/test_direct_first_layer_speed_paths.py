@@ -11,7 +11,7 @@ flipped kernel) goes through the same code.  Planes are staged by whole-vector r
 into zeroed scratch when they fit inside it, element by element otherwise (padding larger
 than the kernel makes the grad_input's padding negative): both are here.  The NHWC
 first-layer grad_weight sums whole images in registers, a kernel row's taps in runs of 3 to
-6, for vectors of output channels and the channels left over; its forward takes blocks of
+12, for vectors of output channels and the channels left over; its forward takes blocks of
 14 pixels, or 7 in rows of 7 to 13, or 16 for one vector of channels in rows of 32 or 48.
 """
 import numpy as np
@@ -52,6 +52,11 @@ WIDE = [
     # pixels: blocks of 16
     (2, 3, 5, 32, 16, (3, 3), dict(padding=1)),
     (1, 16, 4, 48, 24, (3, 3), dict(padding=2, dilation=2)),
+    # NHWC weight gradients in runs of up to 12 taps: a kernel row of 4 channels (12), 9
+    # channels of a dilated tap; 2 vectors + 8 channels, 1 vector
+    (2, 4, 6, 15, 40, (3, 3), dict(padding=1)),
+    (1, 9, 7, 16, 16, (3, 3), dict(padding=2, dilation=2)),
+    (2, 20, 5, 14, 33, (3, 3), dict(stride=2, padding=1)),       # kernel rows of 60: 5 x 12
 ]
 
 
