@@ -100,11 +100,12 @@ def test_builtin_rule(op, data_format, monkeypatch):
     expected = {"grad_input": "im2col", "grad_weight": "direct", "forward": "direct"}
     assert choose(op, _geom(lenet, data_format)) == (
         expected[op] if data_format == "NHWC" else "direct")
-    # with 32 outputs, Winograd in NCHW (but for col2im's input gradient)
+    # with 32 outputs, Winograd in NCHW (but for col2im's input gradient and the weight
+    # gradient, on NHWC's kernel through channels-last copies)
     lenet32 = dataclasses.replace(lenet, out_channels=32)
     if data_format == "NCHW":
-        assert choose(op, _geom(lenet32, data_format)) == (
-            "im2col" if op == "grad_input" else "winograd")
+        assert choose(op, _geom(lenet32, data_format)) == {
+            "grad_input": "im2col", "grad_weight": "direct", "forward": "winograd"}[op]
     # cifar_res20's 16 -> 16 3x3: NCHW's plane kernels but for the weight gradient (16
     # input channels: Winograd); Winograd in NHWC
     cifar = dataclasses.replace(lenet, in_channels=16, kernel=(3, 3), padding=1)
@@ -126,7 +127,9 @@ def test_builtin_rule(op, data_format, monkeypatch):
     strided32 = dataclasses.replace(cifar, batch=32, in_channels=32, out_channels=64, stride=2,
                                     height=32, width=32)
     if data_format == "NCHW":
-        assert choose(op, _geom(strided32, data_format)) == ("direct" if op == "forward" else "im2col")
+        # (the weight gradient: NHWC's kernel through channels-last copies)
+        assert choose(op, _geom(strided32, data_format)) == (
+            "im2col" if op == "grad_input" else "direct")
         for wider in (dict(out_channels=128), dict(height=56, width=56), dict(in_channels=64)):
             assert choose("forward", _geom(dataclasses.replace(strided32, **wider), data_format)) == "direct"
         assert choose("forward", _geom(dataclasses.replace(strided32, kernel=(1, 1), padding=0),
@@ -147,10 +150,10 @@ def test_builtin_rule(op, data_format, monkeypatch):
                    dict(in_channels=256, out_channels=512)):  # 1152 Ki weights
         assert choose(op, _geom(dataclasses.replace(resnet_down, **beyond), data_format)) == "im2col"
     # fmnist_conv2 (5x5, 32 -> 64): Winograd F(2x2, 5x5); with 8 input channels (Winograd on
-    # 3x3 sub-kernels) NHWC's forward and weight gradient run direct
+    # 3x3 sub-kernels) NHWC's forward and both layouts' weight gradients run direct
     fmnist2 = dataclasses.replace(lenet, in_channels=32, out_channels=64, padding=2)
     assert choose(op, _geom(fmnist2, data_format)) == "winograd"
-    expected = "direct" if data_format == "NHWC" and op != "grad_input" else "winograd"
+    expected = "direct" if op == "grad_weight" or data_format == "NHWC" and op == "forward" else "winograd"
     assert choose(op, _geom(dataclasses.replace(fmnist2, in_channels=8), data_format)) == expected
     # 1x1 layers: the pointwise kernels while the weights stay in cache, but for the weight
     # gradient; else im2col

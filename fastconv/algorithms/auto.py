@@ -123,11 +123,15 @@ def _narrow_direct(op, geom, cg, kg, winograd):
       against the planes' 1.14 and im2col's 1.45 (PyTorch 1.06), 16 -> 32 0.52 vs 0.70, 32
       -> 64 at 28x28 0.31 vs 0.53 (0.39);
     - NCHW weight gradients, up to 16 channels on both sides, on staged (polyphase) planes:
-      16 channels dilated 2-4x im2col, LeNet's 6 -> 16 1.1-1.4x Winograd, 8 -> 8 at 32x32
-      0.86 ms against Winograd's 1.23; but Winograd takes 16 input channels (its NCHW
-      staging through transposes: cifar_res20 2.3 ms against direct's 3.0-3.2, 16 -> 16
-      at 32x32 1.12-1.18 vs 1.52-1.56, 5x5 at 14x14 0.60 vs 1.10, 16 -> 8 0.17-0.33 vs
-      0.24-0.40);
+      16 channels dilated 2-4x im2col, 8 -> 8 at 32x32 0.86 ms against Winograd's 1.23; but
+      Winograd takes 16 input channels (its NCHW staging through transposes: cifar_res20
+      2.3 ms against direct's 3.0-3.2, 16 -> 16 at 32x32 1.12-1.18 vs 1.52-1.56, 5x5 at
+      14x14 0.60 vs 1.10, 16 -> 8 0.17-0.33 vs 0.24-0.40). Single-group layers of 5-32
+      input and 16 or more output channels run on NHWC's kernel through channels-last
+      copies (DirectConv._weight_gradient_channels_last), by NHWC's rule: 32 -> 64 at
+      stride 2 1.13 ms against im2col's 1.46 (PyTorch 0.96), 16 -> 32 0.70 vs 1.24, 32 ->
+      64 at 56x56 0.83 vs 1.01, 8 -> 16 at 32x32 0.73 vs Winograd's 0.87, LeNet's 6 -> 16
+      0.36 vs 0.56;
     - NHWC weight gradients, up to 32 input channels (8 where Winograd runs): LeNet's
       6 -> 16 3x, 16 channels strided or dilated 2x im2col;
     - NHWC stride-1 input gradients with 8 or more input and up to 16 output channels where
@@ -144,6 +148,8 @@ def _narrow_direct(op, geom, cg, kg, winograd):
         return False
     if not geom.channels_last:
         if op == "grad_weight":
+            if geom.groups == 1 and 4 < cg <= 32 and kg >= 16:   # NHWC's kernel, on copies
+                return cg <= (8 if winograd else 32)
             return (max(cg, kg) <= 16 and _nchw_planes_fit(geom)
                     and not (winograd and cg >= 16))
         if op == "forward" and geom.stride != (1, 1) and geom.groups == 1:
