@@ -99,11 +99,11 @@ class DirectConv:
         """Whether an NCHW weight gradient runs on channels-last copies: single-group layers
         of 5-32 input channels, whose NHWC kernel sums whole images in registers, runs of up
         to 12 taps x 32 output channels, where the NCHW plane kernels sum a tap's products
-        over flat runs and im2col's GEMM is a sliver (copies included, interleaved: 16
-        channels dilated 0.54 ms against 0.74-0.78, 32 -> 64 at stride 2 1.14 against
-        im2col's 1.57, LeNet's 6 -> 16 0.27 against 0.55-0.62). First layers keep the
-        planes (an RGB 3x3 0.65 against 0.72 through copies), and so do layers of fewer than
-        16 output channels, which NHWC's kernel sums one channel at a time."""
+        over flat runs and im2col's GEMM is a sliver (copies included: 16 channels dilated
+        0.54 ms against 0.74-0.78, 32 -> 64 at stride 2 1.13 against im2col's 1.46; more
+        with auto's rule in auto._narrow_direct). First layers keep the planes (an RGB 3x3
+        0.65 against 0.72 through copies), and so do layers of fewer than 16 output
+        channels, which NHWC's kernel sums one channel at a time."""
         cg = geom.in_channels // geom.groups
         return (self._channels_last_weight_gradient and not geom.channels_last
                 and geom.groups == 1 and 4 < cg <= 32 and geom.out_channels >= 16)

@@ -1026,8 +1026,9 @@ cdef inline void _flush_taps(floating *dst, const floating **src, const floating
 
 
 # Input channels per group up to which a layer runs on the tap-list kernels of first layers
-# (one broadcast input value or one flat run per tap): 2-4x the row kernels on 6-32 channels
-# (LeNet's 6 -> 16, 16 -> 16 3x3 dilated or strided).
+# (NCHW's staged planes, the weight gradients' broadcast input values): 2-4x the row kernels
+# on 6-32 channels (LeNet's 6 -> 16, 16 -> 16 3x3 dilated or strided).  NHWC single-group
+# forwards take those kernels at any channel count (_sum_staged_rows).
 cdef Py_ssize_t _NARROW = 32
 
 # Taps per run of the NHWC first-layer weight gradient's whole-image sums (_brow_dots): 12
